@@ -1,0 +1,462 @@
+"""Validate and coerce events against a table, on the append hot path.
+
+A table compiles once into a tree of small closures; coercing an event walks
+that tree with no per-call lookups of types or modes. The result is the
+*stored form*: a compact JSON object, ``_event_id`` first and the other
+columns in table order, whose values are what Arrow's JSON reader and
+BigQuery both read without further work:
+
+=============  ====================================================  =============================
+BigQuery type  accepted from Python                                  stored as
+=============  ====================================================  =============================
+INTEGER        int; integral float (12.0); numeric string ("12",      int (int64 range)
+               "12.0"); integral Decimal
+FLOAT          int, float, numeric string, Decimal (finite only)     float
+NUMERIC        Decimal, int, float (via its repr), numeric string;   string, e.g. "12.50" -> "12.5"
+BIGNUMERIC     precision/scale checked (38/9, 76/38 or declared)
+BOOLEAN        bool; 0/1; "true"/"false"/"t"/"f"/"yes"/"no"/"1"/"0"   bool
+STRING         str (valid UTF-8, ``maxLength`` checked); int,        str
+               Decimal and UUID via str()
+BYTES          bytes, bytearray, memoryview; base64 str              base64 str
+TIMESTAMP      aware datetime; naive datetime (taken as UTC);        "YYYY-MM-DDTHH:MM:SS.ffffffZ"
+               ISO-8601 string (no offset: UTC); epoch seconds,
+               or epoch milliseconds when abs(value) >= 1e11
+DATE           date (not datetime); "YYYY-MM-DD"                     "YYYY-MM-DD"
+TIME           naive time; "HH:MM[:SS[.ffffff]]"                     "HH:MM:SS.ffffff"
+DATETIME       naive datetime; ISO string without offset             "YYYY-MM-DDTHH:MM:SS.ffffff"
+JSON           any JSON-serialisable value (a str is a JSON string)  str holding compact JSON
+GEOGRAPHY      non-empty WKT or GeoJSON string                       str
+RECORD         dict (any Mapping)                                    object
+REPEATED       list or tuple; None means empty; no null elements    array
+=============  ====================================================  =============================
+
+Rules worth knowing: ``bool`` is never a number; NaN and infinities are
+rejected everywhere (JSON cannot carry them and analytics rarely want them);
+a naive datetime in a TIMESTAMP is UTC, the same rule BigQuery applies to a
+zone-less timestamp string; an aware datetime in a DATETIME is an error
+rather than a silent conversion. Unknown fields are an error by default
+(``unknown_fields="ignore"`` drops them instead). Every failure raises
+:class:`~bqspool.schemas.errors.ValidationError` naming the field path
+(``products[2].price``) and the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import decimal
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from .definition import EVENT_ID, Field, TableDef
+from .errors import ConfigError, ValidationError
+
+UTC = dt.timezone.utc
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MILLIS_THRESHOLD = 1e11  # epoch values at or above this are milliseconds
+_DEC = decimal.Context(prec=200, traps=[decimal.InvalidOperation])
+_TRUE = frozenset(("true", "t", "yes", "y", "1"))
+_FALSE = frozenset(("false", "f", "no", "n", "0"))
+_MISSING = object()
+_EPOCH_RE = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
+UNKNOWN_POLICIES = ("error", "ignore")
+DEFAULT_MAX_ROW_BYTES = 10 * 1024 * 1024
+
+# One encoder instance: json.dumps() with keyword arguments builds a new
+# encoder per call, which costs more than the encoding of a small event.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class _Bad(Exception):
+    """Internal, cheap failure signal; ``path`` grows as it unwinds."""
+
+    def __init__(self, reason: str, path: list | None = None):
+        self.reason = reason
+        self.path = path if path is not None else []
+
+
+def _tname(v: Any) -> str:
+    return type(v).__name__
+
+
+def _check_utf8(s: str) -> str:
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Bad("string is not valid UTF-8 (lone surrogate)") from None
+    return s
+
+
+def _numeric_string(s: str) -> str:
+    s = s.strip()
+    # Python's int()/float() accept "1_000" and "nan"; BigQuery does not.
+    if not s or "_" in s:
+        raise _Bad(f"not a number: {s!r}")
+    return s
+
+
+def _to_int(v: Any) -> int:
+    t = type(v)
+    if t is int:
+        out = v
+    elif t is bool:
+        raise _Bad("expected INTEGER, got bool")
+    elif t is float:
+        if not math.isfinite(v):
+            raise _Bad(f"expected INTEGER, got {v!r}")
+        if not v.is_integer():
+            raise _Bad(f"expected INTEGER, got non-integral {v!r}")
+        out = int(v)
+    elif t is str or isinstance(v, decimal.Decimal):
+        try:
+            d = decimal.Decimal(_numeric_string(v) if t is str else v)
+        except decimal.InvalidOperation:
+            raise _Bad(f"expected INTEGER, got {v!r}") from None
+        if not d.is_finite() or d != d.to_integral_value():
+            raise _Bad(f"expected INTEGER, got non-integral {v!r}")
+        out = int(d)
+    elif isinstance(v, int):  # IntEnum and friends
+        out = int(v)
+    else:
+        raise _Bad(f"expected INTEGER, got {_tname(v)}")
+    if not _INT64_MIN <= out <= _INT64_MAX:
+        raise _Bad(f"INTEGER out of int64 range: {out}")
+    return out
+
+
+def _to_float(v: Any) -> float:
+    t = type(v)
+    if t is bool:
+        raise _Bad("expected FLOAT, got bool")
+    try:
+        if t is float:
+            out = v
+        elif t is int or isinstance(v, (int, decimal.Decimal)):
+            out = float(v)
+        elif t is str:
+            out = float(_numeric_string(v))
+        else:
+            raise _Bad(f"expected FLOAT, got {_tname(v)}")
+    except (ValueError, OverflowError):
+        raise _Bad(f"expected FLOAT, got {v!r}") from None
+    if not math.isfinite(out):
+        raise _Bad(f"FLOAT must be finite, got {v!r}")
+    return out
+
+
+def _make_numeric(f: Field) -> Callable[[Any], str]:
+    big = f.type == "BIGNUMERIC"
+    max_scale = f.scale if f.precision is not None else (38 if big else 9)
+    max_int = (f.precision - (f.scale or 0)) if f.precision is not None else (38 if big else 29)
+
+    def to_numeric(v: Any) -> str:
+        t = type(v)
+        if t is bool:
+            raise _Bad(f"expected {f.type}, got bool")
+        try:
+            if t is float:
+                if not math.isfinite(v):
+                    raise _Bad(f"{f.type} must be finite, got {v!r}")
+                d = decimal.Decimal(repr(v))
+            elif t is str:
+                d = decimal.Decimal(_numeric_string(v))
+            elif isinstance(v, (int, decimal.Decimal)):
+                d = decimal.Decimal(v)
+            else:
+                raise _Bad(f"expected {f.type}, got {_tname(v)}")
+        except decimal.InvalidOperation:
+            raise _Bad(f"expected {f.type}, got {v!r}") from None
+        if not d.is_finite():
+            raise _Bad(f"{f.type} must be finite, got {v!r}")
+        d = _DEC.normalize(d)
+        exp = d.as_tuple().exponent
+        ndigits = len(d.as_tuple().digits)
+        scale = -exp if exp < 0 else 0
+        int_digits = 0 if d.is_zero() else max(0, ndigits + exp)
+        if scale > max_scale:
+            raise _Bad(f"{f.type} has {scale} digits after the point, at most {max_scale} allowed")
+        if int_digits > max_int:
+            raise _Bad(f"{f.type} has {int_digits} digits before the point, at most {max_int} allowed")
+        return format(d, "f")
+
+    return to_numeric
+
+
+def _to_bool(v: Any) -> bool:
+    t = type(v)
+    if t is bool:
+        return v
+    if t is int and v in (0, 1):
+        return bool(v)
+    if t is str:
+        s = v.strip().lower()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+    raise _Bad(f"expected BOOLEAN, got {v!r}" if t in (int, str) else f"expected BOOLEAN, got {_tname(v)}")
+
+
+def _make_string(f: Field) -> Callable[[Any], str]:
+    max_len = f.max_length
+
+    def to_string(v: Any) -> str:
+        t = type(v)
+        if t is str:
+            s = _check_utf8(v)
+        elif t is bool:
+            raise _Bad("expected STRING, got bool")
+        elif isinstance(v, (int, decimal.Decimal, uuid.UUID)):
+            s = str(v)
+        elif isinstance(v, str):
+            s = _check_utf8(str(v))
+        else:
+            raise _Bad(f"expected STRING, got {_tname(v)}")
+        if max_len is not None and len(s) > max_len:
+            raise _Bad(f"string of {len(s)} characters exceeds maxLength {max_len}")
+        return s
+
+    return to_string
+
+
+def _make_bytes(f: Field) -> Callable[[Any], str]:
+    max_len = f.max_length
+
+    def to_bytes(v: Any) -> str:
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            raw = bytes(v)
+        elif type(v) is str:
+            try:
+                raw = base64.b64decode(v, validate=True)
+            except (binascii.Error, ValueError):
+                raise _Bad("BYTES given as str must be base64") from None
+        else:
+            raise _Bad(f"expected BYTES, got {_tname(v)}")
+        if max_len is not None and len(raw) > max_len:
+            raise _Bad(f"{len(raw)} bytes exceeds maxLength {max_len}")
+        return base64.b64encode(raw).decode("ascii")
+
+    return to_bytes
+
+
+def _parse_iso_datetime(s: str, what: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(s.strip())
+    except ValueError:
+        raise _Bad(f"expected {what}, got unparseable {s!r}") from None
+
+
+def _fmt_ts(d: dt.datetime) -> str:
+    return d.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _to_timestamp(v: Any) -> str:
+    t = type(v)
+    try:
+        if t is dt.datetime or isinstance(v, dt.datetime):
+            d = v
+        elif t is str:
+            s = v.strip()
+            if _EPOCH_RE.match(s):
+                return _to_timestamp(float(s) if "." in s else int(s))
+            d = _parse_iso_datetime(s, "TIMESTAMP")
+        elif t is int or t is float:
+            if not math.isfinite(v):
+                raise _Bad(f"TIMESTAMP must be finite, got {v!r}")
+            us = round(v * 1000) if abs(v) >= _MILLIS_THRESHOLD else round(v * 1_000_000)
+            return _fmt_ts(_EPOCH + dt.timedelta(microseconds=us))
+        elif t is bool:
+            raise _Bad("expected TIMESTAMP, got bool")
+        else:
+            raise _Bad(f"expected TIMESTAMP, got {_tname(v)}")
+        # Naive means UTC: the rule BigQuery applies to zone-less timestamps.
+        if d.tzinfo is not None:
+            d = d.astimezone(UTC)
+        return _fmt_ts(d)
+    except (OverflowError, ValueError):
+        raise _Bad(f"TIMESTAMP out of range: {v!r}") from None
+
+
+def _to_date(v: Any) -> str:
+    if isinstance(v, dt.datetime):
+        raise _Bad("expected DATE, got datetime (pass .date() to drop the time)")
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if type(v) is str:
+        try:
+            return dt.date.fromisoformat(v.strip()).isoformat()
+        except ValueError:
+            raise _Bad(f"expected DATE, got unparseable {v!r}") from None
+    raise _Bad(f"expected DATE, got {_tname(v)}")
+
+
+def _to_time(v: Any) -> str:
+    if type(v) is str:
+        try:
+            v = dt.time.fromisoformat(v.strip())
+        except ValueError:
+            raise _Bad(f"expected TIME, got unparseable {v!r}") from None
+    if isinstance(v, dt.time):
+        if v.tzinfo is not None:
+            raise _Bad("TIME is zone-less, got a time with tzinfo")
+        return v.isoformat(timespec="microseconds")
+    raise _Bad(f"expected TIME, got {_tname(v)}")
+
+
+def _to_datetime(v: Any) -> str:
+    if type(v) is str:
+        v = _parse_iso_datetime(v, "DATETIME")
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            raise _Bad("DATETIME is zone-less, got an aware datetime (use TIMESTAMP, or drop tzinfo)")
+        return v.isoformat(timespec="microseconds")
+    raise _Bad(f"expected DATETIME, got {_tname(v)}")
+
+
+def _to_json(v: Any) -> str:
+    try:
+        return _check_utf8(_encode(v))
+    except TypeError as exc:
+        raise _Bad(f"JSON value is not serialisable: {exc}") from None
+    except ValueError as exc:
+        raise _Bad(f"JSON value is invalid: {exc}") from None
+    except RecursionError:
+        raise _Bad("JSON value is nested too deeply") from None
+
+
+def _to_geography(v: Any) -> str:
+    if type(v) is not str or not v.strip():
+        raise _Bad(f"expected GEOGRAPHY as a non-empty WKT or GeoJSON string, got {_tname(v)}")
+    return _check_utf8(v)
+
+
+_SCALARS: dict[str, Callable[[Field], Callable[[Any], Any]]] = {
+    "INTEGER": lambda f: _to_int,
+    "FLOAT": lambda f: _to_float,
+    "NUMERIC": _make_numeric,
+    "BIGNUMERIC": _make_numeric,
+    "BOOLEAN": lambda f: _to_bool,
+    "STRING": _make_string,
+    "BYTES": _make_bytes,
+    "TIMESTAMP": lambda f: _to_timestamp,
+    "DATE": lambda f: _to_date,
+    "TIME": lambda f: _to_time,
+    "DATETIME": lambda f: _to_datetime,
+    "JSON": lambda f: _to_json,
+    "GEOGRAPHY": lambda f: _to_geography,
+}
+
+
+def _compile_field(f: Field, unknown: str) -> Callable[[Any], Any]:
+    """The converter for one non-null value of ``f`` (repetition included)."""
+    if f.type == "RECORD":
+        conv = _compile_record(f.fields, unknown)
+    else:
+        conv = _SCALARS[f.type](f)
+    if not f.repeated:
+        return conv
+
+    def repeated(v: Any) -> list:
+        if type(v) not in (list, tuple):
+            raise _Bad(f"expected a list for REPEATED {f.type}, got {_tname(v)}")
+        out = []
+        for i, item in enumerate(v):
+            if item is None:
+                raise _Bad("REPEATED values cannot contain null", [i])
+            try:
+                out.append(conv(item))
+            except _Bad as exc:
+                exc.path.insert(0, i)
+                raise
+        return out
+
+    return repeated
+
+
+def _compile_record(fields: tuple[Field, ...], unknown: str) -> Callable[[Any], dict]:
+    plan = tuple((f.name, _compile_field(f, unknown), f.required) for f in fields)
+    names = frozenset(f.name for f in fields)
+    ignore_unknown = unknown == "ignore"
+
+    def record(v: Any, out: dict | None = None) -> dict:
+        if type(v) is not dict:
+            if not isinstance(v, Mapping):
+                raise _Bad(f"expected an object (dict), got {_tname(v)}")
+            v = dict(v)
+        if out is None:
+            out = {}
+        seen = 0
+        for name, conv, required in plan:
+            value = v.get(name, _MISSING)
+            if value is _MISSING:
+                if required:
+                    raise _Bad("REQUIRED field is missing", [name])
+                continue
+            seen += 1
+            if value is None:
+                if required:
+                    raise _Bad("REQUIRED field is null", [name])
+                continue
+            try:
+                out[name] = conv(value)
+            except _Bad as exc:
+                exc.path.insert(0, name)
+                raise
+        if seen != len(v) and not ignore_unknown:
+            for key in v:
+                if key not in names:
+                    if not isinstance(key, str):
+                        raise _Bad(f"field names must be strings, got {_tname(key)} {key!r}")
+                    if key == EVENT_ID:
+                        raise _Bad(f"{EVENT_ID} is assigned by the buffer", [key])
+                    raise _Bad("unknown field (not in the table schema)", [key])
+        return out
+
+    return record
+
+
+def format_path(parts: list) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+class Coercer:
+    """Compiled validator for one table; cheap to call from many threads."""
+
+    def __init__(self, table: TableDef, *, unknown_fields: str = "error", max_row_bytes: int = DEFAULT_MAX_ROW_BYTES):
+        if unknown_fields not in UNKNOWN_POLICIES:
+            raise ConfigError(f"unknown_fields must be one of {UNKNOWN_POLICIES}, got {unknown_fields!r}")
+        self.table = table
+        self.max_row_bytes = max_row_bytes
+        self._record = _compile_record(table.user_fields, unknown_fields)
+
+    def coerce(self, event: Any) -> dict:
+        """The event's coerced columns in table order (no ``_event_id``)."""
+        try:
+            return self._record(event)
+        except _Bad as exc:
+            raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from None
+
+    def payload(self, event: Any, event_id: str) -> str:
+        """The stored form: compact JSON with ``_event_id`` first, then table order."""
+        try:
+            out = self._record(event, {EVENT_ID: event_id})
+        except _Bad as exc:
+            raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from None
+        text = _encode(out)
+        # Characters, then bytes only when it could matter: len() is free.
+        if len(text) * 4 > self.max_row_bytes and len(text.encode("utf-8")) > self.max_row_bytes:
+            raise ValidationError(
+                f"row of {len(text.encode('utf-8'))} bytes exceeds the {self.max_row_bytes}-byte limit",
+                stream=self.table.name,
+            )
+        return text

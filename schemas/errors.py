@@ -1,0 +1,92 @@
+"""The one exception tree of bqspool.
+
+It lives in the lowest layer (``bqspool.schemas``) so every package can raise
+from it without import cycles; ``bqspool.buffer`` and ``bqspool.loader``
+re-export it.
+
+::
+
+    BqspoolError
+    ├── RetryableError          the same call may succeed later, unchanged
+    │   ├── BufferFullError     size cap reached (on_full="raise", or block timed out)
+    │   ├── BufferBusyError     another process held the write lock too long
+    │   └── DiskFullError       SQLITE_FULL: free disk space, then retry
+    └── PermanentError          retrying the same call cannot succeed
+        ├── ConfigError         bad option or setting
+        ├── SchemaError         a table definition is invalid (names file and field)
+        ├── ValidationError     an event does not fit its table (names field path)
+        │   └── UnknownStreamError
+        ├── BufferClosedError   append after close()
+        └── BufferFormatError   the file was written by a newer bqspool
+
+Third-party errors (sqlite3, google clients) are translated at the boundary
+with ``raise ... from`` so callers only ever need this tree.
+"""
+
+from __future__ import annotations
+
+
+class BqspoolError(Exception):
+    """Base of every error bqspool raises on purpose."""
+
+    retryable = False
+
+
+class RetryableError(BqspoolError):
+    """A transient condition: the same operation may succeed later."""
+
+    retryable = True
+
+
+class PermanentError(BqspoolError):
+    """Retrying the same operation unchanged cannot succeed."""
+
+
+class BufferFullError(RetryableError):
+    """The buffer reached ``max_bytes`` (policy ``raise``, or ``block`` timed out)."""
+
+
+class BufferBusyError(RetryableError):
+    """The buffer file stayed locked by another writer past the busy timeout."""
+
+
+class DiskFullError(RetryableError):
+    """SQLite reported SQLITE_FULL. The transaction was rolled back; the file is consistent."""
+
+
+class ConfigError(PermanentError):
+    """An option or setting is invalid."""
+
+
+class SchemaError(PermanentError):
+    """A table definition is invalid. ``source`` names the file, ``field`` the field."""
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        self.source = source
+        self.field = field
+        where = ", ".join(p for p in (source, f"field {field!r}" if field else None) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ValidationError(PermanentError):
+    """An event does not fit its table. ``path`` is the field path (``a.b[2].c``)."""
+
+    def __init__(self, reason: str, *, path: str = "", stream: str | None = None):
+        self.reason = reason
+        self.path = path
+        self.stream = stream
+        where = f"field {path!r}: " if path else ""
+        prefix = f"stream {stream!r}: " if stream else ""
+        super().__init__(f"{prefix}{where}{reason}")
+
+
+class UnknownStreamError(ValidationError):
+    """The stream named in ``append`` has no table in the schema set."""
+
+
+class BufferClosedError(PermanentError):
+    """The buffer was closed."""
+
+
+class BufferFormatError(PermanentError):
+    """The buffer file has a format version this bqspool does not know."""
