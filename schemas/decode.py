@@ -18,8 +18,11 @@ from .definition import Field, TableDef
 UTC = dt.timezone.utc
 
 
-def _ts(s: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(s)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ts(us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=us)
 
 
 _SCALARS: dict[str, Callable[[Any], Any]] = {

@@ -1,0 +1,40 @@
+"""The embeddable writer: ``from bqspool.buffer import Buffer``.
+
+Imports only the standard library and ``bqspool.schemas``: no pyarrow, no
+Google clients, so apps that embed it stay lean.
+"""
+
+from bqspool.schemas.errors import (
+    BqspoolError,
+    BufferBusyError,
+    BufferClosedError,
+    BufferFormatError,
+    BufferFullError,
+    ConfigError,
+    DiskFullError,
+    PermanentError,
+    RetryableError,
+    SchemaError,
+    UnknownStreamError,
+    ValidationError,
+)
+
+from .core import Buffer
+from .ids import uuid7
+
+__all__ = [
+    "Buffer",
+    "BqspoolError",
+    "BufferBusyError",
+    "BufferClosedError",
+    "BufferFormatError",
+    "BufferFullError",
+    "ConfigError",
+    "DiskFullError",
+    "PermanentError",
+    "RetryableError",
+    "SchemaError",
+    "UnknownStreamError",
+    "ValidationError",
+    "uuid7",
+]

@@ -1,0 +1,489 @@
+"""``Buffer``: the embeddable write-ahead buffer apps append events to."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Iterable
+
+from bqspool.schemas import SchemaSet, load_schema_set
+from bqspool.schemas.coerce import DEFAULT_MAX_ROW_BYTES, Coercer
+from bqspool.schemas.decode import decoder
+from bqspool.schemas.errors import (
+    BufferClosedError,
+    BufferFullError,
+    ConfigError,
+    UnknownStreamError,
+    ValidationError,
+)
+
+from . import store
+from .ids import uuid7, uuid7_many
+from .writer import Group, Writer
+
+log = logging.getLogger("bqspool.buffer")
+
+DURABILITY = {"full": "FULL", "normal": "NORMAL"}
+ON_FULL = ("block", "raise", "drop")
+MAX_DEAD_PAYLOAD = 1024 * 1024  # chars of raw payload kept in a dead-letter row
+
+_open_buffers: "weakref.WeakSet[Buffer]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for buf in list(_open_buffers):
+        buf._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _close_all() -> None:
+    # wait=False appends still queued at interpreter exit get their commit.
+    for buf in list(_open_buffers):
+        try:
+            buf.close()
+        except Exception:  # pragma: no cover - best effort at exit
+            log.exception("closing buffer %s at exit failed", buf.path)
+
+
+def _raw_payload(event: Any) -> str:
+    """The event as faithfully as text allows, for a dead-letter row."""
+    try:
+        # ensure_ascii turns lone surrogates into escapes SQLite can store.
+        text = json.dumps(event, ensure_ascii=True, default=repr)
+    except (ValueError, TypeError, RecursionError):
+        try:
+            text = repr(event)
+        except Exception as exc:  # a __repr__ that raises
+            text = f"<unrepresentable {type(event).__name__}: {exc!r}>"
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > MAX_DEAD_PAYLOAD:
+        text = text[:MAX_DEAD_PAYLOAD] + f"...[truncated {len(text) - MAX_DEAD_PAYLOAD} chars]"
+    return text
+
+
+class _RateLimitedLog:
+    """Logs an event kind at most once per ``every`` seconds, with a count."""
+
+    def __init__(self, level: int, every: float = 5.0):
+        self.level, self.every = level, every
+        self.last = 0.0
+        self.suppressed = 0
+
+    def __call__(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            self.suppressed += 1
+            return
+        extra = f" ({self.suppressed} more since the last report)" if self.suppressed else ""
+        self.last, self.suppressed = now, 0
+        log.log(self.level, msg + extra, *args)
+
+
+class Buffer:
+    """A durable local spool of events, one SQLite file in WAL mode.
+
+    ``Buffer(path, schemas="leafloaf")`` opens (or creates, mode 0600) the
+    file, checks and migrates it, and validates each appended event against
+    the stream's table. Safe to share between threads and asyncio tasks;
+    several processes may open the same file.
+
+    Durability contract: with ``wait=True`` (the default) ``append`` returns
+    once the event is committed: it survives kill -9 of the process with
+    ``durability="normal"`` and power loss with ``durability="full"`` (the
+    default). With ``wait=False`` the call returns at once; the event is
+    committed within ``flush_interval`` seconds plus one commit, and
+    :meth:`flush`/:meth:`close` (also run at interpreter exit) force it.
+
+    Size cap: when ``max_bytes`` of pending payload is reached, ``on_full``
+    decides: ``"block"`` (default) waits up to ``block_timeout`` seconds for
+    the loader to make room, then raises :class:`BufferFullError`;
+    ``"raise"`` raises at once; ``"drop"`` drops the new event, counts and
+    logs it and returns ``None``. Across processes the cap is enforced on the
+    last committed size each process has seen, so it can be exceeded by what
+    is in flight at that moment.
+
+    Invalid events: with ``strict=True`` append raises
+    :class:`ValidationError` naming the field; otherwise the event goes to
+    the ``dead_letters`` table with its reason and append returns its id.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        schemas: "str | os.PathLike | SchemaSet | None" = None,
+        *,
+        durability: str = "full",
+        max_bytes: int | None = 1024**3,
+        on_full: str = "block",
+        block_timeout: float = 10.0,
+        strict: bool = False,
+        unknown_fields: str = "error",
+        max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+        flush_interval: float = 0.05,
+        busy_timeout: float = 30.0,
+        check: str = "quick",
+        pragmas: dict[str, object] | None = None,
+    ):
+        if durability not in DURABILITY:
+            raise ConfigError(f"durability must be one of {sorted(DURABILITY)}, got {durability!r}")
+        if on_full not in ON_FULL:
+            raise ConfigError(f"on_full must be one of {ON_FULL}, got {on_full!r}")
+        if check not in ("quick", "full", "none"):
+            raise ConfigError(f"check must be quick, full or none, got {check!r}")
+        if max_bytes is not None and max_bytes <= 0:
+            raise ConfigError("max_bytes must be positive (or None for no cap)")
+        self.path = Path(path).expanduser().absolute()
+        self.schemas = load_schema_set(schemas) if schemas is not None else None
+        self.durability = durability
+        self.max_bytes = max_bytes
+        self.on_full = on_full
+        self.block_timeout = block_timeout
+        self.strict = strict
+        self.flush_interval = flush_interval
+        self._busy_timeout = busy_timeout
+        self._pragmas = dict(pragmas or {})
+        self._coercers: dict[str, Coercer] = {}
+        if self.schemas is not None:
+            for table in self.schemas.tables():
+                self._coercers[table.name] = Coercer(table, unknown_fields=unknown_fields, max_row_bytes=max_row_bytes)
+        self.recovered_from = store.open_file(self.path, check=check)
+        self._counts = {"appended": 0, "dead_lettered": 0, "dropped": 0, "lost": 0}
+        self._drop_log = _RateLimitedLog(logging.WARNING)
+        self._dead_log = _RateLimitedLog(logging.WARNING)
+        self._closed = False
+        self._init_process_state()
+        _open_buffers.add(self)
+
+    # -- process-local state (rebuilt after fork) ---------------------------
+
+    def _init_process_state(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # guards lazy start of the writer and the reader
+        self._writer: Writer | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._inflight = 0
+        self._disk_bytes = self._read_pending_bytes()
+
+    def _reset_after_fork(self) -> None:
+        # The parent's writer thread does not exist here and its connection
+        # must not be used from this process: start over. Rows the parent
+        # had queued are the parent's to commit.
+        self._init_process_state()
+
+    def _ensure_writer(self) -> Writer:
+        writer = self._writer
+        if writer is not None:
+            return writer
+        with self._lock:
+            if self._closed:
+                raise BufferClosedError(f"buffer {self.path} is closed")
+            if self._writer is None:
+                self._writer = Writer(
+                    self.path,
+                    synchronous=DURABILITY[self.durability],
+                    busy_timeout_s=self._busy_timeout,
+                    flush_interval=self.flush_interval,
+                    pragmas=self._pragmas,
+                    on_commit=self._committed,
+                )
+            return self._writer
+
+    def _committed(self, group: Group, disk_bytes: int) -> None:
+        # Runs on the writer thread after each commit attempt.
+        with self._writer.cond:  # type: ignore[union-attr]
+            self._inflight -= group.nbytes
+            if group.error is None:
+                self._disk_bytes = disk_bytes
+            elif not (group.waiters or group.futures):
+                self._counts["lost"] += len(group.rows) + len(group.dead)
+
+    # -- reading ------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            if self._reader is None:
+                self._reader = store.connect(self.path, busy_timeout_ms=int(self._busy_timeout * 1000))
+            return self._reader.execute(sql, params).fetchall()
+
+    def _read_pending_bytes(self) -> int:
+        return self._read("SELECT value FROM counters WHERE name = 'pending_bytes'")[0][0]
+
+    # -- appending ----------------------------------------------------------
+
+    def _unknown_stream(self, stream: Any) -> UnknownStreamError:
+        known = ", ".join(sorted(self._coercers)) or "none: the buffer was opened without schemas"
+        return UnknownStreamError(f"unknown stream (known streams: {known})", stream=str(stream))
+
+    def _dead_row(self, stream: Any, event: Any, event_id: str, exc: ValidationError) -> tuple:
+        """The dead-letter row for an invalid event; raises instead in strict mode."""
+        if self.strict:
+            raise exc
+        self._dead_log("event sent to dead letters: %s", exc)
+        return (str(stream), event_id, _raw_payload(event), str(exc), store.now_us())
+
+    def validate(self, stream: str, event: Any) -> dict:
+        """Check an event without storing it: its coerced columns, or ValidationError."""
+        coercer = self._coercers.get(stream) if type(stream) is str else None
+        if coercer is None:
+            raise self._unknown_stream(stream)
+        return coercer.coerce(event)
+
+    def _prepare(self, stream: str, event: Any) -> tuple[tuple | None, tuple | None, str]:
+        """Validate one event: (event row, dead-letter row, event_id)."""
+        event_id = uuid7()
+        coercer = self._coercers.get(stream) if type(stream) is str else None
+        if coercer is None:
+            return None, self._dead_row(stream, event, event_id, self._unknown_stream(stream)), event_id
+        try:
+            payload = coercer.payload(event, event_id)
+        except ValidationError as exc:
+            return None, self._dead_row(stream, event, event_id, exc), event_id
+        nbytes = len(payload) if payload.isascii() else len(payload.encode())
+        return (stream, event_id, payload, nbytes, store.now_us()), None, event_id
+
+    def _room(self, nbytes: int) -> bool:
+        return self.max_bytes is None or self._disk_bytes + self._inflight + nbytes <= self.max_bytes
+
+    def _make_room(self, writer: Writer, nbytes: int) -> None:
+        """Policies "raise" and "block" for ``nbytes`` more, with ``writer.cond`` held."""
+        cap = self.max_bytes
+        assert cap is not None
+        if nbytes > cap:
+            raise BufferFullError(f"{nbytes} bytes in one call can never fit the {cap}-byte cap of {self.path}")
+        if self.on_full == "raise":
+            raise BufferFullError(f"buffer {self.path} holds {self._disk_bytes + self._inflight} of {cap} bytes")
+        deadline = time.monotonic() + self.block_timeout
+        while not self._room(nbytes):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BufferFullError(
+                    f"buffer {self.path} stayed full ({cap} bytes cap) for {self.block_timeout}s; "
+                    "is the loader running?"
+                )
+            # Room is made by the loader, usually another process: poll the
+            # committed size rather than wait for a signal that never comes.
+            writer.cond.wait(min(remaining, 0.1))
+            writer.cond.release()
+            try:
+                disk = self._read_pending_bytes()
+            finally:
+                writer.cond.acquire()
+            self._disk_bytes = disk
+
+    def _drop(self, writer: Writer) -> None:
+        self._counts["dropped"] += 1
+        writer.group.drops += 1  # persisted with the next commit, for `bqspool status`
+        self._drop_log("buffer full (%d-byte cap): dropped the newest event", self.max_bytes)
+
+    def _enqueue(self, rows: list[tuple], dead: list[tuple], *, wait: bool, future=None) -> tuple[Group, list[bool]]:
+        """Queue rows for the next commit; returns the group and which rows were admitted."""
+        if self._closed:
+            raise BufferClosedError(f"buffer {self.path} is closed")
+        if self._pid != os.getpid():  # forked without the at-fork hook running
+            self._reset_after_fork()
+        writer = self._ensure_writer()
+        with writer.cond:
+            total = sum(r[3] for r in rows)
+            if self.on_full != "drop" and not self._room(total):
+                self._make_room(writer, total)
+            group = writer.group
+            admitted = []
+            for row in rows:
+                ok = self._room(row[3])  # always true unless on_full="drop"
+                admitted.append(ok)
+                if ok:
+                    group.rows.append(row)
+                    group.nbytes += row[3]
+                    self._inflight += row[3]
+                else:
+                    self._drop(writer)
+            group.dead.extend(dead)
+            self._counts["appended"] += sum(admitted)
+            self._counts["dead_lettered"] += len(dead)
+            if group and not group.started:
+                group.started = time.monotonic()
+                writer.wake()
+            if wait:
+                group.waiters += 1
+                writer.wake()
+            if future is not None:
+                group.futures.append(future)
+                writer.wake()
+        return group, admitted
+
+    @staticmethod
+    def _wait(group: Group) -> None:
+        group.done.wait()
+        if group.error is not None:
+            raise group.error
+
+    def append(self, stream: str, event: Any, *, wait: bool = True) -> str | None:
+        """Validate and store one event; returns its ``event_id``.
+
+        Returns ``None`` when the size cap dropped it (``on_full="drop"``).
+        With ``wait=True`` the event is durable when this returns.
+        """
+        row, dead, event_id = self._prepare(stream, event)
+        group, admitted = self._enqueue([row] if row else [], [dead] if dead else [], wait=wait)
+        if wait:
+            self._wait(group)
+        return event_id if (dead or admitted[0]) else None
+
+    def append_many(self, stream: str, events: Iterable[Any], *, wait: bool = True) -> list[str | None]:
+        """Validate and store many events in one commit; ids in input order.
+
+        In strict mode nothing is stored when any event is invalid. Under
+        ``on_full="raise"``/``"block"`` the whole call must fit the cap;
+        under ``"drop"`` events are dropped one by one (their id is None).
+        """
+        events = events if isinstance(events, list) else list(events)
+        if not events:
+            return []
+        ids = uuid7_many(len(events))
+        coercer = self._coercers.get(stream) if type(stream) is str else None
+        rows: list[tuple] = []
+        dead: list[tuple] = []
+        is_row: list[bool] = []
+        now = store.now_us()
+        if coercer is not None:
+            payload = coercer.payload
+            for event, event_id in zip(events, ids):
+                try:
+                    text = payload(event, event_id)
+                except ValidationError as exc:
+                    dead.append(self._dead_row(stream, event, event_id, exc))
+                    is_row.append(False)
+                    continue
+                rows.append((stream, event_id, text, len(text) if text.isascii() else len(text.encode()), now))
+                is_row.append(True)
+        else:
+            for event, event_id in zip(events, ids):
+                dead.append(self._dead_row(stream, event, event_id, self._unknown_stream(stream)))
+                is_row.append(False)
+        group, admitted = self._enqueue(rows, dead, wait=wait)
+        if wait:
+            self._wait(group)
+        it = iter(admitted)
+        return [event_id if (not r or next(it)) else None for event_id, r in zip(ids, is_row)]
+
+    async def append_async(self, stream: str, event: Any) -> str | None:
+        """``append`` for asyncio: awaits the commit without blocking the loop."""
+        row, dead, event_id = self._prepare(stream, event)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        # The size cap's "block" policy would block the loop: treat it as "raise" here.
+        if self.on_full == "block" and row is not None and self.max_bytes is not None:
+            deadline = loop.time() + self.block_timeout
+            while self._disk_bytes + self._inflight + row[3] > self.max_bytes and loop.time() < deadline:
+                await asyncio.sleep(0.1)
+                self._disk_bytes = await asyncio.to_thread(self._read_pending_bytes)
+        group, admitted = self._enqueue([row] if row else [], [dead] if dead else [], wait=False, future=(loop, fut))
+        await fut
+        return event_id if (dead or admitted[0]) else None
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything appended so far is committed (or raise its error)."""
+        writer = self._writer
+        if writer is None:
+            return
+        with writer.cond:
+            group = writer.group if writer.group else writer.writing
+            if group is None:
+                return
+            group.waiters += 1
+            writer.wake()
+        if not group.done.wait(timeout):
+            raise TimeoutError(f"flush did not finish within {timeout}s")
+        if group.error is not None:
+            raise group.error
+
+    def close(self) -> None:
+        """Flush, stop the writer thread and close the file. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._pid == os.getpid():
+                self.flush()
+        finally:
+            self._closed = True
+            _open_buffers.discard(self)
+            with self._lock:
+                if self._writer is not None and self._pid == os.getpid():
+                    self._writer.stop()
+                self._writer = None
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
+
+    def __enter__(self) -> "Buffer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- introspection ------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Pending events per stream, dead letters, drops and file size.
+
+        ``streams`` maps each stream (every table of the schema set, plus any
+        stream with rows) to ``pending`` (rows), ``bytes`` (payload bytes)
+        and ``oldest_age_s``. ``dropped`` counts drops by every process;
+        ``process`` holds this process's own counters.
+        """
+        now = store.now_us()
+        streams: dict[str, dict[str, Any]] = {
+            name: {"pending": 0, "bytes": 0, "oldest_age_s": None} for name in self._coercers
+        }
+        for stream, count, nbytes, oldest in self._read(
+            "SELECT stream, count(*), sum(nbytes), min(created_us) FROM events GROUP BY stream"
+        ):
+            streams[stream] = {"pending": count, "bytes": nbytes, "oldest_age_s": round((now - oldest) / 1e6, 3)}
+        counters = dict(self._read("SELECT name, value FROM counters"))
+        dead = self._read("SELECT count(*) FROM dead_letters")[0][0]
+        meta = dict(self._read("SELECT key, value FROM meta"))
+        size = sum(
+            p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists()
+        )
+        return {
+            "path": str(self.path),
+            "buffer_id": meta.get("buffer_id"),
+            "format_version": store.FORMAT_VERSION,
+            "streams": streams,
+            "pending": sum(s["pending"] for s in streams.values()),
+            "pending_bytes": counters.get("pending_bytes", 0),
+            "dead_letters": dead,
+            "dropped": counters.get("dropped", 0),
+            "file_bytes": size,
+            "max_bytes": self.max_bytes,
+            "recovered_from": str(self.recovered_from) if self.recovered_from else None,
+            "process": dict(self._counts),
+        }
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest dead-letter rows: stream, event_id, payload, reason, created_us."""
+        rows = self._read(
+            "SELECT id, stream, event_id, payload, reason, created_us FROM dead_letters ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        keys = ("id", "stream", "event_id", "payload", "reason", "created_us")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def peek(self, stream: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The oldest pending events of a stream, decoded back to Python values."""
+        if stream not in self._coercers:
+            raise UnknownStreamError("unknown stream", stream=stream)
+        decode = decoder(self._coercers[stream].table)
+        rows = self._read("SELECT payload FROM events WHERE stream = ? ORDER BY seq LIMIT ?", (stream, limit))
+        return [decode(json.loads(r[0])) for r in rows]

@@ -1,0 +1,215 @@
+"""The buffer file: creation, format version and migrations, integrity check.
+
+Everything that touches the SQLite file's layout lives here; the writer and
+the loader go through these helpers so the table shapes have one home.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from bqspool.schemas.errors import BufferBusyError, BufferFormatError, DiskFullError
+
+log = logging.getLogger("bqspool.buffer")
+
+FORMAT_VERSION = 1
+
+# MIGRATIONS[v] takes a file from version v-1 to v. Never edit a shipped
+# step: add the next one.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # One row per pending event. seq orders a stream's rows; the loader
+        # seals contiguous seq ranges of one stream into batches.
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            stream TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            nbytes INTEGER NOT NULL,
+            created_us INTEGER NOT NULL)""",
+        "CREATE INDEX events_stream_seq ON events (stream, seq)",
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            stream TEXT,
+            event_id TEXT,
+            payload TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_us INTEGER NOT NULL)""",
+        # pending_bytes: sum of events.nbytes, kept in step by every writer
+        # and by the loader's ack, so the size cap costs no scan.
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO counters VALUES ('pending_bytes', 0), ('dropped', 0), ('lost', 0)",
+    ],
+}
+
+_OUR_TABLES = {"meta", "events", "dead_letters", "counters", "sqlite_sequence"}
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
+def is_busy(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in str(exc)
+
+
+def connect(path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
+    """An autocommit connection with the buffer's pragmas; callers run BEGIN themselves."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection, *, busy_timeout_s: float = 30.0) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
+
+    SQLite's busy handler already waits; this adds an outer retry so a
+    writer never sees ``database is locked`` before ``busy_timeout_s``, and
+    translates SQLITE_BUSY/SQLITE_FULL into our exception tree.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise _translate(exc) from exc
+            time.sleep(0.005)
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise _translate(exc) from exc
+        raise
+
+
+def _translate(exc: sqlite3.Error) -> Exception:
+    if is_disk_full(exc):
+        return DiskFullError(f"buffer disk is full ({exc}); the transaction was rolled back, free space and retry")
+    if is_busy(exc):
+        return BufferBusyError(f"buffer file stayed locked by another writer: {exc}")
+    return exc
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock beside the file, held while opening.
+
+    Several worker processes open the same buffer at start-up; only one at a
+    time may check, migrate or move aside a corrupt file.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _create_private(path: Path) -> None:
+    # SQLite gives -wal and -shm the main file's mode, so 0600 here covers all three.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+def _move_aside(path: Path, reason: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + suffix))
+    log.error(
+        "buffer file %s is corrupt (%s); moved it aside to %s and started a fresh buffer. "
+        "Events in the old file are NOT lost: inspect or salvage them with the sqlite3 shell.",
+        path,
+        reason,
+        target,
+    )
+    return target
+
+
+def _integrity_problem(conn: sqlite3.Connection, check: str) -> str | None:
+    if check == "none":
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return None
+    rows = conn.execute("PRAGMA quick_check" if check == "quick" else "PRAGMA integrity_check").fetchall()
+    result = "; ".join(r[0] for r in rows[:5])
+    return None if result == "ok" else result
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    with transaction(conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > FORMAT_VERSION:
+            raise BufferFormatError(
+                f"{path} has buffer format {version}, this bqspool knows up to {FORMAT_VERSION}: upgrade bqspool"
+            )
+        if version == 0:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if names - _OUR_TABLES:
+                raise BufferFormatError(f"{path} is an SQLite file of something else (tables: {sorted(names)})")
+        for step in range(version + 1, FORMAT_VERSION + 1):
+            for sql in MIGRATIONS[step]:
+                conn.execute(sql)
+            if step == 1:
+                conn.execute("INSERT INTO meta VALUES ('buffer_id', ?), ('created_us', ?)", (uuid.uuid4().hex, str(now_us())))
+            conn.execute(f"PRAGMA user_version = {step}")
+            log.info("buffer %s migrated to format %d", path, step)
+
+
+def open_file(path: Path, *, check: str = "quick") -> Path | None:
+    """Create, check and migrate the buffer file; return where a corrupt file went.
+
+    ``check`` is ``"quick"`` (PRAGMA quick_check, the default), ``"full"``
+    (integrity_check) or ``"none"``. A file that fails the check, or is not a
+    database at all, is moved aside with a loud error and a fresh buffer
+    starts: an app must never crash-loop on a damaged spool.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    moved: Path | None = None
+    with file_lock(path):
+        for attempt in range(2):
+            if not path.exists():
+                _create_private(path)
+            conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+            try:
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                    problem = _integrity_problem(conn, check)
+                except sqlite3.DatabaseError as exc:
+                    if is_disk_full(exc) or is_busy(exc):
+                        raise _translate(exc) from exc
+                    problem = str(exc)
+                if problem is None:
+                    _migrate(conn, path)
+                    return moved
+            finally:
+                conn.close()
+            if attempt:
+                raise BufferFormatError(f"{path}: a fresh buffer file failed its check: {problem}")
+            moved = _move_aside(path, problem)
+    return moved

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Benchmark the buffer writer against the physical limit, in one run.
+
+Prints, on the same ~300-byte events:
+  raw      sqlite3 executemany of pre-serialised rows, 1,000 a transaction (the limit)
+  many     Buffer.append_many
+  single   Buffer.append(wait=True) from one thread
+  threads  Buffer.append(wait=True) from 8 threads: throughput, p50/p99 latency
+  nowait   Buffer.append(wait=False) call latency p50/p99
+  peer     persist-queue SQLiteAckQueue.put (durable, one thread)
+and the ratios the targets are about:
+  append_many >= 0.6x raw; 8-thread durable >= 8x persist-queue; wait=False p99 <= 50 us.
+
+    python scripts/bench_buffer.py [--events N] [--durability full|normal]
+
+Exits 1 when a target is missed, so it can gate a release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bqspool.buffer import Buffer
+
+STREAM = "user_search_events"
+
+
+def make_events(n: int) -> list[dict]:
+    rng = random.Random(7)
+    words = ["organic", "milk", "bread", "gluten", "free", "apples", "vegan", "cheese", "oat", "eggs"]
+    now = time.time()
+    return [
+        {
+            "user_id": f"user-{rng.randrange(10_000):05d}",
+            "session_id": f"sess-{rng.randrange(10**9):09d}",
+            "timestamp": now - rng.random() * 3600,
+            "query": " ".join(rng.choices(words, k=4)),
+            "intent": rng.choice(["product_search", "recipe", "reorder"]),
+            "result_count": rng.randrange(200),
+            "search_latency_ms": rng.randrange(5, 900),
+            "store_id": f"store-{rng.randrange(300):03d}",
+            "page": 1,
+            "filters": {"dietary": rng.choice(["vegan", "none"]), "max_price": rng.randrange(5, 50)},
+        }
+        for _ in range(n)
+    ]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def bench_raw(path: Path, payloads: list[str], sync: str) -> float:
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {sync}")
+    conn.execute("CREATE TABLE rows (payload TEXT)")
+    rows = [(p,) for p in payloads]
+    t = time.perf_counter()
+    for i in range(0, len(rows), 1000):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO rows VALUES (?)", rows[i : i + 1000])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t
+    conn.close()
+    return len(rows) / elapsed
+
+
+def bench_many(path: Path, events: list[dict], durability: str) -> float:
+    with Buffer(path, "leafloaf", durability=durability, max_bytes=None) as buf:
+        t = time.perf_counter()
+        for i in range(0, len(events), 1000):
+            buf.append_many(STREAM, events[i : i + 1000])
+        elapsed = time.perf_counter() - t
+        assert buf.stats()["streams"][STREAM]["pending"] == len(events)
+    return len(events) / elapsed
+
+
+def bench_single(path: Path, events: list[dict], durability: str) -> float:
+    with Buffer(path, "leafloaf", durability=durability, max_bytes=None) as buf:
+        t = time.perf_counter()
+        for ev in events:
+            buf.append(STREAM, ev)
+        return len(events) / (time.perf_counter() - t)
+
+
+def bench_threads(path: Path, events: list[dict], durability: str, nthreads: int = 8):
+    latencies: list[list[float]] = [[] for _ in range(nthreads)]
+    with Buffer(path, "leafloaf", durability=durability, max_bytes=None) as buf:
+        start = threading.Barrier(nthreads + 1)
+
+        def work(k: int) -> None:
+            mine = events[k::nthreads]
+            lat = latencies[k]
+            start.wait()
+            for ev in mine:
+                t0 = time.perf_counter()
+                buf.append(STREAM, ev)
+                lat.append(time.perf_counter() - t0)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(nthreads)]
+        for th in threads:
+            th.start()
+        start.wait()
+        t = time.perf_counter()
+        for th in threads:
+            th.join()
+        elapsed = time.perf_counter() - t
+    flat = [x for lat in latencies for x in lat]
+    return len(flat) / elapsed, pct(flat, 0.5), pct(flat, 0.99)
+
+
+def bench_nowait(path: Path, events: list[dict], durability: str):
+    lat = []
+    with Buffer(path, "leafloaf", durability=durability, max_bytes=None) as buf:
+        for ev in events:
+            t0 = time.perf_counter()
+            buf.append(STREAM, ev, wait=False)
+            lat.append(time.perf_counter() - t0)
+        buf.flush()
+        assert buf.stats()["streams"][STREAM]["pending"] == len(events)
+    return pct(lat, 0.5), pct(lat, 0.99)
+
+
+def bench_peer(path: Path, events: list[dict]) -> float:
+    from persistqueue import SQLiteAckQueue
+
+    q = SQLiteAckQueue(str(path), auto_commit=True, multithreading=True)
+    t = time.perf_counter()
+    for ev in events:
+        q.put(ev)
+    return len(events) / (time.perf_counter() - t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=100_000, help="events for the bulk runs (default 100000)")
+    ap.add_argument("--durable-events", type=int, default=4_000, help="events for per-call durable runs")
+    ap.add_argument("--durability", choices=["full", "normal"], default="full")
+    args = ap.parse_args()
+    sync = {"full": "FULL", "normal": "NORMAL"}[args.durability]
+    events = make_events(args.events)
+    # The benchmark holds its whole corpus in memory, which an app does not:
+    # freeze it so the collector's passes over it do not show up as append
+    # latency.
+    gc.collect()
+    gc.freeze()
+    # The raw limit gets exactly the bytes append_many stores.
+    with tempfile.TemporaryDirectory() as tmp:
+        with Buffer(Path(tmp, "probe.db"), "leafloaf") as probe:
+            probe.append_many(STREAM, events[:1000])
+            sample = [r[0] for r in probe._read("SELECT payload FROM events ORDER BY seq LIMIT 1000")]
+    payloads = [sample[i % len(sample)] for i in range(args.events)]
+    avg = statistics.mean(len(p) for p in sample)
+    durable = events[: args.durable_events]
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        raw = bench_raw(d / "raw.db", payloads, sync)
+        many = bench_many(d / "many.db", events, args.durability)
+        single = bench_single(d / "single.db", durable, args.durability)
+        thr, p50, p99 = bench_threads(d / "threads.db", durable * 2, args.durability)
+        nw50, nw99 = bench_nowait(d / "nowait.db", events[:20_000], args.durability)
+        peer = bench_peer(d / "peer", durable)
+
+    results = {
+        "durability": args.durability,
+        "avg_row_bytes": round(avg),
+        "raw_limit_rows_s": round(raw),
+        "append_many_rows_s": round(many),
+        "append_wait_1thread_rows_s": round(single),
+        "append_wait_8threads_rows_s": round(thr),
+        "append_wait_8threads_p50_us": round(p50 * 1e6),
+        "append_wait_8threads_p99_us": round(p99 * 1e6),
+        "append_nowait_p50_us": round(nw50 * 1e6, 1),
+        "append_nowait_p99_us": round(nw99 * 1e6, 1),
+        "persist_queue_put_rows_s": round(peer),
+    }
+    checks = [
+        ("append_many / raw limit", many / raw, 0.6, ">="),
+        ("8-thread durable / persist-queue", thr / peer, 8.0, ">="),
+        ("wait=False p99 (us)", nw99 * 1e6, 50.0, "<="),
+    ]
+    print(json.dumps(results, indent=2))
+    ok = True
+    for name, value, target, op in checks:
+        passed = value >= target if op == ">=" else value <= target
+        ok &= passed
+        print(f"{name:36s} {value:8.2f}  target {op} {target:<6}  {'ok' if passed else 'MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
