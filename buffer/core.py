@@ -56,16 +56,23 @@ def _close_all() -> None:
             log.exception("closing buffer %s at exit failed", buf.path)
 
 
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # a __repr__ that raises must not crash append
+        return f"<unrepresentable {type(value).__name__}: {exc!r}>"
+
+
 def _raw_payload(event: Any) -> str:
     """The event as faithfully as text allows, for a dead-letter row."""
     try:
         # ensure_ascii turns lone surrogates into escapes SQLite can store.
-        text = json.dumps(event, ensure_ascii=True, default=repr)
+        text = json.dumps(event, ensure_ascii=True, default=_safe_repr)
     except (ValueError, TypeError, RecursionError):
         try:
-            text = repr(event)
-        except Exception as exc:  # a __repr__ that raises
-            text = f"<unrepresentable {type(event).__name__}: {exc!r}>"
+            text = _safe_repr(event)
+        except RecursionError:
+            text = f"<unrepresentable {type(event).__name__}: nested too deeply>"
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) > MAX_DEAD_PAYLOAD:
         text = text[:MAX_DEAD_PAYLOAD] + f"...[truncated {len(text) - MAX_DEAD_PAYLOAD} chars]"

@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from bqspool.buffer import Buffer
+from bqspool.schemas import load_schema_set
+
+
+@pytest.fixture(scope="session")
+def leafloaf():
+    return load_schema_set("leafloaf")
+
+
+@pytest.fixture(scope="session")
+def eixa():
+    return load_schema_set("eixa")
+
+
+@pytest.fixture
+def buffer_path(tmp_path):
+    return tmp_path / "spool" / "buffer.db"
+
+
+@pytest.fixture
+def buf(buffer_path):
+    with Buffer(buffer_path, "eixa", durability="normal") as b:
+        yield b
+
+
+def interaction(**over):
+    event = {
+        "user_id": "u1",
+        "interaction_id": "i1",
+        "timestamp": "2026-11-24T10:00:00Z",
+        "message_in": "hello",
+        "intent": "chat",
+        "duration_ms": 12,
+    }
+    event.update(over)
+    return event
+
+
+ALLTYPES = Path(__file__).with_name("data") / "alltypes"
+
+
+@pytest.fixture(scope="session")
+def alltypes():
+    return load_schema_set(ALLTYPES)

@@ -1,0 +1,277 @@
+"""The buffer file and the writer's contract, on real SQLite files."""
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import sqlite3
+import stat
+import threading
+import time
+import uuid
+
+import pytest
+
+from bqspool.buffer import (
+    Buffer,
+    BufferClosedError,
+    BufferFormatError,
+    BufferFullError,
+    ConfigError,
+    DiskFullError,
+    RetryableError,
+    PermanentError,
+    uuid7,
+)
+from bqspool.buffer.ids import uuid7_many, uuid7_millis
+
+from .conftest import interaction
+
+S = "user_interactions"
+
+
+def pending_in_file(path):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_uuid7_ordered_unique_and_versioned():
+    ids = [uuid7() for _ in range(20_000)] + uuid7_many(20_000) + [uuid7() for _ in range(10)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    parsed = uuid.UUID(ids[0])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert abs(uuid7_millis(ids[-1]) / 1000 - time.time()) < 5
+
+
+def test_append_stores_once_and_stats(buf, buffer_path):
+    ids = [buf.append(S, interaction(interaction_id=str(i))) for i in range(5)]
+    ids += buf.append_many(S, [interaction(interaction_id=f"m{i}") for i in range(5)])
+    assert len(set(ids)) == 10 and ids == sorted(ids)
+    stats = buf.stats()
+    s = stats["streams"][S]
+    assert s["pending"] == 10 and s["bytes"] > 10 * 100 and 0 <= s["oldest_age_s"] < 60
+    assert stats["streams"]["tasks"] == {"pending": 0, "bytes": 0, "oldest_age_s": None}
+    assert stats["pending_bytes"] == s["bytes"] and stats["file_bytes"] > 0
+    assert stats["process"]["appended"] == 10
+    assert pending_in_file(buffer_path) == 10
+    assert [e["interaction_id"] for e in buf.peek(S, 3)] == ["0", "1", "2"]
+
+
+def test_wait_false_commits_within_flush_interval(buffer_path):
+    with Buffer(buffer_path, "eixa", durability="normal", flush_interval=0.05) as b:
+        t = time.perf_counter()
+        for i in range(200):
+            b.append(S, interaction(), wait=False)
+        assert time.perf_counter() - t < 1.0
+        deadline = time.monotonic() + 5
+        while pending_in_file(buffer_path) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pending_in_file(buffer_path) == 200
+
+
+def test_flush_and_close_commit_unwaited_events(buffer_path):
+    b = Buffer(buffer_path, "eixa", flush_interval=30)  # linger far longer than the test
+    for _ in range(50):
+        b.append(S, interaction(), wait=False)
+    b.flush()
+    assert pending_in_file(buffer_path) == 50
+    for _ in range(25):
+        b.append(S, interaction(), wait=False)
+    b.close()
+    assert pending_in_file(buffer_path) == 75
+    with pytest.raises(BufferClosedError):
+        b.append(S, interaction())
+    b.close()  # idempotent
+
+
+def test_append_async_many_tasks(buffer_path):
+    async def main():
+        with Buffer(buffer_path, "eixa", durability="normal") as b:
+            ids = await asyncio.gather(*(b.append_async(S, interaction(interaction_id=str(i))) for i in range(300)))
+            bad = await b.append_async(S, {"user_id": 1.5})
+            return ids, bad, b.stats()
+
+    ids, bad, stats = asyncio.run(main())
+    assert len(set(ids)) == 300 and bad
+    assert stats["streams"][S]["pending"] == 300 and stats["dead_letters"] == 1
+
+
+def test_file_modes_are_private(buffer_path):
+    with Buffer(buffer_path, "eixa") as b:
+        b.append(S, interaction())
+        for suffix in ("", "-wal", "-shm"):
+            p = buffer_path.with_name(buffer_path.name + suffix)
+            assert stat.S_IMODE(os.stat(p).st_mode) == 0o600, suffix
+
+
+def test_format_version_and_foreign_files(tmp_path):
+    p = tmp_path / "b.db"
+    Buffer(p, "eixa").close()
+    conn = sqlite3.connect(p)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(BufferFormatError, match="format 99.*upgrade bqspool"):
+        Buffer(p, "eixa")
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(BufferFormatError, match="something else"):
+        Buffer(other, "eixa")
+    assert other.exists()  # never moved aside: it is someone's data
+
+
+def test_garbage_file_is_moved_aside_loudly(tmp_path, caplog):
+    p = tmp_path / "b.db"
+    p.write_bytes(b"this is not a database at all" * 100)
+    with caplog.at_level(logging.ERROR, "bqspool.buffer"):
+        with Buffer(p, "eixa") as b:
+            b.append(S, interaction())
+            stats = b.stats()
+    assert stats["recovered_from"] and os.path.exists(stats["recovered_from"])
+    assert open(stats["recovered_from"], "rb").read().startswith(b"this is not")
+    assert "corrupt" in caplog.text and "moved it aside" in caplog.text
+    assert pending_in_file(p) == 1
+
+
+def test_damaged_pages_are_detected_and_moved_aside(tmp_path):
+    p = tmp_path / "b.db"
+    with Buffer(p, "eixa", durability="normal") as b:
+        b.append_many(S, [interaction(message_in="x" * 500) for _ in range(2000)])
+    conn = sqlite3.connect(p)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(p.read_bytes())
+    page = 4096
+    for off in range(page * 3, len(data) - page, page * 7):  # scribble over some pages
+        data[off + 100 : off + 400] = os.urandom(300)
+    p.write_bytes(bytes(data))
+    with Buffer(p, "eixa") as b:
+        assert b.recovered_from is not None
+        assert b.stats()["pending"] == 0
+        b.append(S, interaction())
+    assert pending_in_file(p) == 1
+
+
+def test_cap_raise(buffer_path):
+    with Buffer(buffer_path, "eixa", max_bytes=2000, on_full="raise", durability="normal") as b:
+        n = 0
+        with pytest.raises(BufferFullError) as err:
+            while True:
+                b.append(S, interaction())
+                n += 1
+        assert isinstance(err.value, RetryableError)
+        assert n > 0 and b.stats()["streams"][S]["pending"] == n
+        with pytest.raises(BufferFullError, match="can never fit"):
+            b.append_many(S, [interaction()] * 100)
+
+
+def test_cap_drop_counts_and_logs(buffer_path, caplog):
+    with caplog.at_level(logging.WARNING, "bqspool.buffer"):
+        with Buffer(buffer_path, "eixa", max_bytes=2000, on_full="drop", durability="normal") as b:
+            ids = [b.append(S, interaction()) for _ in range(40)]
+            ids += b.append_many(S, [interaction()] * 10)
+            b.flush()
+            stats = b.stats()
+    stored = [i for i in ids if i is not None]
+    assert 0 < len(stored) < 50
+    assert stats["streams"][S]["pending"] == len(stored)
+    assert stats["dropped"] == 50 - len(stored) == stats["process"]["dropped"]
+    assert "dropped the newest event" in caplog.text
+    with Buffer(buffer_path, "eixa") as again:  # drops are persisted for `bqspool status`
+        assert again.stats()["dropped"] == 50 - len(stored)
+
+
+def make_room(path, rows):
+    """What the loader's ack does: delete rows and give their bytes back."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    seqs = conn.execute("SELECT seq, nbytes FROM events ORDER BY seq LIMIT ?", (rows,)).fetchall()
+    conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s, _ in seqs])
+    conn.execute("UPDATE counters SET value = value - ? WHERE name = 'pending_bytes'", (sum(n for _, n in seqs),))
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_cap_block_waits_for_room_then_times_out(buffer_path):
+    with Buffer(buffer_path, "eixa", max_bytes=2000, on_full="block", block_timeout=5, durability="normal") as b:
+        b.append(S, interaction())
+        size = b.stats()["pending_bytes"]
+        while b._room(size):
+            b.append(S, interaction())
+        full_at = b.stats()["streams"][S]["pending"]
+        timer = threading.Timer(0.3, make_room, args=(buffer_path, full_at))
+        timer.start()
+        t = time.monotonic()
+        assert b.append(S, interaction())  # blocks until the "loader" makes room
+        waited = time.monotonic() - t
+        timer.join()
+        assert 0.25 < waited < 4
+        assert b.stats()["streams"][S]["pending"] == 1
+    with Buffer(buffer_path, "eixa", max_bytes=400, on_full="block", block_timeout=0.3) as b:
+        with pytest.raises(BufferFullError, match="stayed full"):
+            for _ in range(10):
+                b.append(S, interaction())
+
+
+def test_disk_full_is_clear_and_leaves_buffer_consistent(buffer_path):
+    with Buffer(buffer_path, "eixa", durability="normal") as b:
+        b.append_many(S, [interaction() for _ in range(10)])
+    pages = sqlite3.connect(buffer_path).execute("PRAGMA page_count").fetchone()[0]
+    with Buffer(buffer_path, "eixa", pragmas={"max_page_count": pages + 2}) as b:
+        with pytest.raises(DiskFullError, match="disk is full") as err:
+            for _ in range(100):
+                b.append_many(S, [interaction(message_in="y" * 4000) for _ in range(20)])
+        assert isinstance(err.value, RetryableError)
+        committed = b.stats()["streams"][S]["pending"]
+        assert committed >= 10
+        assert b.stats()["pending_bytes"] == sum(
+            r[0] for r in sqlite3.connect(buffer_path).execute("SELECT nbytes FROM events"))
+    conn = sqlite3.connect(buffer_path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    with Buffer(buffer_path, "eixa") as b:  # space is back: appends work again
+        b.append(S, interaction())
+        assert b.stats()["streams"][S]["pending"] == committed + 1
+
+
+def test_bad_options_are_config_errors(buffer_path):
+    for kw in ({"durability": "sometimes"}, {"on_full": "explode"}, {"max_bytes": 0}, {"check": "maybe"},
+               {"unknown_fields": "keep"}):
+        with pytest.raises(ConfigError):
+            Buffer(buffer_path, "eixa", **kw)
+    assert issubclass(ConfigError, PermanentError)
+
+
+def _child_appends(path, n, q):
+    b = Buffer(path, "eixa", durability="normal")
+    ids = [b.append(S, interaction()) for _ in range(n)]
+    b.close()
+    q.put(ids)
+
+
+def test_forked_child_gets_its_own_writer(buffer_path):
+    b = Buffer(buffer_path, "eixa", durability="normal")
+    b.append(S, interaction())  # parent's writer thread is running
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+
+    def child():
+        q.put([b.append(S, interaction()) for _ in range(20)])
+        b.close()
+
+    p = ctx.Process(target=child)
+    p.start()
+    child_ids = q.get(timeout=30)
+    p.join(30)
+    assert p.exitcode == 0
+    b.append(S, interaction())
+    b.close()
+    assert len(set(child_ids)) == 20 and pending_in_file(buffer_path) == 22
