@@ -239,6 +239,16 @@ class Buffer:
         self._dead_log("event sent to dead letters: %s", exc)
         return (str(stream), event_id, _raw_payload(event), str(exc), store.now_us())
 
+    def dead_letter(self, stream: str, payload: Any, reason: str, *, wait: bool = True) -> str:
+        """Record something that could not become an event (e.g. a line that is
+        not JSON) as a dead letter with ``reason``; returns its id."""
+        event_id = uuid7()
+        row = (str(stream), event_id, _raw_payload(payload), reason, store.now_us())
+        group, _ = self._enqueue([], [row], wait=wait)
+        if wait:
+            self._wait(group)
+        return event_id
+
     def validate(self, stream: str, event: Any) -> dict:
         """Check an event without storing it: its coerced columns, or ValidationError."""
         coercer = self._coercers.get(stream) if type(stream) is str else None

@@ -98,7 +98,7 @@ def append(stream: str, buffer_path: Path, schemas: str | None, dead_letter: boo
                 bad += 1
                 click.echo(f"line {lineno}: invalid JSON: {exc}", err=True)
                 if dead_letter:
-                    chunk.append(line.decode("utf-8", "backslashreplace"))
+                    buf.dead_letter(stream, line.decode("utf-8", "backslashreplace"), f"line {lineno}: invalid JSON: {exc}")
                 continue
             try:
                 buf.validate(stream, event)
