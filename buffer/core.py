@@ -207,13 +207,12 @@ class Buffer:
             return self._writer
 
     def _committed(self, group: Group, disk_bytes: int) -> None:
-        # Runs on the writer thread after each commit attempt.
-        with self._writer.cond:  # type: ignore[union-attr]
-            self._inflight -= group.nbytes
-            if group.error is None:
-                self._disk_bytes = disk_bytes
-            elif not (group.waiters or group.futures):
-                self._counts["lost"] += len(group.rows) + len(group.dead)
+        # Runs after each commit attempt, with the writer's lock held.
+        self._inflight -= group.nbytes
+        if group.error is None:
+            self._disk_bytes = disk_bytes
+        elif not (group.waiters or group.futures):
+            self._counts["lost"] += len(group.rows) + len(group.dead)
 
     # -- reading ------------------------------------------------------------
 
@@ -328,20 +327,21 @@ class Buffer:
             group.dead.extend(dead)
             self._counts["appended"] += sum(admitted)
             self._counts["dead_lettered"] += len(dead)
-            if group and not group.started:
-                group.started = time.monotonic()
-                writer.wake()
             if wait:
-                group.waiters += 1
+                group.waiters += 1  # this caller will commit it, or wait for whoever does
+            elif group and not group.started:
+                group.started = time.monotonic()  # starts the background flush timer
                 writer.wake()
             if future is not None:
                 group.futures.append(future)
                 writer.wake()
         return group, admitted
 
-    @staticmethod
-    def _wait(group: Group) -> None:
-        group.done.wait()
+    def _wait(self, group: Group) -> None:
+        writer = self._writer
+        assert writer is not None
+        with writer.cond:
+            writer.wait_for(group)
         if group.error is not None:
             raise group.error
 
@@ -419,9 +419,8 @@ class Buffer:
             if group is None:
                 return
             group.waiters += 1
-            writer.wake()
-        if not group.done.wait(timeout):
-            raise TimeoutError(f"flush did not finish within {timeout}s")
+            if not writer.wait_for(group, timeout):
+                raise TimeoutError(f"flush did not finish within {timeout}s")
         if group.error is not None:
             raise group.error
 

@@ -1,9 +1,14 @@
-"""The group-commit writer: one thread per process owns the write connection.
+"""Group commit: everything queued between two commits goes in one transaction.
 
-Callers put rows into the current :class:`Group` under one lock and, if they
-want durability, wait for that group's commit. The writer thread swaps the
-group out and writes all of it in one ``BEGIN IMMEDIATE`` transaction, so
-many threads pay for one fsync.
+Callers put rows into the current :class:`Group` under one lock. A caller
+that wants durability waits for its group's commit, and if no commit is in
+progress it *leads*: it takes the group and commits it on its own thread,
+so an uncontended durable append costs one transaction and no thread
+hand-off. While one commit runs, everything appended meanwhile gathers in
+the next group, which the next leader commits in one go: many threads pay
+for one fsync. A background thread commits what nobody waits for
+(``wait=False`` appends and asyncio appends) after at most
+``flush_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -25,14 +30,18 @@ log = logging.getLogger("bqspool.buffer")
 INSERT_EVENT = "INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES (?, ?, ?, ?, ?)"
 INSERT_DEAD = "INSERT INTO dead_letters (stream, event_id, payload, reason, created_us) VALUES (?, ?, ?, ?, ?)"
 ADD_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ?"
+ADD_PENDING = "UPDATE counters SET value = value + ? WHERE name = 'pending_bytes' RETURNING value"
 
 
 class Group:
     """Everything appended between two commits."""
 
-    __slots__ = ("rows", "dead", "nbytes", "drops", "waiters", "futures", "done", "error", "started")
+    __slots__ = ("rows", "dead", "nbytes", "drops", "waiters", "futures", "done", "error", "started", "cv")
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
+        # Waiters of this group sleep on its own condition (over the writer's
+        # lock): a commit wakes exactly the callers it concerns.
+        self.cv = threading.Condition(lock)
         self.rows: list[tuple] = []
         self.dead: list[tuple] = []
         self.nbytes = 0
@@ -57,7 +66,11 @@ def _resolve(fut: asyncio.Future, error: BaseException | None) -> None:
 
 
 class Writer:
-    """Owns the write connection and the thread that commits groups."""
+    """Owns the write connection; commits groups on callers' or its own thread.
+
+    ``cond`` guards ``group``, ``busy`` and ``writing``; the connection is
+    used only by whoever set ``busy``.
+    """
 
     def __init__(
         self,
@@ -72,93 +85,122 @@ class Writer:
         self.path = path
         self.flush_interval = flush_interval
         self.busy_timeout_s = busy_timeout_s
-        self.cond = threading.Condition(threading.Lock())
-        self.group = Group()
+        self._lock = lock = threading.Lock()
+        self.cond = threading.Condition(lock)  # the lock callers hold to queue rows
+        # The background thread waits on its own condition over the same
+        # lock, so commits wake it only when there is work for it.
+        self._bg = threading.Condition(lock)
+        self.group = Group(lock)
         self.writing: Group | None = None
+        self.busy = False
         self.closing = False
-        self._on_commit = on_commit
+        self._on_commit = on_commit  # called with cond held
         self._conn = store.connect(path, synchronous=synchronous, busy_timeout_ms=int(busy_timeout_s * 1000))
         for name, value in pragmas.items():
             self._conn.execute(f"PRAGMA {name} = {value}")
         self._thread = threading.Thread(target=self._run, name="bqspool-writer", daemon=True)
         self._thread.start()
 
-    # -- caller side (under self.cond) ------------------------------------
-
     def wake(self) -> None:
-        """Tell the writer there is work; callers hold ``self.cond``."""
-        self.cond.notify()
+        """Tell the background thread there is work; callers hold ``cond``."""
+        self._bg.notify()
 
-    # -- writer thread ----------------------------------------------------
+    # -- committing (cond held on entry and exit) ---------------------------
 
-    def _next_group(self) -> Group | None:
-        with self.cond:
-            while not self.group and not self.closing:
-                self.cond.wait()
-            group = self.group
-            if not group:
-                return None  # closing, nothing left
-            # Fire-and-forget appends may linger up to flush_interval so that
-            # bursts share a commit; anything waiting cuts the linger short.
-            if not group.waiters and not group.futures and not self.closing and self.flush_interval > 0:
-                deadline = group.started + self.flush_interval
-                while not group.waiters and not group.futures and not self.closing:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self.cond.wait(remaining)
-            self.group = Group()
-            self.writing = group
-            return group
+    def _commit_current(self) -> None:
+        group = self.group
+        self.group = Group(self._lock)
+        self.busy = True
+        self.writing = group
+        disk_bytes = -1
+        self.cond.release()
+        try:
+            disk_bytes = self._write(group)
+        except BqspoolError as exc:
+            group.error = exc
+        except sqlite3.Error as exc:
+            group.error = BqspoolError(f"buffer write failed: {exc}")
+            group.error.__cause__ = exc
+        except BaseException as exc:  # never leave callers waiting forever
+            group.error = exc
+        finally:
+            self.cond.acquire()
+        if group.error is not None:
+            log.error("buffer commit of %d events failed: %s", len(group.rows) + len(group.dead), group.error)
+            if not (group.waiters or group.futures):
+                log.error("%d events appended with wait=False were lost", len(group.rows) + len(group.dead))
+        self.busy = False
+        self.writing = None
+        self._on_commit(group, disk_bytes)
+        group.done.set()
+        for loop, fut in group.futures:
+            try:
+                loop.call_soon_threadsafe(_resolve, fut, group.error)
+            except RuntimeError:
+                pass  # that event loop is closed; nobody is waiting any more
+        group.cv.notify_all()
+        if self.group.waiters:
+            self.group.cv.notify()  # one of the next group's callers leads its commit
+        elif self.group:
+            self._bg.notify()  # what gathered meanwhile is the background thread's
 
     def _write(self, group: Group) -> int:
-        """Commit one group; returns pending_bytes as seen inside the transaction."""
+        """One transaction; returns pending_bytes as seen inside it."""
         with store.transaction(self._conn, busy_timeout_s=self.busy_timeout_s) as conn:
             if group.rows:
                 conn.executemany(INSERT_EVENT, group.rows)
-                conn.execute(ADD_COUNTER, (group.nbytes, "pending_bytes"))
             if group.dead:
                 conn.executemany(INSERT_DEAD, group.dead)
             if group.drops:
                 conn.execute(ADD_COUNTER, (group.drops, "dropped"))
-            return conn.execute("SELECT value FROM counters WHERE name = 'pending_bytes'").fetchone()[0]
+            # Keeps the size cap's view of the file current at no extra query.
+            return conn.execute(ADD_PENDING, (group.nbytes,)).fetchone()[0]
+
+    def wait_for(self, group: Group, timeout: float | None = None) -> bool:
+        """Block until ``group`` is committed, leading the commit if nobody is.
+
+        Call with ``cond`` held. Returns False on timeout.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not group.done.is_set():
+            if not self.busy:
+                # Every earlier group is done (commits run in order), so
+                # ``group`` is the current one: commit it here.
+                self._commit_current()
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                if not self.busy:
+                    group.cv.notify()  # we may have been chosen to lead: pass it on
+                return False
+            group.cv.wait(remaining)
+        return True
+
+    # -- the background thread ------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            group = self._next_group()
-            if group is None:
-                return
-            disk_bytes = -1
-            try:
-                disk_bytes = self._write(group)
-            except BqspoolError as exc:
-                group.error = exc
-            except sqlite3.Error as exc:
-                group.error = BqspoolError(f"buffer write failed: {exc}")
-                group.error.__cause__ = exc
-            except BaseException as exc:  # never let the writer thread die silently
-                group.error = exc
-            if group.error is not None:
-                unwaited = len(group.rows) + len(group.dead) if not (group.waiters or group.futures) else 0
-                log.error("buffer commit of %d events failed: %s", len(group.rows) + len(group.dead), group.error)
-                if unwaited:
-                    log.error("%d events appended with wait=False were lost", unwaited)
-            self._on_commit(group, disk_bytes)
-            with self.cond:
-                self.writing = None
-            group.done.set()
-            for loop, fut in group.futures:
-                try:
-                    loop.call_soon_threadsafe(_resolve, fut, group.error)
-                except RuntimeError:
-                    pass  # that event loop is closed; nobody is waiting any more
+        with self.cond:
+            while True:
+                group = self.group
+                # A group with waiters is committed by one of them (see wait_for).
+                if self.busy or not group or group.waiters:
+                    if self.closing and not group and not self.busy:
+                        return
+                    self._bg.wait()
+                    continue
+                # Nobody may be waiting on this group: let fire-and-forget
+                # appends gather for up to flush_interval, so bursts share a
+                # commit. A durable caller arriving meanwhile leads it.
+                if not (group.waiters or group.futures or self.closing):
+                    remaining = group.started + self.flush_interval - time.monotonic()
+                    if remaining > 0:
+                        self._bg.wait(remaining)
+                        continue
+                self._commit_current()
 
     def stop(self, timeout: float | None = None) -> None:
         with self.cond:
             self.closing = True
-            self.cond.notify_all()
+            self._bg.notify()
         self._thread.join(timeout)
         self._conn.close()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
