@@ -1,7 +1,7 @@
 """The embeddable writer: ``from bqspool.buffer import Buffer``.
 
-Imports only the standard library and ``bqspool.schemas``: no pyarrow, no
-Google clients, so apps that embed it stay lean.
+Imports only the standard library, msgspec and ``bqspool.schemas``: no
+pyarrow, no Google clients, so apps that embed it stay lean.
 """
 
 from bqspool.schemas.errors import (

@@ -44,26 +44,43 @@ def uuid7() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_COUNTER_HEX = [f"{c:03x}" for c in range(4096)]
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))  # top bits 10: RFC 9562 variant
+
+
 def uuid7_many(n: int) -> list[str]:
-    """``n`` new UUIDv7 strings, increasing, at a fraction of ``n`` calls' cost."""
+    """``n`` new UUIDv7 strings, increasing; about a third of ``n`` calls' cost.
+
+    Formatting dominates, so the work is done in bulk: one urandom call, the
+    variant bits set on every eighth byte at once, one hex conversion, and
+    a shared prefix per millisecond.
+    """
     global _last_ms, _counter
-    rand = os.urandom(8 * n)
+    if n <= 0:
+        return []
     ms = time.time_ns() // 1_000_000
     with _lock:
         if ms > _last_ms:
             _last_ms, _counter = ms, -1
         first_ms, first = _last_ms, _counter + 1
         # Reserve n counter values, spilling into following milliseconds.
-        end = first + n
-        _last_ms, _counter = first_ms + (end - 1) // 0x1000, (end - 1) % 0x1000
-    out = []
-    base = (0x7 << 76) | (0b10 << 62)
+        end = first + n - 1
+        _last_ms, _counter = first_ms + (end >> 12), end & 0xFFF
+    rand = bytearray(os.urandom(8 * n))
+    rand[0::8] = rand[0::8].translate(_VARIANT)
+    rh = rand.hex()
+    out: list[str] = []
+    append = out.append
+    prefix_ms = -1
+    prefix = ""
     for i in range(n):
         c = first + i
-        value = ((first_ms + (c >> 12)) << 80) | base | ((c & 0xFFF) << 64)
-        value |= int.from_bytes(rand[8 * i : 8 * i + 8], "big") & 0x3FFF_FFFF_FFFF_FFFF
-        h = f"{value:032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        m = first_ms + (c >> 12)
+        if m != prefix_ms:
+            h = f"{m:012x}"
+            prefix, prefix_ms = f"{h[:8]}-{h[8:]}-7", m
+        j = 16 * i
+        append(f"{prefix}{_COUNTER_HEX[c & 0xFFF]}-{rh[j:j + 4]}-{rh[j + 4:j + 16]}")
     return out
 
 
