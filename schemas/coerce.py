@@ -23,7 +23,7 @@ TIMESTAMP      aware datetime; naive datetime (taken as UTC);        int: micros
                (int, float or numeric string), or epoch
                milliseconds when abs(value) >= 1e11
 DATE           date (not datetime); "YYYY-MM-DD"                     "YYYY-MM-DD"
-TIME           naive time; "HH:MM[:SS[.ffffff]]"                     "HH:MM:SS.ffffff"
+TIME           naive time; "HH:MM[:SS[.ffffff]]"                     int: microseconds since midnight
 DATETIME       naive datetime; ISO string without offset             "YYYY-MM-DDTHH:MM:SS.ffffff"
 JSON           any JSON-serialisable value (a str is a JSON string)  str holding compact JSON
 GEOGRAPHY      non-empty WKT or GeoJSON string                       str
@@ -341,7 +341,7 @@ def _to_date(v: Any) -> str:
     raise _Bad(f"expected DATE, got {_tname(v)}")
 
 
-def _to_time(v: Any) -> str:
+def _to_time(v: Any) -> int:
     if type(v) is str:
         try:
             v = dt.time.fromisoformat(v.strip())
@@ -350,7 +350,9 @@ def _to_time(v: Any) -> str:
     if isinstance(v, dt.time):
         if v.tzinfo is not None:
             raise _Bad("TIME is zone-less, got a time with tzinfo")
-        return v.isoformat(timespec="microseconds")
+        # Microseconds since midnight: Arrow casts int64 to time64 directly,
+        # while it has no cast from a time string.
+        return ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
     raise _Bad(f"expected TIME, got {_tname(v)}")
 
 

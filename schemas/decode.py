@@ -36,7 +36,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "BYTES": base64.b64decode,
     "TIMESTAMP": _ts,
     "DATE": dt.date.fromisoformat,
-    "TIME": dt.time.fromisoformat,
+    "TIME": lambda us: (dt.datetime.min + dt.timedelta(microseconds=us)).time(),
     "DATETIME": dt.datetime.fromisoformat,
     "JSON": json.loads,
 }
