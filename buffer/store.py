@@ -20,7 +20,7 @@ from bqspool.schemas.errors import BufferBusyError, BufferFormatError, DiskFullE
 
 log = logging.getLogger("bqspool.buffer")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # MIGRATIONS[v] takes a file from version v-1 to v. Never edit a shipped
 # step: add the next one.
@@ -51,7 +51,45 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-_OUR_TABLES = {"meta", "events", "dead_letters", "counters", "sqlite_sequence"}
+MIGRATIONS[2] = [
+    # The loader's durable state. A batch is a contiguous seq range of one
+    # stream, sealed once and never changed; its id is derived from the
+    # buffer id, the stream and the range. A load groups uploaded batches of
+    # one stream under a deterministic job id.
+    """CREATE TABLE batches (
+        batch_id TEXT PRIMARY KEY,
+        stream TEXT NOT NULL,
+        seq_lo INTEGER NOT NULL,
+        seq_hi INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        nbytes INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        state TEXT NOT NULL,
+        object_name TEXT NOT NULL,
+        object_size INTEGER,
+        object_crc32c TEXT,
+        load_id TEXT,
+        solo INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        created_us INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL)""",
+    "CREATE INDEX batches_state ON batches (state, stream)",
+    """CREATE TABLE loads (
+        load_id TEXT PRIMARY KEY,
+        stream TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        job_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        created_us INTEGER NOT NULL,
+        updated_us INTEGER NOT NULL)""",
+    # Every load job submitted, failed ones included: the quota counts them.
+    "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, stream TEXT NOT NULL, submitted_us INTEGER NOT NULL)",
+    "CREATE INDEX jobs_stream_time ON jobs (stream, submitted_us)",
+    "CREATE TABLE lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_us INTEGER NOT NULL)",
+]
+
+_OUR_TABLES = {"meta", "events", "dead_letters", "counters", "sqlite_sequence", "batches", "loads", "jobs", "lease"}
 
 
 def now_us() -> int:
@@ -198,6 +236,10 @@ def open_file(path: Path, *, check: str = "quick") -> Path | None:
             conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
             try:
                 try:
+                    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                        # Only possible before the first table: lets the loader
+                        # hand free pages back after it deletes loaded rows.
+                        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                     conn.execute("PRAGMA journal_mode = WAL").fetchone()
                     problem = _integrity_problem(conn, check)
                 except sqlite3.DatabaseError as exc:

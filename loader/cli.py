@@ -185,3 +185,239 @@ def schemas_show(name: str, table: str | None, rest: bool) -> None:
         n: table_to_json(sset[n], "PROJECT", "DATASET") if rest else schema_to_json(sset[n]) for n in names
     }
     click.echo(json.dumps(out[table] if table else out, indent=2))
+
+
+# -- the loader ---------------------------------------------------------------
+
+config_option = click.option("--config", "config_path", envvar="BQSPOOL_CONFIG", type=click.Path(dir_okay=False),
+                             help="Configuration file (default: ./bqspool.toml if present).")
+
+
+def _config(config_path: str | None):
+    from .config import load_config
+
+    try:
+        return load_config(config_path)
+    except BqspoolError as exc:
+        _fail(str(exc))
+
+
+@main.group()
+def config() -> None:
+    """Inspect the loader configuration."""
+
+
+@config.command("show")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+def config_show(config_path: str | None, as_json: bool) -> None:
+    """Print the effective configuration and where each value came from."""
+    cfg = _config(config_path)
+    values = cfg.public()
+    if as_json:
+        click.echo(json.dumps({k: {"value": v, "source": cfg.sources[k]} for k, v in values.items()}, indent=2))
+        return
+    for key, value in values.items():
+        click.echo(f"{key:26s} {value!s:40s} ({cfg.sources[key]})")
+
+
+@main.command()
+@config_option
+def setup(config_path: str | None) -> None:
+    """Create the dataset and every table of the schema set (idempotent).
+
+    New NULLABLE fields are added to existing tables; changes that cannot be
+    made are listed, and the command fails.
+    """
+    from bqspool.schemas.errors import SetupError
+
+    from .clients import make_warehouse
+
+    cfg = _config(config_path)
+    try:
+        cfg.require("schemas", "project", "dataset")
+        sset = load_schema_set(cfg.schemas)
+        wh = make_warehouse(cfg)
+        if wh.ensure_dataset():
+            click.echo(f"created dataset {cfg.project}.{cfg.dataset} in {cfg.location}")
+        problems = []
+        for table in sset.tables():
+            try:
+                for change in wh.ensure_table(table):
+                    click.echo(change)
+            except SetupError as exc:
+                problems.append(str(exc))
+        if problems:
+            for p in problems:
+                click.echo(f"error: {p}", err=True)
+            sys.exit(1)
+        click.echo(f"{len(sset)} tables of {sset.name} ready in {cfg.project}.{cfg.dataset}")
+    except BqspoolError as exc:
+        _fail(str(exc))
+
+
+def _report_exit(report) -> None:
+    click.echo(
+        f"loaded {report.events_loaded} events in {report.batches_loaded} batches with "
+        f"{report.jobs_submitted} load jobs in {report.seconds:.1f}s", err=True)
+    for stream, why in report.deferred.items():
+        click.echo(f"deferred {stream}: {why}", err=True)
+
+
+@main.command()
+@config_option
+@click.option("--once", is_flag=True, required=True, help="Drain everything pending now, then exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the drain report as JSON.")
+def drain(config_path: str | None, once: bool, as_json: bool) -> None:
+    """Drain the buffer into BigQuery once (for cron, systemd timers, CronJobs).
+
+    Exits 0 when everything pending was loaded, 2 when a batch is in
+    quarantine, 3 when GCS or BigQuery stayed unreachable past the retry
+    policy, 4 when another loader holds the buffer.
+    """
+    from bqspool.schemas.errors import BackendUnavailableError, LeaseHeldError
+
+    from . import ledger
+    from .clients import make_drainer
+
+    cfg = _config(config_path)
+    try:
+        drainer = make_drainer(cfg)
+        report = drainer.drain_once()
+    except LeaseHeldError as exc:
+        _fail(str(exc), 4)
+    except BackendUnavailableError as exc:
+        _fail(f"{exc}\nnothing was lost: the events stay in the buffer; run the drain again", 3)
+    except BqspoolError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _report_exit(report)
+    from bqspool.buffer import store
+
+    conn = store.connect(Path(cfg.buffer))
+    held = ledger.batches(conn, "quarantined")
+    conn.close()
+    if held:
+        for b in held:
+            click.echo(f"quarantined: {b.batch_id} ({b.rows} events): {b.error}", err=True)
+        click.echo("fix the cause, then `bqspool quarantine retry` (or `drop`)", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@config_option
+def run(config_path: str | None) -> None:
+    """Run the drain on the configured schedule until SIGTERM/SIGINT."""
+    from .scheduler import run_forever
+
+    cfg = _config(config_path)
+    try:
+        run_forever(cfg)
+    except BqspoolError as exc:
+        _fail(str(exc))
+
+
+@main.group()
+def quarantine() -> None:
+    """List, retry or drop batches a load job rejected."""
+
+
+def _ledger_conn(config_path: str | None):
+    from bqspool.buffer import store
+
+    cfg = _config(config_path)
+    path = Path(cfg.buffer)
+    if not path.exists():
+        _fail(f"no buffer at {path}")
+    store.open_file(path, check="none")
+    return store.connect(path)
+
+
+@quarantine.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+def quarantine_list(config_path: str | None, as_json: bool) -> None:
+    from . import ledger
+
+    conn = _ledger_conn(config_path)
+    held = ledger.batches(conn, "quarantined")
+    if as_json:
+        click.echo(json.dumps([b.__dict__ for b in held], indent=2))
+        return
+    if not held:
+        click.echo("no quarantined batches")
+    for b in held:
+        click.echo(f"{b.batch_id}  {b.stream}  {b.rows} events  {b.error}")
+
+
+@quarantine.command("retry")
+@config_option
+@click.argument("batch_ids", nargs=-1)
+def quarantine_retry(config_path: str | None, batch_ids: tuple[str, ...]) -> None:
+    """Put quarantined batches (all, or those named) back in line for the next drain."""
+    from . import ledger
+
+    n = ledger.retry_quarantined(_ledger_conn(config_path), list(batch_ids) or None)
+    click.echo(f"{n} batches will be loaded by the next drain")
+
+
+@quarantine.command("drop")
+@config_option
+@click.argument("batch_ids", nargs=-1, required=True)
+def quarantine_drop(config_path: str | None, batch_ids: tuple[str, ...]) -> None:
+    """Give up on quarantined batches: their events move to dead letters."""
+    from . import ledger
+
+    n = ledger.drop_quarantined(_ledger_conn(config_path), list(batch_ids))
+    click.echo(f"{n} batches dropped; their events are in the dead letters")
+
+
+@main.group()
+def local() -> None:
+    """The local stack: fake-gcs-server and the BigQuery emulator."""
+
+
+local_dir = click.option("--dir", "folder", default=".bqspool/local", show_default=True,
+                         envvar="BQSPOOL_LOCAL_DIR", help="Where the stack keeps its state, data and logs.")
+
+
+@local.command("up")
+@local_dir
+def local_up(folder: str) -> None:
+    """Start both servers in the background and print `export` lines."""
+    from . import localstack
+
+    try:
+        state = localstack.up(folder)
+    except BqspoolError as exc:
+        _fail(str(exc))
+    click.echo(localstack.export_lines(state))
+    click.echo(f"# local stack up: GCS on {state.gcs_port}, BigQuery on {state.bq_port}; "
+               f"`eval $(bqspool local env)` in other shells", err=True)
+
+
+@local.command("env")
+@local_dir
+def local_env(folder: str) -> None:
+    """Print the `export` lines again."""
+    from . import localstack
+
+    try:
+        click.echo(localstack.export_lines(localstack.load_state(folder)))
+    except BqspoolError as exc:
+        _fail(str(exc))
+
+
+@local.command("down")
+@local_dir
+def local_down(folder: str) -> None:
+    """Stop both servers (their data is kept)."""
+    from . import localstack
+
+    try:
+        localstack.down(folder)
+    except BqspoolError as exc:
+        _fail(str(exc))
+    click.echo("local stack stopped", err=True)

@@ -10,14 +10,20 @@ re-export it.
     ├── RetryableError          the same call may succeed later, unchanged
     │   ├── BufferFullError     size cap reached (on_full="raise", or block timed out)
     │   ├── BufferBusyError     another process held the write lock too long
-    │   └── DiskFullError       SQLITE_FULL: free disk space, then retry
+    │   ├── DiskFullError       SQLITE_FULL: free disk space, then retry
+    │   ├── BackendUnavailableError  GCS or BigQuery stayed unreachable past the retry policy
+    │   └── LeaseHeldError      another loader is draining this buffer
     └── PermanentError          retrying the same call cannot succeed
         ├── ConfigError         bad option or setting
         ├── SchemaError         a table definition is invalid (names file and field)
         ├── ValidationError     an event does not fit its table (names field path)
         │   └── UnknownStreamError
         ├── BufferClosedError   append after close()
-        └── BufferFormatError   the file was written by a newer bqspool
+        ├── BufferFormatError   the file was written by a newer bqspool
+        ├── BackendError        GCS/BigQuery refused a request for good (permissions, not found)
+        │   ├── LoadDataError   a load job failed because of the data (batch quarantined)
+        │   └── ObjectConflictError  an object exists with other content than ours
+        └── SetupError          a table cannot be brought to its schema
 
 Third-party errors (sqlite3, google clients) are translated at the boundary
 with ``raise ... from`` so callers only ever need this tree.
@@ -90,3 +96,27 @@ class BufferClosedError(PermanentError):
 
 class BufferFormatError(PermanentError):
     """The buffer file has a format version this bqspool does not know."""
+
+
+class BackendUnavailableError(RetryableError):
+    """GCS or BigQuery stayed unreachable, or kept failing transiently, past the retry policy."""
+
+
+class LeaseHeldError(RetryableError):
+    """Another loader holds this buffer's drain lease."""
+
+
+class BackendError(PermanentError):
+    """GCS or BigQuery refused a request in a way retrying cannot fix."""
+
+
+class LoadDataError(BackendError):
+    """A load job failed because of its data; the batches are quarantined."""
+
+
+class ObjectConflictError(BackendError):
+    """An object of ours exists in GCS with a different size or checksum."""
+
+
+class SetupError(PermanentError):
+    """A table in BigQuery cannot be brought to the schema set's definition."""

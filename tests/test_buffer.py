@@ -25,6 +25,8 @@ from bqspool.buffer import (
 )
 from bqspool.buffer.ids import uuid7_many, uuid7_millis
 
+from bqspool.buffer import store
+
 from .conftest import interaction
 
 S = "user_interactions"
@@ -111,7 +113,7 @@ def test_format_version_and_foreign_files(tmp_path):
     p = tmp_path / "b.db"
     Buffer(p, "eixa").close()
     conn = sqlite3.connect(p)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.FORMAT_VERSION
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.execute("PRAGMA user_version = 99")
     conn.commit()
@@ -275,3 +277,20 @@ def test_forked_child_gets_its_own_writer(buffer_path):
     b.append(S, interaction())
     b.close()
     assert len(set(child_ids)) == 20 and pending_in_file(buffer_path) == 22
+
+
+def test_old_format_is_migrated_in_place(tmp_path):
+    p = tmp_path / "v1.db"
+    conn = sqlite3.connect(p, isolation_level=None)
+    for sql in store.MIGRATIONS[1]:
+        conn.execute(sql)
+    conn.execute("INSERT INTO meta VALUES ('buffer_id', 'b1'), ('created_us', '0')")
+    conn.execute("INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES ('tasks', 'e1', '{}', 2, 0)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with Buffer(p, "eixa") as b:
+        stats = b.stats()
+    assert stats["streams"]["tasks"]["pending"] == 1 and stats["buffer_id"] == "b1"
+    conn = sqlite3.connect(p)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.FORMAT_VERSION
+    assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 0

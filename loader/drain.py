@@ -1,0 +1,304 @@
+"""The drain: buffer -> Parquet -> GCS -> BigQuery load job -> ack, exactly once.
+
+``Drainer.drain_once()`` does all the work and returns a report; the CLI
+and the scheduler are thin layers over it. Each step is recorded in the
+buffer file (see :mod:`.ledger`) before the next one starts, and each is
+safe to repeat, so a drain killed at any instant is finished by the next
+one with nothing lost and nothing loaded twice:
+
+1. seal: unsealed rows of each stream become batches (fixed seq ranges);
+2. stage: a batch becomes a deterministic local Parquet file;
+3. upload: ``if_generation_match=0``; a 412 with matching size and crc32c
+   means an earlier attempt already uploaded it;
+4. group: uploaded batches of one table are recorded as one load, whose job
+   id derives from the batches, before anything is submitted;
+5. load: look the job id up first (a 409 on insert means the same); adopt
+   an existing job's outcome; a transient failure retries under the next
+   attempt number; a data failure quarantines the batch;
+6. ack: delete the batch's rows and mark it loaded in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bqspool.buffer import store
+from bqspool.schemas import SchemaSet
+from bqspool.schemas.errors import BackendUnavailableError, ObjectConflictError
+
+from . import faults, ledger
+from .gcs import crc32c_of
+from .stage import Stager, read_batch_payloads
+
+log = logging.getLogger("bqspool.loader")
+
+MAX_TRANSIENT_ATTEMPTS = 5  # failed load jobs count against the table's daily quota
+NEAR_QUOTA = 0.8
+
+
+@dataclass
+class DrainReport:
+    events_loaded: int = 0
+    batches_loaded: int = 0
+    jobs_submitted: int = 0
+    quarantined: list[str] = field(default_factory=list)
+    deferred: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Progress:
+    """A progress bar on a terminal, periodic log lines elsewhere."""
+
+    def __init__(self, total: int, enabled: bool = True, every_s: float = 5.0):
+        self.total, self.done = total, 0
+        self.start = self.last = time.monotonic()
+        self.every_s = every_s
+        self.bar = None
+        if enabled and total and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="ev", desc="draining", unit_scale=True, leave=False)
+        self.enabled = enabled and total > 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.enabled and time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            rate = self.done / max(self.last - self.start, 1e-9)
+            log.info("drained %d of %d events (%.0f/s)", self.done, self.total, rate)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Drainer:
+    """Drains one buffer file into one dataset.
+
+    ``objects`` is an object store (``upload(name, path, size, crc32c)``,
+    ``uri(name)``) and ``warehouse`` a warehouse (``get_job``,
+    ``start_load``, ``wait``): the drain never imports a cloud SDK itself.
+    """
+
+    def __init__(
+        self,
+        buffer_path: str | Path,
+        schemas: SchemaSet,
+        objects,
+        warehouse,
+        *,
+        prefix: str = "bqspool",
+        batch_rows: int = 500_000,
+        batch_bytes: int = 256 * 1024 * 1024,
+        per_job: int = 500,
+        quota_per_table_day: int = 1000,
+        lease_seconds: float = 120.0,
+        staging_dir: str | Path | None = None,
+        progress: bool = True,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
+        self.path = Path(buffer_path)
+        self.schemas = schemas
+        self.objects = objects
+        self.warehouse = warehouse
+        self.prefix = prefix
+        self.batch_rows, self.batch_bytes, self.per_job = batch_rows, batch_bytes, per_job
+        self.quota = quota_per_table_day
+        self.lease_seconds = lease_seconds
+        self.staging = Path(staging_dir) if staging_dir else self.path.with_name(self.path.name + ".staging")
+        self.progress_enabled = progress
+        self.should_stop = should_stop
+        self.holder = ledger.new_holder()
+        self._stagers: dict[str, Stager] = {}
+
+    # -- the whole drain ----------------------------------------------------
+
+    def drain_once(self) -> DrainReport:
+        """Drain everything pending now. Raises LeaseHeldError if another
+        loader is at it, BackendUnavailableError if GCS/BigQuery stay down."""
+        started = time.monotonic()
+        report = DrainReport()
+        store.open_file(self.path, check="none")
+        conn = store.connect(self.path, synchronous="FULL")
+        try:
+            ledger.acquire_lease(conn, self.holder, self.lease_seconds)
+            try:
+                self._drain(conn, report)
+            finally:
+                ledger.release_lease(conn, self.holder)
+            self._housekeeping(conn)
+        finally:
+            conn.close()
+        report.seconds = round(time.monotonic() - started, 3)
+        if report.events_loaded or report.quarantined or report.deferred:
+            log.info("drain: %d events in %d batches loaded with %d jobs in %.1fs%s%s",
+                     report.events_loaded, report.batches_loaded, report.jobs_submitted, report.seconds,
+                     f"; quarantined {report.quarantined}" if report.quarantined else "",
+                     f"; deferred {report.deferred}" if report.deferred else "")
+        return report
+
+    def _renew(self, conn: sqlite3.Connection) -> None:
+        ledger.acquire_lease(conn, self.holder, self.lease_seconds)
+
+    def _drain(self, conn: sqlite3.Connection, report: DrainReport) -> None:
+        buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
+        streams = [r[0] for r in conn.execute("SELECT DISTINCT stream FROM events")]
+        for stream in streams:
+            if stream in self.schemas:
+                ledger.seal(conn, stream, buffer_id, self.prefix, self.batch_rows, self.batch_bytes)
+            else:
+                log.error("stream %r has pending events but no table in the schema set; not draining it", stream)
+        faults.hit("after_seal")
+        pending = [b for b in ledger.batches(conn) if b.state in ("sealed", "staged", "uploaded")]
+        progress = Progress(sum(b.rows for b in pending), self.progress_enabled)
+        try:
+            for b in pending:
+                if self.should_stop():
+                    return
+                if b.state in ("sealed", "staged"):
+                    self._stage_and_upload(conn, b, report)
+                    self._renew(conn)
+            while not self.should_stop():
+                self._group(conn, report)
+                todo = ledger.loads(conn, ("pending",))
+                if not todo:
+                    break
+                for load in todo:
+                    if self.should_stop():
+                        return
+                    self._load(conn, load, report, progress)
+                    self._renew(conn)
+        finally:
+            progress.close()
+
+    # -- steps --------------------------------------------------------------
+
+    def _stager(self, stream: str) -> Stager:
+        if stream not in self._stagers:
+            self._stagers[stream] = Stager(self.schemas[stream])
+        return self._stagers[stream]
+
+    def _stage_file(self, conn: sqlite3.Connection, b: ledger.Batch) -> Path:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        path = self.staging / f"{b.batch_id}.parquet"
+        if not path.exists():
+            self._stager(b.stream).write(read_batch_payloads(conn, b.stream, b.seq_lo, b.seq_hi), path)
+        return path
+
+    def _stage_and_upload(self, conn: sqlite3.Connection, b: ledger.Batch, report: DrainReport) -> None:
+        path = self._stage_file(conn, b)
+        size, crc = path.stat().st_size, crc32c_of(path)
+        if b.state == "sealed":
+            ledger.mark_staged(conn, b.batch_id, size, crc)
+            faults.hit("after_stage")
+        try:
+            self.objects.upload(b.object_name, path, size, crc)
+        except ObjectConflictError as exc:
+            self._quarantine(conn, b, str(exc), report)
+            return
+        faults.hit("after_upload")
+        ledger.mark_uploaded(conn, b.batch_id)
+        path.unlink(missing_ok=True)
+
+    def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: DrainReport) -> None:
+        with store.transaction(conn):
+            conn.execute("UPDATE batches SET state = 'quarantined', error = ?, updated_us = ? WHERE batch_id = ?",
+                         (error, store.now_us(), b.batch_id))
+        report.quarantined.append(b.batch_id)
+        log.error("batch %s quarantined: %s", b.batch_id, error)
+
+    def _group(self, conn: sqlite3.Connection, report: DrainReport) -> None:
+        ready = [b for b in ledger.batches(conn, "uploaded") if b.load_id is None]
+        by_stream: dict[str, list[ledger.Batch]] = {}
+        for b in ready:
+            by_stream.setdefault(b.stream, []).append(b)
+        for stream, items in by_stream.items():
+            used = ledger.jobs_last_day(conn, stream)
+            remaining = self.quota - used
+            if remaining <= 0:
+                report.deferred[stream] = f"load job budget used: {used} of {self.quota} in the last 24h"
+                log.warning("table %s: %d load jobs in the last 24h reach the budget of %d; deferring %d batches",
+                            stream, used, self.quota, len(items))
+                continue
+            per_job = self.per_job
+            if used >= NEAR_QUOTA * self.quota:
+                per_job = 10_000  # as many files per job as BigQuery takes
+                log.warning("table %s: %d of %d load jobs used in 24h; grouping up to %d batches per job",
+                            stream, used, self.quota, per_job)
+            solo = [[b] for b in items if b.solo]
+            shared = [b for b in items if not b.solo]
+            groups = solo + [shared[i:i + per_job] for i in range(0, len(shared), per_job)]
+            if len(groups) > remaining:
+                report.deferred[stream] = f"{len(groups) - remaining} load groups wait for quota"
+                groups = groups[:remaining]
+            for g in groups:
+                ledger.group(conn, stream, [b.batch_id for b in g])
+        faults.hit("after_group")
+
+    def _load(self, conn: sqlite3.Connection, load: ledger.Load, report: DrainReport, progress: Progress) -> None:
+        members = ledger.load_batches(conn, load.load_id)
+        uris = [self.objects.uri(b.object_name) for b in members]
+        while True:
+            outcome = self.warehouse.get_job(load.job_id)
+            if outcome is None:
+                if ledger.jobs_last_day(conn, load.stream) >= self.quota:
+                    report.deferred[load.stream] = "load job budget used"
+                    return
+                ledger.record_submission(conn, load)
+                outcome = self.warehouse.start_load(load.job_id, load.stream, uris)
+                report.jobs_submitted += 1
+                faults.hit("after_submit")
+            if not outcome.done:
+                outcome = self.warehouse.wait(load.job_id)
+            if not outcome.done:
+                raise BackendUnavailableError(f"load job {load.job_id} did not finish in time")
+            faults.hit("after_job_done")
+            if outcome.error is None:
+                acked = ledger.ack(conn, load, fault=faults.hit)
+                faults.hit("after_ack")
+                report.events_loaded += acked
+                report.batches_loaded += len(members)
+                progress.advance(sum(b.rows for b in members))
+                return
+            error = f"{outcome.error.get('reason')}: {outcome.error.get('message')}"
+            if outcome.transient:
+                if load.attempt + 1 >= MAX_TRANSIENT_ATTEMPTS:
+                    raise BackendUnavailableError(f"load job for {load.stream} failed {load.attempt + 1} times: {error}")
+                log.warning("load job %s failed transiently (%s); retrying as attempt %d", load.job_id, error,
+                            load.attempt + 1)
+                load = ledger.next_attempt(conn, load, error)
+                continue
+            held = ledger.fail_load(conn, load, error)
+            if held:
+                report.quarantined += [b.batch_id for b in held]
+                log.error("batch %s quarantined: load job %s rejected its data: %s", held[0].batch_id,
+                          load.job_id, error)
+            else:
+                log.warning("load job %s for %d batches rejected its data (%s); loading them one by one to "
+                            "find the bad one", load.job_id, len(members), error)
+            return
+
+    def _housekeeping(self, conn: sqlite3.Connection) -> None:
+        # Give the space of acked rows back: checkpoint the WAL without
+        # blocking appenders, then return free pages to the filesystem.
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            conn.execute("PRAGMA incremental_vacuum").fetchall()
+        except sqlite3.OperationalError as exc:  # busy: the next drain will do it
+            log.debug("housekeeping skipped: %s", exc)
+        if self.staging.exists():
+            live = {b.batch_id for b in ledger.batches(conn) if b.state in ("sealed", "staged")}
+            for f in self.staging.iterdir():
+                if f.name.split(".parquet")[0] not in live:
+                    f.unlink(missing_ok=True)

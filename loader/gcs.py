@@ -1,0 +1,66 @@
+"""The object store: uploads of staged Parquet files to Cloud Storage."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from google.api_core import exceptions as gexc
+
+from bqspool.schemas.errors import ObjectConflictError
+
+from .retry import RetryPolicy
+
+
+def crc32c_of(path: Path) -> str:
+    """The base64 crc32c GCS reports for a file's bytes."""
+    import google_crc32c
+
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            checksum.update(chunk)
+    return base64.b64encode(checksum.digest()).decode("ascii")
+
+
+class GcsStore:
+    """Idempotent uploads: ``if_generation_match=0``, and a 412 means the
+    object is already there, which is fine when size and crc32c match."""
+
+    def __init__(self, client, bucket: str, retry: RetryPolicy):
+        self.client = client
+        self.bucket_name = bucket
+        self.bucket = client.bucket(bucket)
+        self.retry = retry
+
+    def uri(self, name: str) -> str:
+        return f"gs://{self.bucket_name}/{name}"
+
+    def upload(self, name: str, path: Path, size: int, crc32c: str) -> None:
+        def attempt() -> None:
+            blob = self.bucket.blob(name)
+            blob.crc32c = crc32c  # the server verifies what it received
+            try:
+                # retry=None: one policy (ours) governs every call.
+                blob.upload_from_filename(str(path), if_generation_match=0, checksum="crc32c", retry=None, timeout=60)
+            except gexc.PreconditionFailed:
+                self._check_existing(name, size, crc32c)
+
+        self.retry.call(f"upload {self.uri(name)}", attempt)
+
+    def _check_existing(self, name: str, size: int, crc32c: str) -> None:
+        blob = self.bucket.get_blob(name, retry=None, timeout=30)
+        if blob is None:  # deleted between the 412 and now: upload again
+            raise gexc.ServiceUnavailable(f"{name} vanished after a 412")
+        if blob.size != size or (blob.crc32c and blob.crc32c != crc32c):
+            raise ObjectConflictError(
+                f"{self.uri(name)} exists with size {blob.size} crc32c {blob.crc32c}, "
+                f"expected {size} {crc32c}: another writer used this object name"
+            )
+
+    def ensure_bucket(self, location: str) -> None:
+        def attempt() -> None:
+            if self.client.lookup_bucket(self.bucket_name, retry=None, timeout=30) is None:
+                self.client.create_bucket(self.bucket_name, location=location, retry=None, timeout=30)
+
+        self.retry.call(f"create bucket {self.bucket_name}", attempt)

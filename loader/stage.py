@@ -1,0 +1,146 @@
+"""Stage a sealed batch as a Parquet file, deterministically.
+
+The stored payloads are already the values BigQuery needs (see
+``bqspool.schemas.coerce``), so staging is: read the batch's payloads from
+SQLite in chunks, parse each chunk with Arrow's JSON reader into the
+*stored* types, cast to the table's Arrow schema, and append to a Parquet
+writer. Memory stays bounded by the chunk size whatever the batch size; the
+same rows in the same order always give the same bytes (fixed writer
+options, no timestamps in the file).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import sqlite3
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from bqspool.schemas.arrow import arrow_schema
+from bqspool.schemas.definition import Field, TableDef
+
+CHUNK_ROWS = 50_000
+ROW_GROUP_ROWS = 250_000  # ~16 MiB+ row groups for typical events, as BigQuery prefers
+
+
+def _stored_type(f: Field) -> pa.DataType:
+    """The Arrow type Arrow's JSON reader should parse the stored form into."""
+    if f.type == "RECORD":
+        t = pa.struct([pa.field(s.name, _stored_type(s)) for s in f.fields])
+    else:
+        t = {
+            "INTEGER": pa.int64(), "FLOAT": pa.float64(), "BOOLEAN": pa.bool_(),
+            "TIMESTAMP": pa.int64(), "TIME": pa.int64(), "DATETIME": pa.timestamp("us"),
+        }.get(f.type, pa.string())
+    return pa.list_(t) if f.repeated else t
+
+
+def _cast(arr: pa.Array, f: Field, target: pa.DataType) -> pa.Array:
+    """Cast one parsed column (or nested child) to its target type.
+
+    Structs and lists are rebuilt child by child rather than cast whole:
+    under a null parent a REQUIRED child is null too, which Arrow's struct
+    cast rejects for a non-nullable field although Parquet stores it fine.
+    """
+    if f.repeated:
+        inner = Field(f.name, f.type, "NULLABLE", f.fields)
+        values = _cast(arr.values, inner, target.value_type)
+        return pa.ListArray.from_arrays(arr.offsets, values, type=target, mask=arr.is_null() if arr.null_count else None)
+    if f.type == "RECORD":
+        children = [_cast(arr.field(i), s, target.field(i).type) for i, s in enumerate(f.fields)]
+        children = [_fill_under_null_parent(c, target.field(i)) for i, c in enumerate(children)]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=arr.is_null() if arr.null_count else None)
+    if f.type == "BYTES":
+        # Arrow has no base64 kernel and BYTES columns are rare: decode in Python.
+        return pa.array([None if v is None else base64.b64decode(v) for v in arr.to_pylist()], type=pa.binary())
+    return pc.cast(arr, target)
+
+
+def _fill_under_null_parent(child: pa.Array, field: pa.Field) -> pa.Array:
+    """Give a non-nullable child a placeholder where it is null.
+
+    Coercion guarantees a REQUIRED child is null only where its parent
+    record is null, and there the value is never read; but the Parquet
+    writer refuses nulls in a non-nullable column whatever the parent.
+    """
+    if field.nullable or not child.null_count:
+        return child
+    t = field.type
+    if pa.types.is_struct(t):
+        kids = [_fill_under_null_parent(child.field(i), t.field(i)) for i in range(t.num_fields)]
+        return pa.StructArray.from_arrays(kids, fields=list(t))
+    if pa.types.is_list(t):
+        empty = pa.ListArray.from_arrays(pa.array([0, 0], pa.int32()), child.values.slice(0, 0), type=t)
+        return pc.fill_null(child, empty[0])
+    if pa.types.is_string(t) or pa.types.is_binary(t):
+        placeholder = pa.scalar("" if pa.types.is_string(t) else b"", t)
+    elif pa.types.is_date32(t):
+        placeholder = pa.scalar(0, pa.int32()).cast(t)
+    else:  # numbers, booleans, times and timestamps all cast from int64 0
+        placeholder = pa.scalar(0, pa.int64()).cast(t)
+    return pc.fill_null(child, placeholder)
+
+
+class Stager:
+    """Turns payload rows of one table into a Parquet file."""
+
+    def __init__(self, table: TableDef):
+        self.table = table
+        self.schema = arrow_schema(table)
+        self.stored_schema = pa.schema([pa.field(f.name, _stored_type(f)) for f in table.fields])
+        self._parse = pajson.ParseOptions(explicit_schema=self.stored_schema, unexpected_field_behavior="error")
+
+    def to_arrow(self, payloads: list[str]) -> pa.Table:
+        """Parse and cast one chunk of stored payloads."""
+        data = ("\n".join(payloads) + "\n").encode("utf-8")
+        parsed = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(data) + 1)),
+                                  parse_options=self._parse)
+        columns = [
+            _cast(parsed.column(f.name).combine_chunks(), f, target.type)
+            for f, target in zip(self.table.fields, self.schema)
+        ]
+        return pa.Table.from_arrays(columns, schema=self.schema)
+
+    def write(self, chunks, path: Path) -> int:
+        """Write payload chunks (lists of str) to ``path``; returns the row count."""
+        rows = 0
+        tmp = path.with_name(path.name + ".tmp")
+        with pq.ParquetWriter(
+            tmp, self.schema, compression="zstd", use_dictionary=True, write_statistics=True,
+            data_page_version="1.0", version="2.6", store_schema=True,
+        ) as writer:
+            pending: list[pa.Table] = []
+            pending_rows = 0
+            for payloads in chunks:
+                if not payloads:
+                    continue
+                t = self.to_arrow(payloads)
+                rows += t.num_rows
+                pending.append(t)
+                pending_rows += t.num_rows
+                if pending_rows >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                    pending, pending_rows = [], 0
+            if pending:
+                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+        tmp.replace(path)  # a crash mid-write never leaves a partial file under the final name
+        return rows
+
+
+def read_batch_payloads(conn: sqlite3.Connection, stream: str, lo: int, hi: int, chunk: int = CHUNK_ROWS):
+    """Yield the batch's payloads in seq order, ``chunk`` at a time."""
+    cursor = lo - 1
+    while cursor < hi:
+        rows = conn.execute(
+            "SELECT seq, payload FROM events WHERE stream = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (stream, cursor, hi, chunk),
+        ).fetchall()
+        if not rows:
+            return
+        cursor = rows[-1][0]
+        yield [r[1] for r in rows]
