@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 import requests
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from bqspool.schemas.errors import BackendError, BackendUnavailableError, BqspoolError
 
@@ -63,7 +63,8 @@ class RetryPolicy:
 
         retrying = Retrying(
             stop=stop_after_delay(self.deadline),
-            wait=wait_exponential_jitter(initial=self.initial, max=self.maximum),
+            # Full jitter: a random wait up to an exponentially growing cap.
+            wait=wait_random_exponential(multiplier=self.initial, max=self.maximum),
             retry=retry_if_exception(is_transient),
             before_sleep=before_sleep,
             reraise=True,

@@ -46,3 +46,23 @@ ALLTYPES = Path(__file__).with_name("data") / "alltypes"
 @pytest.fixture(scope="session")
 def alltypes():
     return load_schema_set(ALLTYPES)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """The real local stack (fake-gcs-server + BigQuery emulator), once per session."""
+    import os
+
+    from bqspool.loader import localstack
+
+    folder = tmp_path_factory.mktemp("stack")
+    state = localstack.up(folder)
+    saved = {k: os.environ.get(k) for k in state.env()}
+    os.environ.update(state.env())
+    yield {"folder": folder, "state": state}
+    localstack.down(folder)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

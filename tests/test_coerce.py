@@ -65,9 +65,9 @@ def test_string_like(coerce):
 
 
 def test_bytes(coerce):
-    assert coerce(by=b"\x00\xff")["by"] == "AP8="
-    assert coerce(by=bytearray(b"ab"))["by"] == "YWI="
-    assert coerce(by="AP8=")["by"] == "AP8="
+    assert coerce(raw=b"\x00\xff")["raw"] == "AP8="
+    assert coerce(raw=bytearray(b"ab"))["raw"] == "YWI="
+    assert coerce(raw="AP8=")["raw"] == "AP8="
 
 
 @pytest.mark.parametrize("value", [
@@ -103,11 +103,11 @@ def test_json_column(coerce):
 def test_record_and_repeated(coerce):
     out = coerce(
         tags=("a", "b"),
-        rec={"k": "key", "v": "5", "inner": {"when": "2026-01-01"}},
+        rec={"k": "key", "v": "5", "nested": {"on_day": "2026-01-01"}},
         items=[{"sku": "s1", "qty": 2.0, "prices": ["1.50", 2]}, {"sku": "s2"}],
     )
     assert out["tags"] == ["a", "b"]
-    assert out["rec"] == {"k": "key", "v": 5, "inner": {"when": "2026-01-01"}}
+    assert out["rec"] == {"k": "key", "v": 5, "nested": {"on_day": "2026-01-01"}}
     assert out["items"] == [{"sku": "s1", "qty": 2, "prices": ["1.5", "2"]}, {"sku": "s2"}]
 
 
@@ -133,7 +133,7 @@ def test_decode_inverts_stored_form(alltypes):
     c = Coercer(alltypes["everything"])
     event = {
         "id": "a", "ts": dt.datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC), "i": 5, "f": 1.25,
-        "n": decimal.Decimal("1.5"), "b": True, "by": b"\x01", "d": dt.date(2026, 1, 1),
+        "n": decimal.Decimal("1.5"), "b": True, "raw": b"\x01", "d": dt.date(2026, 1, 1),
         "t": dt.time(1, 2, 3, 4), "dt": dt.datetime(2026, 1, 1, 1), "j": {"x": [1]},
         "items": [{"sku": "s", "qty": None, "prices": [decimal.Decimal("2")]}],
     }

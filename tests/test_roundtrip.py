@@ -26,7 +26,7 @@ aware = st.datetimes(
 )
 record = st.fixed_dictionaries(
     {"k": st.text()},
-    optional={"v": INT64, "inner": st.fixed_dictionaries({}, optional={"when": st.dates()})},
+    optional={"v": INT64, "nested": st.fixed_dictionaries({}, optional={"on_day": st.dates()})},
 )
 item = st.fixed_dictionaries(
     {"sku": st.text(min_size=1)},
@@ -43,7 +43,7 @@ event = st.fixed_dictionaries(
         "b": st.booleans(),
         "s": st.text(),
         "short": st.text(max_size=5),
-        "by": st.binary(),
+        "raw": st.binary(),
         "d": st.dates(),
         "t": st.times(),
         "dt": st.datetimes(),

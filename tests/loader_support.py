@@ -1,0 +1,96 @@
+"""Helpers for loader tests: a fresh dataset per test on the session's stack."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+from bqspool.loader.clients import bigquery_client, make_drainer, make_warehouse
+from bqspool.loader.config import Config, load_config
+from bqspool.schemas import load_schema_set
+
+BQSPOOL = str(Path(sys.executable).with_name("bqspool"))
+
+
+class Env:
+    """A buffer, a dataset and a prefix of one's own, on the shared stack."""
+
+    def __init__(self, tmp_path: Path, schemas: str | Path, **overrides):
+        self.tmp = tmp_path
+        self.dataset = f"t_{uuid.uuid4().hex[:10]}"
+        base = load_config(env=os.environ)
+        self.config: Config = replace(
+            base, buffer=str(tmp_path / "buffer.db"), schemas=str(schemas), dataset=self.dataset,
+            prefix=f"test/{self.dataset}", retry_initial=0.05, retry_maximum=0.5, retry_deadline=3.0,
+            lease_seconds=10.0, **overrides,
+        )
+        self.schemas = load_schema_set(schemas)
+        wh = make_warehouse(self.config)
+        wh.ensure_dataset()
+        for table in self.schemas.tables():
+            wh.ensure_table(table)
+        self.warehouse = wh
+
+    def env(self, **extra: str) -> dict[str, str]:
+        c = self.config
+        env = dict(os.environ)
+        env.update({
+            "BQSPOOL_BUFFER": c.buffer, "BQSPOOL_SCHEMAS": c.schemas, "BQSPOOL_DATASET": c.dataset,
+            "BQSPOOL_PREFIX": c.prefix, "BQSPOOL_RETRY_INITIAL": str(c.retry_initial),
+            "BQSPOOL_RETRY_MAXIMUM": str(c.retry_maximum), "BQSPOOL_RETRY_DEADLINE": str(c.retry_deadline),
+            "BQSPOOL_LEASE_SECONDS": str(c.lease_seconds), "BQSPOOL_BATCH_ROWS": str(c.batch_rows),
+            "BQSPOOL_BATCH_PER_JOB": str(c.batch_per_job),
+            "BQSPOOL_QUOTA_JOBS_PER_TABLE_DAY": str(c.quota_jobs_per_table_day),
+        })
+        env.pop("BQSPOOL_FAULT", None)
+        env.update(extra)
+        return env
+
+    def drainer(self, **kw):
+        return make_drainer(self.config, progress=False, **kw)
+
+    def drain_cli(self, *args: str, fault: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        extra = {"BQSPOOL_FAULT": fault} if fault else {}
+        return subprocess.run([BQSPOOL, "drain", "--once", *args], env=self.env(**extra), capture_output=True,
+                              text=True, timeout=timeout)
+
+    def bq_ids(self, table: str) -> Counter:
+        client = bigquery_client(self.config)
+        rows = client.query(f"SELECT _event_id FROM `{self.config.project}.{self.dataset}.{table}`").result()
+        return Counter(r[0] for r in rows)
+
+    def query(self, sql: str) -> list[dict]:
+        return self.warehouse.query(sql.replace("{ds}", f"`{self.config.project}.{self.dataset}`"))
+
+    def pending(self) -> int:
+        conn = sqlite3.connect(self.config.buffer)
+        try:
+            return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        finally:
+            conn.close()
+
+    def batch_states(self) -> Counter:
+        conn = sqlite3.connect(self.config.buffer)
+        try:
+            return Counter(r[0] for r in conn.execute("SELECT state FROM batches"))
+        finally:
+            conn.close()
+
+
+def assert_exactly_once(env: Env, appended: dict[str, list[str]]) -> None:
+    """Every appended id is in its table once, nothing else is there, the buffer is empty."""
+    for table, ids in appended.items():
+        got = env.bq_ids(table)
+        missing = set(ids) - set(got)
+        doubled = {k: n for k, n in got.items() if n > 1}
+        extra = set(got) - set(ids)
+        assert not missing, f"{table}: {len(missing)} events missing"
+        assert not doubled, f"{table}: {len(doubled)} events loaded more than once"
+        assert not extra, f"{table}: {len(extra)} unexpected events"
+    assert env.pending() == 0
