@@ -15,7 +15,6 @@ import signal
 POINTS = (
     "after_seal",
     "after_stage",
-    "before_upload_record",
     "after_upload",
     "after_group",
     "after_submit",

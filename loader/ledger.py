@@ -68,7 +68,7 @@ def acquire_lease(conn: sqlite3.Connection, holder: str, ttl_s: float) -> None:
     now = now_us()
     with transaction(conn):
         row = conn.execute("SELECT holder, expires_us FROM lease WHERE name = 'drain'").fetchone()
-        if row and row[0] != holder and row[1] > now:
+        if row and row[0] != holder and row[1] > now and not _holder_is_dead(row[0]):
             raise LeaseHeldError(
                 f"another loader ({row[0]}) is draining this buffer; its lease expires in "
                 f"{(row[1] - now) / 1e6:.0f}s"
@@ -78,6 +78,28 @@ def acquire_lease(conn: sqlite3.Connection, holder: str, ttl_s: float) -> None:
             "expires_us = excluded.expires_us",
             (holder, now + int(ttl_s * 1e6)),
         )
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when the holder ran on this host and its process is gone.
+
+    A loader killed on this machine need not block the next one for the
+    whole lease; one on another host (or a reused pid) still waits it out.
+    """
+    import os
+    import socket
+
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def release_lease(conn: sqlite3.Connection, holder: str) -> None:
