@@ -148,7 +148,8 @@ class BigQueryWarehouse:
                 body.labels = dict(table.labels)
             self.retry.call(f"create table {ref}", lambda: self.client.create_table(body, exists_ok=True, retry=None, timeout=30))
             return [f"created table {table.name}"]
-        have = {f.name.lower(): f for f in existing.schema}
+        have = {f.name.lower(): f for f in self._stored_columns(ref)}
+        modes = {f.name.lower(): f.mode for f in existing.schema}
         problems, additions = [], []
         for f in table.fields:
             cur = have.get(f.name.lower())
@@ -158,7 +159,7 @@ class BigQueryWarehouse:
                 else:
                     additions.append(f)
                 continue
-            problems += _differences(table.name, f, cur)
+            problems += _differences(table.name, f, cur, modes.get(f.name.lower()))
         wanted = {f.name.lower() for f in table.fields}
         for name, cur in have.items():
             if name not in wanted:
@@ -173,18 +174,35 @@ class BigQueryWarehouse:
                 sql, location=self.location, retry=None, timeout=60).result())
         return [f"added column {table.name}.{f.name}" for f in additions]
 
+    def _stored_columns(self, ref: str) -> list:
+        """The columns a query of the table sees, from a free dry run.
+
+        Table metadata can lag behind DDL (the emulator's does); what a
+        query would read is what a load job must match.
+        """
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+        job = self.retry.call(f"inspect {ref}", lambda: self.client.query(
+            f"SELECT * FROM `{ref}`", job_config=config, location=self.location, retry=None, timeout=60))
+        return list(job.schema or [])
+
     def query(self, sql: str) -> list[dict]:
         return self.retry.call("query", lambda: [dict(r) for r in self.client.query(
             sql, location=self.location, retry=None, timeout=120).result()])
 
 
-def _differences(table: str, want: Field, have) -> list[str]:
+def _differences(table: str, want: Field, have, mode: str | None = None) -> list[str]:
     out = []
     have_type = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN", "STRUCT": "RECORD"}.get(
         have.field_type, have.field_type)
     if have_type != want.type:
         out.append(f"{table}.{want.name}: type is {have.field_type} in BigQuery, {want.type} in the schema set")
-    if (have.mode or "NULLABLE") != want.mode:
+    # A query's schema may not carry REQUIRED: compare the full mode where
+    # table metadata has the column, and repetition everywhere.
+    if mode is not None and mode != want.mode:
+        out.append(f"{table}.{want.name}: mode is {mode} in BigQuery, {want.mode} in the schema set")
+    elif mode is None and (have.mode == "REPEATED") != want.repeated:
         out.append(f"{table}.{want.name}: mode is {have.mode} in BigQuery, {want.mode} in the schema set")
     if want.type == "RECORD" and have_type == "RECORD":
         sub = {f.name.lower(): f for f in have.fields}

@@ -23,13 +23,16 @@ class Env:
 
     def __init__(self, tmp_path: Path, schemas: str | Path, **overrides):
         self.tmp = tmp_path
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.dataset = f"t_{uuid.uuid4().hex[:10]}"
         base = load_config(env=os.environ)
-        self.config: Config = replace(
-            base, buffer=str(tmp_path / "buffer.db"), schemas=str(schemas), dataset=self.dataset,
+        settings = dict(
+            buffer=str(tmp_path / "buffer.db"), schemas=str(schemas), dataset=self.dataset,
             prefix=f"test/{self.dataset}", retry_initial=0.05, retry_maximum=0.5, retry_deadline=3.0,
-            lease_seconds=10.0, **overrides,
+            lease_seconds=10.0,
         )
+        settings.update(overrides)
+        self.config: Config = replace(base, **settings)
         self.schemas = load_schema_set(schemas)
         wh = make_warehouse(self.config)
         wh.ensure_dataset()

@@ -1,0 +1,287 @@
+"""Outages, poison batches, quota, the lease, setup, config and scheduling."""
+
+import json
+import logging
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from bqspool.buffer import Buffer
+from bqspool.buffer.store import connect, now_us
+from bqspool.loader import ledger, localstack
+from bqspool.loader.config import load_config
+from bqspool.loader.drain import Progress
+from bqspool.schemas.errors import BackendUnavailableError, ConfigError, LeaseHeldError
+
+from .events import make_event
+from .loader_support import BQSPOOL, Env, assert_exactly_once
+
+
+def fill(env, counts, seed=0):
+    rng = random.Random(seed)
+    out = {}
+    with Buffer(env.config.buffer, env.config.schemas, strict=True, durability="normal") as buf:
+        for stream, n in counts.items():
+            out[stream] = buf.append_many(stream, [make_event(env.schemas[stream], rng) for _ in range(n)])
+    return out
+
+
+class StopServerAfter:
+    """Wraps the real object store or warehouse and stops the real server on the n-th call of ``method``."""
+
+    def __init__(self, inner, method, n, service, folder):
+        self.inner, self.method, self.n, self.service, self.folder = inner, method, n, service, folder
+        self.calls = 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        def wrapped(*a, **kw):
+            self.calls += 1
+            if self.calls == self.n:
+                localstack.stop_service(self.service, self.folder)
+            return attr(*a, **kw)
+
+        return wrapped
+
+
+@pytest.mark.parametrize("service,method,n", [("gcs", "upload", 3), ("bigquery", "start_load", 2)])
+def test_outage_mid_drain_then_redrain(stack, tmp_path, service, method, n):
+    env = Env(tmp_path, "eixa", batch_rows=25, batch_per_job=1)
+    appended = fill(env, {"user_interactions": 150, "tasks": 50})
+    drainer = env.drainer()
+    attr = "objects" if service == "gcs" else "warehouse"
+    setattr(drainer, attr, StopServerAfter(getattr(drainer, attr), method, n, service, stack["folder"]))
+    try:
+        with pytest.raises(BackendUnavailableError):
+            drainer.drain_once()
+        # The buffer keeps accepting events while the backend is down.
+        more = fill(env, {"user_interactions": 40}, seed=1)
+        appended["user_interactions"] += more["user_interactions"]
+        with pytest.raises(BackendUnavailableError):
+            env.drainer().drain_once()
+    finally:
+        localstack.start_service(service, stack["folder"])
+    report = env.drainer().drain_once()
+    assert report.quarantined == []
+    assert_exactly_once(env, appended)
+
+
+def test_drain_exit_code_when_backend_stays_down(stack, tmp_path):
+    env = Env(tmp_path, "eixa")
+    fill(env, {"tasks": 5})
+    localstack.stop_service("bigquery", stack["folder"])
+    try:
+        res = env.drain_cli()
+    finally:
+        localstack.start_service("bigquery", stack["folder"])
+    assert res.returncode == 3, res.stderr
+    assert "unavailable" in res.stderr and "nothing was lost" in res.stderr
+    assert env.pending() == 5
+    assert env.drain_cli().returncode == 0 and env.pending() == 0
+
+
+def test_poison_batch_is_quarantined_while_others_load(stack, tmp_path):
+    env = Env(tmp_path, "eixa", batch_per_job=10)
+    appended = fill(env, {"tasks": 30, "user_interactions": 30})
+    # Someone alters the table out from under the loader.
+    env.query("ALTER TABLE {ds}.tasks DROP COLUMN updated_at")
+    res = env.drain_cli()
+    assert res.returncode == 2, res.stderr
+    assert "quarantined" in res.stderr and "bqspool quarantine retry" in res.stderr
+    assert env.bq_ids("user_interactions") and set(env.bq_ids("user_interactions")) == set(appended["user_interactions"])
+    listed = subprocess.run([BQSPOOL, "quarantine", "list", "--json"], env=env.env(), capture_output=True, text=True)
+    held = json.loads(listed.stdout)
+    assert len(held) == 1 and held[0]["stream"] == "tasks" and held[0]["rows"] == 30 and held[0]["error"]
+    # The operator fixes the table, then retries: the batch loads once.
+    env.query("ALTER TABLE {ds}.tasks ADD COLUMN updated_at TIMESTAMP")
+    subprocess.run([BQSPOOL, "quarantine", "retry"], env=env.env(), check=True, capture_output=True)
+    res = env.drain_cli()
+    assert res.returncode == 0, res.stderr
+    assert_exactly_once(env, appended)
+
+
+def test_poison_inside_a_group_is_isolated(stack, tmp_path):
+    """A group of batches fails: each loads alone; only the bad one is held."""
+    env = Env(tmp_path, "eixa", batch_rows=10, batch_per_job=10)
+    fill(env, {"tasks": 50})
+    drainer = env.drainer()
+    real = drainer.warehouse
+    bad_uri = {}
+
+    class FailOneBatch:
+        # The emulator cannot reject one file of a job; inject the data error for the job holding it.
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def start_load(self, job_id, table, uris):
+            bad_uri.setdefault("uri", uris[2] if len(uris) > 2 else None)
+            if bad_uri["uri"] in uris:
+                from bqspool.loader.bq import JobOutcome
+
+                return JobOutcome(job_id, True, {"reason": "invalid", "message": "bad row in file"})
+            return real.start_load(job_id, table, uris)
+
+        def get_job(self, job_id):
+            return real.get_job(job_id)
+
+    drainer.warehouse = FailOneBatch()
+    report = drainer.drain_once()
+    assert len(report.quarantined) == 1
+    assert report.events_loaded == 40
+    assert env.batch_states() == {"loaded": 4, "quarantined": 1}
+
+
+def test_quota_budget_defers_and_groups(stack, tmp_path):
+    env = Env(tmp_path, "eixa", batch_rows=10, batch_per_job=1, quota_jobs_per_table_day=3)
+    fill(env, {"tasks": 60})
+    report = env.drainer().drain_once()
+    assert report.jobs_submitted == 3 and report.events_loaded == 30
+    assert "tasks" in report.deferred
+    assert env.pending() == 30
+    again = env.drainer().drain_once()
+    assert again.jobs_submitted == 0 and "budget" in again.deferred["tasks"]
+    # Near the budget, everything waiting goes into one job.
+    env2 = Env(tmp_path / "two", "eixa", batch_rows=10, batch_per_job=1, quota_jobs_per_table_day=10)
+    fill(env2, {"tasks": 60})
+    conn = connect(env2.config.buffer)
+    conn.executemany("INSERT INTO jobs VALUES (?, 'tasks', ?)", [(f"old{i}", now_us()) for i in range(8)])
+    conn.close()
+    report = env2.drainer().drain_once()
+    assert report.jobs_submitted == 1 and report.events_loaded == 60
+
+
+def test_lease_keeps_two_loaders_apart(stack, tmp_path):
+    env = Env(tmp_path, "eixa", lease_seconds=2)
+    appended = fill(env, {"tasks": 20})
+    conn = connect(env.config.buffer)
+    ledger.acquire_lease(conn, "otherhost:1:abc", 2)  # a live loader elsewhere
+    with pytest.raises(LeaseHeldError, match="another loader"):
+        env.drainer().drain_once()
+    res = env.drain_cli()
+    assert res.returncode == 4 and "another loader" in res.stderr
+    assert env.pending() == 20
+    time.sleep(2.2)  # that loader died: its lease runs out
+    assert env.drainer().drain_once().events_loaded == 20
+    # Concurrent drainers on one buffer: one at a time, everything once.
+    more = fill(env, {"tasks": 30, "user_interactions": 30}, seed=2)
+    procs = [subprocess.Popen([BQSPOOL, "drain", "--once"], env=env.env(), stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    codes = [p.wait(60) for p in procs]
+    assert set(codes) <= {0, 4} and 0 in codes
+    env.drain_cli()
+    appended["tasks"] += more["tasks"]
+    appended["user_interactions"] = more["user_interactions"]
+    assert_exactly_once(env, appended)
+    conn.close()
+
+
+def test_setup_is_idempotent_and_evolves_tables(stack, tmp_path):
+    schemas = tmp_path / "set"
+    schemas.mkdir()
+    table = {"fields": [{"name": "user_id", "type": "STRING", "mode": "REQUIRED"},
+                        {"name": "ts", "type": "TIMESTAMP"}],
+             "time_partitioning": {"field": "ts"}, "clustering": ["user_id"]}
+    (schemas / "things.json").write_text(json.dumps(table))
+    env = Env(tmp_path, schemas)
+    run = lambda: subprocess.run([BQSPOOL, "setup"], env=env.env(), capture_output=True, text=True)
+    first = run()
+    assert first.returncode == 0 and "created" not in first.stdout  # Env already created it
+    table["fields"].append({"name": "score", "type": "FLOAT"})
+    (schemas / "things.json").write_text(json.dumps(table))
+    added = run()
+    assert added.returncode == 0 and "added column things.score" in added.stdout
+    with Buffer(env.config.buffer, schemas) as buf:
+        buf.append("things", {"user_id": "u", "ts": 1, "score": 1.5})
+    env.drainer().drain_once()
+    assert env.query("SELECT score FROM {ds}.things") == [{"score": 1.5}]
+    assert "added" not in run().stdout
+    table["fields"][2]["type"] = "STRING"
+    table["fields"].append({"name": "must", "type": "STRING", "mode": "REQUIRED"})
+    (schemas / "things.json").write_text(json.dumps(table))
+    bad = run()
+    assert bad.returncode == 1
+    assert "things.score: type is FLOAT in BigQuery, STRING in the schema set" in bad.stderr
+    assert "things.must: a new REQUIRED column cannot be added" in bad.stderr
+
+
+def test_config_file_env_and_show(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bqspool.toml").write_text(
+        'project = "p1"\ndataset = "d1"\nschedule = "*/5 * * * *"\n[batch]\nrows = 1000\n[quota]\njobs_per_table_day = 50\n')
+    env = {"BQSPOOL_DATASET": "d2"}
+    cfg = load_config(env=env)
+    assert (cfg.project, cfg.dataset, cfg.batch_rows, cfg.quota_jobs_per_table_day) == ("p1", "d2", 1000, 50)
+    assert cfg.sources["project"].endswith("bqspool.toml") and cfg.sources["dataset"] == "BQSPOOL_DATASET"
+    assert cfg.sources["bucket"] == "default" and cfg.schedule_seconds() is None
+    assert load_config(env={"BQSPOOL_SCHEDULE": "90s"}).schedule_seconds() == 90
+    for bad_env, msg in [({"BQSPOOL_BATCH_ROWS": "lots"}, "batch_rows"), ({"BQSPOOL_SCHEDULE": "sometimes"}, "schedule"),
+                         ({"BQSPOOL_BATCH_PER_JOB": "20000"}, "10,000")]:
+        with pytest.raises(ConfigError, match=msg):
+            load_config(env=bad_env)
+    (tmp_path / "bad.toml").write_text("colour = 'red'\n")
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        load_config(tmp_path / "bad.toml", env={})
+    with pytest.raises(ConfigError, match="missing setting"):
+        load_config(env={}).require("bucket")
+    out = subprocess.run([BQSPOOL, "config", "show", "--json"], capture_output=True, text=True, cwd=tmp_path,
+                         env={**{k: v for k, v in os.environ.items() if not k.startswith("BQSPOOL_")}, **env})
+    shown = json.loads(out.stdout)
+    assert shown["dataset"] == {"value": "d2", "source": "BQSPOOL_DATASET"}
+    assert shown["batch_rows"]["value"] == 1000
+
+
+def test_run_drains_on_schedule_and_stops_on_sigterm(stack, tmp_path):
+    env = Env(tmp_path, "eixa")
+    appended = fill(env, {"tasks": 10})
+    proc = subprocess.Popen([BQSPOOL, "run"], env=env.env(BQSPOOL_SCHEDULE="1s"), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while env.pending() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert env.pending() == 0
+        more = fill(env, {"tasks": 7}, seed=3)
+        deadline = time.monotonic() + 30
+        while env.pending() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert env.pending() == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    assert code == 0, proc.stderr.read()
+    appended["tasks"] += more["tasks"]
+    assert_exactly_once(env, appended)
+
+
+def test_local_stack_cli(tmp_path):
+    folder = tmp_path / "local"
+    up = subprocess.run([BQSPOOL, "local", "up", "--dir", str(folder)], capture_output=True, text=True, timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        names = {line.split("=")[0].removeprefix("export ") for line in up.stdout.splitlines()}
+        assert names == {"STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "BQSPOOL_PROJECT", "BQSPOOL_BUCKET",
+                         "BQSPOOL_DATASET", "BQSPOOL_LOCATION"}
+        again = subprocess.run([BQSPOOL, "local", "env", "--dir", str(folder)], capture_output=True, text=True)
+        assert again.stdout == up.stdout
+        state = localstack.load_state(folder)
+        assert localstack._alive(state.gcs_pid) and localstack._alive(state.bq_pid)
+    finally:
+        down = subprocess.run([BQSPOOL, "local", "down", "--dir", str(folder)], capture_output=True, text=True)
+    assert down.returncode == 0
+    assert not localstack._alive(state.gcs_pid) and not localstack._alive(state.bq_pid)
+
+
+def test_progress_lines_when_not_a_terminal(caplog):
+    with caplog.at_level(logging.INFO, "bqspool.loader"):
+        p = Progress(1000, enabled=True, every_s=0)
+        p.advance(400)
+        p.advance(600)
+        p.close()
+    assert "drained 400 of 1000 events" in caplog.text and "drained 1000 of 1000 events" in caplog.text
