@@ -290,12 +290,17 @@ class Drainer:
             return
 
     def _housekeeping(self, conn: sqlite3.Connection) -> None:
-        # Give the space of acked rows back: checkpoint the WAL without
-        # blocking appenders, then return free pages to the filesystem.
+        # Give the space of acked rows back: free pages to the filesystem,
+        # then checkpoint and truncate the WAL. A short busy timeout keeps
+        # appenders from waiting on us; if they are busy, the next drain
+        # finishes the job.
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            conn.execute("PRAGMA incremental_vacuum").fetchall()
-        except sqlite3.OperationalError as exc:  # busy: the next drain will do it
+            # executescript steps the pragma to completion; execute() would
+            # free a single page (it stops at the first step without a row).
+            conn.executescript("PRAGMA incremental_vacuum;")
+            conn.execute("PRAGMA busy_timeout = 200")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError as exc:
             log.debug("housekeeping skipped: %s", exc)
         if self.staging.exists():
             live = {b.batch_id for b in ledger.batches(conn) if b.state in ("sealed", "staged")}

@@ -25,6 +25,7 @@ def run_forever(config: Config, stop: threading.Event | None = None) -> None:
     from apscheduler.triggers.interval import IntervalTrigger
 
     stop = stop or threading.Event()
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
     drainer = make_drainer(config, should_stop=stop.is_set, progress=True)
     seconds = config.schedule_seconds()
     trigger = IntervalTrigger(seconds=seconds) if seconds else CronTrigger.from_crontab(config.schedule)

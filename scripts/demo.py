@@ -1,132 +1,179 @@
 #!/usr/bin/env python3
-"""The main job, for now: producers append events, then `bqspool status`.
+"""The main job, end to end on the local stack, with an outage in the middle.
 
-Several threads append a few thousand events to the bundled ``leafloaf``
-tables (a few of them invalid on purpose, so the dead-letter path shows),
-then the buffer's status is printed with the real CLI.
+1. start the local stack (fake-gcs-server + BigQuery emulator) and run
+   `bqspool setup` for the bundled leafloaf tables in a fresh dataset;
+2. start producers (several processes, several threads each) appending
+   events to several tables, and the loader (`bqspool run`) on a short
+   schedule;
+3. stop both GCS and BigQuery for a while; the producers keep appending;
+4. bring them back; the loader re-drains;
+5. stop the producers, let the loader finish, stop it with SIGTERM, and
+   check through the BigQuery client: per-table row counts equal the
+   events appended, and no `_event_id` twice.
 
-    python scripts/demo.py [--buffer PATH] [--events N] [--threads N]
+    python scripts/demo.py [--seconds 24] [--outage 8] [--procs 2] [--threads 2] [--keep-stack]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from bqspool.buffer import Buffer
-
+ROOT = Path(__file__).resolve().parents[1]
+STREAMS = ("user_search_events", "product_interaction_events", "cart_events", "order_events", "user_events")
 WORDS = ["organic", "milk", "bread", "gluten", "free", "apples", "vegan", "cheese", "oat", "eggs"]
 
 
-def search_event(rng: random.Random) -> dict:
-    return {
-        "user_id": f"user-{rng.randrange(500)}",
-        "session_id": f"s-{rng.randrange(10**6)}",
-        "timestamp": time.time(),
-        "query": " ".join(rng.choices(WORDS, k=3)),
-        "result_count": rng.randrange(100),
-        "search_latency_ms": rng.randrange(5, 500),
-    }
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def interaction_event(rng: random.Random) -> dict:
-    return {
-        "user_id": f"user-{rng.randrange(500)}",
-        "session_id": f"s-{rng.randrange(10**6)}",
-        "timestamp": time.time(),
-        "product_id": f"p-{rng.randrange(2000)}",
-        "product_name": rng.choice(WORDS).title(),
-        "interaction_type": rng.choice(["view", "click", "add_to_cart"]),
-        "price": f"{rng.uniform(0.5, 30):.2f}",
-    }
+def make(stream: str, rng: random.Random) -> dict:
+    base = {"user_id": f"user-{rng.randrange(500)}", "session_id": f"s-{rng.randrange(10**6)}", "timestamp": time.time()}
+    if stream == "user_search_events":
+        return {**base, "query": " ".join(rng.choices(WORDS, k=3)), "result_count": rng.randrange(100),
+                "search_latency_ms": rng.randrange(5, 500), "filters": {"vegan": rng.random() < 0.3}}
+    if stream == "product_interaction_events":
+        return {**base, "product_id": f"p-{rng.randrange(2000)}", "product_name": rng.choice(WORDS).title(),
+                "interaction_type": rng.choice(["view", "click", "add_to_cart"]), "price": f"{rng.uniform(1, 30):.2f}"}
+    if stream == "cart_events":
+        return {**base, "action": rng.choice(["add", "remove"]), "product_id": f"p-{rng.randrange(2000)}",
+                "quantity": rng.randrange(1, 5), "price": f"{rng.uniform(1, 30):.2f}"}
+    if stream == "order_events":
+        products = [{"product_id": f"p-{rng.randrange(2000)}", "quantity": rng.randrange(1, 4),
+                     "price": f"{rng.uniform(1, 20):.2f}"} for _ in range(rng.randrange(1, 5))]
+        return {**base, "order_id": f"o-{rng.randrange(10**9)}", "currency": "USD", "products": products,
+                "total_amount": f"{sum(float(p['price']) * p['quantity'] for p in products):.2f}",
+                "total_latency_ms": rng.randrange(50, 2000)}
+    return {**base, "event_type": rng.choice(["page_view", "login", "share"]), "page": "/home",
+            "response_time_ms": rng.randrange(10, 900), "context": {"ab": rng.choice("AB")}}
 
 
-def order_event(rng: random.Random) -> dict:
-    products = [
-        {"product_id": f"p-{rng.randrange(2000)}", "quantity": rng.randrange(1, 4), "price": f"{rng.uniform(1, 20):.2f}"}
-        for _ in range(rng.randrange(1, 5))
-    ]
-    return {
-        "user_id": f"user-{rng.randrange(500)}",
-        "timestamp": time.time(),
-        "order_id": f"o-{rng.randrange(10**9)}",
-        "total_amount": f"{sum(float(p['price']) * p['quantity'] for p in products):.2f}",
-        "currency": "USD",
-        "products": products,
-        "total_latency_ms": rng.randrange(50, 2000),
-    }
+def producer_process(buffer: str, seconds: float, threads: int, seed: int, out) -> None:
+    from bqspool.buffer import Buffer
 
+    counts = {s: 0 for s in STREAMS}
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+    with Buffer(buffer, "leafloaf", strict=True) as buf:
+        def work(k: int) -> None:
+            rng = random.Random(seed * 100 + k)
+            mine = {s: 0 for s in STREAMS}
+            while time.monotonic() < deadline:
+                stream = rng.choice(STREAMS)
+                if rng.random() < 0.2:
+                    batch = [make(stream, rng) for _ in range(rng.randrange(2, 30))]
+                    mine[stream] += sum(1 for i in buf.append_many(stream, batch) if i)
+                else:
+                    buf.append(stream, make(stream, rng), wait=rng.random() < 0.5)
+                    mine[stream] += 1
+                time.sleep(rng.uniform(0, 0.004))
+            with lock:
+                for s, n in mine.items():
+                    counts[s] += n
 
-MAKERS = {
-    "user_search_events": search_event,
-    "product_interaction_events": interaction_event,
-    "order_events": order_event,
-}
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    out.put(counts)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--buffer", default=".bqspool/demo/buffer.db")
-    ap.add_argument("--events", type=int, default=3000, help="events per thread")
-    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=24, help="how long producers append")
+    ap.add_argument("--outage", type=float, default=8, help="how long GCS and BigQuery are down")
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dir", default=str(ROOT / ".bqspool" / "demo"))
+    ap.add_argument("--keep-stack", action="store_true", help="leave the local stack running at the end")
     args = ap.parse_args()
-    path = Path(args.buffer)
-    counts = {name: 0 for name in MAKERS}
-    invalid = 0
-    lock = threading.Lock()
-    with Buffer(path, "leafloaf") as buf:
-        before = buf.stats()
 
-        def producer(k: int) -> None:
-            nonlocal invalid
-            rng = random.Random(k)
-            mine = {name: 0 for name in MAKERS}
-            bad = 0
-            for i in range(args.events):
-                stream = rng.choice(list(MAKERS))
-                event = MAKERS[stream](rng)
-                if i % 500 == 499:  # an app bug: a value of the wrong type
-                    event["total_latency_ms" if stream == "order_events" else "timestamp"] = "not a time"
-                    bad += 1
-                else:
-                    mine[stream] += 1
-                buf.append(stream, event, wait=(i % 10 == 0))
-            with lock:
-                for name, n in mine.items():
-                    counts[name] += n
-                invalid += bad
+    from bqspool.loader import localstack
+    from bqspool.loader.clients import bigquery_client
+    from bqspool.loader.config import load_config
 
-        print(f"appending {args.events} events from each of {args.threads} threads to {path} ...", flush=True)
-        t = time.perf_counter()
-        threads = [threading.Thread(target=producer, args=(k,)) for k in range(args.threads)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        buf.flush()
-        elapsed = time.perf_counter() - t
-        after = buf.stats()
-    total = sum(counts.values())
-    print(f"appended {total} valid and {invalid} invalid events in {elapsed:.2f}s ({total / elapsed:,.0f}/s)")
-    ok = True
-    for name, n in counts.items():
-        grew = after["streams"][name]["pending"] - before["streams"][name]["pending"]
-        print(f"  {name}: {n} appended, {grew} new pending rows")
-        ok &= grew == n
-    grew_dead = after["dead_letters"] - before["dead_letters"]
-    print(f"  dead letters: {grew_dead} new (expected {invalid})")
-    ok &= grew_dead == invalid
-    print("\n$ bqspool status", flush=True)
-    env = dict(os.environ, BQSPOOL_BUFFER=str(path), BQSPOOL_SCHEMAS="leafloaf")
-    bqspool = Path(sys.executable).with_name("bqspool")
-    subprocess.run([str(bqspool), "status"], env=env, check=True)
-    print("\nevery appended event is in the buffer" if ok else "\nMISMATCH between appended and stored events")
+    run_id = time.strftime("%Y%m%d_%H%M%S")
+    folder = Path(args.dir)
+    stack_dir = folder / "local"
+    say(f"starting the local stack in {stack_dir} ...")
+    state = localstack.up(stack_dir)
+    os.environ.update(state.env())
+    buffer = folder / run_id / "buffer.db"
+    env = dict(os.environ, BQSPOOL_BUFFER=str(buffer), BQSPOOL_SCHEMAS="leafloaf",
+               BQSPOOL_DATASET=f"demo_{run_id}", BQSPOOL_SCHEDULE="3s", BQSPOOL_RETRY_DEADLINE="2",
+               BQSPOOL_RETRY_MAXIMUM="1")
+    bqspool = str(Path(sys.executable).with_name("bqspool"))
+    say(f"bqspool setup: leafloaf tables in dataset demo_{run_id}")
+    subprocess.run([bqspool, "setup"], env=env, check=True)
+
+    say(f"starting {args.procs} producer processes x {args.threads} threads for {args.seconds:.0f}s")
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    producers = [ctx.Process(target=producer_process, args=(str(buffer), args.seconds, args.threads, k, out))
+                 for k in range(args.procs)]
+    for p in producers:
+        p.start()
+    time.sleep(1)
+    say("starting the loader: bqspool run (every 3s)")
+    loader = subprocess.Popen([bqspool, "-v", "run"], env=env)
+    ok = False
+    try:
+        time.sleep(max(1.0, args.seconds / 4))
+        say(f"OUTAGE: stopping GCS and BigQuery for {args.outage:.0f}s (producers keep appending)")
+        localstack.stop_service("gcs", stack_dir)
+        localstack.stop_service("bigquery", stack_dir)
+        time.sleep(args.outage)
+        say("outage over: starting GCS and BigQuery again")
+        localstack.start_service("gcs", stack_dir)
+        localstack.start_service("bigquery", stack_dir)
+        counts = {s: 0 for s in STREAMS}
+        for _ in producers:
+            for s, n in out.get(timeout=args.seconds + 120).items():
+                counts[s] += n
+        for p in producers:
+            p.join()
+        say(f"producers done: {sum(counts.values())} events appended")
+        cfg = load_config(env=env)
+        import sqlite3
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            pending = sqlite3.connect(buffer).execute("SELECT count(*) FROM events").fetchone()[0]
+            if pending == 0:
+                break
+            say(f"waiting for the loader: {pending} events pending")
+            time.sleep(2)
+        say("stopping the loader with SIGTERM")
+        loader.send_signal(signal.SIGTERM)
+        loader.wait(60)
+        say("checking BigQuery through the client:")
+        client = bigquery_client(cfg)
+        ok = True
+        print(f"  {'table':30s} {'appended':>9s} {'in BigQuery':>12s} {'distinct ids':>13s}")
+        for s in STREAMS:
+            row = list(client.query(
+                f"SELECT COUNT(*) AS n, COUNT(DISTINCT _event_id) AS d FROM `{cfg.project}.{cfg.dataset}.{s}`").result())[0]
+            good = row["n"] == counts[s] == row["d"]
+            ok &= good
+            print(f"  {s:30s} {counts[s]:9d} {row['n']:12d} {row['d']:13d}  {'ok' if good else 'MISMATCH'}")
+        subprocess.run([bqspool, "status"], env=env)
+    finally:
+        if loader.poll() is None:
+            loader.kill()
+        if not args.keep_stack:
+            localstack.down(stack_dir)
+    say("every appended event is in BigQuery exactly once" if ok else "MISMATCH: see above")
     return 0 if ok else 1
 
 

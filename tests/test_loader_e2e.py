@@ -6,6 +6,7 @@ import decimal
 import hashlib
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,11 @@ def test_bundled_set_loads_end_to_end(stack, tmp_path, set_name):
     assert report.quarantined == [] and report.deferred == {}
     assert_exactly_once(env, appended)
     assert set(env.batch_states()) == {"loaded"}
+    # The space of loaded rows goes back to the filesystem.
+    db = Path(env.config.buffer)
+    wal = db.with_name(db.name + "-wal")
+    on_disk = db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    assert on_disk < 200 * 1024, on_disk
     again = env.drainer().drain_once()  # nothing left: a second drain is a no-op
     assert again.events_loaded == 0 and again.jobs_submitted == 0
 
