@@ -472,6 +472,10 @@ class Buffer:
         size = sum(
             p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists()
         )
+        batches = dict(self._read("SELECT state, count(*) FROM batches GROUP BY state"))
+        since = store.now_us() - 86_400 * 1_000_000
+        jobs = dict(self._read("SELECT stream, count(*) FROM jobs WHERE submitted_us > ? GROUP BY stream", (since,)))
+        lease = self._read("SELECT holder, expires_us FROM lease WHERE name = 'drain' AND expires_us > ?", (now,))
         return {
             "path": str(self.path),
             "buffer_id": meta.get("buffer_id"),
@@ -485,6 +489,14 @@ class Buffer:
             "max_bytes": self.max_bytes,
             "recovered_from": str(self.recovered_from) if self.recovered_from else None,
             "process": dict(self._counts),
+            # The loader's view: batches by state, load jobs per table in the
+            # last 24 h (the daily quota counts them) and who is draining.
+            "loader": {
+                "batches": batches,
+                "quarantined": batches.get("quarantined", 0),
+                "jobs_24h": jobs,
+                "draining": lease[0][0] if lease else None,
+            },
         }
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -144,8 +144,32 @@ def status(buffer_path: Path, schemas: str | None, as_json: bool) -> None:
         click.echo(f"{name:40s} {s['pending']:>10d} {s['bytes']:>12d} {age:>10s}")
     click.echo(f"{'total':40s} {stats['pending']:>10d} {stats['pending_bytes']:>12d}")
     click.echo(f"dead letters: {stats['dead_letters']}   dropped: {stats['dropped']}")
+    loader = stats["loader"]
+    if loader["batches"] or loader["jobs_24h"]:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(loader["batches"].items())) or "none"
+        click.echo(f"batches: {states}")
+        budget = _quota_budget()
+        for stream, n in sorted(loader["jobs_24h"].items()):
+            note = ""
+            if budget:
+                note = f" of {budget} budget" + ("  (deferring loads)" if n >= budget else
+                                                  "  (near budget: grouping)" if n >= 0.8 * budget else "")
+            click.echo(f"load jobs in 24h: {stream}: {n}{note}")
+    if loader["quarantined"]:
+        click.echo(f"warning: {loader['quarantined']} batches quarantined: see `bqspool quarantine list`")
+    if loader["draining"]:
+        click.echo(f"draining now: {loader['draining']}")
     if stats["recovered_from"]:
         click.echo(f"warning: a corrupt buffer was moved aside to {stats['recovered_from']}")
+
+
+def _quota_budget() -> int | None:
+    try:
+        from .config import load_config
+
+        return load_config().quota_jobs_per_table_day
+    except BqspoolError:
+        return None
 
 
 @main.group()

@@ -148,6 +148,11 @@ def test_quota_budget_defers_and_groups(stack, tmp_path):
     assert env.pending() == 30
     again = env.drainer().drain_once()
     assert again.jobs_submitted == 0 and "budget" in again.deferred["tasks"]
+    shown = subprocess.run([BQSPOOL, "status"], env=env.env(), capture_output=True, text=True).stdout
+    assert "load jobs in 24h: tasks: 3 of 3 budget  (deferring loads)" in shown
+    stats = json.loads(subprocess.run([BQSPOOL, "status", "--json"], env=env.env(), capture_output=True,
+                                      text=True).stdout)
+    assert stats["loader"]["jobs_24h"] == {"tasks": 3} and stats["loader"]["batches"]["uploaded"] == 3
     # Near the budget, everything waiting goes into one job.
     env2 = Env(tmp_path / "two", "eixa", batch_rows=10, batch_per_job=1, quota_jobs_per_table_day=10)
     fill(env2, {"tasks": 60})
