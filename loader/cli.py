@@ -280,6 +280,18 @@ def setup(config_path: str | None) -> None:
         _fail(str(exc))
 
 
+def _loader_process() -> None:
+    """Process-wide settings for a loader process (not for apps embedding us).
+
+    Arrow's default allocator keeps freed memory for reuse; staging frees a
+    lot between chunks, so the system allocator keeps a long drain's peak
+    RSS much lower at no measurable cost in speed.
+    """
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def _report_exit(report) -> None:
     click.echo(
         f"loaded {report.events_loaded} events in {report.batches_loaded} batches with "
@@ -305,6 +317,7 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
     from .clients import make_drainer
 
     cfg = _config(config_path)
+    _loader_process()
     try:
         drainer = make_drainer(cfg)
         report = drainer.drain_once()
@@ -337,6 +350,7 @@ def run(config_path: str | None) -> None:
     from .scheduler import run_forever
 
     cfg = _config(config_path)
+    _loader_process()
     try:
         run_forever(cfg)
     except BqspoolError as exc:

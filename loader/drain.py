@@ -21,6 +21,7 @@ one with nothing lost and nothing loaded twice:
 from __future__ import annotations
 
 import logging
+import resource
 import sqlite3
 import sys
 import time
@@ -50,9 +51,26 @@ class DrainReport:
     quarantined: list[str] = field(default_factory=list)
     deferred: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    peak_rss_mb: float = 0.0  # of this process so far, for operators watching memory
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB.
+
+    VmHWM where /proc has it: ru_maxrss survives exec, so a loader started
+    from a big parent process would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 class Progress:
@@ -141,6 +159,7 @@ class Drainer:
         finally:
             conn.close()
         report.seconds = round(time.monotonic() - started, 3)
+        report.peak_rss_mb = peak_rss_mb()
         if report.events_loaded or report.quarantined or report.deferred:
             log.info("drain: %d events in %d batches loaded with %d jobs in %.1fs%s%s",
                      report.events_loaded, report.batches_loaded, report.jobs_submitted, report.seconds,

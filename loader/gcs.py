@@ -23,6 +23,9 @@ def crc32c_of(path: Path) -> str:
     return base64.b64encode(checksum.digest()).decode("ascii")
 
 
+UPLOAD_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
+
+
 class GcsStore:
     """Idempotent uploads: ``if_generation_match=0``, and a 412 means the
     object is already there, which is fine when size and crc32c match."""
@@ -38,7 +41,9 @@ class GcsStore:
 
     def upload(self, name: str, path: Path, size: int, crc32c: str) -> None:
         def attempt() -> None:
-            blob = self.bucket.blob(name)
+            # 8 MiB resumable chunks: the client's default reads 100 MiB at a
+            # time into memory, which would dominate a drain's footprint.
+            blob = self.bucket.blob(name, chunk_size=UPLOAD_CHUNK)
             blob.crc32c = crc32c  # the server verifies what it received
             try:
                 # retry=None: one policy (ours) governs every call.

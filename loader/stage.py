@@ -24,8 +24,12 @@ import pyarrow.parquet as pq
 from bqspool.schemas.arrow import arrow_schema
 from bqspool.schemas.definition import Field, TableDef
 
-CHUNK_ROWS = 50_000
-ROW_GROUP_ROWS = 250_000  # ~16 MiB+ row groups for typical events, as BigQuery prefers
+# Rows read and parsed per step: Arrow's JSON reader needs several times the
+# text's size, so small steps keep a batch of any size within bounded memory.
+CHUNK_ROWS = 16_384
+# Rows per Parquet row group: about 20 MiB of Arrow data for 300-byte
+# events (BigQuery prefers row groups of 16 MiB or more).
+ROW_GROUP_ROWS = 65_536
 
 
 def _stored_type(f: Field) -> pa.DataType:
@@ -95,9 +99,10 @@ class Stager:
         self.stored_schema = pa.schema([pa.field(f.name, _stored_type(f)) for f in table.fields])
         self._parse = pajson.ParseOptions(explicit_schema=self.stored_schema, unexpected_field_behavior="error")
 
-    def to_arrow(self, payloads: list[str]) -> pa.Table:
-        """Parse and cast one chunk of stored payloads."""
-        data = ("\n".join(payloads) + "\n").encode("utf-8")
+    def to_arrow(self, payloads: "str | list[str]") -> pa.Table:
+        """Parse and cast one chunk of stored payloads (NDJSON text, or a list of rows)."""
+        text = payloads if isinstance(payloads, str) else "\n".join(payloads)
+        data = text.encode("utf-8")
         parsed = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(data) + 1)),
                                   parse_options=self._parse)
         columns = [
@@ -107,7 +112,7 @@ class Stager:
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     def write(self, chunks, path: Path) -> int:
-        """Write payload chunks (lists of str) to ``path``; returns the row count."""
+        """Write payload chunks (NDJSON text or lists of rows) to ``path``; returns the row count."""
         rows = 0
         tmp = path.with_name(path.name + ".tmp")
         with pq.ParquetWriter(
@@ -120,27 +125,40 @@ class Stager:
                 if not payloads:
                     continue
                 t = self.to_arrow(payloads)
+                del payloads
                 rows += t.num_rows
                 pending.append(t)
                 pending_rows += t.num_rows
                 if pending_rows >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                    # concat_tables only chains the chunks: no copy.
+                    writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
                     pending, pending_rows = [], 0
             if pending:
-                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
         tmp.replace(path)  # a crash mid-write never leaves a partial file under the final name
         return rows
 
 
 def read_batch_payloads(conn: sqlite3.Connection, stream: str, lo: int, hi: int, chunk: int = CHUNK_ROWS):
-    """Yield the batch's payloads in seq order, ``chunk`` at a time."""
+    """Yield the batch's payloads in seq order as NDJSON text, ``chunk`` rows at a time.
+
+    SQLite joins each chunk itself: one string per chunk instead of one per
+    row keeps the Python heap (and the process's peak memory) small.
+    """
     cursor = lo - 1
     while cursor < hi:
-        rows = conn.execute(
-            "SELECT seq, payload FROM events WHERE stream = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-            (stream, cursor, hi, chunk),
-        ).fetchall()
-        if not rows:
-            return
-        cursor = rows[-1][0]
-        yield [r[1] for r in rows]
+        row = conn.execute(
+            "SELECT seq FROM events WHERE stream = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT 1 OFFSET ?",
+            (stream, cursor, hi, chunk - 1),
+        ).fetchone()
+        end = row[0] if row else hi
+        # The subquery's ORDER BY feeds group_concat in seq order (SQLite
+        # runs it as an ordered co-routine), which keeps the file deterministic.
+        text = conn.execute(
+            "SELECT group_concat(payload, char(10)) FROM "
+            "(SELECT payload FROM events WHERE stream = ? AND seq > ? AND seq <= ? ORDER BY seq)",
+            (stream, cursor, end),
+        ).fetchone()[0]
+        cursor = end
+        if text:
+            yield text

@@ -116,9 +116,9 @@ def test_read_batch_payloads_streams_in_chunks(tmp_path):
     with Buffer(tmp_path / "b.db", "eixa", durability="normal") as buf:
         buf.append_many("tasks", [{"user_id": "u", "task_id": str(i), "created_at": 0} for i in range(95)])
     conn = sqlite3.connect(tmp_path / "b.db")
-    chunks = list(read_batch_payloads(conn, "tasks", 1, 95, chunk=10))
+    chunks = [c.split("\n") for c in read_batch_payloads(conn, "tasks", 1, 95, chunk=10)]
     assert [len(c) for c in chunks] == [10] * 9 + [5]
-    assert json.loads(chunks[-1][-1])["task_id"] == "94"
+    assert [json.loads(line)["task_id"] for c in chunks for line in c] == [str(i) for i in range(95)]
 
 
 def test_bignumeric_survives_staging(tmp_path, alltypes):

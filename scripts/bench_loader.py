@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Benchmark the loader against the local-stage limit, in one run.
+
+Prints, on the same ~300-byte events:
+  limit     raw local stage: SQLite read of the stored rows + pyarrow JSON
+            parse + Parquet zstd write (the physical limit)
+  stage     the drain's local stage (Stager: the same, plus casts to the
+            BigQuery Parquet types)
+  e2e       a whole drain into the local stack (seal, stage, upload, load
+            job, ack)
+  rss       peak RSS of a drain process working through a large backlog
+and the ratios: stage >= 0.7x limit, e2e >= 0.5x limit, peak RSS <= 300 MB.
+
+    python scripts/bench_loader.py [--events N] [--backlog N]
+
+Starts (and stops) its own local stack. Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_buffer import STREAM, make_events  # noqa: E402
+
+from bqspool.buffer import Buffer  # noqa: E402
+
+
+def fill(path: Path, n: int, chunk: int = 20_000) -> None:
+    with Buffer(path, "leafloaf", durability="normal", max_bytes=None) as buf:
+        for i in range(0, n, chunk):
+            buf.append_many(STREAM, make_events(min(chunk, n - i)))
+
+
+def bench_limit(path: Path, out: Path, chunk: int = 16_384) -> float:
+    """The raw work, done the fastest way: SQLite joins the rows, Arrow parses
+    them into the stored types, Parquet writes them; no casts, no checks."""
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    from bqspool.loader.stage import Stager
+    from bqspool.schemas import load_schema_set
+
+    stored = Stager(load_schema_set("leafloaf")[STREAM]).stored_schema
+    parse = pajson.ParseOptions(explicit_schema=stored)
+    conn = sqlite3.connect(path)
+    hi = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    t = time.perf_counter()
+    n = 0
+    with pq.ParquetWriter(out, stored, compression="zstd") as writer:
+        for lo in range(0, hi, chunk):
+            text = conn.execute("SELECT group_concat(payload, char(10)) FROM events WHERE seq > ? AND seq <= ?",
+                                (lo, lo + chunk)).fetchone()[0]
+            data = text.encode()
+            table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=len(data) + 1),
+                                     parse_options=parse)
+            writer.write_table(table)
+            n += table.num_rows
+    return n / (time.perf_counter() - t)
+
+
+def bench_stage(path: Path, out: Path) -> float:
+    from bqspool.loader.stage import Stager, read_batch_payloads
+    from bqspool.schemas import load_schema_set
+
+    conn = sqlite3.connect(path)
+    hi = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    stager = Stager(load_schema_set("leafloaf")[STREAM])
+    t = time.perf_counter()
+    n = stager.write(read_batch_payloads(conn, STREAM, 1, hi), out)
+    return n / (time.perf_counter() - t)
+
+
+def make_env(state, path: Path, dataset: str) -> dict:
+    env = dict(os.environ, **state.env())
+    env.update(BQSPOOL_BUFFER=str(path), BQSPOOL_SCHEMAS="leafloaf", BQSPOOL_DATASET=dataset,
+               BQSPOOL_PREFIX=f"bench/{dataset}")
+    return env
+
+
+def setup(env: dict) -> None:
+    bqspool = str(Path(sys.executable).with_name("bqspool"))
+    subprocess.run([bqspool, "setup"], env=env, check=True, capture_output=True)
+
+
+def drain_subprocess(env: dict) -> dict:
+    """Run `bqspool drain --once --json` as a loader is run; its report has its peak RSS."""
+    bqspool = str(Path(sys.executable).with_name("bqspool"))
+    out = subprocess.run([bqspool, "drain", "--once", "--json"], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=300_000, help="events for the throughput runs")
+    ap.add_argument("--backlog", type=int, default=2_000_000, help="backlog for the peak-RSS run")
+    args = ap.parse_args()
+
+    from bqspool.loader import localstack
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        src = d / "src.db"
+        fill(src, args.events)
+        limit = bench_limit(src, d / "limit.parquet")
+        stage = bench_stage(src, d / "stage.parquet")
+        state = localstack.up(d / "stack")
+        try:
+            e2e_db = d / "e2e.db"
+            fill(e2e_db, args.events)
+            env = make_env(state, e2e_db, "bench_e2e")
+            setup(env)
+            e2e = drain_subprocess(env)
+            backlog_db = d / "backlog.db"
+            fill(backlog_db, args.backlog)
+            env = make_env(state, backlog_db, "bench_backlog")
+            setup(env)
+            big = drain_subprocess(env)
+        finally:
+            localstack.down(d / "stack")
+
+    e2e_rate = e2e["events_loaded"] / e2e["seconds"]
+    results = {
+        "events": args.events,
+        "limit_rows_s": round(limit),
+        "stage_rows_s": round(stage),
+        "e2e_rows_s": round(e2e_rate),
+        "backlog_events": big["events_loaded"],
+        "backlog_drain_s": round(big["seconds"], 1),
+        "backlog_peak_rss_mb": round(big["peak_rss_mb"]),
+    }
+    print(json.dumps(results, indent=2))
+    checks = [
+        ("local stage / limit", stage / limit, 0.7, ">="),
+        ("end to end / limit", e2e_rate / limit, 0.5, ">="),
+        ("peak RSS, 2M backlog (MB)", big["peak_rss_mb"], 300, "<="),
+    ]
+    ok = big["events_loaded"] == args.backlog and e2e["events_loaded"] == args.events
+    for name, value, target, op in checks:
+        passed = value >= target if op == ">=" else value <= target
+        ok &= passed
+        print(f"{name:30s} {value:8.2f}  target {op} {target:<6}  {'ok' if passed else 'MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
