@@ -143,6 +143,16 @@ def bench_peer(path: Path, events: list[dict]) -> float:
     return len(events) / (time.perf_counter() - t)
 
 
+def report_checks(checks: list[tuple[str, float, float, str]]) -> bool:
+    """Print each (name, value, target, ">=" or "<=") against its target; True if all pass."""
+    ok = True
+    for name, value, target, op in checks:
+        passed = value >= target if op == ">=" else value <= target
+        ok &= passed
+        print(f"{name:36s} {value:8.2f}  target {op} {target:<6}  {'ok' if passed else 'MISSED'}")
+    return ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000, help="events for the bulk runs (default 100000)")
@@ -192,12 +202,7 @@ def main() -> int:
         ("wait=False p99 (us)", nw99 * 1e6, 50.0, "<="),
     ]
     print(json.dumps(results, indent=2))
-    ok = True
-    for name, value, target, op in checks:
-        passed = value >= target if op == ">=" else value <= target
-        ok &= passed
-        print(f"{name:36s} {value:8.2f}  target {op} {target:<6}  {'ok' if passed else 'MISSED'}")
-    return 0 if ok else 1
+    return 0 if report_checks(checks) else 1
 
 
 if __name__ == "__main__":
