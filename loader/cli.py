@@ -292,7 +292,7 @@ def _loader_process() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
-def _report_exit(report) -> None:
+def _print_report(report) -> None:
     click.echo(
         f"loaded {report.events_loaded} events in {report.batches_loaded} batches with "
         f"{report.jobs_submitted} load jobs in {report.seconds:.1f}s", err=True)
@@ -330,7 +330,7 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        _report_exit(report)
+        _print_report(report)
     from bqspool.buffer import store
 
     conn = store.connect(Path(cfg.buffer))

@@ -231,9 +231,7 @@ class Drainer:
         path.unlink(missing_ok=True)
 
     def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: DrainReport) -> None:
-        with store.transaction(conn):
-            conn.execute("UPDATE batches SET state = 'quarantined', error = ?, updated_us = ? WHERE batch_id = ?",
-                         (error, store.now_us(), b.batch_id))
+        ledger.quarantine(conn, b.batch_id, error)
         report.quarantined.append(b.batch_id)
         log.error("batch %s quarantined: %s", b.batch_id, error)
 

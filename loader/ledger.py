@@ -271,6 +271,13 @@ def ack(conn: sqlite3.Connection, load: Load, fault=None) -> int:
     return acked
 
 
+def quarantine(conn: sqlite3.Connection, batch_id: str, error: str) -> None:
+    """Hold a batch out of loading, with the reason, until retried or dropped."""
+    with transaction(conn):
+        conn.execute("UPDATE batches SET state = 'quarantined', error = ?, load_id = NULL, updated_us = ? "
+                     "WHERE batch_id = ?", (error, now_us(), batch_id))
+
+
 def fail_load(conn: sqlite3.Connection, load: Load, error: str) -> list[Batch]:
     """A job rejected the data. A single batch is quarantined; a group is
     split so each batch gets a job of its own and only the bad one is held.

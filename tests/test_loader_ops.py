@@ -5,7 +5,6 @@ import logging
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 
