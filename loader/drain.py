@@ -25,6 +25,7 @@ import resource
 import sqlite3
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,8 @@ log = logging.getLogger("bqspool.loader")
 
 MAX_TRANSIENT_ATTEMPTS = 5  # failed load jobs count against the table's daily quota
 NEAR_QUOTA = 0.8
+# BigQuery allows 5 metadata updates (load jobs included) per 10 s per table.
+PACE_JOBS, PACE_WINDOW_S = 5, 10.0
 
 
 @dataclass
@@ -125,6 +128,8 @@ class Drainer:
         staging_dir: str | Path | None = None,
         progress: bool = True,
         should_stop: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.path = Path(buffer_path)
         self.schemas = schemas
@@ -139,6 +144,8 @@ class Drainer:
         self.should_stop = should_stop
         self.holder = ledger.new_holder()
         self._stagers: dict[str, Stager] = {}
+        self.clock, self.sleep = clock, sleep
+        self._recent_jobs: dict[str, deque[float]] = {}
 
     # -- the whole drain ----------------------------------------------------
 
@@ -272,6 +279,7 @@ class Drainer:
                 if ledger.jobs_last_day(conn, load.stream) >= self.quota:
                     report.deferred[load.stream] = "load job budget used"
                     return
+                self._pace(load.stream)
                 ledger.record_submission(conn, load)
                 outcome = self.warehouse.start_load(load.job_id, load.stream, uris)
                 report.jobs_submitted += 1
@@ -305,6 +313,22 @@ class Drainer:
                 log.warning("load job %s for %d batches rejected its data (%s); loading them one by one to "
                             "find the bad one", load.job_id, len(members), error)
             return
+
+    def _pace(self, stream: str) -> None:
+        """Wait, if needed, so a table never gets more than PACE_JOBS jobs per
+        PACE_WINDOW_S: past that BigQuery answers rateLimitExceeded, and the
+        failed job still counts against the daily quota."""
+        recent = self._recent_jobs.setdefault(stream, deque())
+        now = self.clock()
+        while recent and now - recent[0] >= PACE_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= PACE_JOBS:
+            wait = PACE_WINDOW_S - (now - recent[0])
+            log.info("table %s: %d load jobs in %.0fs; waiting %.1fs", stream, len(recent), PACE_WINDOW_S, wait)
+            self.sleep(wait)
+            recent.popleft()
+            now = self.clock()
+        recent.append(now)
 
     def _housekeeping(self, conn: sqlite3.Connection) -> None:
         # Give the space of acked rows back: free pages to the filesystem,

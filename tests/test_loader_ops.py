@@ -289,3 +289,22 @@ def test_progress_lines_when_not_a_terminal(caplog):
         p.advance(600)
         p.close()
     assert "drained 400 of 1000 events" in caplog.text and "drained 1000 of 1000 events" in caplog.text
+
+
+def test_load_jobs_are_paced_per_table(stack, tmp_path):
+    """At most 5 load jobs per 10 s per table: the drain waits (on an injected clock) rather than
+    collect rateLimitExceeded failures that still count against the quota."""
+    env = Env(tmp_path, "eixa", batch_rows=10, batch_per_job=1)
+    appended = fill(env, {"tasks": 70, "user_interactions": 20})
+    now = [1000.0]
+    waits = []
+
+    def sleep(seconds):
+        waits.append(round(seconds, 3))
+        now[0] += seconds
+
+    report = env.drainer(clock=lambda: now[0], sleep=sleep).drain_once()
+    assert report.jobs_submitted == 9
+    # tasks has 7 jobs: the 6th waits out the window; the 7th finds it clear again.
+    assert waits == [10.0]
+    assert_exactly_once(env, appended)
