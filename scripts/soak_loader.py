@@ -51,7 +51,7 @@ def main() -> int:
             os.environ.update(state.env())  # the clients below find the emulators here
             env = dict(os.environ)
             env.update(BQSPOOL_BUFFER=str(d / "buffer.db"), BQSPOOL_SCHEMAS="eixa", BQSPOOL_DATASET="soak",
-                       BQSPOOL_BATCH_ROWS="50", BQSPOOL_BATCH_PER_JOB="3", BQSPOOL_RETRY_DEADLINE="5")
+                       BQSPOOL_BATCH_ROWS="50", BQSPOOL_BATCH_PER_JOB="25", BQSPOOL_RETRY_DEADLINE="5")
             bqspool = str(Path(sys.executable).with_name("bqspool"))
             subprocess.run([bqspool, "setup"], env=env, check=True, capture_output=True)
             appended = {s: [] for s in STREAMS}

@@ -41,7 +41,8 @@ def test_crash_at_each_step_then_drain_again(stack, tmp_path, point):
 
 
 def test_random_kill9_while_producers_append(stack, tmp_path):
-    env = Env(tmp_path, "eixa", batch_rows=60, batch_per_job=3)
+    # Few jobs per drain: they are paced at 5 per 10 s per table.
+    env = Env(tmp_path, "eixa", batch_rows=60, batch_per_job=25)
     rng = random.Random(11)
     appended = {s: [] for s in STREAMS}
     stop = threading.Event()

@@ -53,7 +53,7 @@ class StopServerAfter:
 
 @pytest.mark.parametrize("service,method,n", [("gcs", "upload", 3), ("bigquery", "start_load", 2)])
 def test_outage_mid_drain_then_redrain(stack, tmp_path, service, method, n):
-    env = Env(tmp_path, "eixa", batch_rows=25, batch_per_job=1)
+    env = Env(tmp_path, "eixa", batch_rows=25, batch_per_job=2)
     appended = fill(env, {"user_interactions": 150, "tasks": 50})
     drainer = env.drainer()
     attr = "objects" if service == "gcs" else "warehouse"
@@ -111,7 +111,8 @@ def test_poison_inside_a_group_is_isolated(stack, tmp_path):
     """A group of batches fails: each loads alone; only the bad one is held."""
     env = Env(tmp_path, "eixa", batch_rows=10, batch_per_job=10)
     fill(env, {"tasks": 50})
-    drainer = env.drainer()
+    clock = [0.0]
+    drainer = env.drainer(clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
     real = drainer.warehouse
     bad_uri = {}
 
