@@ -79,6 +79,12 @@ def _raw_payload(event: Any) -> str:
     return text
 
 
+def _event_row(stream: str, event_id: str, payload: str, created_us: int) -> tuple:
+    """An ``events`` row; nbytes counts UTF-8 bytes (len() is enough for ASCII)."""
+    nbytes = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
+    return (stream, event_id, payload, nbytes, created_us)
+
+
 class _RateLimitedLog:
     """Logs an event kind at most once per ``every`` seconds, with a count."""
 
@@ -265,8 +271,7 @@ class Buffer:
             payload = coercer.payload(event, event_id)
         except ValidationError as exc:
             return None, self._dead_row(stream, event, event_id, exc), event_id
-        nbytes = len(payload) if payload.isascii() else len(payload.encode())
-        return (stream, event_id, payload, nbytes, store.now_us()), None, event_id
+        return _event_row(stream, event_id, payload, store.now_us()), None, event_id
 
     def _room(self, nbytes: int) -> bool:
         return self.max_bytes is None or self._disk_bytes + self._inflight + nbytes <= self.max_bytes
@@ -382,7 +387,7 @@ class Buffer:
                     dead.append(self._dead_row(stream, event, event_id, exc))
                     is_row.append(False)
                     continue
-                rows.append((stream, event_id, text, len(text) if text.isascii() else len(text.encode()), now))
+                rows.append(_event_row(stream, event_id, text, now))
                 is_row.append(True)
         else:
             for event, event_id in zip(events, ids):

@@ -331,9 +331,7 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
         _print_report(report)
-    from bqspool.buffer import store
-
-    conn = store.connect(Path(cfg.buffer))
+    conn = _ledger_conn(config_path, cfg)
     held = ledger.batches(conn, "quarantined")
     conn.close()
     if held:
@@ -362,10 +360,11 @@ def quarantine() -> None:
     """List, retry or drop batches a load job rejected."""
 
 
-def _ledger_conn(config_path: str | None):
+def _ledger_conn(config_path: str | None, cfg=None):
+    """A connection to the configured buffer file, migrated to the current format."""
     from bqspool.buffer import store
 
-    cfg = _config(config_path)
+    cfg = cfg or _config(config_path)
     path = Path(cfg.buffer)
     if not path.exists():
         _fail(f"no buffer at {path}")

@@ -44,31 +44,33 @@ def bigquery_client(config: Config):
     return bigquery.Client(project=config.project, location=config.location)
 
 
+def _retry(config: Config):
+    from .retry import RetryPolicy
+
+    return RetryPolicy(config.retry_initial, config.retry_maximum, config.retry_deadline)
+
+
+def make_warehouse(config: Config):
+    """The BigQuery warehouse of the configured project, dataset and location."""
+    from .bq import BigQueryWarehouse
+
+    config.require("project", "dataset")
+    return BigQueryWarehouse(bigquery_client(config), config.project, config.dataset, config.location,
+                             _retry(config))
+
+
 def make_drainer(config: Config, **kw):
     """A Drainer wired to GCS and BigQuery as configured."""
     from bqspool.schemas import load_schema_set
 
-    from .bq import BigQueryWarehouse
     from .drain import Drainer
     from .gcs import GcsStore
-    from .retry import RetryPolicy
 
     config.require("schemas", "project", "dataset", "bucket")
-    retry = RetryPolicy(config.retry_initial, config.retry_maximum, config.retry_deadline)
-    objects = GcsStore(storage_client(config), config.bucket, retry)
-    warehouse = BigQueryWarehouse(bigquery_client(config), config.project, config.dataset, config.location, retry)
+    objects = GcsStore(storage_client(config), config.bucket, _retry(config))
     return Drainer(
-        config.buffer, load_schema_set(config.schemas), objects, warehouse,
+        config.buffer, load_schema_set(config.schemas), objects, make_warehouse(config),
         prefix=config.prefix, batch_rows=config.batch_rows, batch_bytes=config.batch_bytes,
         per_job=config.batch_per_job, quota_per_table_day=config.quota_jobs_per_table_day,
         lease_seconds=config.lease_seconds, **kw,
     )
-
-
-def make_warehouse(config: Config):
-    from .bq import BigQueryWarehouse
-    from .retry import RetryPolicy
-
-    config.require("project", "dataset")
-    retry = RetryPolicy(config.retry_initial, config.retry_maximum, config.retry_deadline)
-    return BigQueryWarehouse(bigquery_client(config), config.project, config.dataset, config.location, retry)

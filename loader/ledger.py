@@ -14,6 +14,8 @@ in a load group has ``load_id`` set; a load's job id is derived from its
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -86,9 +88,6 @@ def _holder_is_dead(holder: str) -> bool:
     A loader killed on this machine need not block the next one for the
     whole lease; one on another host (or a reused pid) still waits it out.
     """
-    import os
-    import socket
-
     host, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
@@ -108,9 +107,6 @@ def release_lease(conn: sqlite3.Connection, holder: str) -> None:
 
 
 def new_holder() -> str:
-    import os
-    import socket
-
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
