@@ -27,6 +27,7 @@ from bqspool.schemas.errors import (
 
 from . import store
 from .ids import uuid7, uuid7_many
+from .pack import pack
 from .writer import Group, Writer
 
 log = logging.getLogger("bqspool.buffer")
@@ -79,10 +80,13 @@ def _raw_payload(event: Any) -> str:
     return text
 
 
-def _event_row(stream: str, event_id: str, payload: str, created_us: int) -> tuple:
-    """An ``events`` row; nbytes counts UTF-8 bytes (len() is enough for ASCII)."""
+def _event_row(stream: str, payload: str, created_us: int) -> tuple:
+    """An ``events`` row of one event: (stream, payload, n, nbytes, created_us).
+
+    nbytes counts UTF-8 bytes (len() is enough for ASCII).
+    """
     nbytes = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
-    return (stream, event_id, payload, nbytes, created_us)
+    return (stream, payload, 1, nbytes, created_us)
 
 
 class _RateLimitedLog:
@@ -218,7 +222,7 @@ class Buffer:
         if group.error is None:
             self._disk_bytes = disk_bytes
         elif not (group.waiters or group.futures):
-            self._counts["lost"] += len(group.rows) + len(group.dead)
+            self._counts["lost"] += group.events() + len(group.dead)
 
     # -- reading ------------------------------------------------------------
 
@@ -271,7 +275,7 @@ class Buffer:
             payload = coercer.payload(event, event_id)
         except ValidationError as exc:
             return None, self._dead_row(stream, event, event_id, exc), event_id
-        return _event_row(stream, event_id, payload, store.now_us()), None, event_id
+        return _event_row(stream, payload, store.now_us()), None, event_id
 
     def _room(self, nbytes: int) -> bool:
         return self.max_bytes is None or self._disk_bytes + self._inflight + nbytes <= self.max_bytes
@@ -302,10 +306,10 @@ class Buffer:
                 writer.cond.acquire()
             self._disk_bytes = disk
 
-    def _drop(self, writer: Writer) -> None:
-        self._counts["dropped"] += 1
-        writer.group.drops += 1  # persisted with the next commit, for `bqspool status`
-        self._drop_log("buffer full (%d-byte cap): dropped the newest event", self.max_bytes)
+    def _drop(self, writer: Writer, n: int) -> None:
+        self._counts["dropped"] += n
+        writer.group.drops += n  # persisted with the next commit, for `bqspool status`
+        self._drop_log("buffer full (%d-byte cap): dropped the newest %d event(s)", self.max_bytes, n)
 
     def _enqueue(self, rows: list[tuple], dead: list[tuple], *, wait: bool, future=None) -> tuple[Group, list[bool]]:
         """Queue rows for the next commit; returns the group and which rows were admitted."""
@@ -327,10 +331,10 @@ class Buffer:
                     group.rows.append(row)
                     group.nbytes += row[3]
                     self._inflight += row[3]
+                    self._counts["appended"] += row[2]
                 else:
-                    self._drop(writer)
+                    self._drop(writer, row[2])
             group.dead.extend(dead)
-            self._counts["appended"] += sum(admitted)
             self._counts["dead_lettered"] += len(dead)
             if wait:
                 group.waiters += 1  # this caller will commit it, or wait for whoever does
@@ -365,39 +369,51 @@ class Buffer:
     def append_many(self, stream: str, events: Iterable[Any], *, wait: bool = True) -> list[str | None]:
         """Validate and store many events in one commit; ids in input order.
 
-        In strict mode nothing is stored when any event is invalid. Under
-        ``on_full="raise"``/``"block"`` the whole call must fit the cap;
-        under ``"drop"`` events are dropped one by one (their id is None).
+        The valid events are stored as a few rows of up to 1,000 events each
+        (see ``pack``). In strict mode nothing is stored when any event is
+        invalid. Under ``on_full="raise"``/``"block"`` the whole call must
+        fit the cap; under ``"drop"`` the stored rows that do not fit are
+        dropped, and their events' ids are None.
         """
         events = events if isinstance(events, list) else list(events)
         if not events:
             return []
-        ids = uuid7_many(len(events))
+        ids: list[str | None] = uuid7_many(len(events))
         coercer = self._coercers.get(stream) if type(stream) is str else None
-        rows: list[tuple] = []
-        dead: list[tuple] = []
-        is_row: list[bool] = []
+        if coercer is None:
+            dead = [self._dead_row(stream, e, i, self._unknown_stream(stream)) for e, i in zip(events, ids)]
+            group, _ = self._enqueue([], dead, wait=wait)
+            if wait:
+                self._wait(group)
+            return ids
+        good: list[dict] = []
+        where: list[int] | None = None  # event position of each good row, once one is bad
+        dead = []
+        row = coercer.row
+        for pos, (event, event_id) in enumerate(zip(events, ids)):
+            try:
+                good.append(row(event, event_id))
+            except ValidationError as exc:
+                dead.append(self._dead_row(stream, event, event_id, exc))
+                if where is None:
+                    where = list(range(pos))
+                continue
+            if where is not None:
+                where.append(pos)
+        chunks, too_big = pack(coercer, good)
+        for j, exc in too_big:
+            pos = where[j] if where is not None else j
+            dead.append(self._dead_row(stream, events[pos], ids[pos], exc))
         now = store.now_us()
-        if coercer is not None:
-            payload = coercer.payload
-            for event, event_id in zip(events, ids):
-                try:
-                    text = payload(event, event_id)
-                except ValidationError as exc:
-                    dead.append(self._dead_row(stream, event, event_id, exc))
-                    is_row.append(False)
-                    continue
-                rows.append(_event_row(stream, event_id, text, now))
-                is_row.append(True)
-        else:
-            for event, event_id in zip(events, ids):
-                dead.append(self._dead_row(stream, event, event_id, self._unknown_stream(stream)))
-                is_row.append(False)
+        rows = [(stream, c.payload, c.n, c.nbytes, now) for c in chunks]
         group, admitted = self._enqueue(rows, dead, wait=wait)
         if wait:
             self._wait(group)
-        it = iter(admitted)
-        return [event_id if (not r or next(it)) else None for event_id, r in zip(ids, is_row)]
+        for chunk, ok in zip(chunks, admitted):
+            if not ok:
+                for j in chunk.members:
+                    ids[where[j] if where is not None else j] = None
+        return ids
 
     async def append_async(self, stream: str, event: Any) -> str | None:
         """``append`` for asyncio: awaits the commit without blocking the loop."""
@@ -459,7 +475,7 @@ class Buffer:
         """Pending events per stream, dead letters, drops and file size.
 
         ``streams`` maps each stream (every table of the schema set, plus any
-        stream with rows) to ``pending`` (rows), ``bytes`` (payload bytes)
+        stream with rows) to ``pending`` (events), ``bytes`` (payload bytes)
         and ``oldest_age_s``. ``dropped`` counts drops by every process;
         ``process`` holds this process's own counters.
         """
@@ -468,7 +484,7 @@ class Buffer:
             name: {"pending": 0, "bytes": 0, "oldest_age_s": None} for name in self._coercers
         }
         for stream, count, nbytes, oldest in self._read(
-            "SELECT stream, count(*), sum(nbytes), min(created_us) FROM events GROUP BY stream"
+            "SELECT stream, sum(n), sum(nbytes), min(created_us) FROM events GROUP BY stream"
         ):
             streams[stream] = {"pending": count, "bytes": nbytes, "oldest_age_s": round((now - oldest) / 1e6, 3)}
         counters = dict(self._read("SELECT name, value FROM counters"))
@@ -519,4 +535,5 @@ class Buffer:
             raise UnknownStreamError("unknown stream", stream=stream)
         decode = decoder(self._coercers[stream].table)
         rows = self._read("SELECT payload FROM events WHERE stream = ? ORDER BY seq LIMIT ?", (stream, limit))
-        return [decode(json.loads(r[0])) for r in rows]
+        lines = [line for (payload,) in rows for line in payload.split("\n")]
+        return [decode(json.loads(line)) for line in lines[:limit]]

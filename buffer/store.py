@@ -20,7 +20,7 @@ from bqspool.schemas.errors import BufferBusyError, BufferFormatError, DiskFullE
 
 log = logging.getLogger("bqspool.buffer")
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 # MIGRATIONS[v] takes a file from version v-1 to v. Never edit a shipped
 # step: add the next one.
@@ -87,6 +87,31 @@ MIGRATIONS[2] = [
     "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, stream TEXT NOT NULL, submitted_us INTEGER NOT NULL)",
     "CREATE INDEX jobs_stream_time ON jobs (stream, submitted_us)",
     "CREATE TABLE lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_us INTEGER NOT NULL)",
+]
+
+MIGRATIONS[3] = [
+    # An events row holds one or more events of one stream: ``payload`` is
+    # their stored JSON lines joined by "\n" and ``n`` how many. append_many
+    # stores a call's events as few large rows, because what a row costs
+    # (its b-tree and index entries, written at append and again at the
+    # loader's delete) is most of what storing a small event costs. The
+    # event id is in each payload line (``_event_id``), so its column goes.
+    """CREATE TABLE events_v3 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        nbytes INTEGER NOT NULL,
+        created_us INTEGER NOT NULL)""",
+    "INSERT INTO events_v3 (seq, stream, payload, n, nbytes, created_us) "
+    "SELECT seq, stream, payload, 1, nbytes, created_us FROM events",
+    # Keep the seq counter even if every row was loaded: new rows must land
+    # above every range the loader has sealed.
+    "DELETE FROM sqlite_sequence WHERE name = 'events_v3'",
+    "INSERT INTO sqlite_sequence (name, seq) SELECT 'events_v3', seq FROM sqlite_sequence WHERE name = 'events'",
+    "DROP TABLE events",
+    "ALTER TABLE events_v3 RENAME TO events",
+    "CREATE INDEX events_stream_seq ON events (stream, seq)",
 ]
 
 _OUR_TABLES = {"meta", "events", "dead_letters", "counters", "sqlite_sequence", "batches", "loads", "jobs", "lease"}

@@ -27,7 +27,7 @@ from . import store
 
 log = logging.getLogger("bqspool.buffer")
 
-INSERT_EVENT = "INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES (?, ?, ?, ?, ?)"
+INSERT_EVENT = "INSERT INTO events (stream, payload, n, nbytes, created_us) VALUES (?, ?, ?, ?, ?)"
 INSERT_DEAD = "INSERT INTO dead_letters (stream, event_id, payload, reason, created_us) VALUES (?, ?, ?, ?, ?)"
 ADD_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ?"
 ADD_PENDING = "UPDATE counters SET value = value + ? WHERE name = 'pending_bytes' RETURNING value"
@@ -51,6 +51,10 @@ class Group:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.started = 0.0
+
+    def events(self) -> int:
+        """Events in the group's rows (a row may hold many)."""
+        return sum(r[2] for r in self.rows)
 
     def __bool__(self) -> bool:
         return bool(self.rows or self.dead or self.drops)
@@ -126,9 +130,9 @@ class Writer:
         finally:
             self.cond.acquire()
         if group.error is not None:
-            log.error("buffer commit of %d events failed: %s", len(group.rows) + len(group.dead), group.error)
+            log.error("buffer commit of %d events failed: %s", group.events() + len(group.dead), group.error)
             if not (group.waiters or group.futures):
-                log.error("%d events appended with wait=False were lost", len(group.rows) + len(group.dead))
+                log.error("%d events appended with wait=False were lost", group.events() + len(group.dead))
         self.busy = False
         self.writing = None
         self._on_commit(group, disk_bytes)

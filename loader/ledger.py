@@ -14,6 +14,7 @@ in a load group has ``load_id`` set; a load's job id is derived from its
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import sqlite3
@@ -22,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 from bqspool.buffer.store import now_us, transaction
+from bqspool.schemas.coerce import EVENT_ID
 from bqspool.schemas.errors import LeaseHeldError
 
 LOADED_RETENTION_US = 7 * 86_400 * 1_000_000  # loaded batch rows kept this long for `status`
@@ -136,15 +138,17 @@ def seal(conn: sqlite3.Connection, stream: str, buffer_id: str, prefix: str, max
             pending.append((batch_id, stream, lo, hi, rows, nbytes, day, "sealed", name, now, now))
             made += 1
 
-        for seq, size in conn.execute(
-            "SELECT seq, nbytes FROM events WHERE stream = ? AND seq > ? ORDER BY seq", (stream, top)
+        # A stored row (up to 1,000 events) is never split, so a batch can
+        # go past max_rows/max_bytes by less than one row.
+        for seq, n, size in conn.execute(
+            "SELECT seq, n, nbytes FROM events WHERE stream = ? AND seq > ? ORDER BY seq", (stream, top)
         ):
-            if lo is not None and (rows >= max_rows or nbytes + size > max_bytes):
+            if lo is not None and (rows + n > max_rows or nbytes + size > max_bytes):
                 close(last)
                 lo = None
             if lo is None:
                 lo, rows, nbytes = seq, 0, 0
-            rows += 1
+            rows += n
             nbytes += size
             last = seq
         if lo is not None:
@@ -252,8 +256,10 @@ def ack(conn: sqlite3.Connection, load: Load, fault=None) -> int:
         for b in load_batches(conn, load.load_id):
             if b.state != "uploaded":
                 continue
-            deleted = conn.execute("DELETE FROM events WHERE stream = ? AND seq BETWEEN ? AND ?",
-                                   (b.stream, b.seq_lo, b.seq_hi)).rowcount
+            where = (b.stream, b.seq_lo, b.seq_hi)
+            deleted = conn.execute("SELECT coalesce(sum(n), 0) FROM events WHERE stream = ? AND seq BETWEEN ? AND ?",
+                                   where).fetchone()[0]
+            conn.execute("DELETE FROM events WHERE stream = ? AND seq BETWEEN ? AND ?", where)
             if fault:
                 fault("mid_ack")
             conn.execute("UPDATE counters SET value = value - ? WHERE name = 'pending_bytes'", (b.nbytes,))
@@ -303,6 +309,13 @@ def retry_quarantined(conn: sqlite3.Connection, batch_ids: list[str] | None = No
         return conn.execute(sql, params).rowcount
 
 
+def _event_id_of(line: str) -> str | None:
+    try:
+        return json.loads(line).get(EVENT_ID)
+    except (ValueError, AttributeError):
+        return None
+
+
 def drop_quarantined(conn: sqlite3.Connection, batch_ids: list[str]) -> int:
     """Give up on quarantined batches: their events are moved to dead letters."""
     dropped = 0
@@ -314,11 +327,13 @@ def drop_quarantined(conn: sqlite3.Connection, batch_ids: list[str]) -> int:
                 continue
             b = Batch(*row)
             reason = f"dropped from quarantined batch {b.batch_id}: {b.error}"
-            conn.execute(
-                "INSERT INTO dead_letters (stream, event_id, payload, reason, created_us) "
-                "SELECT stream, event_id, payload, ?, ? FROM events WHERE stream = ? AND seq BETWEEN ? AND ?",
-                (reason, now_us(), b.stream, b.seq_lo, b.seq_hi),
-            )
+            now = now_us()
+            for (payload,) in conn.execute("SELECT payload FROM events WHERE stream = ? AND seq BETWEEN ? AND ?",
+                                           (b.stream, b.seq_lo, b.seq_hi)).fetchall():
+                conn.executemany(
+                    "INSERT INTO dead_letters (stream, event_id, payload, reason, created_us) VALUES (?, ?, ?, ?, ?)",
+                    [(b.stream, _event_id_of(line), line, reason, now) for line in payload.split("\n")],
+                )
             conn.execute("DELETE FROM events WHERE stream = ? AND seq BETWEEN ? AND ?", (b.stream, b.seq_lo, b.seq_hi))
             conn.execute("UPDATE counters SET value = value - ? WHERE name = 'pending_bytes'", (b.nbytes,))
             conn.execute("UPDATE batches SET state = 'dropped', updated_us = ? WHERE batch_id = ?", (now_us(), bid))

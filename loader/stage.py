@@ -140,25 +140,22 @@ class Stager:
 
 
 def read_batch_payloads(conn: sqlite3.Connection, stream: str, lo: int, hi: int, chunk: int = CHUNK_ROWS):
-    """Yield the batch's payloads in seq order as NDJSON text, ``chunk`` rows at a time.
+    """Yield the batch's payloads in seq order as NDJSON text, about ``chunk`` events at a time.
 
-    SQLite joins each chunk itself: one string per chunk instead of one per
-    row keeps the Python heap (and the process's peak memory) small.
+    A stored row holds one or more events as JSON lines, so joining rows
+    gives NDJSON; a step ends at the first row boundary past ``chunk``
+    events. One string per step instead of one per event keeps the Python
+    heap (and the process's peak memory) small.
     """
-    cursor = lo - 1
-    while cursor < hi:
-        row = conn.execute(
-            "SELECT seq FROM events WHERE stream = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT 1 OFFSET ?",
-            (stream, cursor, hi, chunk - 1),
-        ).fetchone()
-        end = row[0] if row else hi
-        # The subquery's ORDER BY feeds group_concat in seq order (SQLite
-        # runs it as an ordered co-routine), which keeps the file deterministic.
-        text = conn.execute(
-            "SELECT group_concat(payload, char(10)) FROM "
-            "(SELECT payload FROM events WHERE stream = ? AND seq > ? AND seq <= ? ORDER BY seq)",
-            (stream, cursor, end),
-        ).fetchone()[0]
-        cursor = end
-        if text:
-            yield text
+    parts: list[str] = []
+    events = 0
+    for n, payload in conn.execute(
+        "SELECT n, payload FROM events WHERE stream = ? AND seq BETWEEN ? AND ? ORDER BY seq", (stream, lo, hi)
+    ):
+        parts.append(payload)
+        events += n
+        if events >= chunk:
+            yield "\n".join(parts)
+            parts, events = [], 0
+    if parts:
+        yield "\n".join(parts)

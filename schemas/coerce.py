@@ -87,12 +87,21 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=
 _local = threading.local()
 
 
-def _encode_row(row: dict) -> str:
+def _encoder() -> msgspec.json.Encoder:
     try:
-        encode = _local.encode
+        return _local.encoder
     except AttributeError:
-        encode = _local.encode = msgspec.json.Encoder().encode
-    return encode(row).decode("utf-8")
+        _local.encoder = msgspec.json.Encoder()
+        return _local.encoder
+
+
+def encode_row(row: dict) -> str:
+    return _encoder().encode(row).decode("utf-8")
+
+
+def encode_lines(rows: list[dict]) -> bytes:
+    """Rows from :meth:`Coercer.row` as JSON lines, each ending in "\n", in one call."""
+    return _encoder().encode_lines(rows)
 
 
 # JSON columns hold whatever the app passes, so they keep the standard
@@ -547,17 +556,27 @@ class Coercer:
         except _Bad as exc:
             raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from None
 
-    def payload(self, event: Any, event_id: str) -> str:
-        """The stored form: compact JSON with ``_event_id`` first, then table order."""
+    def row(self, event: Any, event_id: str) -> dict:
+        """The stored row before encoding: ``_event_id`` first, then table order.
+
+        Its size is not checked yet: see :meth:`check_size`.
+        """
         try:
-            out = self._record(event, {EVENT_ID: event_id})
+            return self._record(event, {EVENT_ID: event_id})
         except _Bad as exc:
             raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from None
-        text = _encode_row(out)
+
+    def check_size(self, text: str) -> None:
+        """Raise ValidationError if an encoded row is over ``max_row_bytes``."""
         # Characters, then bytes only when it could matter: len() is free.
         if len(text) * 4 > self.max_row_bytes and len(text.encode("utf-8")) > self.max_row_bytes:
             raise ValidationError(
                 f"row of {len(text.encode('utf-8'))} bytes exceeds the {self.max_row_bytes}-byte limit",
                 stream=self.table.name,
             )
+
+    def payload(self, event: Any, event_id: str) -> str:
+        """The stored form: compact JSON with ``_event_id`` first, then table order."""
+        text = encode_row(self.row(event, event_id))
+        self.check_size(text)
         return text

@@ -166,11 +166,12 @@ def main() -> int:
     # latency.
     gc.collect()
     gc.freeze()
-    # The raw limit gets exactly the bytes append_many stores.
+    # The raw limit stores exactly the events append_many stores, one a row.
     with tempfile.TemporaryDirectory() as tmp:
         with Buffer(Path(tmp, "probe.db"), "leafloaf") as probe:
             probe.append_many(STREAM, events[:1000])
-            sample = [r[0] for r in probe._read("SELECT payload FROM events ORDER BY seq LIMIT 1000")]
+            stored = probe._read("SELECT payload FROM events ORDER BY seq")
+    sample = [line for (payload,) in stored for line in payload.split("\n")]
     payloads = [sample[i % len(sample)] for i in range(args.events)]
     avg = statistics.mean(len(p) for p in sample)
     durable = events[: args.durable_events]

@@ -149,7 +149,7 @@ def main() -> int:
 
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            pending = sqlite3.connect(buffer).execute("SELECT count(*) FROM events").fetchone()[0]
+            pending = sqlite3.connect(buffer).execute("SELECT coalesce(sum(n), 0) FROM events").fetchone()[0]
             if pending == 0:
                 break
             say(f"waiting for the loader: {pending} events pending")

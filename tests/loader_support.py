@@ -74,7 +74,7 @@ class Env:
     def pending(self) -> int:
         conn = sqlite3.connect(self.config.buffer)
         try:
-            return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            return conn.execute("SELECT coalesce(sum(n), 0) FROM events").fetchone()[0]
         finally:
             conn.close()
 
@@ -97,3 +97,13 @@ def assert_exactly_once(env: Env, appended: dict[str, list[str]]) -> None:
         assert not doubled, f"{table}: {len(doubled)} events loaded more than once"
         assert not extra, f"{table}: {len(extra)} unexpected events"
     assert env.pending() == 0
+
+
+def append_in_calls(buf, stream: str, events: list, per_call: int = 5) -> list:
+    """append_many in calls of ``per_call`` events, as apps do: each call is
+    one stored row, and a batch never splits a row, so small calls let small
+    ``batch_rows`` settings make many batches."""
+    ids = []
+    for i in range(0, len(events), per_call):
+        ids += buf.append_many(stream, events[i : i + per_call])
+    return ids

@@ -1,6 +1,7 @@
 """The buffer file and the writer's contract, on real SQLite files."""
 
 import asyncio
+import json
 import logging
 import multiprocessing
 import os
@@ -28,6 +29,7 @@ from bqspool.buffer.ids import uuid7_many, uuid7_millis
 from bqspool.buffer import store
 
 from .conftest import interaction
+from .stored import pending_events, stored_lines
 
 S = "user_interactions"
 
@@ -35,7 +37,7 @@ S = "user_interactions"
 def pending_in_file(path):
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        return pending_events(conn)
     finally:
         conn.close()
 
@@ -60,6 +62,42 @@ def test_append_stores_once_and_stats(buf, buffer_path):
     assert stats["process"]["appended"] == 10
     assert pending_in_file(buffer_path) == 10
     assert [e["interaction_id"] for e in buf.peek(S, 3)] == ["0", "1", "2"]
+
+
+def test_append_many_packs_events_into_few_rows_in_order(buffer_path):
+    with Buffer(buffer_path, "eixa", durability="normal") as b:
+        ids = b.append_many(S, [interaction(interaction_id=str(i)) for i in range(2500)])
+        assert [e["interaction_id"] for e in b.peek(S, 1005)] == [str(i) for i in range(1005)]
+        assert b.stats()["streams"][S]["pending"] == 2500
+    conn = sqlite3.connect(buffer_path)
+    assert conn.execute("SELECT n FROM events ORDER BY seq").fetchall() == [(1000,), (1000,), (500,)]
+    lines = stored_lines(conn)
+    assert [json.loads(line)["_event_id"] for line in lines] == ids
+    assert [json.loads(line)["interaction_id"] for line in lines] == [str(i) for i in range(2500)]
+    assert conn.execute("SELECT sum(nbytes) FROM events").fetchone()[0] == sum(len(x.encode()) for x in lines) + 2497
+
+
+def test_append_many_rows_stay_under_a_mebibyte(buffer_path):
+    with Buffer(buffer_path, "eixa", durability="normal") as b:
+        b.append_many(S, [interaction(message_in="é" * 150_000) for _ in range(9)])  # ~300 kB each
+    rows = sqlite3.connect(buffer_path).execute("SELECT n, nbytes, length(CAST(payload AS BLOB)) FROM events").fetchall()
+    assert [r[0] for r in rows] == [3, 3, 3]
+    assert all(nbytes == blob <= 1024 * 1024 for _, nbytes, blob in rows)
+
+
+def test_append_many_dead_letters_bad_and_oversize_events_and_keeps_the_rest(buffer_path):
+    events = [interaction(interaction_id=str(i)) for i in range(1500)]
+    events[3] = interaction(duration_ms="slow")
+    events[1200] = interaction(message_in="z" * 5000)  # over max_row_bytes below
+    events[1499] = "not an object"
+    with Buffer(buffer_path, "eixa", durability="normal", max_row_bytes=4000) as b:
+        ids = b.append_many(S, events)
+        dead = {d["event_id"]: d["reason"] for d in b.dead_letters()}
+    assert None not in ids and len(set(ids)) == 1500
+    assert set(dead) == {ids[3], ids[1200], ids[1499]}
+    assert "duration_ms" in dead[ids[3]] and "4000-byte limit" in dead[ids[1200]] and "dict" in dead[ids[1499]]
+    stored = [json.loads(line)["_event_id"] for line in stored_lines(sqlite3.connect(buffer_path))]
+    assert stored == [i for k, i in enumerate(ids) if k not in (3, 1200, 1499)]
 
 
 def test_wait_false_commits_within_flush_interval(buffer_path):
@@ -146,7 +184,9 @@ def test_garbage_file_is_moved_aside_loudly(tmp_path, caplog):
 def test_damaged_pages_are_detected_and_moved_aside(tmp_path):
     p = tmp_path / "b.db"
     with Buffer(p, "eixa", durability="normal") as b:
-        b.append_many(S, [interaction(message_in="x" * 500) for _ in range(2000)])
+        # One event a row: many b-tree pages, which is what quick_check reads.
+        for _ in range(2000):
+            b.append(S, interaction(message_in="x" * 500), wait=False)
     conn = sqlite3.connect(p)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -186,7 +226,7 @@ def test_cap_drop_counts_and_logs(buffer_path, caplog):
     assert 0 < len(stored) < 50
     assert stats["streams"][S]["pending"] == len(stored)
     assert stats["dropped"] == 50 - len(stored) == stats["process"]["dropped"]
-    assert "dropped the newest event" in caplog.text
+    assert "dropped the newest 1 event(s)" in caplog.text
     with Buffer(buffer_path, "eixa") as again:  # drops are persisted for `bqspool status`
         assert again.stats()["dropped"] == 50 - len(stored)
 
@@ -286,11 +326,36 @@ def test_old_format_is_migrated_in_place(tmp_path):
         conn.execute(sql)
     conn.execute("INSERT INTO meta VALUES ('buffer_id', 'b1'), ('created_us', '0')")
     conn.execute("INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES ('tasks', 'e1', '{}', 2, 0)")
+    conn.execute("INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES ('tasks', 'e2', '{}', 2, 0)")
+    conn.execute("DELETE FROM events WHERE event_id = 'e2'")  # seq 2 is used up: new rows must come after it
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     with Buffer(p, "eixa") as b:
         stats = b.stats()
+        b.append_many(S, [interaction(), interaction()])
     assert stats["streams"]["tasks"]["pending"] == 1 and stats["buffer_id"] == "b1"
     conn = sqlite3.connect(p)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == store.FORMAT_VERSION
     assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 0
+    assert conn.execute("SELECT seq, n, payload FROM events ORDER BY seq").fetchall()[0] == (1, 1, "{}")
+    assert conn.execute("SELECT seq, n FROM events WHERE stream = ?", (S,)).fetchall() == [(3, 2)]
+
+
+def test_format_2_file_with_every_row_loaded_keeps_its_seq_counter(tmp_path):
+    # The loader has sealed (and loaded) seq 1..3; a migrated file must never
+    # hand out those seqs again, or new rows would hide below a sealed range.
+    p = tmp_path / "v2.db"
+    conn = sqlite3.connect(p, isolation_level=None)
+    for step in (1, 2):
+        for sql in store.MIGRATIONS[step]:
+            conn.execute(sql)
+    conn.execute("INSERT INTO meta VALUES ('buffer_id', 'b2'), ('created_us', '0')")
+    for i in range(3):
+        conn.execute("INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES (?, ?, '{}', 2, 0)",
+                     (S, f"e{i}"))
+    conn.execute("DELETE FROM events")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with Buffer(p, "eixa") as b:
+        b.append(S, interaction())
+    assert sqlite3.connect(p).execute("SELECT seq FROM events").fetchall() == [(4,)]

@@ -3,11 +3,11 @@
 import multiprocessing
 import sqlite3
 import threading
-from collections import Counter
 
 from bqspool.buffer import Buffer
 
 from .conftest import interaction
+from .stored import stored_ids
 
 S = "user_interactions"
 THREADS, PER_THREAD = 8, 300
@@ -62,7 +62,7 @@ def test_threads_and_processes_on_one_file(buffer_path):
     all_ids = thread_ids + proc_ids
     assert len(all_ids) == expected and None not in all_ids
     conn = sqlite3.connect(buffer_path)
-    stored = Counter(r[0] for r in conn.execute("SELECT event_id FROM events"))
+    stored = stored_ids(conn)
     assert sum(stored.values()) == expected
     assert set(stored) == set(all_ids) and max(stored.values()) == 1
     nbytes = conn.execute("SELECT sum(nbytes) FROM events").fetchone()[0]

@@ -7,10 +7,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from .stored import stored_ids
 
 CHILD = Path(__file__).with_name("kill_child.py")
 
@@ -34,7 +35,7 @@ def test_kill9_loses_nothing_and_doubles_nothing(tmp_path, durability):
     printed = run_kills(path, 10, durability, random.Random(durability))
     assert len(printed) > 50
     conn = sqlite3.connect(path)
-    stored = Counter(r[0] for r in conn.execute("SELECT event_id FROM events"))
+    stored = stored_ids(conn)
     missing = [i for i in printed if i not in stored]
     assert not missing, f"{len(missing)} acknowledged ids lost"
     assert max(stored.values()) == 1
@@ -47,5 +48,5 @@ def test_kill9_loses_nothing_and_doubles_nothing(tmp_path, durability):
 def test_kill9_soak(tmp_path):
     path = tmp_path / "soak.db"
     printed = run_kills(path, 200, "normal", random.Random(1))
-    stored = Counter(r[0] for r in sqlite3.connect(path).execute("SELECT event_id FROM events"))
+    stored = stored_ids(sqlite3.connect(path))
     assert all(i in stored for i in printed) and max(stored.values()) == 1

@@ -12,7 +12,7 @@ from bqspool.buffer import Buffer
 from bqspool.loader import faults
 
 from .events import make_event
-from .loader_support import BQSPOOL, Env, assert_exactly_once
+from .loader_support import BQSPOOL, Env, append_in_calls, assert_exactly_once
 
 STREAMS = ("user_interactions", "tasks")
 
@@ -22,7 +22,7 @@ def fill(env, n, seed):
     appended = {s: [] for s in STREAMS}
     with Buffer(env.config.buffer, "eixa", strict=True, durability="normal") as buf:
         for s in STREAMS:
-            appended[s] += buf.append_many(s, [make_event(env.schemas[s], rng) for _ in range(n)])
+            appended[s] += append_in_calls(buf, s, [make_event(env.schemas[s], rng) for _ in range(n)])
     return appended
 
 

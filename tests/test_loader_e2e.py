@@ -16,7 +16,7 @@ from bqspool.schemas.coerce import Coercer
 
 from .conftest import ALLTYPES
 from .events import make_event
-from .loader_support import Env, assert_exactly_once
+from .loader_support import Env, append_in_calls, assert_exactly_once
 
 UTC = dt.timezone.utc
 
@@ -29,7 +29,7 @@ def test_bundled_set_loads_end_to_end(stack, tmp_path, set_name):
     with Buffer(env.config.buffer, set_name, strict=True) as buf:
         for table in env.schemas.tables():
             events = [make_event(table, rng) for _ in range(rng.randrange(200, 400))]
-            appended[table.name] = buf.append_many(table.name, events)
+            appended[table.name] = append_in_calls(buf, table.name, events, per_call=50)
     report = env.drainer().drain_once()
     assert report.events_loaded == sum(len(v) for v in appended.values())
     assert report.quarantined == [] and report.deferred == {}
@@ -113,11 +113,16 @@ def test_staging_is_deterministic_and_chunk_independent(tmp_path, alltypes):
 def test_read_batch_payloads_streams_in_chunks(tmp_path):
     import sqlite3
 
+    # Stored rows of 7 events (append_many calls), then 4 single-event rows:
+    # a step ends at the first row boundary at or past 10 events.
     with Buffer(tmp_path / "b.db", "eixa", durability="normal") as buf:
-        buf.append_many("tasks", [{"user_id": "u", "task_id": str(i), "created_at": 0} for i in range(95)])
+        for k in range(13):
+            buf.append_many("tasks", [{"user_id": "u", "task_id": str(7 * k + i), "created_at": 0} for i in range(7)])
+        for i in range(91, 95):
+            buf.append("tasks", {"user_id": "u", "task_id": str(i), "created_at": 0})
     conn = sqlite3.connect(tmp_path / "b.db")
-    chunks = [c.split("\n") for c in read_batch_payloads(conn, "tasks", 1, 95, chunk=10)]
-    assert [len(c) for c in chunks] == [10] * 9 + [5]
+    chunks = [c.split("\n") for c in read_batch_payloads(conn, "tasks", 1, 17, chunk=10)]
+    assert [len(c) for c in chunks] == [14] * 6 + [10, 1]
     assert [json.loads(line)["task_id"] for c in chunks for line in c] == [str(i) for i in range(95)]
 
 

@@ -5,6 +5,7 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -18,7 +19,7 @@ from bqspool.loader.drain import Progress
 from bqspool.schemas.errors import BackendUnavailableError, ConfigError, LeaseHeldError
 
 from .events import make_event
-from .loader_support import BQSPOOL, Env, assert_exactly_once
+from .loader_support import BQSPOOL, Env, append_in_calls, assert_exactly_once
 
 
 def fill(env, counts, seed=0):
@@ -26,7 +27,7 @@ def fill(env, counts, seed=0):
     out = {}
     with Buffer(env.config.buffer, env.config.schemas, strict=True, durability="normal") as buf:
         for stream, n in counts.items():
-            out[stream] = buf.append_many(stream, [make_event(env.schemas[stream], rng) for _ in range(n)])
+            out[stream] = append_in_calls(buf, stream, [make_event(env.schemas[stream], rng) for _ in range(n)])
     return out
 
 
@@ -105,6 +106,27 @@ def test_poison_batch_is_quarantined_while_others_load(stack, tmp_path):
     res = env.drain_cli()
     assert res.returncode == 0, res.stderr
     assert_exactly_once(env, appended)
+
+
+def test_dropping_a_quarantined_batch_moves_each_event_to_dead_letters(tmp_path):
+
+    path = tmp_path / "b.db"
+    with Buffer(path, "eixa", durability="normal") as buf:
+        ids = buf.append_many("tasks", [{"user_id": "u", "task_id": str(i), "created_at": 0} for i in range(7)])
+        ids += [buf.append("tasks", {"user_id": "u", "task_id": "7", "created_at": 0})]
+    conn = sqlite3.connect(path, isolation_level=None)
+    buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
+    assert ledger.seal(conn, "tasks", buffer_id, "p", 1000, 1 << 30) == 1
+    (batch,) = ledger.batches(conn)
+    ledger.quarantine(conn, batch.batch_id, "invalid: no such column")
+    assert ledger.drop_quarantined(conn, [batch.batch_id]) == 1
+    dead = conn.execute("SELECT event_id, payload, reason FROM dead_letters ORDER BY id").fetchall()
+    assert [d[0] for d in dead] == ids
+    assert [json.loads(d[1])["task_id"] for d in dead] == [str(i) for i in range(8)]
+    assert all("no such column" in d[2] for d in dead)
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    assert conn.execute("SELECT value FROM counters WHERE name = 'pending_bytes'").fetchone()[0] == 0
+    assert ledger.batches(conn)[0].state == "dropped"
 
 
 def test_poison_inside_a_group_is_isolated(stack, tmp_path):

@@ -1,0 +1,81 @@
+"""Packing one stream's validated rows into stored ``events`` rows.
+
+A stored row holds up to ``CHUNK_EVENTS`` events as JSON lines joined by
+"\\n", at most ``CHUNK_BYTES`` of them (one larger event gets a row of its
+own). ``append_many`` stores through here: a row's fixed cost (its b-tree
+and index entries, paid at append and again when the loader deletes it)
+is larger than what a small event's bytes cost, so few large rows store a
+batch at close to the speed of writing its bytes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+from bqspool.schemas.coerce import Coercer, encode_lines, encode_row
+from bqspool.schemas.errors import ValidationError
+
+CHUNK_EVENTS = 1000
+CHUNK_BYTES = 1024 * 1024
+
+
+class Chunk(NamedTuple):
+    payload: str  # the events' JSON lines joined by "\n"
+    n: int  # how many events
+    nbytes: int  # UTF-8 bytes of payload
+    members: Sequence[int]  # their positions in the rows given to pack()
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def pack(coercer: Coercer, rows: list[dict]) -> tuple[list[Chunk], list[tuple[int, ValidationError]]]:
+    """Encode ``rows`` (from ``coercer.row``) into chunks, in order.
+
+    Returns the chunks and the rows that are over the table's row size
+    limit, as (position, error): those must become dead letters.
+    """
+    chunks: list[Chunk] = []
+    too_big: list[tuple[int, ValidationError]] = []
+    # Fast path: a whole slice encoded in one call. Its size bounds every
+    # row in it, so no row can be over the limit when the slice is not.
+    limit = min(CHUNK_BYTES, coercer.max_row_bytes)
+    for lo in range(0, len(rows), CHUNK_EVENTS):
+        part = rows[lo : lo + CHUNK_EVENTS]
+        data = encode_lines(part)
+        if len(data) - 1 <= limit:
+            chunks.append(Chunk(data[:-1].decode("utf-8"), len(part), len(data) - 1, range(lo, lo + len(part))))
+        else:
+            _pack_one_by_one(coercer, part, lo, chunks, too_big)
+    return chunks, too_big
+
+
+def _pack_one_by_one(
+    coercer: Coercer, part: list[dict], offset: int, chunks: list[Chunk], too_big: list[tuple[int, ValidationError]]
+) -> None:
+    texts: list[str] = []
+    members: list[int] = []
+    size = 0
+
+    def close() -> None:
+        chunks.append(Chunk("\n".join(texts), len(texts), size, list(members)))
+        texts.clear()
+        members.clear()
+
+    for i, row in enumerate(part, offset):
+        text = encode_row(row)
+        try:
+            coercer.check_size(text)
+        except ValidationError as exc:
+            too_big.append((i, exc))
+            continue
+        nbytes = _utf8_len(text)
+        if texts and size + 1 + nbytes > CHUNK_BYTES:
+            close()
+            size = 0
+        size += nbytes + (1 if texts else 0)
+        texts.append(text)
+        members.append(i)
+    if texts:
+        close()
