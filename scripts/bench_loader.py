@@ -122,8 +122,12 @@ def main() -> int:
         d = Path(tmp)
         src = d / "src.db"
         fill(src, args.events)
-        limit = bench_limit(src, d / "limit.parquet")
-        stage = bench_stage(src, d / "stage.parquet")
+        # Best of two, alternating: the first pass over a fresh file pays for
+        # warming caches, which would otherwise count against whichever ran first.
+        limit = stage = 0.0
+        for _ in range(2):
+            limit = max(limit, bench_limit(src, d / "limit.parquet"))
+            stage = max(stage, bench_stage(src, d / "stage.parquet"))
         state = localstack.up(d / "stack")
         try:
             e2e_db = d / "e2e.db"
