@@ -27,7 +27,7 @@ from bqspool.schemas.errors import (
 
 from . import store
 from .ids import uuid7, uuid7_many
-from .pack import pack
+from .pack import pack, utf8_len
 from .writer import Group, Writer
 
 log = logging.getLogger("bqspool.buffer")
@@ -83,10 +83,9 @@ def _raw_payload(event: Any) -> str:
 def _event_row(stream: str, payload: str, created_us: int) -> tuple:
     """An ``events`` row of one event: (stream, payload, n, nbytes, created_us).
 
-    nbytes counts UTF-8 bytes (len() is enough for ASCII).
+    nbytes counts UTF-8 bytes.
     """
-    nbytes = len(payload) if payload.isascii() else len(payload.encode("utf-8"))
-    return (stream, payload, 1, nbytes, created_us)
+    return (stream, payload, 1, utf8_len(payload), created_us)
 
 
 class _RateLimitedLog:
@@ -400,10 +399,10 @@ class Buffer:
                 continue
             if where is not None:
                 where.append(pos)
+        position = where if where is not None else range(len(good))
         chunks, too_big = pack(coercer, good)
         for j, exc in too_big:
-            pos = where[j] if where is not None else j
-            dead.append(self._dead_row(stream, events[pos], ids[pos], exc))
+            dead.append(self._dead_row(stream, events[position[j]], ids[position[j]], exc))
         now = store.now_us()
         rows = [(stream, c.payload, c.n, c.nbytes, now) for c in chunks]
         group, admitted = self._enqueue(rows, dead, wait=wait)
@@ -412,7 +411,7 @@ class Buffer:
         for chunk, ok in zip(chunks, admitted):
             if not ok:
                 for j in chunk.members:
-                    ids[where[j] if where is not None else j] = None
+                    ids[position[j]] = None
         return ids
 
     async def append_async(self, stream: str, event: Any) -> str | None:

@@ -26,7 +26,8 @@ class Chunk(NamedTuple):
     members: Sequence[int]  # their positions in the rows given to pack()
 
 
-def _utf8_len(text: str) -> int:
+def utf8_len(text: str) -> int:
+    """UTF-8 bytes of ``text``; len() is enough for ASCII, and free."""
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
@@ -70,7 +71,7 @@ def _pack_one_by_one(
         except ValidationError as exc:
             too_big.append((i, exc))
             continue
-        nbytes = _utf8_len(text)
+        nbytes = utf8_len(text)
         if texts and size + 1 + nbytes > CHUNK_BYTES:
             close()
             size = 0

@@ -44,38 +44,28 @@ def fill(path: Path, n: int, chunk: int = 20_000) -> None:
 
 def bench_limit(path: Path, out: Path, chunk: int = 16_384) -> float:
     """The raw work, done the fastest way: the stored rows (JSON lines) read in
-    order and joined about ``chunk`` events at a time, Arrow parses them into
-    the stored types, Parquet writes them; no casts, no checks."""
+    order and joined about ``chunk`` events at a time (the drain's own
+    reader), Arrow parses them into the stored types, Parquet writes them;
+    no casts, no checks."""
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
 
-    from bqspool.loader.stage import Stager
+    from bqspool.loader.stage import Stager, read_batch_payloads
     from bqspool.schemas import load_schema_set
 
     stored = Stager(load_schema_set("leafloaf")[STREAM]).stored_schema
     parse = pajson.ParseOptions(explicit_schema=stored)
     conn = sqlite3.connect(path)
+    hi = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
     t = time.perf_counter()
     n = 0
-
-    def write(parts: list[str]) -> int:
-        data = "\n".join(parts).encode()
-        table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=len(data) + 1),
-                                 parse_options=parse)
-        writer.write_table(table)
-        return table.num_rows
-
     with pq.ParquetWriter(out, stored, compression="zstd") as writer:
-        parts: list[str] = []
-        events = 0
-        for rows, payload in conn.execute("SELECT n, payload FROM events ORDER BY seq"):
-            parts.append(payload)
-            events += rows
-            if events >= chunk:
-                n += write(parts)
-                parts, events = [], 0
-        if parts:
-            n += write(parts)
+        for text in read_batch_payloads(conn, STREAM, 1, hi, chunk):
+            data = text.encode()
+            table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=len(data) + 1),
+                                     parse_options=parse)
+            writer.write_table(table)
+            n += table.num_rows
     return n / (time.perf_counter() - t)
 
 
