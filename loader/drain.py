@@ -341,9 +341,7 @@ class Drainer:
         # appenders from waiting on us; if they are busy, the next drain
         # finishes the job.
         try:
-            # executescript steps the pragma to completion; execute() would
-            # free a single page (it stops at the first step without a row).
-            conn.executescript("PRAGMA incremental_vacuum;")
+            store.release_free_pages(conn)
             conn.execute("PRAGMA busy_timeout = 200")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.OperationalError as exc:
