@@ -337,6 +337,7 @@ class Buffer:
             self._counts["dead_lettered"] += len(dead)
             if wait:
                 group.waiters += 1  # this caller will commit it, or wait for whoever does
+                writer.joined(group)
             elif group and not group.started:
                 group.started = time.monotonic()  # starts the background flush timer
                 writer.wake()

@@ -6,7 +6,9 @@ progress it *leads*: it takes the group and commits it on its own thread,
 so an uncontended durable append costs one transaction and no thread
 hand-off. While one commit runs, everything appended meanwhile gathers in
 the next group, which the next leader commits in one go: many threads pay
-for one fsync. A background thread commits what nobody waits for
+for one fsync. A leader that is one of the threads the last commit woke
+holds its group open for a moment while the others come back (see
+``Writer.gather_idle_s``). A background thread commits what nobody waits for
 (``wait=False`` appends and asyncio appends) after at most
 ``flush_interval`` seconds.
 """
@@ -72,9 +74,21 @@ def _resolve(fut: asyncio.Future, error: BaseException | None) -> None:
 class Writer:
     """Owns the write connection; commits groups on callers' or its own thread.
 
-    ``cond`` guards ``group``, ``busy`` and ``writing``; the connection is
-    used only by whoever set ``busy``.
+    ``cond`` guards ``group``, ``busy``, ``writing`` and ``gathering``; the
+    connection is used only by whoever set ``busy``.
     """
+
+    # Gathering: a leader that arrives within gather_idle_s of the last
+    # commit, with fewer waiters than that commit had, is one of the threads
+    # it just woke, and the others are on their way back with their next
+    # append. Committing at once would split them into a group of one and a
+    # group of the rest (8 threads averaged 4.3 events a commit); waiting
+    # while they keep arriving, at most gather_idle_s apart and
+    # gather_max_s in all, fills the group (8.0 a commit, +30% throughput).
+    # A leader arriving later than that is not in such a loop and commits
+    # at once, so sparse appends pay nothing.
+    gather_idle_s = 0.0002
+    gather_max_s = 0.002
 
     def __init__(
         self,
@@ -98,12 +112,24 @@ class Writer:
         self.writing: Group | None = None
         self.busy = False
         self.closing = False
+        # Gathering (see gather_idle_s): the group a leader holds open, the
+        # waiters it waits for, when the last commit ended, and the
+        # condition the leader sleeps on.
+        self.gathering: Group | None = None
+        self._want = 1
+        self._ended = 0.0
+        self._gather_cv = threading.Condition(lock)
         self._on_commit = on_commit  # called with cond held
         self._conn = store.connect(path, synchronous=synchronous, busy_timeout_ms=int(busy_timeout_s * 1000))
         for name, value in pragmas.items():
             self._conn.execute(f"PRAGMA {name} = {value}")
         self._thread = threading.Thread(target=self._run, name="bqspool-writer", daemon=True)
         self._thread.start()
+
+    def joined(self, group: Group) -> None:
+        """A waiter joined ``group``; callers hold ``cond``."""
+        if self.gathering is group and group.waiters >= self._want:
+            self._gather_cv.notify()
 
     def wake(self) -> None:
         """Tell the background thread there is work; callers hold ``cond``."""
@@ -135,6 +161,8 @@ class Writer:
                 log.error("%d events appended with wait=False were lost", group.events() + len(group.dead))
         self.busy = False
         self.writing = None
+        self._want = max(1, group.waiters)
+        self._ended = time.monotonic()
         self._on_commit(group, disk_bytes)
         group.done.set()
         for loop, fut in group.futures:
@@ -166,10 +194,16 @@ class Writer:
         Call with ``cond`` held. Returns False on timeout.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        gathered = False
         while not group.done.is_set():
-            if not self.busy:
+            if not self.busy and self.gathering is None:
                 # Every earlier group is done (commits run in order), so
                 # ``group`` is the current one: commit it here.
+                if (not gathered and group.waiters < self._want
+                        and time.monotonic() - self._ended < self.gather_idle_s):
+                    gathered = True
+                    self._gather(group)
+                    continue
                 self._commit_current()
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -179,6 +213,21 @@ class Writer:
                 return False
             group.cv.wait(remaining)
         return True
+
+    def _gather(self, group: Group) -> None:
+        """Hold ``group`` open while waiters keep joining (cond held)."""
+        self.gathering = group
+        end = time.monotonic() + self.gather_max_s
+        seen = group.waiters
+        while group.waiters < self._want:
+            left = min(self.gather_idle_s, end - time.monotonic())
+            if left <= 0:
+                break
+            self._gather_cv.wait(left)
+            if group.waiters == seen:
+                break  # nobody came for a while: they are not in a loop of appends
+            seen = group.waiters
+        self.gathering = None
 
     # -- the background thread ------------------------------------------------
 

@@ -3,6 +3,7 @@
 import multiprocessing
 import sqlite3
 import threading
+import time
 
 from bqspool.buffer import Buffer
 
@@ -67,3 +68,59 @@ def test_threads_and_processes_on_one_file(buffer_path):
     assert set(stored) == set(all_ids) and max(stored.values()) == 1
     nbytes = conn.execute("SELECT sum(nbytes) FROM events").fetchone()[0]
     assert conn.execute("SELECT value FROM counters WHERE name = 'pending_bytes'").fetchone()[0] == nbytes
+
+
+def _spy_commits(writer):
+    """Record each commit's row count (the real commit still runs)."""
+    sizes = []
+    write = writer._write
+
+    def spy(group):
+        sizes.append(len(group.rows))
+        return write(group)
+
+    writer._write = spy
+    return sizes
+
+
+def _just_woke(writer, waiters):
+    # As if a commit with ``waiters`` waiting callers ended right now.
+    with writer.cond:
+        writer._want, writer._ended = waiters, time.monotonic()
+
+
+def test_threads_a_commit_woke_share_the_next_one(buffer_path):
+    with Buffer(buffer_path, "eixa") as b:
+        writer = b._ensure_writer()
+        writer.gather_idle_s, writer.gather_max_s = 0.5, 5.0
+        sizes = _spy_commits(writer)
+        ids = []
+        threads = [threading.Thread(target=lambda i=i: ids.append(b.append(S, interaction(interaction_id=str(i)))))
+                   for i in range(3)]
+        _just_woke(writer, 3)
+        for t in threads:  # arriving 0.1 s apart, inside the 0.5 s window
+            t.start()
+            time.sleep(0.1)
+        for t in threads:
+            t.join()
+        assert sizes == [3]
+        assert sorted(stored_ids(sqlite3.connect(buffer_path))) == sorted(ids)
+
+
+def test_a_leader_not_just_woken_commits_at_once(buffer_path):
+    with Buffer(buffer_path, "eixa") as b:
+        writer = b._ensure_writer()
+        writer.gather_idle_s, writer.gather_max_s = 0.5, 5.0
+        sizes = _spy_commits(writer)
+        _just_woke(writer, 8)
+        with writer.cond:
+            writer._ended -= 10  # that commit was long ago: no loop of appends to wait for
+        t = time.monotonic()
+        b.append(S, interaction())
+        assert time.monotonic() - t < 0.4
+        # Just woken, but nobody follows: it waits one idle window, not the maximum.
+        _just_woke(writer, 8)
+        t = time.monotonic()
+        b.append(S, interaction())
+        assert 0.4 < time.monotonic() - t < 2.5
+        assert sizes == [1, 1]
