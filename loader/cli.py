@@ -422,12 +422,15 @@ local_dir = click.option("--dir", "folder", default=".bqspool/local", show_defau
 
 @local.command("up")
 @local_dir
-def local_up(folder: str) -> None:
+@click.option("--ephemeral", is_flag=True,
+              help="Keep BigQuery's tables in memory: load jobs run several times faster, and the tables are "
+                   "gone when the emulator stops (`local down`, an outage).")
+def local_up(folder: str, ephemeral: bool) -> None:
     """Start both servers in the background and print `export` lines."""
     from . import localstack
 
     try:
-        state = localstack.up(folder)
+        state = localstack.up(folder, persistent=not ephemeral)
     except BqspoolError as exc:
         _fail(str(exc))
     click.echo(localstack.export_lines(state))
@@ -450,7 +453,7 @@ def local_env(folder: str) -> None:
 @local.command("down")
 @local_dir
 def local_down(folder: str) -> None:
-    """Stop both servers (their data is kept)."""
+    """Stop both servers (their data is kept, unless BigQuery ran with --ephemeral)."""
     from . import localstack
 
     try:

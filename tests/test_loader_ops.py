@@ -305,6 +305,37 @@ def test_local_stack_cli(tmp_path):
     assert not localstack._alive(state.gcs_pid) and not localstack._alive(state.bq_pid)
 
 
+def test_local_stack_ephemeral_keeps_tables_in_memory(tmp_path, monkeypatch):
+    from google.api_core.exceptions import NotFound
+
+    from bqspool.loader.clients import bigquery_client, make_warehouse
+
+    folder = tmp_path / "local"
+    up = subprocess.run([BQSPOOL, "local", "up", "--ephemeral", "--dir", str(folder)], capture_output=True,
+                        text=True, timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        state = localstack.load_state(folder)
+        assert state.persistent is False
+        assert b"--ephemeral" in open(f"/proc/{state.bq_pid}/cmdline", "rb").read()
+        other = subprocess.run([BQSPOOL, "local", "up", "--dir", str(folder)], capture_output=True, text=True,
+                               timeout=120)
+        assert other.returncode != 0 and "ephemeral" in other.stderr and "local down" in other.stderr
+        for k, v in state.env().items():
+            monkeypatch.setenv(k, v)
+        config = load_config(env=state.env())
+        make_warehouse(config).ensure_dataset()
+        client = bigquery_client(config)
+        assert client.get_dataset(config.dataset).dataset_id == config.dataset
+        localstack.stop_service("bigquery", folder)
+        localstack.start_service("bigquery", folder)  # comes back ephemeral, and empty
+        assert b"--ephemeral" in open(f"/proc/{localstack.load_state(folder).bq_pid}/cmdline", "rb").read()
+        with pytest.raises(NotFound):
+            client.get_dataset(config.dataset)
+    finally:
+        subprocess.run([BQSPOOL, "local", "down", "--dir", str(folder)], capture_output=True, text=True)
+
+
 def test_progress_lines_when_not_a_terminal(caplog):
     with caplog.at_level(logging.INFO, "bqspool.loader"):
         p = Progress(1000, enabled=True, every_s=0)
