@@ -30,6 +30,7 @@ CHUNK_ROWS = 16_384
 # Rows per Parquet row group: about 20 MiB of Arrow data for 300-byte
 # events (BigQuery prefers row groups of 16 MiB or more).
 ROW_GROUP_ROWS = 65_536
+PARSE_BLOCK = 1 << 20
 
 
 def _stored_type(f: Field) -> pa.DataType:
@@ -103,13 +104,26 @@ class Stager:
         """Parse and cast one chunk of stored payloads (NDJSON text, or a list of rows)."""
         text = payloads if isinstance(payloads, str) else "\n".join(payloads)
         data = text.encode("utf-8")
-        parsed = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=max(1 << 20, len(data) + 1)),
-                                  parse_options=self._parse)
+        try:
+            # Blocks of 1 MiB are parsed on all cores; a step of 16k events
+            # in one block would be parsed on one (0.29 s against 0.18 s
+            # for 300k events on 2 cores).
+            parsed = self._read_json(data, PARSE_BLOCK)
+        except pa.ArrowInvalid:
+            # A line a few times longer than a block straddles block
+            # boundaries, which the reader refuses. Rows go up to the
+            # table's row size limit, so read the step as one block; bad
+            # data fails here again, with its own error.
+            parsed = self._read_json(data, len(data) + 1)
         columns = [
             _cast(parsed.column(f.name).combine_chunks(), f, target.type)
             for f, target in zip(self.table.fields, self.schema)
         ]
         return pa.Table.from_arrays(columns, schema=self.schema)
+
+    def _read_json(self, data: bytes, block_size: int) -> pa.Table:
+        return pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=block_size),
+                                parse_options=self._parse)
 
     def write(self, chunks, path: Path) -> int:
         """Write payload chunks (NDJSON text or lists of rows) to ``path``; returns the row count."""

@@ -12,6 +12,7 @@ import pytest
 
 from bqspool.buffer import Buffer
 from bqspool.loader.stage import Stager, read_batch_payloads
+from bqspool.schemas import load_schema_set
 from bqspool.schemas.coerce import Coercer
 
 from .conftest import ALLTYPES
@@ -108,6 +109,30 @@ def test_staging_is_deterministic_and_chunk_independent(tmp_path, alltypes):
 
     schema = pq.read_schema(a)
     assert schema.names == [f.name for f in table.fields]  # table order: the emulator loads by position
+
+
+def test_staging_parses_in_blocks_and_around_a_line_longer_than_a_block(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bqspool.loader import stage
+
+    table = load_schema_set("eixa")["user_interactions"]
+    c = Coercer(table)
+    event = {"user_id": "u", "interaction_id": "i", "timestamp": 0, "intent": "chat"}
+    small = [c.payload(dict(event, message_in=f"m{i}" * 40), f"id-{i}") for i in range(12_000)]  # ~2.4 MB
+    big = c.payload(dict(event, message_in="é" * (3 * stage.PARSE_BLOCK // 2)), "id-big")  # 3 blocks
+    assert sum(map(len, small)) > 2 * stage.PARSE_BLOCK and len(big.encode()) > 3 * stage.PARSE_BLOCK
+    stager = Stager(table)
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    assert stager.write(["\n".join(small)], a) == 12_000  # several blocks
+    assert stager.write(["\n".join(small[:5000] + [big] + small[5000:])], b) == 12_001
+    got = pq.read_table(b, columns=["_event_id", "message_in"]).to_pylist()
+    assert [r["_event_id"] for r in got] == [f"id-{i}" for i in range(5000)] + ["id-big"] + [
+        f"id-{i}" for i in range(5000, 12_000)]
+    assert got[5000]["message_in"] == "é" * (3 * stage.PARSE_BLOCK // 2)
+    with_big = pq.read_table(b)
+    assert pa.concat_tables([with_big.slice(0, 5000), with_big.slice(5001)]).equals(pq.read_table(a))
 
 
 def test_read_batch_payloads_streams_in_chunks(tmp_path):
