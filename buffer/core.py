@@ -336,8 +336,7 @@ class Buffer:
             group.dead.extend(dead)
             self._counts["dead_lettered"] += len(dead)
             if wait:
-                group.waiters += 1  # this caller will commit it, or wait for whoever does
-                writer.joined(group)
+                writer.join(group)
             elif group and not group.started:
                 group.started = time.monotonic()  # starts the background flush timer
                 writer.wake()
@@ -439,7 +438,7 @@ class Buffer:
             group = writer.group if writer.group else writer.writing
             if group is None:
                 return
-            group.waiters += 1
+            writer.join(group)
             if not writer.wait_for(group, timeout):
                 raise TimeoutError(f"flush did not finish within {timeout}s")
         if group.error is not None:

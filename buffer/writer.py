@@ -126,8 +126,13 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="bqspool-writer", daemon=True)
         self._thread.start()
 
-    def joined(self, group: Group) -> None:
-        """A waiter joined ``group``; callers hold ``cond``."""
+    def join(self, group: Group) -> None:
+        """Count a caller that will wait for ``group``'s commit; callers hold ``cond``.
+
+        Such a caller commits it or waits for whoever does (see wait_for),
+        and a leader holding the group open is woken once enough have come.
+        """
+        group.waiters += 1
         if self.gathering is group and group.waiters >= self._want:
             self._gather_cv.notify()
 
