@@ -8,6 +8,8 @@ Prints, on the same ~300-byte events:
   threads  Buffer.append(wait=True) from 8 threads: throughput, p50/p99 latency
   nowait   Buffer.append(wait=False) call latency p50/p99
   peer     persist-queue SQLiteAckQueue.put (durable, one thread)
+  group8   sqlite3 commits of 8 pre-serialised rows each, back to back: the most
+           8 threads that each wait for their own commit can get (8 rows per fsync)
 and the ratios the targets are about:
   append_many >= 0.6x raw; 8-thread durable >= 8x persist-queue; wait=False p99 <= 50 us.
 
@@ -75,6 +77,23 @@ def bench_raw(path: Path, payloads: list[str], sync: str) -> float:
     elapsed = time.perf_counter() - t
     conn.close()
     return len(rows) / elapsed
+
+
+def bench_group_limit(path: Path, payloads: list[str], sync: str, group: int = 8, commits: int = 1000) -> float:
+    """Rows/s of back-to-back commits of ``group`` rows: the ceiling for ``group`` waiting threads."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {sync}")
+    conn.execute("CREATE TABLE rows (payload TEXT)")
+    rows = [(p,) for p in payloads[:group]]
+    t = time.perf_counter()
+    for _ in range(commits):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO rows VALUES (?)", rows)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t
+    conn.close()
+    return group * commits / elapsed
 
 
 def bench_many(path: Path, events: list[dict], durability: str) -> float:
@@ -183,6 +202,7 @@ def main() -> int:
         thr, p50, p99 = bench_threads(d / "threads.db", durable * 2, args.durability)
         nw50, nw99 = bench_nowait(d / "nowait.db", events[:20_000], args.durability)
         peer = bench_peer(d / "peer", durable)
+        group8 = bench_group_limit(d / "group8.db", payloads, sync)
 
     results = {
         "durability": args.durability,
@@ -196,6 +216,9 @@ def main() -> int:
         "append_nowait_p50_us": round(nw50 * 1e6, 1),
         "append_nowait_p99_us": round(nw99 * 1e6, 1),
         "persist_queue_put_rows_s": round(peer),
+        "group8_commit_limit_rows_s": round(group8),
+        "group8_limit_over_persist_queue": round(group8 / peer, 2),
+        "append_wait_8threads_over_group8_limit": round(thr / group8, 2),
     }
     checks = [
         ("append_many / raw limit", many / raw, 0.6, ">="),
