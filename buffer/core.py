@@ -27,7 +27,7 @@ from bqspool.schemas.errors import (
 
 from . import store
 from .ids import uuid7, uuid7_many
-from .pack import pack, utf8_len
+from .pack import pack
 from .writer import Group, Writer
 
 log = logging.getLogger("bqspool.buffer")
@@ -78,14 +78,6 @@ def _raw_payload(event: Any) -> str:
     if len(text) > MAX_DEAD_PAYLOAD:
         text = text[:MAX_DEAD_PAYLOAD] + f"...[truncated {len(text) - MAX_DEAD_PAYLOAD} chars]"
     return text
-
-
-def _event_row(stream: str, payload: str, created_us: int) -> tuple:
-    """An ``events`` row of one event: (stream, payload, n, nbytes, created_us).
-
-    nbytes counts UTF-8 bytes.
-    """
-    return (stream, payload, 1, utf8_len(payload), created_us)
 
 
 class _RateLimitedLog:
@@ -271,10 +263,11 @@ class Buffer:
         if coercer is None:
             return None, self._dead_row(stream, event, event_id, self._unknown_stream(stream)), event_id
         try:
-            payload = coercer.payload(event, event_id)
+            data = coercer.encode(event, event_id)
         except ValidationError as exc:
             return None, self._dead_row(stream, event, event_id, exc), event_id
-        return _event_row(stream, payload, store.now_us()), None, event_id
+        # An events row of one event: (stream, payload, n, UTF-8 bytes, created_us).
+        return (stream, data.decode("utf-8"), 1, len(data), store.now_us()), None, event_id
 
     def _room(self, nbytes: int) -> bool:
         return self.max_bytes is None or self._disk_bytes + self._inflight + nbytes <= self.max_bytes
@@ -385,20 +378,14 @@ class Buffer:
             if wait:
                 self._wait(group)
             return ids
-        good: list[dict] = []
+        # Canonical events are encoded by the fast path in one pass; the
+        # few it leaves (None) go through the full path, which converts them
+        # or says why they are invalid.
+        good: list[bytes] = list(map(coercer.fast, events, ids))
         where: list[int] | None = None  # event position of each good row, once one is bad
         dead = []
-        row = coercer.row
-        for pos, (event, event_id) in enumerate(zip(events, ids)):
-            try:
-                good.append(row(event, event_id))
-            except ValidationError as exc:
-                dead.append(self._dead_row(stream, event, event_id, exc))
-                if where is None:
-                    where = list(range(pos))
-                continue
-            if where is not None:
-                where.append(pos)
+        if None in good:
+            good, where, dead = self._encode_rest(stream, coercer, events, ids, good)
         position = where if where is not None else range(len(good))
         chunks, too_big = pack(coercer, good)
         for j, exc in too_big:
@@ -413,6 +400,25 @@ class Buffer:
                 for j in chunk.members:
                     ids[position[j]] = None
         return ids
+
+    def _encode_rest(self, stream: str, coercer: Any, events: list, ids: list, fast: list) -> tuple[list, list | None, list]:
+        """Finish what the fast path left: (encoded rows, their event positions or None if all, dead rows)."""
+        good: list[bytes] = []
+        where: list[int] | None = None
+        dead = []
+        for pos, data in enumerate(fast):
+            if data is None:
+                try:
+                    data = coercer.encode_full(events[pos], ids[pos])
+                except ValidationError as exc:
+                    dead.append(self._dead_row(stream, events[pos], ids[pos], exc))
+                    if where is None:
+                        where = list(range(pos))
+                    continue
+            good.append(data)
+            if where is not None:
+                where.append(pos)
+        return good, where, dead
 
     async def append_async(self, stream: str, event: Any) -> str | None:
         """``append`` for asyncio: awaits the commit without blocking the loop."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-from bqspool.schemas.coerce import Coercer, encode_lines, encode_row
+from bqspool.schemas.coerce import Coercer
 from bqspool.schemas.errors import ValidationError
 
 CHUNK_EVENTS = 1000
@@ -26,57 +26,49 @@ class Chunk(NamedTuple):
     members: Sequence[int]  # their positions in the rows given to pack()
 
 
-def utf8_len(text: str) -> int:
-    """UTF-8 bytes of ``text``; len() is enough for ASCII, and free."""
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
-
-
-def pack(coercer: Coercer, rows: list[dict]) -> tuple[list[Chunk], list[tuple[int, ValidationError]]]:
-    """Encode ``rows`` (from ``coercer.row``) into chunks, in order.
+def pack(coercer: Coercer, rows: list[bytes]) -> tuple[list[Chunk], list[tuple[int, ValidationError]]]:
+    """Join encoded rows (from ``coercer.fast``/``encode_full``) into chunks, in order.
 
     Returns the chunks and the rows that are over the table's row size
     limit, as (position, error): those must become dead letters.
     """
     chunks: list[Chunk] = []
     too_big: list[tuple[int, ValidationError]] = []
-    # Fast path: a whole slice encoded in one call. Its size bounds every
-    # row in it, so no row can be over the limit when the slice is not.
+    # Fast path: a whole slice joined at once. Its size bounds every row in
+    # it, so no row can be over the limit when the slice is not.
     limit = min(CHUNK_BYTES, coercer.max_row_bytes)
     for lo in range(0, len(rows), CHUNK_EVENTS):
         part = rows[lo : lo + CHUNK_EVENTS]
-        data = encode_lines(part)
-        if len(data) - 1 <= limit:
-            chunks.append(Chunk(data[:-1].decode("utf-8"), len(part), len(data) - 1, range(lo, lo + len(part))))
+        data = b"\n".join(part)
+        if len(data) <= limit:
+            chunks.append(Chunk(data.decode("utf-8"), len(part), len(data), range(lo, lo + len(part))))
         else:
             _pack_one_by_one(coercer, part, lo, chunks, too_big)
     return chunks, too_big
 
 
 def _pack_one_by_one(
-    coercer: Coercer, part: list[dict], offset: int, chunks: list[Chunk], too_big: list[tuple[int, ValidationError]]
+    coercer: Coercer, part: list[bytes], offset: int, chunks: list[Chunk], too_big: list[tuple[int, ValidationError]]
 ) -> None:
-    texts: list[str] = []
+    texts: list[bytes] = []
     members: list[int] = []
     size = 0
 
     def close() -> None:
-        chunks.append(Chunk("\n".join(texts), len(texts), size, list(members)))
+        chunks.append(Chunk(b"\n".join(texts).decode("utf-8"), len(texts), size, list(members)))
         texts.clear()
         members.clear()
 
-    for i, row in enumerate(part, offset):
-        text = encode_row(row)
-        try:
-            coercer.check_size(text)
-        except ValidationError as exc:
-            too_big.append((i, exc))
+    for i, data in enumerate(part, offset):
+        nbytes = len(data)
+        if nbytes > coercer.max_row_bytes:
+            too_big.append((i, coercer.too_big(nbytes)))
             continue
-        nbytes = utf8_len(text)
         if texts and size + 1 + nbytes > CHUNK_BYTES:
             close()
             size = 0
         size += nbytes + (1 if texts else 0)
-        texts.append(text)
+        texts.append(data)
         members.append(i)
     if texts:
         close()

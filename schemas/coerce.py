@@ -59,6 +59,7 @@ from typing import Any, Callable
 import msgspec
 
 from .definition import EVENT_ID, Field, TableDef
+from .fastpath import compile_fast
 from .errors import ConfigError, ValidationError
 
 UTC = dt.timezone.utc
@@ -93,15 +94,6 @@ def _encoder() -> msgspec.json.Encoder:
     except AttributeError:
         _local.encoder = msgspec.json.Encoder()
         return _local.encoder
-
-
-def encode_row(row: dict) -> str:
-    return _encoder().encode(row).decode("utf-8")
-
-
-def encode_lines(rows: list[dict]) -> bytes:
-    """Rows from :meth:`Coercer.row` as JSON lines, each ending in "\n", in one call."""
-    return _encoder().encode_lines(rows)
 
 
 # JSON columns hold whatever the app passes, so they keep the standard
@@ -548,6 +540,9 @@ class Coercer:
         self.table = table
         self.max_row_bytes = max_row_bytes
         self._record = _compile_record(table.user_fields, unknown_fields)
+        # Canonical events take the compiled fast path; it returns None for
+        # anything else, and the generated code above decides those.
+        self.fast = compile_fast(table.user_fields, unknown=unknown_fields)
 
     def coerce(self, event: Any) -> dict:
         """The event's coerced columns in table order (no ``_event_id``)."""
@@ -556,27 +551,31 @@ class Coercer:
         except _Bad as exc:
             raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from None
 
-    def row(self, event: Any, event_id: str) -> dict:
-        """The stored row before encoding: ``_event_id`` first, then table order.
+    def encode(self, event: Any, event_id: str) -> bytes:
+        """The stored row as UTF-8 JSON: ``_event_id`` first, then table order.
 
-        Its size is not checked yet: see :meth:`check_size`.
+        Raises ValidationError for an invalid event and for a row over
+        ``max_row_bytes``.
         """
+        data = self.fast(event, event_id)
+        if data is None:
+            data = self.encode_full(event, event_id)
+        if len(data) > self.max_row_bytes:
+            raise self.too_big(len(data))
+        return data
+
+    def encode_full(self, event: Any, event_id: str) -> bytes:
+        """:meth:`encode` by the full path alone, with no size check: what :attr:`fast` falls back to."""
         try:
-            return self._record(event, {EVENT_ID: event_id})
+            row = self._record(event, {EVENT_ID: event_id})
         except _Bad as exc:
             raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from None
+        return _encoder().encode(row)
 
-    def check_size(self, text: str) -> None:
-        """Raise ValidationError if an encoded row is over ``max_row_bytes``."""
-        # Characters, then bytes only when it could matter: len() is free.
-        if len(text) * 4 > self.max_row_bytes and len(text.encode("utf-8")) > self.max_row_bytes:
-            raise ValidationError(
-                f"row of {len(text.encode('utf-8'))} bytes exceeds the {self.max_row_bytes}-byte limit",
-                stream=self.table.name,
-            )
+    def too_big(self, nbytes: int) -> ValidationError:
+        return ValidationError(f"row of {nbytes} bytes exceeds the {self.max_row_bytes}-byte limit",
+                               stream=self.table.name)
 
     def payload(self, event: Any, event_id: str) -> str:
-        """The stored form: compact JSON with ``_event_id`` first, then table order."""
-        text = encode_row(self.row(event, event_id))
-        self.check_size(text)
-        return text
+        """:meth:`encode` as text."""
+        return self.encode(event, event_id).decode("utf-8")

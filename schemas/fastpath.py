@@ -1,0 +1,135 @@
+"""A compiled fast path for events that need little conversion.
+
+Most events an app appends are already in canonical form: ``str`` for
+STRING, ``int`` for INTEGER, a float or an epoch number for TIMESTAMP. For
+them the whole check of the plain-typed columns can run in msgspec's C code,
+as one ``msgspec.convert`` into a Struct generated for the table, and the
+row is then encoded by the same call that checks its strings are valid
+UTF-8. That is about twice as fast as the generated Python of
+:mod:`bqspool.schemas.coerce`, and validation sits on the append hot path.
+
+The fast path never decides an error and never converts differently: any
+event it does not accept exactly (a missing or null REQUIRED field, a
+numeric string, a bool where a number goes, an unknown field, a lone
+surrogate, a ``str`` subclass, ...) makes it return None, and the caller
+runs the full coercion, which converts or raises the precise error. Where
+both accept an event they produce the same bytes (tests check this).
+
+Columns of the plain types (STRING, INTEGER, FLOAT, BOOLEAN) are checked by
+msgspec with the same bounds as the full path (length, int64 range, finite
+floats). Every other column is taken as is and converted afterwards by the
+full path's own converter for that column.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Callable
+
+import msgspec
+
+from .definition import EVENT_ID, Field
+
+_INT64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+# NaN fails both bounds and infinities fail one: only finite floats pass.
+_FINITE = Annotated[float, msgspec.Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308)]
+
+
+def _plain_type(f: Field) -> Any:
+    """The msgspec type that accepts exactly the canonical values of ``f``, or None."""
+    if f.repeated:
+        return None
+    if f.type == "STRING":
+        return str if f.max_length is None else Annotated[str, msgspec.Meta(max_length=f.max_length)]
+    if f.type == "INTEGER":
+        return _INT64
+    if f.type == "FLOAT":
+        return _FINITE
+    if f.type == "BOOLEAN":
+        return bool
+    return None
+
+
+def compile_fast(fields: tuple[Field, ...], *, unknown: str) -> Callable[[Any, str], bytes | None]:
+    """A function ``(event, event_id) -> stored row as UTF-8 JSON``, or None for the full path."""
+    from . import coerce  # the full path's converters; it imports this module
+
+    struct_fields: list[tuple] = [("eid", str, "")]
+    rename = {"eid": EVENT_ID}
+    env: dict[str, Any] = {"_EVENT_ID": EVENT_ID, "_chunks": coerce._json_chunks, "_join": "".join}
+    post: list[str] = []
+    for i, f in enumerate(fields):
+        attr = f"f{i}"
+        rename[attr] = f.name
+        plain = _plain_type(f)
+        if plain is not None:
+            typ = plain if f.required else (plain | None)
+        else:
+            # Taken as is, then converted by the column's own converter; the
+            # commonest cases are inlined, with the converter as fallback.
+            typ = Any
+            env[f"_c{i}"] = coerce._compile_field(f, unknown)
+            conv = _inline(f, i)
+            # A null REQUIRED value must fail ("REQUIRED field is null").
+            post.append(
+                f"        x = s.{attr}\n"
+                f"        if x is not None:\n"
+                f"            s.{attr} = {conv}\n"
+                + ("        else:\n            _null()\n" if f.required else "")
+            )
+        if f.required:
+            struct_fields.append((attr, typ))
+        else:
+            struct_fields.append((attr, typ, None))
+    row_type = msgspec.defstruct(
+        "Row",
+        struct_fields,
+        kw_only=True,  # REQUIRED columns may follow NULLABLE ones
+        omit_defaults=True,  # a null column is left out, as the full path does
+        forbid_unknown_fields=unknown == "error",
+        rename=rename,
+    )
+    env.update(_convert=msgspec.convert, _Row=row_type, _encode=msgspec.json.encode, _null=_null)
+    src = (
+        "def fast(event, event_id):\n"
+        # The buffer assigns _event_id; an event carrying one is the full path's to judge.
+        "    if type(event) is not dict or _EVENT_ID in event:\n"
+        "        return None\n"
+        "    try:\n"
+        "        s = _convert(event, _Row)\n"
+        "        s.eid = event_id\n"
+        + "".join(post)
+        # Encoding is also the UTF-8 check: a lone surrogate raises here.
+        + "        return _encode(s)\n"
+        # Whatever fails here, the full path converts or reports precisely.
+        "    except Exception:\n"
+        "        return None\n"
+    )
+    exec(compile(src, f"<bqspool fast row {fields[0].name if fields else ''}>", "exec"), env)
+    fast = env["fast"]
+    fast.row_type = row_type  # for tests and debugging
+    return fast
+
+
+# Epoch seconds in [year 1, 1e11) are what _epoch_us converts with a plain
+# multiplication (1e11 and above are milliseconds); the same expression here
+# skips two calls. Both bounds are exact in a float.
+_TS_SECONDS = "-62135596800 <= x < 100000000000"
+
+
+def _inline(f: Field, i: int) -> str:
+    from . import coerce
+
+    """An expression converting a non-null ``x`` of ``f`` exactly as its converter ``_c{i}`` does."""
+    if f.repeated:
+        return f"_c{i}(x)"
+    if f.type == "TIMESTAMP":
+        return (f"round(x * 1000000) if type(x) is float and {_TS_SECONDS} else "
+                f"x * 1000000 if type(x) is int and {_TS_SECONDS} else _c{i}(x)")
+    if f.type == "JSON" and hasattr(coerce, "_json_chunks"):
+        # _to_json: the standard library's C encoder, then the UTF-8 check.
+        return f"t if (t := _join(_chunks(x, 0))).isascii() else _c{i}(x)"
+    return f"_c{i}(x)"
+
+
+def _null() -> Any:
+    raise ValueError("REQUIRED field is null")
