@@ -68,7 +68,7 @@ def compile_fast(fields: tuple[Field, ...], *, unknown: str) -> Callable[[Any, s
             # commonest cases are inlined, with the converter as fallback.
             typ = Any
             env[f"_c{i}"] = coerce._compile_field(f, unknown)
-            conv = _inline(f, i)
+            conv = _inline(f, i, json_inline=env["_chunks"] is not None)
             # A null REQUIRED value must fail ("REQUIRED field is null").
             post.append(
                 f"        x = s.{attr}\n"
@@ -116,16 +116,17 @@ def compile_fast(fields: tuple[Field, ...], *, unknown: str) -> Callable[[Any, s
 _TS_SECONDS = "-62135596800 <= x < 100000000000"
 
 
-def _inline(f: Field, i: int) -> str:
-    from . import coerce
+def _inline(f: Field, i: int, *, json_inline: bool) -> str:
+    """An expression converting a non-null ``x`` of ``f`` exactly as its converter ``_c{i}`` does.
 
-    """An expression converting a non-null ``x`` of ``f`` exactly as its converter ``_c{i}`` does."""
+    ``json_inline``: whether the standard library's C JSON encoder (``_chunks``) is there to inline.
+    """
     if f.repeated:
         return f"_c{i}(x)"
     if f.type == "TIMESTAMP":
         return (f"round(x * 1000000) if type(x) is float and {_TS_SECONDS} else "
                 f"x * 1000000 if type(x) is int and {_TS_SECONDS} else _c{i}(x)")
-    if f.type == "JSON" and hasattr(coerce, "_json_chunks"):
+    if f.type == "JSON" and json_inline:
         # _to_json: the standard library's C encoder, then the UTF-8 check.
         return f"t if (t := _join(_chunks(x, 0))).isascii() else _c{i}(x)"
     return f"_c{i}(x)"

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from bqspool.buffer import Buffer
@@ -63,37 +64,33 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def bench_raw(path: Path, payloads: list[str], sync: str) -> float:
+def _commit_rate(path: Path, sync: str, transactions: Iterable[list[tuple]]) -> float:
+    """Rows/s of plain sqlite3 committing each of ``transactions`` in turn (WAL, ``sync``)."""
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {sync}")
     conn.execute("CREATE TABLE rows (payload TEXT)")
-    rows = [(p,) for p in payloads]
+    n = 0
     t = time.perf_counter()
-    for i in range(0, len(rows), 1000):
+    for rows in transactions:
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO rows VALUES (?)", rows[i : i + 1000])
+        conn.executemany("INSERT INTO rows VALUES (?)", rows)
         conn.execute("COMMIT")
+        n += len(rows)
     elapsed = time.perf_counter() - t
     conn.close()
-    return len(rows) / elapsed
+    return n / elapsed
+
+
+def bench_raw(path: Path, payloads: list[str], sync: str) -> float:
+    rows = [(p,) for p in payloads]
+    return _commit_rate(path, sync, [rows[i : i + 1000] for i in range(0, len(rows), 1000)])
 
 
 def bench_group_limit(path: Path, payloads: list[str], sync: str, group: int = 8, commits: int = 1000) -> float:
     """Rows/s of back-to-back commits of ``group`` rows: the ceiling for ``group`` waiting threads."""
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {sync}")
-    conn.execute("CREATE TABLE rows (payload TEXT)")
     rows = [(p,) for p in payloads[:group]]
-    t = time.perf_counter()
-    for _ in range(commits):
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO rows VALUES (?)", rows)
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t
-    conn.close()
-    return group * commits / elapsed
+    return _commit_rate(path, sync, [rows] * commits)
 
 
 def bench_many(path: Path, events: list[dict], durability: str) -> float:
