@@ -299,7 +299,10 @@ TS_MAX_US = 253402300799_999999  # 9999-12-31T23:59:59.999999Z
 def _epoch_us(v: int | float) -> int:
     if not math.isfinite(v):
         raise _Bad(f"TIMESTAMP must be finite, got {v!r}")
-    us = round(v * 1000) if abs(v) >= _MILLIS_THRESHOLD else round(v * 1_000_000)
+    try:
+        us = round(v * 1000) if abs(v) >= _MILLIS_THRESHOLD else round(v * 1_000_000)
+    except OverflowError:  # a float near the top of its range times 1000 is inf
+        raise _Bad(f"TIMESTAMP out of range: {v!r}") from None
     if not TS_MIN_US <= us <= TS_MAX_US:
         raise _Bad(f"TIMESTAMP out of range: {v!r}")
     return us

@@ -67,6 +67,7 @@ CORPUS = [
     ("bad base64 BYTES", E, {"id": "x", "raw": "not base64!"}, "raw", "base64"),
     ("unparseable timestamp", E, {"id": "x", "ts": "yesterday"}, "ts", "unparseable"),
     ("timestamp out of range", E, {"id": "x", "ts": 1e20}, "ts", "out of range"),
+    ("timestamp epoch overflowing to inf", E, {"id": "x", "ts": 1.7e306}, "ts", "out of range"),
     ("NaN timestamp", E, {"id": "x", "ts": math.nan}, "ts", "finite"),
     ("date object as TIMESTAMP", E, {"id": "x", "ts": dt.date(2026, 1, 1)}, "ts", "expected TIMESTAMP"),
     ("month 13", E, {"id": "x", "d": "2026-13-01"}, "d", "unparseable"),
