@@ -27,7 +27,7 @@ from bqspool.schemas.errors import (
 
 from . import store
 from .ids import uuid7, uuid7_many
-from .pack import pack
+from .pack import pack_events
 from .writer import Group, Writer
 
 log = logging.getLogger("bqspool.buffer")
@@ -362,7 +362,7 @@ class Buffer:
         """Validate and store many events in one commit; ids in input order.
 
         The valid events are stored as a few rows of up to 1,000 events each
-        (see ``pack``). In strict mode nothing is stored when any event is
+        (see ``pack_events``). In strict mode nothing is stored when any event is
         invalid. Under ``on_full="raise"``/``"block"`` the whole call must
         fit the cap; under ``"drop"`` the stored rows that do not fit are
         dropped, and their events' ids are None.
@@ -378,18 +378,8 @@ class Buffer:
             if wait:
                 self._wait(group)
             return ids
-        # Canonical events are encoded by the fast path in one pass; the
-        # few it leaves (None) go through the full path, which converts them
-        # or says why they are invalid.
-        good: list[bytes] = list(map(coercer.fast, events, ids))
-        where: list[int] | None = None  # event position of each good row, once one is bad
-        dead = []
-        if None in good:
-            good, where, dead = self._encode_rest(stream, coercer, events, ids, good)
-        position = where if where is not None else range(len(good))
-        chunks, too_big = pack(coercer, good)
-        for j, exc in too_big:
-            dead.append(self._dead_row(stream, events[position[j]], ids[position[j]], exc))
+        chunks, bad = pack_events(coercer, events, ids)
+        dead = [self._dead_row(stream, events[pos], ids[pos], exc) for pos, exc in bad]
         now = store.now_us()
         rows = [(stream, c.payload, c.n, c.nbytes, now) for c in chunks]
         group, admitted = self._enqueue(rows, dead, wait=wait)
@@ -397,28 +387,9 @@ class Buffer:
             self._wait(group)
         for chunk, ok in zip(chunks, admitted):
             if not ok:
-                for j in chunk.members:
-                    ids[position[j]] = None
+                for pos in chunk.members:
+                    ids[pos] = None
         return ids
-
-    def _encode_rest(self, stream: str, coercer: Any, events: list, ids: list, fast: list) -> tuple[list, list | None, list]:
-        """Finish what the fast path left: (encoded rows, their event positions or None if all, dead rows)."""
-        good: list[bytes] = []
-        where: list[int] | None = None
-        dead = []
-        for pos, data in enumerate(fast):
-            if data is None:
-                try:
-                    data = coercer.encode_full(events[pos], ids[pos])
-                except ValidationError as exc:
-                    dead.append(self._dead_row(stream, events[pos], ids[pos], exc))
-                    if where is None:
-                        where = list(range(pos))
-                    continue
-            good.append(data)
-            if where is not None:
-                where.append(pos)
-        return good, where, dead
 
     async def append_async(self, stream: str, event: Any) -> str | None:
         """``append`` for asyncio: awaits the commit without blocking the loop."""

@@ -46,14 +46,15 @@ def uuid7() -> str:
 
 _COUNTER_HEX = [f"{c:03x}" for c in range(4096)]
 _VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))  # top bits 10: RFC 9562 variant
+_WIDTH = 37  # an id and the newline that separates it from the next
 
 
 def uuid7_many(n: int) -> list[str]:
-    """``n`` new UUIDv7 strings, increasing; about a third of ``n`` calls' cost.
+    """``n`` new UUIDv7 strings, increasing; about a tenth of ``n`` calls' cost.
 
-    Formatting dominates, so the work is done in bulk: one urandom call, the
-    variant bits set on every eighth byte at once, one hex conversion, and
-    a shared prefix per millisecond.
+    Reserves ``n`` counter values at once, spilling into following
+    milliseconds when a millisecond's 4,096 run out, then formats each
+    millisecond's run in bulk (see ``_format_run``).
     """
     global _last_ms, _counter
     if n <= 0:
@@ -62,26 +63,41 @@ def uuid7_many(n: int) -> list[str]:
     with _lock:
         if ms > _last_ms:
             _last_ms, _counter = ms, -1
-        first_ms, first = _last_ms, _counter + 1
-        # Reserve n counter values, spilling into following milliseconds.
-        end = first + n - 1
-        _last_ms, _counter = first_ms + (end >> 12), end & 0xFFF
-    rand = bytearray(os.urandom(8 * n))
-    rand[0::8] = rand[0::8].translate(_VARIANT)
-    rh = rand.hex()
+        ms, counter = _last_ms, _counter + 1
+        end = counter + n - 1
+        _last_ms, _counter = ms + (end >> 12), end & 0xFFF
     out: list[str] = []
-    append = out.append
-    prefix_ms = -1
-    prefix = ""
-    for i in range(n):
-        c = first + i
-        m = first_ms + (c >> 12)
-        if m != prefix_ms:
-            h = f"{m:012x}"
-            prefix, prefix_ms = f"{h[:8]}-{h[8:]}-7", m
-        j = 16 * i
-        append(f"{prefix}{_COUNTER_HEX[c & 0xFFF]}-{rh[j:j + 4]}-{rh[j + 4:j + 16]}")
+    while n:
+        k = min(n, 4096 - counter)
+        out += _format_run(ms, counter, k)
+        n -= k
+        ms, counter = ms + 1, 0
     return out
+
+
+def _format_run(ms: int, counter: int, k: int) -> list[str]:
+    """The ids of millisecond ``ms`` with counters ``counter`` to ``counter + k - 1``.
+
+    Formatting one id at a time costs more than everything else about it, so
+    the ids are laid out as columns: one buffer of ``k`` lines, each
+    character position filled for every line by one strided slice
+    assignment in C, then split into strings.
+    """
+    rand = bytearray(os.urandom(8 * k))
+    rand[0::8] = rand[0::8].translate(_VARIANT)
+    rand_hex = rand.hex().encode("ascii")  # 16 hex digits per id
+    head = f"{ms:012x}"
+    prefix = f"{head[:8]}-{head[8:]}-7".encode("ascii")  # time and version, the same on every line
+    counters = "".join(_COUNTER_HEX[counter : counter + k]).encode("ascii")
+    lines = bytearray(b"\n" * (_WIDTH * k))
+    for pos, char in enumerate(prefix):  # characters 0-14
+        lines[pos::_WIDTH] = bytes((char,)) * k
+    for pos in range(3):  # 15-17: the counter
+        lines[15 + pos :: _WIDTH] = counters[pos::3]
+    lines[18::_WIDTH] = lines[23::_WIDTH] = b"-" * k
+    for pos in range(16):  # 19-22 and 24-35: the random bits, the variant in the first
+        lines[19 + pos + (pos >= 4) :: _WIDTH] = rand_hex[pos::16]
+    return lines[:-1].decode("ascii").split("\n")
 
 
 def uuid7_millis(event_id: str) -> int:

@@ -1,11 +1,11 @@
-"""Packing one stream's validated rows into stored ``events`` rows.
+"""Validating one stream's events and packing them into stored ``events`` rows.
 
 A stored row holds up to ``CHUNK_EVENTS`` events as JSON lines joined by
 "\\n", at most ``CHUNK_BYTES`` of them (one larger event gets a row of its
-own). ``append_many`` stores through here: a row's fixed cost (its b-tree
-and index entries, paid at append and again when the loader deletes it)
-is larger than what a small event's bytes cost, so few large rows store a
-batch at close to the speed of writing its bytes.
+own). ``append_many`` validates, encodes and stores through here: a row's
+fixed cost (its b-tree and index entries, paid at append and again when
+the loader deletes it) is larger than what a small event's bytes cost, so
+few large rows store a batch at close to the speed of writing its bytes.
 """
 
 from __future__ import annotations
@@ -23,33 +23,39 @@ class Chunk(NamedTuple):
     payload: str  # the events' JSON lines joined by "\n"
     n: int  # how many events
     nbytes: int  # UTF-8 bytes of payload
-    members: Sequence[int]  # their positions in the rows given to pack()
+    members: Sequence[int]  # their positions in the events given to pack_events()
 
 
-def pack(coercer: Coercer, rows: list[bytes]) -> tuple[list[Chunk], list[tuple[int, ValidationError]]]:
-    """Join encoded rows (from ``coercer.fast``/``encode_full``) into chunks, in order.
+def pack_events(coercer: Coercer, events: list, ids: list[str]) -> tuple[list[Chunk], list[tuple[int, ValidationError]]]:
+    """Validate and encode ``events`` (with their ``ids``) into chunks, in order.
 
-    Returns the chunks and the rows that are over the table's row size
-    limit, as (position, error): those must become dead letters.
+    Returns the chunks and the events that cannot be stored, as (position,
+    error) in position order: invalid events and rows over the table's row
+    size limit. Those must become dead letters (or raise, in strict mode).
     """
     chunks: list[Chunk] = []
-    too_big: list[tuple[int, ValidationError]] = []
-    # Fast path: a whole slice joined at once. Its size bounds every row in
-    # it, so no row can be over the limit when the slice is not.
+    bad: list[tuple[int, ValidationError]] = []
     limit = min(CHUNK_BYTES, coercer.max_row_bytes)
-    for lo in range(0, len(rows), CHUNK_EVENTS):
-        part = rows[lo : lo + CHUNK_EVENTS]
-        data = b"\n".join(part)
-        if len(data) <= limit:
-            chunks.append(Chunk(data.decode("utf-8"), len(part), len(data), range(lo, lo + len(part))))
+    for lo in range(0, len(events), CHUNK_EVENTS):
+        part = events[lo : lo + CHUNK_EVENTS]
+        part_ids = ids[lo : lo + CHUNK_EVENTS]
+        # Fast path: the whole slice checked and encoded in two msgspec
+        # calls. The slice's size bounds every row in it, so no row can be
+        # over the limit when the slice is not.
+        data = coercer.fast_lines(part, part_ids)
+        if data is not None and len(data) - 1 <= limit:
+            payload = str(memoryview(data)[:-1], "utf-8")  # without the last newline
+            chunks.append(Chunk(payload, len(part), len(data) - 1, range(lo, lo + len(part))))
         else:
-            _pack_one_by_one(coercer, part, lo, chunks, too_big)
-    return chunks, too_big
+            _pack_one_by_one(coercer, part, part_ids, lo, chunks, bad)
+    return chunks, bad
 
 
 def _pack_one_by_one(
-    coercer: Coercer, part: list[bytes], offset: int, chunks: list[Chunk], too_big: list[tuple[int, ValidationError]]
+    coercer: Coercer, part: list, part_ids: list[str], offset: int, chunks: list[Chunk],
+    bad: list[tuple[int, ValidationError]],
 ) -> None:
+    """A slice with an event the fast path left: each event on its own, the invalid ones to ``bad``."""
     texts: list[bytes] = []
     members: list[int] = []
     size = 0
@@ -59,10 +65,15 @@ def _pack_one_by_one(
         texts.clear()
         members.clear()
 
-    for i, data in enumerate(part, offset):
+    for i, (event, event_id) in enumerate(zip(part, part_ids), offset):
+        try:
+            data = coercer.fast(event, event_id) or coercer.encode_full(event, event_id)
+        except ValidationError as exc:
+            bad.append((i, exc))
+            continue
         nbytes = len(data)
         if nbytes > coercer.max_row_bytes:
-            too_big.append((i, coercer.too_big(nbytes)))
+            bad.append((i, coercer.too_big(nbytes)))
             continue
         if texts and size + 1 + nbytes > CHUNK_BYTES:
             close()

@@ -545,7 +545,8 @@ class Coercer:
         self._record = _compile_record(table.user_fields, unknown_fields)
         # Canonical events take the compiled fast path; it returns None for
         # anything else, and the generated code above decides those.
-        self.fast = compile_fast(table.user_fields, unknown=unknown_fields)
+        fast = compile_fast(table.user_fields, unknown=unknown_fields)
+        self.fast, self.fast_lines = fast.one, fast.lines
 
     def coerce(self, event: Any) -> dict:
         """The event's coerced columns in table order (no ``_event_id``)."""

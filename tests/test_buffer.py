@@ -45,8 +45,10 @@ def pending_in_file(path):
 def test_uuid7_ordered_unique_and_versioned():
     ids = [uuid7() for _ in range(20_000)] + uuid7_many(20_000) + [uuid7() for _ in range(10)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    parsed = uuid.UUID(ids[0])
-    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    for i in ids[:3] + ids[20_000:40_000:97] + ids[-3:]:  # the bulk ones span several milliseconds
+        parsed = uuid.UUID(i)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and str(parsed) == i
+    assert len({uuid7_millis(i) for i in ids[20_000:40_000]}) >= 5  # at most 4,096 a millisecond
     assert abs(uuid7_millis(ids[-1]) / 1000 - time.time()) < 5
 
 
@@ -108,18 +110,24 @@ def test_free_pages_go_back_in_steps_without_writing_them_to_the_wal(buffer_path
 
 
 def test_append_many_dead_letters_bad_and_oversize_events_and_keeps_the_rest(buffer_path):
-    events = [interaction(interaction_id=str(i)) for i in range(1500)]
+    # Bad events in the first and last slices of 1,000; the middle slice is
+    # all canonical and takes the list fast path.
+    events = [interaction(interaction_id=str(i)) for i in range(2500)]
     events[3] = interaction(duration_ms="slow")
-    events[1200] = interaction(message_in="z" * 5000)  # over max_row_bytes below
-    events[1499] = "not an object"
+    events[2200] = interaction(message_in="z" * 5000)  # over max_row_bytes below
+    events[2499] = "not an object"
+    bad = (3, 2200, 2499)
     with Buffer(buffer_path, "eixa", durability="normal", max_row_bytes=4000) as b:
         ids = b.append_many(S, events)
         dead = {d["event_id"]: d["reason"] for d in b.dead_letters()}
-    assert None not in ids and len(set(ids)) == 1500
-    assert set(dead) == {ids[3], ids[1200], ids[1499]}
-    assert "duration_ms" in dead[ids[3]] and "4000-byte limit" in dead[ids[1200]] and "dict" in dead[ids[1499]]
-    stored = [json.loads(line)["_event_id"] for line in stored_lines(sqlite3.connect(buffer_path))]
-    assert stored == [i for k, i in enumerate(ids) if k not in (3, 1200, 1499)]
+    assert None not in ids and len(set(ids)) == 2500
+    assert set(dead) == {ids[k] for k in bad}
+    assert "duration_ms" in dead[ids[3]] and "4000-byte limit" in dead[ids[2200]] and "dict" in dead[ids[2499]]
+    conn = sqlite3.connect(buffer_path)
+    stored = [json.loads(line) for line in stored_lines(conn)]
+    assert [e["_event_id"] for e in stored] == [i for k, i in enumerate(ids) if k not in bad]
+    assert [e["interaction_id"] for e in stored] == [str(k) for k in range(2500) if k not in bad]
+    assert conn.execute("SELECT n FROM events ORDER BY seq").fetchall() == [(999,), (1000,), (498,)]
 
 
 def test_wait_false_commits_within_flush_interval(buffer_path):

@@ -87,6 +87,20 @@ def test_valid_events_agree(everything, event):
     agree(everything[0], event)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(valid_everything, st.dictionaries(st.sampled_from(KEYS), anything, max_size=6)),
+                max_size=6))
+def test_a_list_gets_the_joined_rows_or_steps_aside_whole(everything, events):
+    for c in everything:
+        ids = [f"E{i}" for i in range(len(events))]
+        one = [c.fast(e, i) for e, i in zip(events, ids)]
+        lines = c.fast_lines(events, ids)
+        if None in one:
+            assert lines is None
+        else:
+            assert lines == b"".join(row + b"\n" for row in one)
+
+
 def test_canonical_events_take_the_fast_path(search, everything):
     event = {"user_id": "u-1", "session_id": "s", "timestamp": 1_795_000_000.25, "query": "oat milk",
              "result_count": 3, "search_latency_ms": 41, "page": 1, "filters": {"vegan": True, "max": 9.5}}
@@ -95,6 +109,9 @@ def test_canonical_events_take_the_fast_path(search, everything):
     assert agree(search, dict(event, timestamp="2026-11-24T10:00:00+01:00")) is not None  # by its converter
     assert agree(search, dict(event, filters=None, session_id=None)) is not None
     assert agree(search, dict(event, query="crème brûlée")) is not None
+    many = [event, dict(event, query="crème brûlée"), dict(event, filters=None)]
+    assert search.fast_lines(many, ["a", "b", "c"]) == b"".join(
+        search.fast(e, i) + b"\n" for e, i in zip(many, "abc"))
     rich = {"id": "x", "ts": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), "n": decimal.Decimal("1.25"),
             "d": dt.date(2026, 1, 1), "tags": ["a"], "rec": {"k": "v"}, "items": [{"sku": "s", "qty": 2}]}
     assert agree(everything[0], rich) is not None  # columns the fast path hands to their converters
