@@ -3,7 +3,7 @@
 
 Prints, on the same ~300-byte events:
   raw      sqlite3 executemany of pre-serialised rows, 1,000 a transaction (the limit)
-  many     Buffer.append_many
+  many     Buffer.append_many, 1,000 a call (raw and many: best of three, alternating)
   single   Buffer.append(wait=True) from one thread
   threads  Buffer.append(wait=True) from 8 threads: throughput, p50/p99 latency
   nowait   Buffer.append(wait=False) call latency p50/p99
@@ -193,8 +193,12 @@ def main() -> int:
     durable = events[: args.durable_events]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        raw = bench_raw(d / "raw.db", payloads, sync)
-        many = bench_many(d / "many.db", events, args.durability)
+        # Best of three, alternating, in fresh files: one pass takes a fraction
+        # of a second, and on a shared machine either side can catch a slow one.
+        raw = many = 0.0
+        for k in range(3):
+            raw = max(raw, bench_raw(d / f"raw{k}.db", payloads, sync))
+            many = max(many, bench_many(d / f"many{k}.db", events, args.durability))
         single = bench_single(d / "single.db", durable, args.durability)
         thr, p50, p99 = bench_threads(d / "threads.db", durable * 2, args.durability)
         nw50, nw99 = bench_nowait(d / "nowait.db", events[:20_000], args.durability)
