@@ -68,7 +68,8 @@ def compile_fast(fields: tuple[Field, ...], *, unknown: str) -> FastPath:
 
     struct_fields: list[tuple] = [("eid", str, "")]
     rename = {"eid": EVENT_ID}
-    env: dict[str, Any] = {"_EVENT_ID": EVENT_ID, "_chunks": getattr(coerce, "_json_chunks", None), "_join": "".join}
+    env: dict[str, Any] = {"_EVENT_ID": EVENT_ID, "_chunks": getattr(coerce, "_json_chunks", None), "_join": "".join,
+                           "_flat_json": _flat_json}
     post: list[str] = []  # statements finishing a converted struct ``s``
     for i, f in enumerate(fields):
         attr = f"f{i}"
@@ -149,9 +150,32 @@ def _inline(f: Field, i: int, *, json_inline: bool) -> str:
         return (f"round(x * 1000000) if type(x) is float and {_TS_SECONDS} else "
                 f"x * 1000000 if type(x) is int and {_TS_SECONDS} else _c{i}(x)")
     if f.type == "JSON" and json_inline:
-        # _to_json: the standard library's C encoder, then the UTF-8 check.
-        return f"t if (t := _join(_chunks(x, 0))).isascii() else _c{i}(x)"
+        # A flat object by msgspec; else _to_json: the standard library's C
+        # encoder, then the UTF-8 check.
+        return (f"t if (t := _flat_json(x)) is not None else "
+                f"t if (t := _join(_chunks(x, 0))).isascii() else _c{i}(x)")
     return f"_c{i}(x)"
+
+
+_FLAT_VALUES = frozenset({str, int, bool, type(None)})
+_encode_json = msgspec.json.encode
+
+
+def _flat_json(x: Any) -> str | None:
+    """``x`` as JSON text if it is a dict of str keys to str/int/bool/None, else None.
+
+    For those values msgspec writes exactly what the standard library's
+    encoder writes (with the separators ``_to_json`` uses), in about half
+    the time. Floats are left out: msgspec writes exponents as ``1e16``
+    where Python writes ``1e+16``. A lone surrogate makes msgspec raise,
+    which sends the event to the full path.
+    """
+    if type(x) is not dict:
+        return None
+    for k, v in x.items():
+        if type(k) is not str or type(v) not in _FLAT_VALUES:
+            return None
+    return _encode_json(x).decode("utf-8")
 
 
 def _null() -> Any:

@@ -5,12 +5,14 @@ import decimal
 import enum
 import uuid
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bqspool.schemas import load_schema_set
-from bqspool.schemas.coerce import Coercer
+from bqspool.schemas.coerce import Coercer, _json_chunks
+from bqspool.schemas.fastpath import _flat_json
 from bqspool.schemas.errors import ValidationError
 
 from .test_roundtrip import event as valid_everything
@@ -99,6 +101,32 @@ def test_a_list_gets_the_joined_rows_or_steps_aside_whole(everything, events):
             assert lines is None
         else:
             assert lines == b"".join(row + b"\n" for row in one)
+
+
+flat_values = st.one_of(st.text(), st.integers(), st.integers(-(2**70), 2**70), st.booleans(), st.none(),
+                        st.sampled_from(["\x00\x1f\x7f\"\\/", "\u2028\u2029", "é€😀", "\ud800"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(), flat_values, max_size=6))
+def test_flat_json_objects_get_the_standard_encoders_text(obj):
+    # The JSON column's msgspec shortcut writes what _to_json writes, or raises (a surrogate).
+    try:
+        text = _flat_json(obj)
+    except (msgspec.EncodeError, UnicodeEncodeError):
+        text = None
+    try:
+        full = "".join(_json_chunks(obj, 0))
+        full.encode("utf-8")
+    except UnicodeEncodeError:
+        assert text is None
+        return
+    assert text == full
+
+
+def test_flat_json_leaves_floats_and_nesting_to_the_standard_encoder():
+    for obj in ({"a": 1.5}, {"a": {"b": 1}}, {"a": [1]}, {1: "a"}, {"a": Level.HIGH}, {"a": Text("x")}, [1], "s"):
+        assert _flat_json(obj) is None
 
 
 def test_canonical_events_take_the_fast_path(search, everything):
