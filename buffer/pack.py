@@ -67,14 +67,11 @@ def _pack_one_by_one(
 
     for i, (event, event_id) in enumerate(zip(part, part_ids), offset):
         try:
-            data = coercer.fast(event, event_id) or coercer.encode_full(event, event_id)
+            data = coercer.encode(event, event_id)  # invalid or over max_row_bytes: ValidationError
         except ValidationError as exc:
             bad.append((i, exc))
             continue
         nbytes = len(data)
-        if nbytes > coercer.max_row_bytes:
-            bad.append((i, coercer.too_big(nbytes)))
-            continue
         if texts and size + 1 + nbytes > CHUNK_BYTES:
             close()
             size = 0

@@ -158,7 +158,7 @@ def _inline(f: Field, i: int, *, json_inline: bool) -> str:
 
 
 _FLAT_VALUES = frozenset({str, int, bool, type(None)})
-_encode_json = msgspec.json.encode
+_msgspec_json = msgspec.json.encode
 
 
 def _flat_json(x: Any) -> str | None:
@@ -175,7 +175,7 @@ def _flat_json(x: Any) -> str | None:
     for k, v in x.items():
         if type(k) is not str or type(v) not in _FLAT_VALUES:
             return None
-    return _encode_json(x).decode("utf-8")
+    return _msgspec_json(x).decode("utf-8")
 
 
 def _null() -> Any:
