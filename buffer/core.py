@@ -341,8 +341,7 @@ class Buffer:
     def _wait(self, group: Group) -> None:
         writer = self._writer
         assert writer is not None
-        with writer.cond:
-            writer.wait_for(group)
+        writer.wait_for(group)
         if group.error is not None:
             raise group.error
 
@@ -416,8 +415,8 @@ class Buffer:
             if group is None:
                 return
             writer.join(group)
-            if not writer.wait_for(group, timeout):
-                raise TimeoutError(f"flush did not finish within {timeout}s")
+        if not writer.wait_for(group, timeout):
+            raise TimeoutError(f"flush did not finish within {timeout}s")
         if group.error is not None:
             raise group.error
 

@@ -15,6 +15,7 @@ holds its group open for a moment while the others come back (see
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import logging
 import sqlite3
@@ -38,17 +39,19 @@ ADD_PENDING = "UPDATE counters SET value = value + ? WHERE name = 'pending_bytes
 class Group:
     """Everything appended between two commits."""
 
-    __slots__ = ("rows", "dead", "nbytes", "drops", "waiters", "futures", "done", "error", "started", "cv")
+    __slots__ = ("rows", "dead", "nbytes", "drops", "waiters", "sleepers", "futures", "done", "error", "started")
 
-    def __init__(self, lock: threading.Lock) -> None:
-        # Waiters of this group sleep on its own condition (over the writer's
-        # lock): a commit wakes exactly the callers it concerns.
-        self.cv = threading.Condition(lock)
+    def __init__(self) -> None:
         self.rows: list[tuple] = []
         self.dead: list[tuple] = []
         self.nbytes = 0
         self.drops = 0
         self.waiters = 0
+        # Each caller asleep until this group commits holds a lock of its
+        # own here, and the commit releases it: the callers wake without
+        # queueing on the writer's lock one after the other, which on a
+        # loaded machine cost more than the fsync they shared.
+        self.sleepers: list = []
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -108,7 +111,7 @@ class Writer:
         # The background thread waits on its own condition over the same
         # lock, so commits wake it only when there is work for it.
         self._bg = threading.Condition(lock)
-        self.group = Group(lock)
+        self.group = Group()
         self.writing: Group | None = None
         self.busy = False
         self.closing = False
@@ -144,7 +147,7 @@ class Writer:
 
     def _commit_current(self) -> None:
         group = self.group
-        self.group = Group(self._lock)
+        self.group = Group()
         self.busy = True
         self.writing = group
         disk_bytes = -1
@@ -175,9 +178,10 @@ class Writer:
                 loop.call_soon_threadsafe(_resolve, fut, group.error)
             except RuntimeError:
                 pass  # that event loop is closed; nobody is waiting any more
-        group.cv.notify_all()
+        for sleeper in group.sleepers:
+            sleeper.release()
         if self.group.waiters:
-            self.group.cv.notify()  # one of the next group's callers leads its commit
+            self._pick_leader(self.group)
         elif self.group:
             self._bg.notify()  # what gathered meanwhile is the background thread's
 
@@ -196,10 +200,14 @@ class Writer:
     def wait_for(self, group: Group, timeout: float | None = None) -> bool:
         """Block until ``group`` is committed, leading the commit if nobody is.
 
-        Call with ``cond`` held. Returns False on timeout.
+        Call without ``cond`` held, after ``join(group)``. Returns False on
+        timeout; the group is then committed by others or the background
+        thread.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         gathered = False
+        cond = self.cond
+        cond.acquire()
         while not group.done.is_set():
             if not self.busy and self.gathering is None:
                 # Every earlier group is done (commits run in order), so
@@ -213,11 +221,42 @@ class Writer:
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                if not self.busy:
-                    group.cv.notify()  # we may have been chosen to lead: pass it on
+                self._give_up(group, None)
+                cond.release()
                 return False
-            group.cv.wait(remaining)
+            me = _thread.allocate_lock()
+            me.acquire()
+            group.sleepers.append(me)
+            cond.release()
+            woken = me.acquire(True, -1 if remaining is None else remaining)
+            if woken and group.done.is_set():
+                return True  # the usual case, and it takes no shared lock
+            cond.acquire()
+            if not woken and not group.done.is_set():
+                self._give_up(group, me)
+                cond.release()
+                return False
+            # Otherwise the last commit picked us to lead this group: loop.
+        cond.release()
         return True
+
+    def _pick_leader(self, group: Group) -> None:
+        """Wake one sleeping caller of ``group`` to commit it (cond held).
+
+        With none asleep, a caller still on its way leads when it arrives.
+        """
+        if group.sleepers:
+            group.sleepers.pop(0).release()
+
+    def _give_up(self, group: Group, me) -> None:
+        """A caller of ``group`` stops waiting (cond held)."""
+        group.waiters -= 1
+        if me is not None and me in group.sleepers:
+            group.sleepers.remove(me)
+        elif me is not None and not self.busy:
+            self._pick_leader(group)  # we were picked to lead: pass it on
+        if not group.waiters:
+            self._bg.notify()  # nobody waits on it now: the background thread commits it
 
     def _gather(self, group: Group) -> None:
         """Hold ``group`` open while waiters keep joining (cond held)."""

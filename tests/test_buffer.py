@@ -157,6 +157,36 @@ def test_flush_and_close_commit_unwaited_events(buffer_path):
     b.close()  # idempotent
 
 
+def test_flush_timeout_while_the_file_is_locked_leaves_nothing_behind(buffer_path):
+    # Another connection holds the write lock: the first group's commit waits
+    # on it, a second group gathers behind, and a flush with a timeout gives
+    # up. Once the lock goes, both groups must still be committed by the
+    # background thread although nobody waits for them any more.
+    with Buffer(buffer_path, "eixa", flush_interval=0.01, busy_timeout=30) as b:
+        b.append(S, interaction())  # creates the file and starts the writer
+        other = sqlite3.connect(buffer_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            b.append(S, interaction(), wait=False)
+            deadline = time.monotonic() + 5
+            while b._writer.writing is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert b._writer.writing is not None  # the background commit is stuck on the lock
+            b.append(S, interaction(), wait=False)
+            t = time.monotonic()
+            with pytest.raises(TimeoutError):
+                b.flush(timeout=0.2)
+            assert 0.15 < time.monotonic() - t < 2
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        deadline = time.monotonic() + 5
+        while pending_in_file(buffer_path) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pending_in_file(buffer_path) == 3
+        b.flush(timeout=5)
+
+
 def test_append_async_many_tasks(buffer_path):
     async def main():
         with Buffer(buffer_path, "eixa", durability="normal") as b:
