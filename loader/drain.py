@@ -13,8 +13,9 @@ one with nothing lost and nothing loaded twice:
 4. group: uploaded batches of one table are recorded as one load, whose job
    id derives from the batches, before anything is submitted;
 5. load: look the job id up first (a 409 on insert means the same); adopt
-   an existing job's outcome; a transient failure retries under the next
-   attempt number; a data failure quarantines the batch;
+   an existing job's outcome; every pending load is submitted before the
+   drain waits for any; a transient failure retries under the next attempt
+   number; a data failure quarantines the batch;
 6. ack: delete the batch's rows and mark it loaded in one transaction.
 """
 
@@ -28,7 +29,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bqspool.buffer import store
 from bqspool.schemas import SchemaSet
@@ -37,6 +38,9 @@ from bqspool.schemas.errors import BackendUnavailableError, ObjectConflictError
 from . import faults, ledger
 from .gcs import crc32c_of
 from .stage import Stager, read_batch_payloads
+
+if TYPE_CHECKING:  # the drain itself never imports a cloud SDK
+    from .bq import JobOutcome
 
 log = logging.getLogger("bqspool.loader")
 
@@ -205,11 +209,24 @@ class Drainer:
                 todo = ledger.loads(conn, ("pending",))
                 if not todo:
                     break
+                # Submit every load before waiting for any: BigQuery runs
+                # them side by side, so a drain over many tables waits about
+                # as long as its slowest job rather than the sum of them all.
+                running = []
                 for load in todo:
                     if self.should_stop():
-                        return
-                    self._load(conn, load, report, progress)
+                        break
+                    outcome = self._submit(conn, load, report)
+                    if outcome is not None:
+                        running.append((load, outcome))
                     self._renew(conn)
+                for load, outcome in running:  # submitted jobs run anyway: finish them even when stopping
+                    self._finish(conn, load, outcome, report, progress)
+                    self._renew(conn)
+                if not running:
+                    break  # all deferred: nothing changes until the budget frees up
+                if self.should_stop():
+                    return
         finally:
             progress.close()
 
@@ -275,20 +292,29 @@ class Drainer:
                 ledger.group(conn, stream, [b.batch_id for b in g])
         faults.hit("after_group")
 
-    def _load(self, conn: sqlite3.Connection, load: ledger.Load, report: DrainReport, progress: Progress) -> None:
+    def _submit(self, conn: sqlite3.Connection, load: ledger.Load, report: DrainReport) -> JobOutcome | None:
+        """Start ``load``'s job, or adopt the job its id names already.
+
+        Returns None when the table's load budget is used up (deferred).
+        """
+        outcome = self.warehouse.get_job(load.job_id)
+        if outcome is None:
+            if ledger.jobs_last_day(conn, load.stream) >= self.quota:
+                report.deferred[load.stream] = "load job budget used"
+                return None
+            self._pace(load.stream)
+            ledger.record_submission(conn, load)
+            uris = [self.objects.uri(b.object_name) for b in ledger.load_batches(conn, load.load_id)]
+            outcome = self.warehouse.start_load(load.job_id, load.stream, uris)
+            report.jobs_submitted += 1
+            faults.hit("after_submit")
+        return outcome
+
+    def _finish(self, conn: sqlite3.Connection, load: ledger.Load, outcome: JobOutcome, report: DrainReport,
+                progress: Progress) -> None:
+        """Wait for ``load``'s job, then ack it, retry it or hold its data back."""
         members = ledger.load_batches(conn, load.load_id)
-        uris = [self.objects.uri(b.object_name) for b in members]
         while True:
-            outcome = self.warehouse.get_job(load.job_id)
-            if outcome is None:
-                if ledger.jobs_last_day(conn, load.stream) >= self.quota:
-                    report.deferred[load.stream] = "load job budget used"
-                    return
-                self._pace(load.stream)
-                ledger.record_submission(conn, load)
-                outcome = self.warehouse.start_load(load.job_id, load.stream, uris)
-                report.jobs_submitted += 1
-                faults.hit("after_submit")
             if not outcome.done:
                 outcome = self.warehouse.wait(load.job_id)
             if not outcome.done:
@@ -308,6 +334,10 @@ class Drainer:
                 log.warning("load job %s failed transiently (%s); retrying as attempt %d", load.job_id, error,
                             load.attempt + 1)
                 load = ledger.next_attempt(conn, load, error)
+                retried = self._submit(conn, load, report)
+                if retried is None:
+                    return
+                outcome = retried
                 continue
             held = ledger.fail_load(conn, load, error)
             if held:

@@ -362,3 +362,46 @@ def test_load_jobs_are_paced_per_table(stack, tmp_path):
     # tasks has 7 jobs: the 6th waits out the window; the 7th finds it clear again.
     assert waits == [10.0]
     assert_exactly_once(env, appended)
+
+
+def test_every_load_is_submitted_before_the_drain_waits_for_any(stack, tmp_path):
+    """BigQuery runs load jobs asynchronously; the drain starts them all, then waits, so jobs of
+    different tables run side by side. The emulator finishes a job inside its insert call, so a
+    wrapper reports each real job as still running until the drain waits for it."""
+    from bqspool.loader.bq import JobOutcome
+
+    env = Env(tmp_path, "eixa", batch_rows=20, batch_per_job=2)
+    appended = fill(env, {"user_interactions": 60, "tasks": 40, "emotional_memories": 30})
+    drainer = env.drainer()
+    real = drainer.warehouse
+    calls = []
+
+    class StillRunning:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def get_job(self, job_id):
+            outcome = real.get_job(job_id)
+            if outcome is not None and ("wait", job_id) not in calls:
+                return JobOutcome(job_id, False)  # submitted, not finished yet
+            return outcome
+
+        def start_load(self, job_id, table, uris):
+            calls.append(("start", job_id))
+            real.start_load(job_id, table, uris)
+            return JobOutcome(job_id, False)
+
+        def wait(self, job_id, **kw):
+            calls.append(("wait", job_id))
+            return real.wait(job_id, **kw)
+
+    drainer.warehouse = StillRunning()
+    report = drainer.drain_once()
+    starts = [i for i, (kind, _) in enumerate(calls) if kind == "start"]
+    waits = [i for i, (kind, _) in enumerate(calls) if kind == "wait"]
+    # 3 tables: 2 + 1 + 1 load jobs of up to 2 batches of 20.
+    assert report.jobs_submitted == len(starts) == len(waits) == 4
+    assert max(starts) < min(waits)
+    assert sorted(j for k, j in calls if k == "start") == sorted(j for k, j in calls if k == "wait")
+    assert report.events_loaded == 130
+    assert_exactly_once(env, appended)
