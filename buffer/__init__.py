@@ -20,6 +20,7 @@ from bqspool.schemas.errors import (
 )
 
 from .core import Buffer
+from .deadletters import ReplayReport
 from .ids import uuid7
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "DiskFullError",
     "PermanentError",
+    "ReplayReport",
     "RetryableError",
     "SchemaError",
     "UnknownStreamError",

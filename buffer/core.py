@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from bqspool.schemas.errors import (
     ValidationError,
 )
 
-from . import store
+from . import deadletters, store
 from .ids import uuid7, uuid7_many
 from .pack import pack_events
 from .writer import Group, Writer
@@ -495,14 +496,45 @@ class Buffer:
             },
         }
 
-    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest dead-letter rows: stream, event_id, payload, reason, created_us."""
+    def dead_letters(self, limit: int | None = 100, *, stream: str | None = None) -> list[dict[str, Any]]:
+        """The newest dead-letter rows (all with ``limit=None``), of one stream or all:
+        id, stream, event_id, payload, reason, created_us."""
+        where = "WHERE stream = ?" if stream is not None else ""
+        params: tuple = (stream,) if stream is not None else ()
         rows = self._read(
-            "SELECT id, stream, event_id, payload, reason, created_us FROM dead_letters ORDER BY id DESC LIMIT ?",
-            (limit,),
+            f"SELECT {', '.join(deadletters.COLUMNS)} FROM dead_letters {where} ORDER BY id DESC LIMIT ?",
+            (*params, -1 if limit is None else limit),
         )
-        keys = ("id", "stream", "event_id", "payload", "reason", "created_us")
-        return [dict(zip(keys, r)) for r in rows]
+        return [dict(zip(deadletters.COLUMNS, r)) for r in rows]
+
+    def replay_dead_letters(self, *, stream: str | None = None,
+                            ids: list[int] | None = None) -> deadletters.ReplayReport:
+        """Check dead letters again against this buffer's schema set and make
+        the ones that pass pending events, keeping their event ids (see
+        :mod:`bqspool.buffer.deadletters`). The size cap does not apply: this
+        is an operator's explicit step."""
+        with self._side_connection() as conn:
+            return deadletters.replay(conn, self._coercers, stream=stream, ids=ids,
+                                      busy_timeout_s=self._busy_timeout)
+
+    def purge_dead_letters(self, *, stream: str | None = None, ids: list[int] | None = None,
+                           before_us: int | None = None, everything: bool = False) -> int:
+        """Delete dead letters by stream, id or age (``created_us`` before
+        ``before_us``), or all of them with ``everything=True``; returns how many."""
+        with self._side_connection() as conn:
+            return deadletters.purge(conn, stream=stream, ids=ids, before_us=before_us, everything=everything,
+                                     busy_timeout_s=self._busy_timeout)
+
+    @contextlib.contextmanager
+    def _side_connection(self):
+        """A connection of its own for an operator's step, closed after it."""
+        if self._closed:
+            raise BufferClosedError(f"buffer {self.path} is closed")
+        conn = store.connect(self.path, busy_timeout_ms=int(self._busy_timeout * 1000))
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def peek(self, stream: str, limit: int = 100) -> list[dict[str, Any]]:
         """The oldest pending events of a stream, decoded back to Python values."""

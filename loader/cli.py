@@ -144,6 +144,8 @@ def status(buffer_path: Path, schemas: str | None, as_json: bool) -> None:
         click.echo(f"{name:40s} {s['pending']:>10d} {s['bytes']:>12d} {age:>10s}")
     click.echo(f"{'total':40s} {stats['pending']:>10d} {stats['pending_bytes']:>12d}")
     click.echo(f"dead letters: {stats['dead_letters']}   dropped: {stats['dropped']}")
+    if stats["dead_letters"]:
+        click.echo("  see `bqspool dead-letters list`; `bqspool dead-letters replay` once they are fixed")
     loader = stats["loader"]
     if loader["batches"] or loader["jobs_24h"]:
         states = ", ".join(f"{n} {s}" for s, n in sorted(loader["batches"].items())) or "none"
@@ -161,6 +163,115 @@ def status(buffer_path: Path, schemas: str | None, as_json: bool) -> None:
         click.echo(f"draining now: {loader['draining']}")
     if stats["recovered_from"]:
         click.echo(f"warning: a corrupt buffer was moved aside to {stats['recovered_from']}")
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """List, replay or purge events that could not be stored as valid."""
+
+
+def _when(text: str) -> int:
+    """A time as epoch microseconds: ISO-8601 (UTC unless it says otherwise), or an age like 7d, 12h, 30m."""
+    import datetime as dt
+    import re
+
+    from bqspool.buffer.store import now_us
+
+    age = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if age:
+        seconds = int(age.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
+        return now_us() - seconds * 1_000_000
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither an ISO-8601 time nor an age like 7d, 12h, 30m") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp() * 1_000_000)
+
+
+@dead_letters.command("list")
+@buffer_option
+@click.option("--stream", help="Only this stream's dead letters.")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many, newest first; 0 for all.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, payload whole.")
+def dead_letters_list(buffer_path: Path, stream: str | None, limit: int, as_json: bool) -> None:
+    """Show dead letters, newest first: id, time, stream, event id, reason, payload."""
+    import datetime as dt
+
+    if not buffer_path.exists():
+        _fail(f"no buffer at {buffer_path} (set --buffer or BQSPOOL_BUFFER)")
+    buf = _open_buffer(buffer_path, None)
+    try:
+        found = buf.dead_letters(limit or None, stream=stream)
+    finally:
+        buf.close()
+    for d in found:
+        if as_json:
+            click.echo(json.dumps(d, ensure_ascii=False))
+            continue
+        when = dt.datetime.fromtimestamp(d["created_us"] / 1e6, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        payload = d["payload"] if len(d["payload"]) <= 60 else d["payload"][:57] + "..."
+        click.echo(f"{d['id']}  {when}  {d['stream']}  {d['event_id']}  {d['reason']}\n    {payload}")
+    if not found and not as_json:
+        click.echo("no dead letters")
+
+
+@dead_letters.command("replay")
+@buffer_option
+@schemas_option
+@click.option("--stream", help="Only this stream's dead letters.")
+@click.argument("ids", nargs=-1, type=int)
+def dead_letters_replay(buffer_path: Path, schemas: str | None, stream: str | None, ids: tuple[int, ...]) -> None:
+    """Check dead letters (all, a stream's, or those IDS) again against the schema set and make
+    the ones that pass pending events again, with their original event ids. Exits 1 if any
+    still fail; those stay, and are listed with their current reason."""
+    if not schemas:
+        _fail("replay needs a schema set: --schemas or BQSPOOL_SCHEMAS")
+    if not buffer_path.exists():
+        _fail(f"no buffer at {buffer_path} (set --buffer or BQSPOOL_BUFFER)")
+    buf = _open_buffer(buffer_path, schemas)
+    try:
+        report = buf.replay_dead_letters(stream=stream, ids=list(ids) or None)
+    except BqspoolError as exc:
+        _fail(str(exc))
+    finally:
+        buf.close()
+    for dead_id, reason in report.still_bad[:20]:
+        click.echo(f"{dead_id}: {reason}", err=True)
+    if len(report.still_bad) > 20:
+        click.echo(f"... and {len(report.still_bad) - 20} more", err=True)
+    click.echo(f"{report.replayed} dead letters replayed as pending events, {len(report.still_bad)} still invalid")
+    sys.exit(1 if report.still_bad else 0)
+
+
+@dead_letters.command("purge")
+@buffer_option
+@click.option("--stream", help="Only this stream's dead letters.")
+@click.option("--before", "before", help="Only those older than this: ISO-8601 time (UTC unless given) or an age "
+                                         "like 7d, 12h, 30m.")
+@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.argument("ids", nargs=-1, type=int)
+def dead_letters_purge(buffer_path: Path, stream: str | None, before: str | None, everything: bool, yes: bool,
+                       ids: tuple[int, ...]) -> None:
+    """Delete dead letters for good: those IDS, a --stream's, those --before a time, or --all."""
+    if not (everything or stream or before or ids):
+        _fail("say which: IDS, --stream, --before or --all")
+    before_us = _when(before) if before else None
+    if not buffer_path.exists():
+        _fail(f"no buffer at {buffer_path} (set --buffer or BQSPOOL_BUFFER)")
+    buf = _open_buffer(buffer_path, None)
+    try:
+        if not yes:
+            total = buf.stats()["dead_letters"]
+            click.confirm(f"delete the selected dead letters (of {total}) for good?", abort=True)
+        n = buf.purge_dead_letters(stream=stream, ids=list(ids) or None, before_us=before_us, everything=everything)
+    except BqspoolError as exc:
+        _fail(str(exc))
+    finally:
+        buf.close()
+    click.echo(f"{n} dead letters deleted")
 
 
 def _quota_budget() -> int | None:
