@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from google.api_core import exceptions as gexc
 
@@ -21,6 +22,8 @@ from bqspool.schemas.errors import SetupError
 from .retry import TRANSIENT_REASONS, RetryPolicy
 
 log = logging.getLogger("bqspool.loader")
+
+POLL_FIRST_S, POLL_MAX_S = 0.1, 2.0  # polling a running load job (see BigQueryWarehouse.wait)
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,12 @@ def _outcome(job) -> JobOutcome:
 
 
 class BigQueryWarehouse:
-    def __init__(self, client, project: str, dataset: str, location: str, retry: RetryPolicy):
+    def __init__(self, client, project: str, dataset: str, location: str, retry: RetryPolicy, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.client = client
         self.project, self.dataset, self.location = project, dataset, location
         self.retry = retry
+        self.clock, self.sleep = clock, sleep
 
     def table_ref(self, table: str) -> str:
         return f"{self.project}.{self.dataset}.{table}"
@@ -88,15 +93,23 @@ class BigQueryWarehouse:
 
         return self.retry.call(f"start load job {job_id}", attempt)
 
-    def wait(self, job_id: str, poll: float = 0.5, timeout: float = 3600.0) -> JobOutcome:
-        deadline = time.monotonic() + timeout
+    def wait(self, job_id: str, timeout: float = 3600.0) -> JobOutcome:
+        """Poll until the job is DONE or ``timeout`` passes; returns its last outcome.
+
+        Polls soon at first and then less often (0.1 s doubling to 2 s), so a
+        short job is seen done within a fraction of a second and a long one
+        costs a request every 2 s, not every 0.1.
+        """
+        deadline = self.clock() + timeout
+        delay = POLL_FIRST_S
         while True:
             outcome = self.get_job(job_id)
             if outcome is None:
                 raise gexc.NotFound(f"job {job_id} disappeared")
-            if outcome.done or time.monotonic() > deadline:
+            if outcome.done or self.clock() >= deadline:
                 return outcome
-            time.sleep(poll)
+            self.sleep(min(delay, max(0.0, deadline - self.clock())))
+            delay = min(delay * 2, POLL_MAX_S)
 
     # -- setup ----------------------------------------------------------------
 

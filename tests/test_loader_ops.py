@@ -405,3 +405,39 @@ def test_every_load_is_submitted_before_the_drain_waits_for_any(stack, tmp_path)
     assert sorted(j for k, j in calls if k == "start") == sorted(j for k, j in calls if k == "wait")
     assert report.events_loaded == 130
     assert_exactly_once(env, appended)
+
+
+def test_waiting_for_a_running_job_polls_soon_then_less_often():
+    """BigQuery keeps a load job RUNNING for seconds; the emulator never does, so a stand-in client
+    reports RUNNING a number of times. Polls start at 0.1 s and double to 2 s; a deadline stops them."""
+    from types import SimpleNamespace
+
+    from bqspool.loader.bq import BigQueryWarehouse
+    from bqspool.loader.retry import RetryPolicy
+
+    class Client:
+        def __init__(self, running):
+            self.running, self.calls = running, 0
+
+        def get_job(self, job_id, **kw):
+            self.calls += 1
+            state = "RUNNING" if self.calls <= self.running else "DONE"
+            return SimpleNamespace(job_id=job_id, state=state, error_result=None, output_rows=5)
+
+    now = [0.0]
+    sleeps = []
+
+    def sleep(s):
+        sleeps.append(round(s, 3))
+        now[0] += s
+
+    wh = BigQueryWarehouse(Client(7), "p", "d", "US", RetryPolicy(), clock=lambda: now[0], sleep=sleep)
+    outcome = wh.wait("job1")
+    assert outcome.done and outcome.output_rows == 5
+    assert sleeps == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+
+    sleeps.clear()
+    wh = BigQueryWarehouse(Client(10**6), "p", "d", "US", RetryPolicy(), clock=lambda: now[0], sleep=sleep)
+    outcome = wh.wait("job2", timeout=5.0)
+    assert not outcome.done
+    assert sleeps == [0.1, 0.2, 0.4, 0.8, 1.6, 1.9]  # the last wait ends at the deadline
