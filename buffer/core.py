@@ -499,10 +499,9 @@ class Buffer:
     def dead_letters(self, limit: int | None = 100, *, stream: str | None = None) -> list[dict[str, Any]]:
         """The newest dead-letter rows (all with ``limit=None``), of one stream or all:
         id, stream, event_id, payload, reason, created_us."""
-        where = "WHERE stream = ?" if stream is not None else ""
-        params: tuple = (stream,) if stream is not None else ()
+        where, params = deadletters.selection(stream)
         rows = self._read(
-            f"SELECT {', '.join(deadletters.COLUMNS)} FROM dead_letters {where} ORDER BY id DESC LIMIT ?",
+            f"SELECT {', '.join(deadletters.COLUMNS)} FROM dead_letters WHERE {where} ORDER BY id DESC LIMIT ?",
             (*params, -1 if limit is None else limit),
         )
         return [dict(zip(deadletters.COLUMNS, r)) for r in rows]

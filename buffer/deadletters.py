@@ -41,7 +41,9 @@ class ReplayReport:
     still_bad: list[tuple[int, str]] = field(default_factory=list)  # (dead-letter id, why it cannot be replayed)
 
 
-def _where(stream: str | None, ids: list[int] | None, before_us: int | None) -> tuple[str, list]:
+def selection(stream: str | None = None, ids: list[int] | None = None,
+              before_us: int | None = None) -> tuple[str, list]:
+    """A WHERE condition over ``dead_letters`` (all rows when nothing is given) and its parameters."""
     clauses, params = [], []
     if stream is not None:
         clauses.append("stream = ?")
@@ -55,10 +57,10 @@ def _where(stream: str | None, ids: list[int] | None, before_us: int | None) -> 
     return (" AND ".join(clauses) or "1"), params
 
 
-def _pages(conn: sqlite3.Connection, stream: str | None, ids: list[int] | None, before_us: int | None,
+def _pages(conn: sqlite3.Connection, stream: str | None, ids: list[int] | None,
            step: int) -> Iterator[list[dict[str, Any]]]:
     """The matching rows, oldest first, ``step`` at a time (each page a fresh query: safe to write between)."""
-    where, params = _where(stream, ids, before_us)
+    where, params = selection(stream, ids)
     last = 0
     while True:
         page = conn.execute(
@@ -69,13 +71,6 @@ def _pages(conn: sqlite3.Connection, stream: str | None, ids: list[int] | None, 
             return
         last = page[-1][0]
         yield [dict(zip(COLUMNS, r)) for r in page]
-
-
-def rows(conn: sqlite3.Connection, *, stream: str | None = None, ids: list[int] | None = None,
-         before_us: int | None = None, step: int = STEP) -> Iterator[dict[str, Any]]:
-    """Every matching dead-letter row, oldest first, read ``step`` rows at a time."""
-    for page in _pages(conn, stream, ids, before_us, step):
-        yield from page
 
 
 def _event_of(row: Mapping[str, Any], coercer: Coercer) -> Any:
@@ -109,7 +104,7 @@ def replay(conn: sqlite3.Connection, coercers: Mapping[str, Coercer], *, stream:
     each one's id and current reason.
     """
     report = ReplayReport()
-    for page in _pages(conn, stream, ids, None, step):
+    for page in _pages(conn, stream, ids, step):
         good = []
         for row in page:
             coercer = coercers.get(row["stream"]) if row["stream"] is not None else None
@@ -146,6 +141,6 @@ def purge(conn: sqlite3.Connection, *, stream: str | None = None, ids: list[int]
     """
     if not everything and stream is None and ids is None and before_us is None:
         raise ConfigError("purge needs a selection (stream, ids, before) or everything=True")
-    where, params = _where(stream, ids, before_us)
+    where, params = selection(stream, ids, before_us)
     with store.transaction(conn, busy_timeout_s=busy_timeout_s):
         return conn.execute(f"DELETE FROM dead_letters WHERE {where}", params).rowcount
