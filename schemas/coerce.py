@@ -50,6 +50,8 @@ import decimal
 import json
 import json.encoder
 import math
+import numbers
+import operator
 import re
 import threading
 import uuid
@@ -59,11 +61,12 @@ from typing import Any, Callable
 import msgspec
 
 from .definition import EVENT_ID, Field, TableDef
+from .display import safe_text, show, type_name
+from .geography import geography_problem
 from .fastpath import compile_fast
 from .errors import ConfigError, ValidationError
 
 UTC = dt.timezone.utc
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MILLIS_THRESHOLD = 1e11  # epoch values at or above this are milliseconds
 _DEC = decimal.Context(prec=200, traps=[decimal.InvalidOperation])
@@ -120,7 +123,7 @@ class _Bad(Exception):
 
 
 def _tname(v: Any) -> str:
-    return type(v).__name__
+    return type_name(v)
 
 
 def _check_utf8(s: str) -> str:
@@ -132,60 +135,102 @@ def _check_utf8(s: str) -> str:
     return s
 
 
+# A numeric string longer than this is refused before any parsing: the
+# longest legitimate one (a BIGNUMERIC with 76 digits, its sign, point and
+# an exponent) is far shorter, and parsing costs time that grows with the
+# length the caller chose.
+MAX_NUMERIC_CHARS = 200
+
+
 def _numeric_string(s: str) -> str:
+    if len(s) > MAX_NUMERIC_CHARS * 4:  # before strip(): bounded work on any input
+        raise _Bad(f"numeric string of {len(s)} characters is too long")
     s = s.strip()
     # Python's int()/float() accept "1_000" and "nan"; BigQuery does not.
     if not s or "_" in s:
-        raise _Bad(f"not a number: {s!r}")
+        raise _Bad(f"not a number: {show(s)}")
+    if len(s) > MAX_NUMERIC_CHARS:
+        raise _Bad(f"numeric string of {len(s)} characters is too long")
     return s
+
+
+def _decimal(v: Any, what: str) -> decimal.Decimal:
+    """A finite Decimal from a str, Decimal or exact int; _Bad otherwise."""
+    try:
+        if type(v) is str:
+            d = decimal.Decimal(_numeric_string(v))
+        elif isinstance(v, decimal.Decimal):
+            d = v
+        elif isinstance(v, int):
+            i = int.__index__(v)  # the exact value, whatever a subclass overrides
+            if i.bit_length() > 4 * MAX_NUMERIC_CHARS:  # int -> Decimal is slow for huge ints
+                raise _Bad(f"{what} out of range: {show(i)}")
+            d = decimal.Decimal(i)
+        else:
+            raise _Bad(f"expected {what}, got {_tname(v)}")
+    except decimal.InvalidOperation:
+        raise _Bad(f"expected {what}, got {show(v)}") from None
+    if not d.is_finite():
+        raise _Bad(f"{what} must be finite, got {show(v)}")
+    return d
 
 
 def _to_int(v: Any) -> int:
     t = type(v)
     if t is int:
         out = v
-    elif t is bool:
-        raise _Bad("expected INTEGER, got bool")
-    elif t is float:
+    elif t is bool or _is_numpy_bool(v):
+        raise _Bad(f"expected INTEGER, got {_tname(v)}")
+    elif isinstance(v, float):
+        v = float.__float__(v)  # a float subclass (numpy.float64): its exact value
         if not math.isfinite(v):
             raise _Bad(f"expected INTEGER, got {v!r}")
         if not v.is_integer():
             raise _Bad(f"expected INTEGER, got non-integral {v!r}")
         out = int(v)
-    elif t is str or isinstance(v, decimal.Decimal):
-        try:
-            d = decimal.Decimal(_numeric_string(v) if t is str else v)
-        except decimal.InvalidOperation:
-            raise _Bad(f"expected INTEGER, got {v!r}") from None
-        if not d.is_finite() or d != d.to_integral_value():
-            raise _Bad(f"expected INTEGER, got non-integral {v!r}")
-        out = int(d)
     elif isinstance(v, int):  # IntEnum and friends
-        out = int(v)
+        out = int.__index__(v)
+    elif t is str or isinstance(v, decimal.Decimal):
+        d = _decimal(v, "INTEGER")
+        # adjusted() is the exponent of the leading digit: checking it first
+        # keeps int() from expanding "1e999999999" into a billion digits.
+        if not d.is_zero() and d.adjusted() > 18:
+            raise _Bad(f"INTEGER out of int64 range: {show(v)}")
+        if d != d.to_integral_value():
+            raise _Bad(f"expected INTEGER, got non-integral {show(v)}")
+        out = int(d)
+    elif hasattr(t, "__index__"):  # numpy integers: exact by definition
+        out = operator.index(v)
     else:
         raise _Bad(f"expected INTEGER, got {_tname(v)}")
     if not _INT64_MIN <= out <= _INT64_MAX:
-        raise _Bad(f"INTEGER out of int64 range: {out}")
+        raise _Bad(f"INTEGER out of int64 range: {show(out)}")
     return out
 
 
 def _to_float(v: Any) -> float:
     t = type(v)
-    if t is bool:
-        raise _Bad("expected FLOAT, got bool")
+    if t is bool or _is_numpy_bool(v):
+        raise _Bad(f"expected FLOAT, got {_tname(v)}")
     try:
         if t is float:
             out = v
-        elif t is int or isinstance(v, (int, decimal.Decimal)):
-            out = float(v)
+        elif isinstance(v, float):
+            out = float.__float__(v)
+        elif isinstance(v, int):
+            out = float(int.__index__(v))
         elif t is str:
             out = float(_numeric_string(v))
+        elif isinstance(v, (decimal.Decimal, numbers.Real)):  # numpy floats and ints too
+            out = float(v)
         else:
             raise _Bad(f"expected FLOAT, got {_tname(v)}")
     except (ValueError, OverflowError):
-        raise _Bad(f"expected FLOAT, got {v!r}") from None
+        raise _Bad(f"expected FLOAT, got {show(v)}") from None
+    if type(out) is not float:
+        raise _Bad(f"expected FLOAT, got {_tname(v)}")
     if not math.isfinite(out):
-        raise _Bad(f"FLOAT must be finite, got {v!r}")
+        raise _Bad(f"FLOAT must be finite, got {show(v)}")
     return out
 
 
@@ -196,23 +241,22 @@ def _make_numeric(f: Field) -> Callable[[Any], str]:
 
     def to_numeric(v: Any) -> str:
         t = type(v)
-        if t is bool:
-            raise _Bad(f"expected {f.type}, got bool")
-        try:
-            if t is float:
-                if not math.isfinite(v):
-                    raise _Bad(f"{f.type} must be finite, got {v!r}")
-                d = decimal.Decimal(repr(v))
-            elif t is str:
-                d = decimal.Decimal(_numeric_string(v))
-            elif isinstance(v, (int, decimal.Decimal)):
-                d = decimal.Decimal(v)
-            else:
-                raise _Bad(f"expected {f.type}, got {_tname(v)}")
-        except decimal.InvalidOperation:
-            raise _Bad(f"expected {f.type}, got {v!r}") from None
-        if not d.is_finite():
-            raise _Bad(f"{f.type} must be finite, got {v!r}")
+        if t is bool or _is_numpy_bool(v):
+            raise _Bad(f"expected {f.type}, got {_tname(v)}")
+        if isinstance(v, float):
+            v = float.__float__(v)
+            if not math.isfinite(v):
+                raise _Bad(f"{f.type} must be finite, got {v!r}")
+            d = decimal.Decimal(repr(v))
+        else:
+            d = _decimal(v, f.type)
+        # Bounds from the leading digit's exponent first: normalize() and
+        # format() below then only ever see numbers of sane size.
+        if not d.is_zero():
+            if d.adjusted() >= max_int:
+                raise _Bad(f"{f.type} has {d.adjusted() + 1} digits before the point, at most {max_int} allowed")
+            if d.adjusted() < -max_scale:
+                raise _Bad(f"{f.type} has {-d.adjusted()} or more digits after the point, at most {max_scale} allowed")
         d = _DEC.normalize(d)
         exp = d.as_tuple().exponent
         ndigits = len(d.as_tuple().digits)
@@ -227,19 +271,26 @@ def _make_numeric(f: Field) -> Callable[[Any], str]:
     return to_numeric
 
 
+def _is_numpy_bool(v: Any) -> bool:
+    t = type(v)
+    return t.__module__ == "numpy" and t.__name__ in ("bool", "bool_")
+
+
 def _to_bool(v: Any) -> bool:
     t = type(v)
     if t is bool:
         return v
+    if _is_numpy_bool(v):
+        return bool(v)
     if t is int and v in (0, 1):
         return bool(v)
     if t is str:
-        s = v.strip().lower()
+        s = v.strip().lower() if len(v) < 16 else v
         if s in _TRUE:
             return True
         if s in _FALSE:
             return False
-    raise _Bad(f"expected BOOLEAN, got {v!r}" if t in (int, str) else f"expected BOOLEAN, got {_tname(v)}")
+    raise _Bad(f"expected BOOLEAN, got {show(v)}" if t in (int, str) else f"expected BOOLEAN, got {_tname(v)}")
 
 
 def _make_string(f: Field) -> Callable[[Any], str]:
@@ -249,12 +300,17 @@ def _make_string(f: Field) -> Callable[[Any], str]:
         t = type(v)
         if t is str:
             s = _check_utf8(v)
-        elif t is bool:
-            raise _Bad("expected STRING, got bool")
-        elif isinstance(v, (int, decimal.Decimal, uuid.UUID)):
-            s = str(v)
+        elif t is bool or _is_numpy_bool(v):
+            raise _Bad(f"expected STRING, got {_tname(v)}")
         elif isinstance(v, str):
-            s = _check_utf8(str(v))
+            s = _check_utf8(str.__str__(v))  # the characters, whatever a subclass overrides
+        elif isinstance(v, int):
+            i = int.__index__(v)
+            if i.bit_length() > 4 * MAX_NUMERIC_CHARS:  # str() of a huge int is slow, past 4,300 digits an error
+                raise _Bad(f"integer too large for STRING: {show(i)}")
+            s = str(i)
+        elif isinstance(v, (decimal.Decimal, uuid.UUID)):
+            s = str(v)
         else:
             raise _Bad(f"expected STRING, got {_tname(v)}")
         if max_len is not None and len(s) > max_len:
@@ -288,7 +344,7 @@ def _parse_iso_datetime(s: str, what: str) -> dt.datetime:
     try:
         return dt.datetime.fromisoformat(s.strip())
     except ValueError:
-        raise _Bad(f"expected {what}, got unparseable {s!r}") from None
+        raise _Bad(f"expected {what}, got unparseable {show(s)}") from None
 
 
 _US = dt.timedelta(microseconds=1)
@@ -297,14 +353,15 @@ TS_MAX_US = 253402300799_999999  # 9999-12-31T23:59:59.999999Z
 
 
 def _epoch_us(v: int | float) -> int:
-    if not math.isfinite(v):
+    if type(v) is float and not math.isfinite(v):
         raise _Bad(f"TIMESTAMP must be finite, got {v!r}")
-    try:
-        us = round(v * 1000) if abs(v) >= _MILLIS_THRESHOLD else round(v * 1_000_000)
-    except OverflowError:  # a float near the top of its range times 1000 is inf
-        raise _Bad(f"TIMESTAMP out of range: {v!r}") from None
+    # Seconds or milliseconds, never more: past ±1e17 nothing is in range,
+    # and an int of 400 digits must not reach the float arithmetic below.
+    if not -1e17 < v < 1e17:
+        raise _Bad(f"TIMESTAMP out of range: {show(v)}")
+    us = round(v * 1000) if abs(v) >= _MILLIS_THRESHOLD else round(v * 1_000_000)
     if not TS_MIN_US <= us <= TS_MAX_US:
-        raise _Bad(f"TIMESTAMP out of range: {v!r}")
+        raise _Bad(f"TIMESTAMP out of range: {show(v)}")
     return us
 
 
@@ -312,36 +369,45 @@ def _to_timestamp(v: Any) -> int:
     t = type(v)
     if t is int or t is float:
         return _epoch_us(v)
-    if t is bool:
-        raise _Bad("expected TIMESTAMP, got bool")
+    if t is bool or _is_numpy_bool(v):
+        raise _Bad(f"expected TIMESTAMP, got {_tname(v)}")
     if t is str:
-        s = v.strip()
-        if _EPOCH_RE.match(s):
-            return _epoch_us(float(s) if "." in s else int(s))
+        s = v.strip() if len(v) <= MAX_NUMERIC_CHARS else v
+        if _EPOCH_RE.fullmatch(s):
+            n = _numeric_string(s)
+            return _epoch_us(float(n) if "." in n else int(n))
         d = _parse_iso_datetime(s, "TIMESTAMP")
     elif isinstance(v, dt.datetime):
         d = v
+    elif isinstance(v, (int, float)):  # subclasses, numpy.float64
+        return _epoch_us(float.__float__(v) if isinstance(v, float) else int.__index__(v))
     else:
         raise _Bad(f"expected TIMESTAMP, got {_tname(v)}")
-    # Naive means UTC: the rule BigQuery applies to zone-less timestamps.
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=UTC)
     try:
-        return (d - _EPOCH) // _US
-    except OverflowError:
-        raise _Bad(f"TIMESTAMP out of range: {v!r}") from None
+        offset = d.utcoffset()
+    except Exception as exc:  # a tzinfo of the caller's that raises or lies
+        raise _Bad(f"the datetime's tzinfo failed: {_tname(exc)}") from exc
+    # Naive means UTC: the rule BigQuery applies to zone-less timestamps.
+    naive = dt.datetime(d.year, d.month, d.day, d.hour, d.minute, d.second, d.microsecond)
+    us = (naive - _EPOCH_NAIVE) // _US - (0 if offset is None else offset // _US)
+    if not TS_MIN_US <= us <= TS_MAX_US:
+        raise _Bad(f"TIMESTAMP out of range (years 1 to 9999 in UTC): {show(v)}")
+    return us
+
+
+_EPOCH_NAIVE = dt.datetime(1970, 1, 1)
 
 
 def _to_date(v: Any) -> str:
     if isinstance(v, dt.datetime):
         raise _Bad("expected DATE, got datetime (pass .date() to drop the time)")
     if isinstance(v, dt.date):
-        return v.isoformat()
+        return dt.date(v.year, v.month, v.day).isoformat()
     if type(v) is str:
         try:
             return dt.date.fromisoformat(v.strip()).isoformat()
         except ValueError:
-            raise _Bad(f"expected DATE, got unparseable {v!r}") from None
+            raise _Bad(f"expected DATE, got unparseable {show(v)}") from None
     raise _Bad(f"expected DATE, got {_tname(v)}")
 
 
@@ -350,7 +416,7 @@ def _to_time(v: Any) -> int:
         try:
             v = dt.time.fromisoformat(v.strip())
         except ValueError:
-            raise _Bad(f"expected TIME, got unparseable {v!r}") from None
+            raise _Bad(f"expected TIME, got unparseable {show(v)}") from None
     if isinstance(v, dt.time):
         if v.tzinfo is not None:
             raise _Bad("TIME is zone-less, got a time with tzinfo")
@@ -366,7 +432,9 @@ def _to_datetime(v: Any) -> str:
     if isinstance(v, dt.datetime):
         if v.tzinfo is not None:
             raise _Bad("DATETIME is zone-less, got an aware datetime (use TIMESTAMP, or drop tzinfo)")
-        return v.isoformat(timespec="microseconds")
+        # Python's datetime range (years 1 to 9999) is BigQuery's DATETIME range.
+        return dt.datetime(v.year, v.month, v.day, v.hour, v.minute, v.second,
+                           v.microsecond).isoformat(timespec="microseconds")
     raise _Bad(f"expected DATETIME, got {_tname(v)}")
 
 
@@ -375,9 +443,9 @@ def _to_json(v: Any) -> str:
         # No cycle check: a circular value ends in RecursionError below.
         return _check_utf8(_encode_json(v))
     except TypeError as exc:
-        raise _Bad(f"JSON value is not serialisable: {exc}") from None
+        raise _Bad(f"JSON value is not serialisable: {safe_text(str(exc), 200)}") from None
     except ValueError as exc:
-        raise _Bad(f"JSON value is invalid: {exc}") from None
+        raise _Bad(f"JSON value is invalid: {safe_text(str(exc), 200)}") from None
     except RecursionError:
         raise _Bad("JSON value is nested too deeply, or circular") from None
 
@@ -385,7 +453,10 @@ def _to_json(v: Any) -> str:
 def _to_geography(v: Any) -> str:
     if type(v) is not str or not v.strip():
         raise _Bad(f"expected GEOGRAPHY as a non-empty WKT or GeoJSON string, got {_tname(v)}")
-    return _check_utf8(v)
+    problem = geography_problem(_check_utf8(v))
+    if problem:
+        raise _Bad(f"GEOGRAPHY is not valid WKT or GeoJSON: {problem}")
+    return v
 
 
 _SCALARS: dict[str, Callable[[Field], Callable[[Any], Any]]] = {
@@ -426,6 +497,8 @@ def _compile_field(f: Field, unknown: str) -> Callable[[Any], Any]:
             except _Bad as exc:
                 exc.path.insert(0, i)
                 raise
+            except Exception as exc:
+                raise _foreign(exc, i) from exc
         return out
 
     return repeated
@@ -468,6 +541,7 @@ def _compile_record(fields: tuple[Field, ...], unknown: str) -> Callable[..., di
         "_names": names,
         "_ignore": unknown == "ignore",
         "_ts": _epoch_us,
+        "_foreign": _foreign,
     }
     body = []
     for i, f in enumerate(fields):
@@ -498,7 +572,10 @@ def _compile_record(fields: tuple[Field, ...], unknown: str) -> Callable[..., di
         "    if type(v) is not dict:\n"
         "        if not isinstance(v, _Mapping):\n"
         "            raise _Bad(f'expected an object (dict), got {_tname(v)}')\n"
-        "        v = dict(v)\n"
+        "        try:\n"
+        "            v = dict(v)\n"
+        "        except Exception as exc:\n"
+        "            raise _foreign(exc, None) from exc\n"
         "    if out is None:\n"
         "        out = {}\n"
         "    get = v.get\n"
@@ -509,28 +586,55 @@ def _compile_record(fields: tuple[Field, ...], unknown: str) -> Callable[..., di
         + "    except _Bad as exc:\n"
         "        exc.path.insert(0, field)\n"
         "        raise\n"
+        "    except Exception as exc:\n"
+        "        raise _foreign(exc, field) from exc\n"
         "    if seen != len(v) and not _ignore:\n"
-        "        _unknown(v, _names)\n"
+        "        try:\n"
+        "            _unknown(v, _names)\n"
+        "        except _Bad:\n"
+        "            raise\n"
+        "        except Exception as exc:\n"
+        "            raise _foreign(exc, None) from exc\n"
         "    return out\n"
     )
     exec(compile(src, f"<bqspool record {sorted(names)[:3]}>", "exec"), env)
     return env["record"]
 
 
+def _foreign(exc: BaseException, field: Any) -> _Bad:
+    """An exception the caller's own objects raised while we read them.
+
+    Any of those (a ``keys()`` or ``__getitem__`` that raises, a tzinfo
+    that lies, an ``__index__`` that fails, recursion) is the event's fault,
+    so it becomes the field's error like any other; the original is chained
+    as ``__cause__`` for whoever debugs it.
+    """
+    if isinstance(exc, RecursionError):
+        reason = "value is nested too deeply, or circular"
+    else:
+        reason = f"reading the value raised {type_name(exc)}"
+    return _Bad(reason, [] if field is None else [field])
+
+
 def _unknown_key(v: dict, names: frozenset) -> None:
     for key in v:
-        if key not in names:
+        if type(key) is not str or key not in names:
             if not isinstance(key, str):
-                raise _Bad(f"field names must be strings, got {_tname(key)} {key!r}")
+                raise _Bad(f"field names must be strings, got {show(key)}")
             if key == EVENT_ID:
                 raise _Bad(f"{EVENT_ID} is assigned by the buffer", [key])
             raise _Bad("unknown field (not in the table schema)", [key])
 
 
 def format_path(parts: list) -> str:
+    """``a.b[2].c``; a caller's key is cut to 100 characters, surrogates escaped."""
     out = ""
     for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if type(p) is int:
+            out += f"[{p}]"
+        else:
+            name = safe_text(p, 100)
+            out += f".{name}" if out else name
     return out
 
 
@@ -553,7 +657,7 @@ class Coercer:
         try:
             return self._record(event)
         except _Bad as exc:
-            raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from None
+            raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from exc.__cause__
 
     def encode(self, event: Any, event_id: str) -> bytes:
         """The stored row as UTF-8 JSON: ``_event_id`` first, then table order.
@@ -573,7 +677,7 @@ class Coercer:
         try:
             row = self._record(event, {EVENT_ID: event_id})
         except _Bad as exc:
-            raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from None
+            raise ValidationError(exc.reason, path=format_path(exc.path), stream=self.table.name) from exc.__cause__
         return _encoder().encode(row)
 
     def too_big(self, nbytes: int) -> ValidationError:

@@ -142,7 +142,7 @@ def parse_field(raw: Any, source: str | None, parent: str = "", depth: int = 1) 
         raise _fail(f"a field must be an object, got {type(raw).__name__}", source, parent or None)
     name = raw.get("name")
     path = f"{parent}.{name}" if parent else str(name)
-    if not isinstance(name, str) or not _COLUMN_RE.match(name):
+    if not isinstance(name, str) or not _COLUMN_RE.fullmatch(name):
         raise _fail(
             "invalid column name: use letters, digits and underscores, not starting with a digit",
             source,
@@ -225,7 +225,7 @@ def _check_unique(fields: tuple[Field, ...], source: str | None, parent: str = "
 
 def parse_table(name: str, raw: Any, source: str | None = None) -> TableDef:
     """Validate one table definition; errors name ``source`` and the field."""
-    if not _TABLE_RE.match(name):
+    if not _TABLE_RE.fullmatch(name):
         raise _fail(f"invalid table name {name!r}: letters, digits and underscores only", source)
     if not isinstance(raw, dict):
         raise _fail("a table file must hold a JSON object", source)
@@ -306,7 +306,7 @@ def _parse_labels(raw: Any, source: str | None) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise _fail("labels must be an object", source)
     for k, v in raw.items():
-        if not _LABEL_KEY_RE.match(k) or not isinstance(v, str) or not _LABEL_VALUE_RE.match(v):
+        if not _LABEL_KEY_RE.fullmatch(k) or not isinstance(v, str) or not _LABEL_VALUE_RE.fullmatch(v):
             raise _fail(f"invalid label {k!r}: {v!r} (lowercase letters, digits, _ and -)", source)
     return dict(raw)
 

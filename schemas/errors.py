@@ -10,6 +10,7 @@ re-export it.
     ├── RetryableError          the same call may succeed later, unchanged
     │   ├── BufferFullError     size cap reached (on_full="raise", or block timed out)
     │   ├── BufferBusyError     another process held the write lock too long
+    │   ├── BufferUnavailableError  the file cannot be opened now (EMFILE, permissions, I/O); left alone
     │   ├── DiskFullError       SQLITE_FULL: free disk space, then retry
     │   ├── BackendUnavailableError  GCS or BigQuery stayed unreachable past the retry policy
     │   └── LeaseHeldError      another loader is draining this buffer
@@ -19,6 +20,7 @@ re-export it.
         ├── ValidationError     an event does not fit its table (names field path)
         │   └── UnknownStreamError
         ├── BufferClosedError   append after close()
+        ├── EventsLostError     wait=False events were lost to a failed commit (told by flush())
         ├── BufferFormatError   the file was written by a newer bqspool
         ├── BackendError        GCS/BigQuery refused a request for good (permissions, not found)
         │   ├── LoadDataError   a load job failed because of the data (batch quarantined)
@@ -54,6 +56,11 @@ class BufferFullError(RetryableError):
 
 class BufferBusyError(RetryableError):
     """The buffer file stayed locked by another writer past the busy timeout."""
+
+
+class BufferUnavailableError(RetryableError):
+    """The buffer file cannot be opened now (too many open files, permissions,
+    a read-only directory, an I/O error). The file is left as it is."""
 
 
 class DiskFullError(RetryableError):
@@ -92,6 +99,16 @@ class UnknownStreamError(ValidationError):
 
 class BufferClosedError(PermanentError):
     """The buffer was closed."""
+
+
+class EventsLostError(PermanentError):
+    """Events appended with ``wait=False`` were lost: their commit failed for a
+    reason of the file (disk, I/O), and nobody was waiting to be told.
+    ``lost`` is how many. Raised once per loss, by ``flush()`` or ``close()``."""
+
+    def __init__(self, message: str, *, lost: int = 0):
+        self.lost = lost
+        super().__init__(message)
 
 
 class BufferFormatError(PermanentError):

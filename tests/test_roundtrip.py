@@ -16,6 +16,14 @@ from .stored import stored_lines
 
 UTC = dt.timezone.utc
 INT64 = st.integers(-(2**63), 2**63 - 1)
+_lon = st.floats(min_value=-180, max_value=180, allow_nan=False)
+_lat = st.floats(min_value=-90, max_value=90, allow_nan=False)
+geographies = st.one_of(
+    st.builds(lambda x, y: f"POINT({x!r} {y!r})", _lon, _lat),
+    st.builds(lambda x, y: json.dumps({"type": "Point", "coordinates": [x, y]}), _lon, _lat),
+    st.builds(lambda a, b: f"LINESTRING({a[0]!r} {a[1]!r}, {b[0]!r} {b[1]!r})", st.tuples(_lon, _lat),
+              st.tuples(_lon, _lat)),
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
@@ -49,7 +57,7 @@ event = st.fixed_dictionaries(
         "t": st.times(),
         "dt": st.datetimes(),
         "j": json_values,
-        "g": st.text(min_size=1).filter(str.strip),
+        "g": geographies,
         "money": st.decimals(places=2, min_value=-9999, max_value=9999, allow_nan=False),
         "tags": st.lists(st.text(), max_size=4),
         "rec": record,
