@@ -18,10 +18,12 @@ from typing import Any, Iterable
 from bqspool.schemas import SchemaSet, load_schema_set
 from bqspool.schemas.coerce import DEFAULT_MAX_ROW_BYTES, Coercer
 from bqspool.schemas.decode import decoder
+from bqspool.schemas.display import safe_text, show
 from bqspool.schemas.errors import (
     BufferClosedError,
     BufferFullError,
     ConfigError,
+    EventsLostError,
     UnknownStreamError,
     ValidationError,
 )
@@ -29,13 +31,12 @@ from bqspool.schemas.errors import (
 from . import deadletters, store
 from .ids import uuid7, uuid7_many
 from .pack import pack_events
-from .writer import Group, Writer
+from .writer import MAX_DEAD_PAYLOAD, Group, Writer, dead_row, dead_row_bytes, stream_text
 
 log = logging.getLogger("bqspool.buffer")
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 ON_FULL = ("block", "raise", "drop")
-MAX_DEAD_PAYLOAD = 1024 * 1024  # chars of raw payload kept in a dead-letter row
 
 _open_buffers: "weakref.WeakSet[Buffer]" = weakref.WeakSet()
 
@@ -58,27 +59,64 @@ def _close_all() -> None:
             log.exception("closing buffer %s at exit failed", buf.path)
 
 
-def _safe_repr(value: Any) -> str:
-    try:
-        return repr(value)
-    except Exception as exc:  # a __repr__ that raises must not crash append
-        return f"<unrepresentable {type(value).__name__}: {exc!r}>"
-
-
 def _raw_payload(event: Any) -> str:
-    """The event as faithfully as text allows, for a dead-letter row."""
+    """The event as faithfully as text allows, for a dead-letter row.
+
+    JSON where the event is JSON-like and small enough, so that a replay
+    can read it back. An event over ``MAX_DEAD_PAYLOAD`` is clipped first
+    (long strings, long lists, deep nesting), which bounds the cost of
+    writing it, and is marked ``[clipped]``: such text is not JSON, so a
+    replay refuses it rather than store a shortened event.
+    """
+    clipped = _Clip()
+    value = clipped(event, 0)
     try:
         # ensure_ascii turns lone surrogates into escapes SQLite can store.
-        text = json.dumps(event, ensure_ascii=True, default=_safe_repr)
+        text = json.dumps(value, ensure_ascii=True, default=show)
     except (ValueError, TypeError, RecursionError):
+        text = show(event, 1000)
+    if clipped.cut:
+        text = "[clipped] " + text
+    return safe_text(text, MAX_DEAD_PAYLOAD)
+
+
+class _Clip:
+    """A copy of a JSON-like value cut down to a bounded size; ``cut`` says whether anything was."""
+
+    STRING, ITEMS, DEPTH = 65_536, 10_000, 64
+
+    def __init__(self) -> None:
+        self.cut = False
+        self.budget = MAX_DEAD_PAYLOAD
+
+    def __call__(self, v: Any, depth: int) -> Any:
+        t = type(v)
+        if t is str:
+            n = min(len(v), self.STRING, max(self.budget, 0))
+            self.budget -= n
+            if n < len(v):
+                self.cut = True
+                return v[:n]
+            return v
+        if t in (int, float, bool) or v is None:
+            self.budget -= 8
+            return v if t is not int or v.bit_length() < 200 else show(v)
+        if depth >= self.DEPTH or self.budget <= 0:
+            self.cut = True
+            return "..."
         try:
-            text = _safe_repr(event)
-        except RecursionError:
-            text = f"<unrepresentable {type(event).__name__}: nested too deeply>"
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    if len(text) > MAX_DEAD_PAYLOAD:
-        text = text[:MAX_DEAD_PAYLOAD] + f"...[truncated {len(text) - MAX_DEAD_PAYLOAD} chars]"
-    return text
+            if t is dict:
+                items = list(v.items())
+                if len(items) > self.ITEMS:
+                    self.cut, items = True, items[: self.ITEMS]
+                return {(k if type(k) is str else show(k)): self(x, depth + 1) for k, x in items}
+            if t in (list, tuple):
+                if len(v) > self.ITEMS:
+                    self.cut, v = True, v[: self.ITEMS]
+                return [self(x, depth + 1) for x in v]
+        except Exception:  # a container of the caller's that fails to iterate
+            pass
+        return show(v)
 
 
 class _RateLimitedLog:
@@ -166,7 +204,7 @@ class Buffer:
         if self.schemas is not None:
             for table in self.schemas.tables():
                 self._coercers[table.name] = Coercer(table, unknown_fields=unknown_fields, max_row_bytes=max_row_bytes)
-        self.recovered_from = store.open_file(self.path, check=check)
+        self.recovered_from, self._in_use = store.open_file(self.path, check=check)
         self._counts = {"appended": 0, "dead_lettered": 0, "dropped": 0, "lost": 0}
         self._drop_log = _RateLimitedLog(logging.WARNING)
         self._dead_log = _RateLimitedLog(logging.WARNING)
@@ -182,7 +220,9 @@ class Buffer:
         self._writer: Writer | None = None
         self._reader: sqlite3.Connection | None = None
         self._inflight = 0
-        self._disk_bytes = self._read_pending_bytes()
+        self._unreported_lost = 0  # wait=False events lost since the last flush() reported it
+        self._lost_error: BaseException | None = None
+        self._disk_bytes = self._read_used_bytes()
 
     def _reset_after_fork(self) -> None:
         # The parent's writer thread does not exist here and its connection
@@ -210,11 +250,18 @@ class Buffer:
 
     def _committed(self, group: Group, disk_bytes: int) -> None:
         # Runs after each commit attempt, with the writer's lock held.
-        self._inflight -= group.nbytes
+        self._inflight -= group.nbytes + group.dead_nbytes
         if group.error is None:
             self._disk_bytes = disk_bytes
-        elif not (group.waiters or group.futures):
-            self._counts["lost"] += group.events() + len(group.dead)
+        elif group.unwaited:
+            # Durable callers got the error from append(); wait=False
+            # callers learn of it from flush() and the `lost` counters,
+            # this process's and, with the next commit, the file's.
+            self._counts["lost"] += group.unwaited
+            self._unreported_lost += group.unwaited
+            self._lost_error = group.error
+            assert self._writer is not None
+            self._writer.group.lost += group.unwaited
 
     # -- reading ------------------------------------------------------------
 
@@ -224,27 +271,35 @@ class Buffer:
                 self._reader = store.connect(self.path, busy_timeout_ms=int(self._busy_timeout * 1000))
             return self._reader.execute(sql, params).fetchall()
 
-    def _read_pending_bytes(self) -> int:
-        return self._read("SELECT value FROM counters WHERE name = 'pending_bytes'")[0][0]
+    def _read_used_bytes(self) -> int:
+        """Pending events' and dead letters' bytes: what the size cap counts."""
+        return self._read(store.USED_BYTES)[0][0]
 
     # -- appending ----------------------------------------------------------
 
     def _unknown_stream(self, stream: Any) -> UnknownStreamError:
         known = ", ".join(sorted(self._coercers)) or "none: the buffer was opened without schemas"
-        return UnknownStreamError(f"unknown stream (known streams: {known})", stream=str(stream))
+        return UnknownStreamError(f"unknown stream (known streams: {known})", stream=stream_text(stream))
 
     def _dead_row(self, stream: Any, event: Any, event_id: str, exc: ValidationError) -> tuple:
-        """The dead-letter row for an invalid event; raises instead in strict mode."""
+        """The dead-letter row for an invalid event; raises instead in strict mode.
+
+        Every part is bounded, valid UTF-8 text, so the row cannot fail the
+        commit it joins. The log line names the stream and field only: a
+        value in the wrong field may be a secret.
+        """
         if self.strict:
             raise exc
-        self._dead_log("event sent to dead letters: %s", exc)
-        return (str(stream), event_id, _raw_payload(event), str(exc), store.now_us())
+        self._dead_log("event sent to dead letters: stream %s, field %r (reason in the dead_letters table)",
+                       stream_text(stream), exc.path or None)
+        log.debug("dead letter %s: %s", event_id, exc)
+        return dead_row(stream, event_id, _raw_payload(event), str(exc))
 
     def dead_letter(self, stream: str, payload: Any, reason: str, *, wait: bool = True) -> str:
         """Record something that could not become an event (e.g. a line that is
         not JSON) as a dead letter with ``reason``; returns its id."""
         event_id = uuid7()
-        row = (str(stream), event_id, _raw_payload(payload), reason, store.now_us())
+        row = dead_row(stream, event_id, _raw_payload(payload), reason)
         group, _ = self._enqueue([], [row], wait=wait)
         if wait:
             self._wait(group)
@@ -294,7 +349,7 @@ class Buffer:
             writer.cond.wait(min(remaining, 0.1))
             writer.cond.release()
             try:
-                disk = self._read_pending_bytes()
+                disk = self._read_used_bytes()
             finally:
                 writer.cond.acquire()
             self._disk_bytes = disk
@@ -305,18 +360,26 @@ class Buffer:
         self._drop_log("buffer full (%d-byte cap): dropped the newest %d event(s)", self.max_bytes, n)
 
     def _enqueue(self, rows: list[tuple], dead: list[tuple], *, wait: bool, future=None) -> tuple[Group, list[bool]]:
-        """Queue rows for the next commit; returns the group and which rows were admitted."""
+        """Queue rows and dead-letter rows for the next commit.
+
+        Returns the group and which of ``rows + dead`` were admitted (all,
+        unless ``on_full="drop"`` dropped some). Dead letters count against
+        the size cap like events: a flood of bad input must not fill the
+        disk behind the cap's back.
+        """
         if self._closed:
             raise BufferClosedError(f"buffer {self.path} is closed")
         if self._pid != os.getpid():  # forked without the at-fork hook running
             self._reset_after_fork()
         writer = self._ensure_writer()
+        dead_sizes = [dead_row_bytes(d) for d in dead]
         with writer.cond:
-            total = sum(r[3] for r in rows)
+            total = sum(r[3] for r in rows) + sum(dead_sizes)
             if self.on_full != "drop" and not self._room(total):
                 self._make_room(writer, total)
             group = writer.group
             admitted = []
+            events = 0
             for row in rows:
                 ok = self._room(row[3])  # always true unless on_full="drop"
                 admitted.append(ok)
@@ -325,15 +388,28 @@ class Buffer:
                     group.nbytes += row[3]
                     self._inflight += row[3]
                     self._counts["appended"] += row[2]
+                    events += row[2]
                 else:
                     self._drop(writer, row[2])
-            group.dead.extend(dead)
-            self._counts["dead_lettered"] += len(dead)
+            for row, size in zip(dead, dead_sizes):
+                ok = self._room(size)
+                admitted.append(ok)
+                if ok:
+                    group.dead.append(row)
+                    group.dead_nbytes += size
+                    self._inflight += size
+                    self._counts["dead_lettered"] += 1
+                    events += 1
+                else:
+                    self._drop(writer, 1)
             if wait:
                 writer.join(group)
-            elif group and not group.started:
-                group.started = time.monotonic()  # starts the background flush timer
-                writer.wake()
+            else:
+                if future is None:
+                    group.unwaited += events  # nobody is told of a failed commit but flush() and `lost`
+                if group and not group.started:
+                    group.started = time.monotonic()  # starts the background flush timer
+                    writer.wake()
             if future is not None:
                 group.futures.append(future)
                 writer.wake()
@@ -356,7 +432,7 @@ class Buffer:
         group, admitted = self._enqueue([row] if row else [], [dead] if dead else [], wait=wait)
         if wait:
             self._wait(group)
-        return event_id if (dead or admitted[0]) else None
+        return event_id if admitted[0] else None
 
     def append_many(self, stream: str, events: Iterable[Any], *, wait: bool = True) -> list[str | None]:
         """Validate and store many events in one commit; ids in input order.
@@ -373,21 +449,20 @@ class Buffer:
         ids: list[str | None] = uuid7_many(len(events))
         coercer = self._coercers.get(stream) if type(stream) is str else None
         if coercer is None:
-            dead = [self._dead_row(stream, e, i, self._unknown_stream(stream)) for e, i in zip(events, ids)]
-            group, _ = self._enqueue([], dead, wait=wait)
-            if wait:
-                self._wait(group)
-            return ids
-        chunks, bad = pack_events(coercer, events, ids)
+            error = self._unknown_stream(stream)
+            chunks, bad = [], [(pos, error) for pos in range(len(events))]
+        else:
+            chunks, bad = pack_events(coercer, events, ids)
         dead = [self._dead_row(stream, events[pos], ids[pos], exc) for pos, exc in bad]
         now = store.now_us()
         rows = [(stream, c.payload, c.n, c.nbytes, now) for c in chunks]
         group, admitted = self._enqueue(rows, dead, wait=wait)
         if wait:
             self._wait(group)
-        for chunk, ok in zip(chunks, admitted):
+        members = [c.members for c in chunks] + [(pos,) for pos, _ in bad]
+        for positions, ok in zip(members, admitted):
             if not ok:
-                for pos in chunk.members:
+                for pos in positions:
                     ids[pos] = None
         return ids
 
@@ -401,24 +476,36 @@ class Buffer:
             deadline = loop.time() + self.block_timeout
             while self._disk_bytes + self._inflight + row[3] > self.max_bytes and loop.time() < deadline:
                 await asyncio.sleep(0.1)
-                self._disk_bytes = await asyncio.to_thread(self._read_pending_bytes)
+                self._disk_bytes = await asyncio.to_thread(self._read_used_bytes)
         group, admitted = self._enqueue([row] if row else [], [dead] if dead else [], wait=False, future=(loop, fut))
         await fut
-        return event_id if (dead or admitted[0]) else None
+        return event_id if admitted[0] else None
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block until everything appended so far is committed (or raise its error)."""
+        """Block until everything appended so far is committed.
+
+        Raises the commit's error if it failed, and :class:`EventsLostError`
+        if any ``wait=False`` events were lost to a failed commit since the
+        last flush (once for each loss; ``stats()["process"]["lost"]`` keeps
+        the total).
+        """
         writer = self._writer
         if writer is None:
             return
         with writer.cond:
             group = writer.group if writer.group else writer.writing
-            if group is None:
-                return
-            writer.join(group)
-        if not writer.wait_for(group, timeout):
-            raise TimeoutError(f"flush did not finish within {timeout}s")
-        if group.error is not None:
+            if group is not None:
+                writer.join(group)
+        if group is not None:
+            if not writer.wait_for(group, timeout):
+                raise TimeoutError(f"flush did not finish within {timeout}s")
+        with writer.cond:
+            lost, error = self._unreported_lost, self._lost_error
+            self._unreported_lost, self._lost_error = 0, None
+        if lost:
+            raise EventsLostError(f"{lost} events appended with wait=False to {self.path} were lost: "
+                                  f"their commit failed ({error})", lost=lost) from error
+        if group is not None and group.error is not None:
             raise group.error
 
     def close(self) -> None:
@@ -438,6 +525,8 @@ class Buffer:
                 if self._reader is not None:
                     self._reader.close()
                     self._reader = None
+                store.release(self._in_use)
+                self._in_use = None
 
     def __enter__(self) -> "Buffer":
         return self
@@ -469,6 +558,7 @@ class Buffer:
         size = sum(
             p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists()
         )
+        moved = self._read("SELECT value FROM meta WHERE key = 'moved_aside'")
         batches = dict(self._read("SELECT state, count(*) FROM batches GROUP BY state"))
         since = store.now_us() - 86_400 * 1_000_000
         jobs = dict(self._read("SELECT stream, count(*) FROM jobs WHERE submitted_us > ? GROUP BY stream", (since,)))
@@ -484,7 +574,11 @@ class Buffer:
             "dropped": counters.get("dropped", 0),
             "file_bytes": size,
             "max_bytes": self.max_bytes,
-            "recovered_from": str(self.recovered_from) if self.recovered_from else None,
+            # A corrupt file moved aside when this one started, as recorded
+            # in the file: every process sees it, not just the one that moved it.
+            "recovered_from": json.loads(moved[0][0])["path"] if moved else None,
+            "lost": counters.get("lost", 0),
+            "dead_bytes": counters.get("dead_bytes", 0),
             "process": dict(self._counts),
             # The loader's view: batches by state, load jobs per table in the
             # last 24 h (the daily quota counts them) and who is draining.

@@ -29,7 +29,7 @@ from bqspool.schemas.errors import ConfigError, ValidationError
 
 from . import store
 from .ids import uuid7
-from .writer import INSERT_EVENT
+from .writer import ADD_USED, INSERT_EVENT
 
 COLUMNS = ("id", "stream", "event_id", "payload", "reason", "created_us")
 STEP = 500  # rows per replay transaction: keeps the write lock short for appenders
@@ -121,14 +121,17 @@ def replay(conn: sqlite3.Connection, coercers: Mapping[str, Coercer], *, stream:
             continue
         now = store.now_us()
         with store.transaction(conn, busy_timeout_s=busy_timeout_s):
-            added = 0
+            added = removed = 0
             for dead_id, name, data in good:
                 # Another replay or purge may have taken the row meanwhile.
-                if conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,)).rowcount:
+                gone = conn.execute("DELETE FROM dead_letters WHERE id = ? RETURNING length(payload) + "
+                                    "length(reason)", (dead_id,)).fetchone()
+                if gone:
                     conn.execute(INSERT_EVENT, (name, data.decode("utf-8"), 1, len(data), now))
                     added += len(data)
+                    removed += gone[0]
                     report.replayed += 1
-            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'pending_bytes'", (added,))
+            conn.execute(ADD_USED, (added, -removed)).fetchall()
     return report
 
 
@@ -143,4 +146,7 @@ def purge(conn: sqlite3.Connection, *, stream: str | None = None, ids: list[int]
         raise ConfigError("purge needs a selection (stream, ids, before) or everything=True")
     where, params = selection(stream, ids, before_us)
     with store.transaction(conn, busy_timeout_s=busy_timeout_s):
-        return conn.execute(f"DELETE FROM dead_letters WHERE {where}", params).rowcount
+        gone = conn.execute(f"DELETE FROM dead_letters WHERE {where} RETURNING length(payload) + length(reason)",
+                            params).fetchall()
+        conn.execute(ADD_USED, (0, -sum(n for (n,) in gone))).fetchall()
+        return len(gone)

@@ -7,7 +7,9 @@ the loader go through these helpers so the table shapes have one home.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -16,11 +18,17 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from bqspool.schemas.errors import BufferBusyError, BufferFormatError, DiskFullError
+from bqspool.schemas.errors import (
+    BufferBusyError,
+    BufferFormatError,
+    BufferUnavailableError,
+    ConfigError,
+    DiskFullError,
+)
 
 log = logging.getLogger("bqspool.buffer")
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 # MIGRATIONS[v] takes a file from version v-1 to v. Never edit a shipped
 # step: add the next one.
@@ -114,6 +122,16 @@ MIGRATIONS[3] = [
     "CREATE INDEX events_stream_seq ON events (stream, seq)",
 ]
 
+MIGRATIONS[4] = [
+    # Dead letters count against the size cap (their payload and reason, in
+    # characters): a flood of bad input must not grow the file past it.
+    "INSERT INTO counters (name, value) SELECT 'dead_bytes', "
+    "coalesce(sum(length(payload) + length(reason)), 0) FROM dead_letters",
+]
+
+# What the size cap counts: pending events' bytes plus dead letters'.
+USED_BYTES = "SELECT coalesce(sum(value), 0) FROM counters WHERE name IN ('pending_bytes', 'dead_bytes')"
+
 _OUR_TABLES = {"meta", "events", "dead_letters", "counters", "sqlite_sequence", "batches", "loads", "jobs", "lease"}
 
 
@@ -205,6 +223,27 @@ def _translate(exc: sqlite3.Error) -> Exception:
     return exc
 
 
+def _open_private(path: Path, flags: int) -> int:
+    """``os.open`` with mode 0600 that never follows a symlink at ``path``.
+
+    A symlink where the buffer or its lock file goes would make us create
+    or write a file somewhere else (a dangling link is followed on create).
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{path} is a symlink; bqspool refuses to create or open its files "
+                              "through one: give the real path") from None
+        raise _unavailable(path, exc) from exc
+
+
+def _unavailable(path: Path, exc: BaseException) -> BufferUnavailableError:
+    return BufferUnavailableError(
+        f"cannot open buffer file {path}: {exc}. The file was left as it is; "
+        "this is usually temporary (too many open files, permissions, a read-only or missing disk)")
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock beside the file, held while opening.
@@ -212,8 +251,7 @@ def file_lock(path: Path) -> Iterator[None]:
     Several worker processes open the same buffer at start-up; only one at a
     time may check, migrate or move aside a corrupt file.
     """
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_private(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -222,10 +260,22 @@ def file_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _in_use_lock(path: Path) -> int:
+    """The descriptor of the ``.inuse`` file, on which every process that has
+    the buffer open holds a shared lock for as long as it does."""
+    return _open_private(path.with_name(path.name + ".inuse"), os.O_RDWR | os.O_CREAT)
+
+
+def release(handle: int | None) -> None:
+    """Let go of the in-use lock :func:`open_file` returned."""
+    if handle is not None:
+        with contextlib.suppress(OSError):
+            os.close(handle)
+
+
 def _create_private(path: Path) -> None:
     # SQLite gives -wal and -shm the main file's mode, so 0600 here covers all three.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    os.close(_open_private(path, os.O_RDWR | os.O_CREAT))
 
 
 def _move_aside(path: Path, reason: str) -> Path:
@@ -244,6 +294,15 @@ def _move_aside(path: Path, reason: str) -> Path:
         target,
     )
     return target
+
+
+def _is_corruption(exc: sqlite3.Error) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB: the file's content is bad. Anything
+    else (CANTOPEN, IOERR, READONLY, PERM, a lock, ...) is the host's."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "malformed" in str(exc) or "not a database" in str(exc)
+    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def _integrity_problem(conn: sqlite3.Connection, check: str) -> str | None:
@@ -275,39 +334,105 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             log.info("buffer %s migrated to format %d", path, step)
 
 
-def open_file(path: Path, *, check: str = "quick") -> Path | None:
-    """Create, check and migrate the buffer file; return where a corrupt file went.
+def _check(path: Path, check: str) -> str | None:
+    """Open, set up and check the file: its corruption as text, or None when healthy.
+
+    Raises BufferUnavailableError for every failure that is not corruption.
+    """
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+    except sqlite3.Error as exc:
+        raise _unavailable(path, exc) from exc
+    try:
+        try:
+            if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # Only possible before the first table: lets the loader
+                # hand free pages back after it deletes loaded rows.
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            problem = _integrity_problem(conn, check)
+        except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc) or is_busy(exc):
+                raise _translate(exc) from exc
+            if not _is_corruption(exc):
+                raise _unavailable(path, exc) from exc
+            problem = str(exc)
+        if problem is None:
+            try:
+                _migrate(conn, path)
+            except sqlite3.Error as exc:
+                raise _unavailable(path, exc) from exc
+        return problem
+    finally:
+        conn.close()
+
+
+def open_file(path: Path, *, check: str = "quick") -> tuple[Path | None, int]:
+    """Create, check and migrate the buffer file.
+
+    Returns where a corrupt file was moved (or None) and the in-use lock
+    handle, which the caller holds for as long as it uses the file and
+    gives back with :func:`release`.
 
     ``check`` is ``"quick"`` (PRAGMA quick_check, the default), ``"full"``
-    (integrity_check) or ``"none"``. A file that fails the check, or is not a
-    database at all, is moved aside with a loud error and a fresh buffer
-    starts: an app must never crash-loop on a damaged spool.
+    (integrity_check) or ``"none"``. A file that is really corrupt
+    (SQLITE_CORRUPT, SQLITE_NOTADB, a failed check) is moved aside with a
+    loud error, the move recorded in the fresh file for ``status`` and
+    ``stats()`` in every process, and a fresh buffer starts: an app must
+    never crash-loop on a damaged spool. It is never moved while another
+    process has it open (BufferFormatError then). Any other failure (too
+    many open files, permissions, a read-only directory, I/O errors) raises
+    :class:`BufferUnavailableError` and leaves the file alone.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        raise ConfigError(f"{path} is a symlink; bqspool refuses to create or open its files "
+                          "through one: give the real path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unavailable(path, exc) from exc
     moved: Path | None = None
+    problem_text = ""
     with file_lock(path):
-        for attempt in range(2):
-            if not path.exists():
-                _create_private(path)
-            conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-            try:
-                try:
-                    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
-                        # Only possible before the first table: lets the loader
-                        # hand free pages back after it deletes loaded rows.
-                        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                    conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                    problem = _integrity_problem(conn, check)
-                except sqlite3.DatabaseError as exc:
-                    if is_disk_full(exc) or is_busy(exc):
-                        raise _translate(exc) from exc
-                    problem = str(exc)
+        in_use = _in_use_lock(path)
+        try:
+            for attempt in range(2):
+                if not path.exists():
+                    _create_private(path)
+                problem = _check(path, check)
                 if problem is None:
-                    _migrate(conn, path)
-                    return moved
-            finally:
-                conn.close()
-            if attempt:
-                raise BufferFormatError(f"{path}: a fresh buffer file failed its check: {problem}")
-            moved = _move_aside(path, problem)
-    return moved
+                    if moved is not None:
+                        _record_move(path, moved, problem_text)
+                    fcntl.flock(in_use, fcntl.LOCK_SH)
+                    return moved, in_use
+                if attempt:
+                    raise BufferFormatError(f"{path}: a fresh buffer file failed its check: {problem}")
+                try:
+                    fcntl.flock(in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise BufferFormatError(
+                        f"buffer file {path} is corrupt ({problem}) and another process still has it open; "
+                        "stop the processes using it, then open it again (it will be moved aside)") from None
+                moved, problem_text = _move_aside(path, problem), problem
+                fcntl.flock(in_use, fcntl.LOCK_UN)
+        except BaseException:
+            release(in_use)
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _record_move(path: Path, moved: Path, problem: str) -> None:
+    """Note the move in the fresh file, where every process's status sees it."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+    try:
+        with transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('moved_aside', ?)",
+                         (json.dumps({"path": str(moved), "reason": problem[:500], "at_us": now_us()}),))
+    finally:
+        conn.close()
+
+
+def moved_aside(conn: sqlite3.Connection) -> dict | None:
+    """Where a corrupt file was moved when this one was started fresh (path, reason, at_us), or None."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'moved_aside'").fetchone()
+    return json.loads(row[0]) if row else None

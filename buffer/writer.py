@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import json
 import logging
 import sqlite3
 import threading
@@ -24,28 +25,60 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from bqspool.schemas.display import MAX_REASON, safe_text, show
 from bqspool.schemas.errors import BqspoolError
 
 from . import store
 
 log = logging.getLogger("bqspool.buffer")
 
+MAX_DEAD_PAYLOAD = 1024 * 1024  # characters of raw payload kept in a dead-letter row
+
 INSERT_EVENT = "INSERT INTO events (stream, payload, n, nbytes, created_us) VALUES (?, ?, ?, ?, ?)"
 INSERT_DEAD = "INSERT INTO dead_letters (stream, event_id, payload, reason, created_us) VALUES (?, ?, ?, ?, ?)"
 ADD_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ?"
-ADD_PENDING = "UPDATE counters SET value = value + ? WHERE name = 'pending_bytes' RETURNING value"
+# Both size counters in one statement; their sum is what the size cap counts.
+ADD_USED = ("UPDATE counters SET value = value + CASE name WHEN 'pending_bytes' THEN ? ELSE ? END "
+            "WHERE name IN ('pending_bytes', 'dead_bytes') RETURNING value")
+# Exceptions that one row's values raise while SQLite binds or stores them
+# (text that is not UTF-8, an int past 64 bits, a value past SQLite's
+# length limit). Anything else (I/O, disk full, corruption, a lock) is the
+# file's, and fails the whole group.
+ROW_ERRORS = (ValueError, TypeError, OverflowError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+              sqlite3.DataError, sqlite3.IntegrityError)
+
+
+def stream_text(stream: object) -> str:
+    """A stream name as storable, bounded text, whatever the caller passed."""
+    return safe_text(stream if type(stream) is str else show(stream), 1024)
+
+
+def dead_row(stream: object, event_id: str | None, payload: str, reason: str) -> tuple:
+    """A ``dead_letters`` row whose every part SQLite can store: bounded, valid UTF-8."""
+    return (stream_text(stream), event_id, safe_text(payload, MAX_DEAD_PAYLOAD), safe_text(reason, MAX_REASON),
+            store.now_us())
+
+
+def dead_row_bytes(row: tuple) -> int:
+    """What a dead-letter row counts against the size cap: its payload and
+    reason in characters, as SQL's ``length()`` counts them on the way out."""
+    return len(row[2]) + len(row[3])
 
 
 class Group:
     """Everything appended between two commits."""
 
-    __slots__ = ("rows", "dead", "nbytes", "drops", "waiters", "sleepers", "futures", "done", "error", "started")
+    __slots__ = ("rows", "dead", "nbytes", "dead_nbytes", "drops", "lost", "unwaited", "waiters", "sleepers",
+                 "futures", "done", "error", "started")
 
     def __init__(self) -> None:
         self.rows: list[tuple] = []
         self.dead: list[tuple] = []
         self.nbytes = 0
+        self.dead_nbytes = 0
         self.drops = 0
+        self.lost = 0  # events an earlier failed commit lost: counted in the file with this one
+        self.unwaited = 0  # events and dead letters appended with wait=False and no future
         self.waiters = 0
         # Each caller asleep until this group commits holds a lock of its
         # own here, and the commit releases it: the callers wake without
@@ -62,7 +95,7 @@ class Group:
         return sum(r[2] for r in self.rows)
 
     def __bool__(self) -> bool:
-        return bool(self.rows or self.dead or self.drops)
+        return bool(self.rows or self.dead or self.drops or self.lost)
 
 
 def _resolve(fut: asyncio.Future, error: BaseException | None) -> None:
@@ -186,16 +219,51 @@ class Writer:
             self._bg.notify()  # what gathered meanwhile is the background thread's
 
     def _write(self, group: Group) -> int:
-        """One transaction; returns pending_bytes as seen inside it."""
+        """One transaction; returns the bytes the size cap counts, as seen inside it.
+
+        Should one row fail to store for a reason of its own (see
+        ``ROW_ERRORS``; append checks every row so this should not happen),
+        the transaction is rolled back and written again row by row, and
+        each failing row becomes a dead letter with its reason: one bad row
+        never costs the others.
+        """
+        try:
+            with store.transaction(self._conn, busy_timeout_s=self.busy_timeout_s) as conn:
+                if group.rows:
+                    conn.executemany(INSERT_EVENT, group.rows)
+                if group.dead:
+                    conn.executemany(INSERT_DEAD, group.dead)
+                return self._count(conn, group, group.nbytes, group.dead_nbytes)
+        except ROW_ERRORS as exc:
+            log.error("a row of a commit could not be stored (%s); storing the group row by row",
+                      type(exc).__name__)
         with store.transaction(self._conn, busy_timeout_s=self.busy_timeout_s) as conn:
-            if group.rows:
-                conn.executemany(INSERT_EVENT, group.rows)
-            if group.dead:
-                conn.executemany(INSERT_DEAD, group.dead)
-            if group.drops:
-                conn.execute(ADD_COUNTER, (group.drops, "dropped"))
-            # Keeps the size cap's view of the file current at no extra query.
-            return conn.execute(ADD_PENDING, (group.nbytes,)).fetchone()[0]
+            nbytes, dead_nbytes = 0, 0
+            for row in group.rows:
+                try:
+                    conn.execute(INSERT_EVENT, row)
+                    nbytes += row[3]
+                except ROW_ERRORS as exc:
+                    for dead in _dead_rows_of(row, exc):
+                        conn.execute(INSERT_DEAD, dead)
+                        dead_nbytes += dead_row_bytes(dead)
+            for row in group.dead:
+                try:
+                    conn.execute(INSERT_DEAD, row)
+                except ROW_ERRORS as exc:
+                    row = dead_row("?", None, "", f"dead letter could not be stored: {type(exc).__name__}")
+                    conn.execute(INSERT_DEAD, row)
+                dead_nbytes += dead_row_bytes(row)
+            return self._count(conn, group, nbytes, dead_nbytes)
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, group: Group, nbytes: int, dead_nbytes: int) -> int:
+        if group.drops:
+            conn.execute(ADD_COUNTER, (group.drops, "dropped"))
+        if group.lost:
+            conn.execute(ADD_COUNTER, (group.lost, "lost"))
+        # Keeps the size cap's view of the file current at no extra query.
+        return sum(r[0] for r in conn.execute(ADD_USED, (nbytes, dead_nbytes)).fetchall())
 
     def wait_for(self, group: Group, timeout: float | None = None) -> bool:
         """Block until ``group`` is committed, leading the commit if nobody is.
@@ -301,3 +369,16 @@ class Writer:
             self._bg.notify()
         self._thread.join(timeout)
         self._conn.close()
+
+
+def _dead_rows_of(row: tuple, exc: BaseException) -> list[tuple]:
+    """Dead letters for a stored events row that failed: one per event, with its id where it can be read."""
+    reason = f"could not be stored: {type(exc).__name__}: {safe_text(str(exc), 200)}"
+    out = []
+    for line in safe_text(row[1], MAX_DEAD_PAYLOAD).split("\n"):
+        try:
+            event_id = json.loads(line).get("_event_id")
+        except Exception:
+            event_id = None
+        out.append(dead_row(row[0], event_id if type(event_id) is str else None, line, reason))
+    return out

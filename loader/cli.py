@@ -479,7 +479,8 @@ def _ledger_conn(config_path: str | None, cfg=None):
     path = Path(cfg.buffer)
     if not path.exists():
         _fail(f"no buffer at {path}")
-    store.open_file(path, check="none")
+    _, in_use = store.open_file(path, check="none")
+    store.release(in_use)
     return store.connect(path)
 
 

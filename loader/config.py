@@ -77,7 +77,7 @@ class Config:
 
     def schedule_seconds(self) -> float | None:
         """The schedule as an interval in seconds, or None for a cron line."""
-        m = _INTERVAL_RE.match(self.schedule)
+        m = _INTERVAL_RE.fullmatch(self.schedule)
         return float(m.group(1)) * _UNITS[m.group(2)] if m else None
 
     def public(self) -> dict[str, Any]:

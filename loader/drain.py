@@ -158,7 +158,7 @@ class Drainer:
         loader is at it, BackendUnavailableError if GCS/BigQuery stay down."""
         started = time.monotonic()
         report = DrainReport()
-        store.open_file(self.path, check="none")
+        _, in_use = store.open_file(self.path, check="none")
         conn = store.connect(self.path, synchronous="FULL")
         # Some SQLite builds default to secure_delete=ON, which zeroes every
         # page an ack frees and so writes (and fsyncs) the loaded data a
@@ -174,6 +174,7 @@ class Drainer:
             self._housekeeping(conn)
         finally:
             conn.close()
+            store.release(in_use)
         report.seconds = round(time.monotonic() - started, 3)
         report.peak_rss_mb = peak_rss_mb()
         if report.events_loaded or report.quarantined or report.deferred:

@@ -23,6 +23,8 @@ import uuid
 from dataclasses import dataclass
 
 from bqspool.buffer.store import now_us, transaction
+from bqspool.buffer.writer import ADD_USED, INSERT_DEAD, dead_row_bytes
+from bqspool.schemas.display import safe_text
 from bqspool.schemas.coerce import EVENT_ID
 from bqspool.schemas.errors import LeaseHeldError
 
@@ -326,16 +328,16 @@ def drop_quarantined(conn: sqlite3.Connection, batch_ids: list[str]) -> int:
             if row is None:
                 continue
             b = Batch(*row)
-            reason = f"dropped from quarantined batch {b.batch_id}: {b.error}"
+            reason = safe_text(f"dropped from quarantined batch {b.batch_id}: {b.error}")
             now = now_us()
+            dead_bytes = 0
             for (payload,) in conn.execute("SELECT payload FROM events WHERE stream = ? AND seq BETWEEN ? AND ?",
                                            (b.stream, b.seq_lo, b.seq_hi)).fetchall():
-                conn.executemany(
-                    "INSERT INTO dead_letters (stream, event_id, payload, reason, created_us) VALUES (?, ?, ?, ?, ?)",
-                    [(b.stream, _event_id_of(line), line, reason, now) for line in payload.split("\n")],
-                )
+                rows = [(b.stream, _event_id_of(line), line, reason, now) for line in payload.split("\n")]
+                conn.executemany(INSERT_DEAD, rows)
+                dead_bytes += sum(dead_row_bytes(r) for r in rows)
             conn.execute("DELETE FROM events WHERE stream = ? AND seq BETWEEN ? AND ?", (b.stream, b.seq_lo, b.seq_hi))
-            conn.execute("UPDATE counters SET value = value - ? WHERE name = 'pending_bytes'", (b.nbytes,))
+            conn.execute(ADD_USED, (-b.nbytes, dead_bytes)).fetchall()
             conn.execute("UPDATE batches SET state = 'dropped', updated_us = ? WHERE batch_id = ?", (now_us(), bid))
             dropped += 1
     return dropped
