@@ -127,6 +127,16 @@ MIGRATIONS[4] = [
     # characters): a flood of bad input must not grow the file past it.
     "INSERT INTO counters (name, value) SELECT 'dead_bytes', "
     "coalesce(sum(length(payload) + length(reason)), 0) FROM dead_letters",
+    # The loader's fencing token: it grows each time the drain lease is
+    # taken, and every state change checks it (loader/lease.py).
+    "ALTER TABLE lease ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
+    # Parts of a batch a load job rejected, bisected to find the bad rows
+    # (loader/bisect.py), and the state a quarantined batch was held in.
+    "ALTER TABLE batches ADD COLUMN parent TEXT",
+    "ALTER TABLE batches ADD COLUMN part_lo INTEGER",
+    "ALTER TABLE batches ADD COLUMN part_hi INTEGER",
+    "ALTER TABLE batches ADD COLUMN held_from TEXT",
+    "CREATE INDEX batches_parent ON batches (parent) WHERE parent IS NOT NULL",
 ]
 
 # What the size cap counts: pending events' bytes plus dead letters'.
@@ -273,6 +283,46 @@ def release(handle: int | None) -> None:
             os.close(handle)
 
 
+# A file of this size beside the buffer, which the writer never uses: on a
+# full disk the loader deletes it to find room for the lease, seal and ack
+# writes and a small staged file, and puts it back once the acks freed space.
+RESERVE_BYTES = 1024 * 1024
+
+
+def _reserve_path(path: Path) -> Path:
+    return path.with_name(path.name + ".reserve")
+
+
+def ensure_reserve(path: Path) -> bool:
+    """Create the reserve file if it is missing and there is room; whether it exists now."""
+    reserve = _reserve_path(path)
+    if reserve.exists():
+        return True
+    tmp = reserve.with_name(reserve.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        finally:
+            os.close(fd)
+        os.replace(tmp, reserve)
+        return True
+    except OSError as exc:
+        log.debug("no reserve file for %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return False
+
+
+def release_reserve(path: Path) -> bool:
+    """Delete the reserve file to make room on a full disk; whether there was one."""
+    try:
+        _reserve_path(path).unlink()
+        return True
+    except OSError:
+        return False
+
+
 def _create_private(path: Path) -> None:
     # SQLite gives -wal and -shm the main file's mode, so 0600 here covers all three.
     os.close(_open_private(path, os.O_RDWR | os.O_CREAT))
@@ -404,6 +454,7 @@ def open_file(path: Path, *, check: str = "quick") -> tuple[Path | None, int]:
                     if moved is not None:
                         _record_move(path, moved, problem_text)
                     fcntl.flock(in_use, fcntl.LOCK_SH)
+                    ensure_reserve(path)
                     return moved, in_use
                 if attempt:
                     raise BufferFormatError(f"{path}: a fresh buffer file failed its check: {problem}")

@@ -32,6 +32,7 @@ class JobOutcome:
     done: bool
     error: dict | None = None
     output_rows: int | None = None
+    source_uris: tuple[str, ...] | None = None  # what a load job reads, where the backend says
 
     @property
     def transient(self) -> bool:
@@ -40,7 +41,9 @@ class JobOutcome:
 
 
 def _outcome(job) -> JobOutcome:
-    return JobOutcome(job.job_id, job.state == "DONE", job.error_result, getattr(job, "output_rows", None))
+    uris = getattr(job, "source_uris", None)
+    return JobOutcome(job.job_id, job.state == "DONE", job.error_result, getattr(job, "output_rows", None),
+                      tuple(uris) if uris else None)
 
 
 class BigQueryWarehouse:
@@ -56,14 +59,14 @@ class BigQueryWarehouse:
 
     # -- load jobs ------------------------------------------------------------
 
-    def get_job(self, job_id: str) -> JobOutcome | None:
-        def attempt():
-            try:
-                return _outcome(self.client.get_job(job_id, location=self.location, retry=None, timeout=30))
-            except gexc.NotFound:
-                return None
+    def _lookup(self, job_id: str) -> JobOutcome | None:
+        try:
+            return _outcome(self.client.get_job(job_id, location=self.location, retry=None, timeout=30))
+        except gexc.NotFound:
+            return None
 
-        return self.retry.call(f"look up job {job_id}", attempt)
+    def get_job(self, job_id: str) -> JobOutcome | None:
+        return self.retry.call(f"look up job {job_id}", lambda: self._lookup(job_id))
 
     def start_load(self, job_id: str, table: str, uris: list[str]) -> JobOutcome:
         """Submit a load job; if the id exists already (409) adopt that job."""
@@ -79,6 +82,12 @@ class BigQueryWarehouse:
         config.parquet_options.enable_list_inference = True
 
         def attempt():
+            # Look up before every insert, retries included: an insert that
+            # timed out may have created the job (the emulator would run a
+            # duplicate id again instead of answering 409).
+            existing = self._lookup(job_id)
+            if existing is not None:
+                return existing
             try:
                 job = self.client.load_table_from_uri(
                     uris, self.table_ref(table), job_id=job_id, location=self.location,
@@ -86,7 +95,7 @@ class BigQueryWarehouse:
                 )
                 return _outcome(job)
             except gexc.Conflict:
-                existing = self.get_job(job_id)
+                existing = self._lookup(job_id)
                 if existing is None:  # 409 but not found: let the retry ask again
                     raise gexc.ServiceUnavailable(f"job {job_id}: 409 but not found") from None
                 return existing

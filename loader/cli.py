@@ -6,6 +6,7 @@ Every command takes its buffer path and schema set from options or from
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -143,7 +144,9 @@ def status(buffer_path: Path, schemas: str | None, as_json: bool) -> None:
         age = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:.0f}s"
         click.echo(f"{name:40s} {s['pending']:>10d} {s['bytes']:>12d} {age:>10s}")
     click.echo(f"{'total':40s} {stats['pending']:>10d} {stats['pending_bytes']:>12d}")
-    click.echo(f"dead letters: {stats['dead_letters']}   dropped: {stats['dropped']}")
+    click.echo(f"dead letters: {stats['dead_letters']}   dropped: {stats['dropped']}   lost: {stats['lost']}")
+    if stats["lost"]:
+        click.echo("warning: events appended with wait=False were lost to failed commits (disk full, I/O)")
     if stats["dead_letters"]:
         click.echo("  see `bqspool dead-letters list`; `bqspool dead-letters replay` once they are fixed")
     loader = stats["loader"]
@@ -407,6 +410,9 @@ def _print_report(report) -> None:
     click.echo(
         f"loaded {report.events_loaded} events in {report.batches_loaded} batches with "
         f"{report.jobs_submitted} load jobs in {report.seconds:.1f}s", err=True)
+    if report.dead_lettered:
+        click.echo(f"{report.dead_lettered} events a load job rejected are dead letters now: "
+                   "see `bqspool dead-letters list`", err=True)
     for stream, why in report.deferred.items():
         click.echo(f"deferred {stream}: {why}", err=True)
 
@@ -419,12 +425,14 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
     """Drain the buffer into BigQuery once (for cron, systemd timers, CronJobs).
 
     Exits 0 when everything pending was loaded, 2 when a batch is in
-    quarantine, 3 when GCS or BigQuery stayed unreachable past the retry
-    policy, 4 when another loader holds the buffer.
+    quarantine, 3 when something that passes stopped it (GCS or BigQuery
+    unreachable past the retry policy, a full disk, a locked file), 4 when
+    another loader holds the buffer or took it over, 5 when a stream has
+    pending events but no table in the schema set.
     """
-    from bqspool.schemas.errors import BackendUnavailableError, LeaseHeldError
+    from bqspool.schemas.errors import LeaseHeldError, LeaseLostError, RetryableError
 
-    from . import ledger
+    from . import holdback
     from .clients import make_drainer
 
     cfg = _config(config_path)
@@ -432,9 +440,9 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
     try:
         drainer = make_drainer(cfg)
         report = drainer.drain_once()
-    except LeaseHeldError as exc:
+    except (LeaseHeldError, LeaseLostError) as exc:
         _fail(str(exc), 4)
-    except BackendUnavailableError as exc:
+    except RetryableError as exc:
         _fail(f"{exc}\nnothing was lost: the events stay in the buffer; run the drain again", 3)
     except BqspoolError as exc:
         _fail(str(exc))
@@ -443,13 +451,18 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
     else:
         _print_report(report)
     conn = _ledger_conn(config_path, cfg)
-    held = ledger.batches(conn, "quarantined")
+    held = holdback.held(conn)
     conn.close()
     if held:
         for b in held:
             click.echo(f"quarantined: {b.batch_id} ({b.rows} events): {b.error}", err=True)
         click.echo("fix the cause, then `bqspool quarantine retry` (or `drop`)", err=True)
         sys.exit(2)
+    if report.undrainable:
+        for stream, n in report.undrainable.items():
+            click.echo(f"not drained: stream {stream!r} has {n} pending events but no table in schema set "
+                       f"{cfg.schemas}", err=True)
+        sys.exit(5)
 
 
 @main.command()
@@ -484,14 +497,40 @@ def _ledger_conn(config_path: str | None, cfg=None):
     return store.connect(path)
 
 
+@contextlib.contextmanager
+def _operator_lease(config_path: str | None):
+    """The configured buffer under the drain lease, for an operator's step: it never races a drain."""
+    from bqspool.schemas.errors import LeaseHeldError
+
+    from . import ledger
+
+    cfg = _config(config_path)
+    conn = _ledger_conn(config_path, cfg)
+    try:
+        try:
+            fence = ledger.acquire_lease(conn, f"operator:{ledger.new_holder()}", 60, Path(cfg.buffer))
+        except LeaseHeldError as exc:
+            _fail(f"{exc}; try again when it is done", 4)
+        try:
+            yield conn, fence
+        finally:
+            ledger.release_lease(conn, fence)
+    finally:
+        conn.close()
+
+
 @quarantine.command("list")
 @config_option
 @click.option("--json", "as_json", is_flag=True)
 def quarantine_list(config_path: str | None, as_json: bool) -> None:
-    from . import ledger
+    """List quarantined batches with their reasons."""
+    from . import holdback
 
     conn = _ledger_conn(config_path)
-    held = ledger.batches(conn, "quarantined")
+    try:
+        held = holdback.held(conn)
+    finally:
+        conn.close()
     if as_json:
         click.echo(json.dumps([b.__dict__ for b in held], indent=2))
         return
@@ -506,9 +545,10 @@ def quarantine_list(config_path: str | None, as_json: bool) -> None:
 @click.argument("batch_ids", nargs=-1)
 def quarantine_retry(config_path: str | None, batch_ids: tuple[str, ...]) -> None:
     """Put quarantined batches (all, or those named) back in line for the next drain."""
-    from . import ledger
+    from . import holdback
 
-    n = ledger.retry_quarantined(_ledger_conn(config_path), list(batch_ids) or None)
+    with _operator_lease(config_path) as (conn, fence):
+        n = holdback.retry(conn, list(batch_ids) or None, fence)
     click.echo(f"{n} batches will be loaded by the next drain")
 
 
@@ -517,10 +557,11 @@ def quarantine_retry(config_path: str | None, batch_ids: tuple[str, ...]) -> Non
 @click.argument("batch_ids", nargs=-1, required=True)
 def quarantine_drop(config_path: str | None, batch_ids: tuple[str, ...]) -> None:
     """Give up on quarantined batches: their events move to dead letters."""
-    from . import ledger
+    from . import holdback
 
-    n = ledger.drop_quarantined(_ledger_conn(config_path), list(batch_ids))
-    click.echo(f"{n} batches dropped; their events are in the dead letters")
+    with _operator_lease(config_path) as (conn, fence):
+        n, events = holdback.drop(conn, list(batch_ids), fence)
+    click.echo(f"{n} batches dropped; their {events} events are in the dead letters")
 
 
 @main.group()

@@ -72,5 +72,5 @@ def make_drainer(config: Config, **kw):
         config.buffer, load_schema_set(config.schemas), objects, make_warehouse(config),
         prefix=config.prefix, batch_rows=config.batch_rows, batch_bytes=config.batch_bytes,
         per_job=config.batch_per_job, quota_per_table_day=config.quota_jobs_per_table_day,
-        lease_seconds=config.lease_seconds, **kw,
+        pace_jobs=config.quota_jobs_per_table_10s, lease_seconds=config.lease_seconds, **kw,
     )

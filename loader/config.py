@@ -24,6 +24,7 @@
 
     [quota]
     jobs_per_table_day = 1000  # our budget under BigQuery's 1,500
+    jobs_per_table_10s = 5     # BigQuery's table update rate: load jobs per table per 10 s
 
 Every key can be overridden by an environment variable: ``BQSPOOL_`` plus
 the key in capitals, sections joined with ``_`` (``BQSPOOL_BATCH_ROWS``).
@@ -65,6 +66,7 @@ class Config:
     retry_maximum: float = 60.0
     retry_deadline: float = 300.0
     quota_jobs_per_table_day: int = 1000
+    quota_jobs_per_table_10s: int = 5
     lease_seconds: float = 120.0
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -147,7 +149,41 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         _check_cron(config.schedule)
     if config.batch_per_job > 10_000:
         raise ConfigError("batch_per_job: a load job takes at most 10,000 source URIs")
+    _check_names(config)
     return config
+
+
+# GCS bucket names: 3-63 characters of lowercase letters, digits, -, _ and .,
+# starting and ending with a letter or digit (dotted names may be longer,
+# up to 222, in parts of at most 63).
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+_DATASET_RE = re.compile(r"[A-Za-z0-9_]{1,1024}")
+_PROJECT_RE = re.compile(r"[a-z][a-z0-9.:-]{2,62}[a-z0-9]|[a-z0-9-]+")
+# Prefix parts: no '=' (the emulator and BigQuery's hive partitioning read
+# key=value folders as columns), no '..' or '.' (fake-gcs-server writes
+# object names as paths), nothing but safe characters.
+_PREFIX_PART_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def _check_names(config: Config) -> None:
+    """Refuse names that would misroute data, with the setting and its source named."""
+
+    def bad(name: str, why: str) -> ConfigError:
+        return ConfigError(f"{name} {getattr(config, name)!r} (from {config.sources.get(name, 'default')}): {why}")
+
+    if config.bucket is not None:
+        if not _BUCKET_RE.fullmatch(config.bucket) or ".." in config.bucket or any(
+                len(p) > 63 for p in config.bucket.split(".")):
+            raise bad("bucket", "not a valid bucket name (3-63 lowercase letters, digits, '-', '_' and '.')")
+    if config.dataset is not None and not _DATASET_RE.fullmatch(config.dataset):
+        raise bad("dataset", "a dataset name has only letters, digits and underscores")
+    if config.project is not None and not _PROJECT_RE.fullmatch(config.project):
+        raise bad("project", "not a valid project id")
+    parts = config.prefix.strip("/").split("/")
+    if config.prefix.startswith("/") or not all(_PREFIX_PART_RE.fullmatch(p) and p not in (".", "..")
+                                                for p in parts):
+        raise bad("prefix", "use folder names of letters, digits, '_', '-' and '.', joined by '/' "
+                            "(no leading '/', no '.' or '..' parts, no '=')")
 
 
 def _check_cron(expr: str) -> None:

@@ -2,29 +2,38 @@
 
 ``Drainer.drain_once()`` does all the work and returns a report; the CLI
 and the scheduler are thin layers over it. Each step is recorded in the
-buffer file (see :mod:`.ledger`) before the next one starts, and each is
-safe to repeat, so a drain killed at any instant is finished by the next
-one with nothing lost and nothing loaded twice:
+buffer file (see :mod:`.ledger`) before the next one starts, each is safe
+to repeat, and each is fenced by the drain lease (see :mod:`.lease`), so a
+drain killed at any instant is finished by the next one with nothing lost
+and nothing loaded twice, and a drain paused past its lease stops at its
+next step without changing anything:
 
 1. seal: unsealed rows of each stream become batches (fixed seq ranges);
-2. stage: a batch becomes a deterministic local Parquet file;
+2. stage: a batch becomes a deterministic local Parquet file, whose digest
+   goes into its object name; a batch that cannot be staged is quarantined
+   with its reason and the others go on;
 3. upload: ``if_generation_match=0``; a 412 with matching size and crc32c
    means an earlier attempt already uploaded it;
 4. group: uploaded batches of one table are recorded as one load, whose job
-   id derives from the batches, before anything is submitted;
+   id derives from the objects' names, before anything is submitted;
 5. load: look the job id up first (a 409 on insert means the same); adopt
-   an existing job's outcome; every pending load is submitted before the
-   drain waits for any; a transient failure retries under the next attempt
-   number; a data failure quarantines the batch;
+   an existing job's outcome only if it loaded exactly our objects; every
+   pending load is submitted before the drain waits for any; a transient
+   failure retries under the next attempt number; a data failure is
+   narrowed down to the bad rows (:mod:`.bisect`);
 6. ack: delete the batch's rows and mark it loaded in one transaction.
+
+On a full disk the drain releases the buffer's reserve file and works in
+small batches until the acks have made room (see ``store.RESERVE_BYTES``).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
-import resource
+import os
 import sqlite3
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,10 +42,11 @@ from typing import TYPE_CHECKING, Callable
 
 from bqspool.buffer import store
 from bqspool.schemas import SchemaSet
-from bqspool.schemas.errors import BackendUnavailableError, ObjectConflictError
+from bqspool.schemas.errors import BackendUnavailableError, DiskFullError, ObjectConflictError
 
-from . import faults, ledger
+from . import bisect, faults, ledger
 from .gcs import crc32c_of
+from .progress import Progress, peak_rss_mb
 from .stage import Stager, read_batch_payloads
 
 if TYPE_CHECKING:  # the drain itself never imports a cloud SDK
@@ -48,6 +58,7 @@ MAX_TRANSIENT_ATTEMPTS = 5  # failed load jobs count against the table's daily q
 NEAR_QUOTA = 0.8
 # BigQuery allows 5 metadata updates (load jobs included) per 10 s per table.
 PACE_JOBS, PACE_WINDOW_S = 5, 10.0
+TIGHT_BATCH_BYTES = 256 * 1024  # batch size while the disk is full: its Parquet file must fit the reserve
 
 
 @dataclass
@@ -56,7 +67,9 @@ class DrainReport:
     batches_loaded: int = 0
     jobs_submitted: int = 0
     quarantined: list[str] = field(default_factory=list)
+    dead_lettered: int = 0  # events a load job rejected, found by bisecting their batch
     deferred: dict[str, str] = field(default_factory=dict)
+    undrainable: dict[str, int] = field(default_factory=dict)  # streams with pending events but no table
     seconds: float = 0.0
     peak_rss_mb: float = 0.0  # of this process so far, for operators watching memory
 
@@ -64,48 +77,13 @@ class DrainReport:
         return dict(self.__dict__)
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB.
-
-    VmHWM where /proc has it: ru_maxrss survives exec, so a loader started
-    from a big parent process would report the parent's size.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-class Progress:
-    """A progress bar on a terminal, periodic log lines elsewhere."""
-
-    def __init__(self, total: int, enabled: bool = True, every_s: float = 5.0):
-        self.total, self.done = total, 0
-        self.start = self.last = time.monotonic()
-        self.every_s = every_s
-        self.bar = None
-        if enabled and total and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="ev", desc="draining", unit_scale=True, leave=False)
-        self.enabled = enabled and total > 0
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.enabled and time.monotonic() - self.last >= self.every_s:
-            self.last = time.monotonic()
-            rate = self.done / max(self.last - self.start, 1e-9)
-            log.info("drained %d of %d events (%.0f/s)", self.done, self.total, rate)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def _staging_error(exc: BaseException) -> bool:
+    """Whether staging failed because of the batch's rows (quarantine it), not the host."""
+    if isinstance(exc, OSError):  # disk full, I/O: the host's, retry later
+        return False
+    return isinstance(exc, (ValueError, TypeError, KeyError, ArithmeticError, UnicodeError, sqlite3.DataError,
+                            sqlite3.OperationalError, sqlite3.IntegrityError)) or type(exc).__module__.startswith(
+        "pyarrow")
 
 
 class Drainer:
@@ -129,6 +107,7 @@ class Drainer:
         per_job: int = 500,
         quota_per_table_day: int = 1000,
         lease_seconds: float = 120.0,
+        pace_jobs: int = PACE_JOBS,
         staging_dir: str | Path | None = None,
         progress: bool = True,
         should_stop: Callable[[], bool] = lambda: False,
@@ -143,21 +122,27 @@ class Drainer:
         self.batch_rows, self.batch_bytes, self.per_job = batch_rows, batch_bytes, per_job
         self.quota = quota_per_table_day
         self.lease_seconds = lease_seconds
+        self.pace_jobs = pace_jobs
         self.staging = Path(staging_dir) if staging_dir else self.path.with_name(self.path.name + ".staging")
         self.progress_enabled = progress
         self.should_stop = should_stop
         self.holder = ledger.new_holder()
+        self.fence: ledger.Fence | None = None
         self._stagers: dict[str, Stager] = {}
         self.clock, self.sleep = clock, sleep
         self._recent_jobs: dict[str, deque[float]] = {}
+        self._tight = False
 
     # -- the whole drain ----------------------------------------------------
 
     def drain_once(self) -> DrainReport:
         """Drain everything pending now. Raises LeaseHeldError if another
-        loader is at it, BackendUnavailableError if GCS/BigQuery stay down."""
+        loader is at it, LeaseLostError if this one lost its lease midway,
+        BackendUnavailableError if GCS/BigQuery stay down, DiskFullError if
+        the disk stays full."""
         started = time.monotonic()
         report = DrainReport()
+        self._tight = False
         _, in_use = store.open_file(self.path, check="none")
         conn = store.connect(self.path, synchronous="FULL")
         # Some SQLite builds default to secure_delete=ON, which zeroes every
@@ -166,46 +151,66 @@ class Drainer:
         # go back to the filesystem in _housekeeping right after.
         conn.execute("PRAGMA secure_delete = FAST")
         try:
-            ledger.acquire_lease(conn, self.holder, self.lease_seconds)
+            self.fence = self._make_room(conn, lambda: ledger.acquire_lease(conn, self.holder, self.lease_seconds,
+                                                                            self.path))
             try:
-                self._drain(conn, report)
+                self._make_room(conn, lambda: self._drain(conn, report))
             finally:
-                ledger.release_lease(conn, self.holder)
+                ledger.release_lease(conn, self.fence)
+                self.fence = None
             self._housekeeping(conn)
         finally:
             conn.close()
             store.release(in_use)
         report.seconds = round(time.monotonic() - started, 3)
         report.peak_rss_mb = peak_rss_mb()
-        if report.events_loaded or report.quarantined or report.deferred:
-            log.info("drain: %d events in %d batches loaded with %d jobs in %.1fs%s%s",
+        if report.events_loaded or report.quarantined or report.deferred or report.dead_lettered:
+            log.info("drain: %d events in %d batches loaded with %d jobs in %.1fs%s%s%s",
                      report.events_loaded, report.batches_loaded, report.jobs_submitted, report.seconds,
                      f"; quarantined {report.quarantined}" if report.quarantined else "",
+                     f"; {report.dead_lettered} rejected events dead-lettered" if report.dead_lettered else "",
                      f"; deferred {report.deferred}" if report.deferred else "")
         return report
 
+    def _make_room(self, conn: sqlite3.Connection, step: Callable):
+        """Run ``step``; on a full disk, release the reserve once and run it again in small batches."""
+        try:
+            return step()
+        except DiskFullError:
+            if self._tight or not store.release_reserve(self.path):
+                raise
+            log.warning("buffer disk is full: released the %d-byte reserve of %s and draining in small batches "
+                        "to make room", store.RESERVE_BYTES, self.path)
+            self._tight = True
+            return step()
+
     def _renew(self, conn: sqlite3.Connection) -> None:
-        ledger.acquire_lease(conn, self.holder, self.lease_seconds)
+        """Check that we still hold the lease, and extend it (LeaseLostError if not)."""
+        assert self.fence is not None
+        ledger.renew_lease(conn, self.fence, self.lease_seconds)
 
     def _drain(self, conn: sqlite3.Connection, report: DrainReport) -> None:
         buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
-        streams = [r[0] for r in conn.execute("SELECT DISTINCT stream FROM events")]
-        for stream in streams:
+        batch_bytes = min(self.batch_bytes, TIGHT_BATCH_BYTES) if self._tight else self.batch_bytes
+        streams = conn.execute("SELECT stream, sum(n) FROM events GROUP BY stream").fetchall()
+        for stream, n in streams:
             if stream in self.schemas:
-                ledger.seal(conn, stream, buffer_id, self.prefix, self.batch_rows, self.batch_bytes)
+                ledger.seal(conn, stream, buffer_id, self.prefix, self.batch_rows, batch_bytes, self.fence)
             else:
-                log.error("stream %r has pending events but no table in the schema set; not draining it", stream)
+                report.undrainable[stream] = n
+                log.error("stream %r has %d pending events but no table in the schema set; not draining it",
+                          stream, n)
         faults.hit("after_seal")
-        pending = [b for b in ledger.batches(conn) if b.state in ("sealed", "staged", "uploaded")]
-        progress = Progress(sum(b.rows for b in pending), self.progress_enabled)
+        pending = [b for b in ledger.batches(conn) if b.state in ledger.LIVE_STATES]
+        progress = Progress(sum(b.rows for b in pending if b.parent is None), self.progress_enabled)
         try:
-            for b in pending:
-                if self.should_stop():
-                    return
-                if b.state in ("sealed", "staged"):
-                    self._stage_and_upload(conn, b, report)
-                    self._renew(conn)
             while not self.should_stop():
+                for b in ledger.batches(conn):
+                    if b.state in ("sealed", "staged"):
+                        if self.should_stop():
+                            return
+                        self._renew(conn)
+                        self._stage_and_upload(conn, b, report)
                 self._group(conn, report)
                 todo = ledger.loads(conn, ("pending",))
                 if not todo:
@@ -217,17 +222,15 @@ class Drainer:
                 for load in todo:
                     if self.should_stop():
                         break
+                    self._renew(conn)
                     outcome = self._submit(conn, load, report)
                     if outcome is not None:
                         running.append((load, outcome))
-                    self._renew(conn)
                 for load, outcome in running:  # submitted jobs run anyway: finish them even when stopping
-                    self._finish(conn, load, outcome, report, progress)
                     self._renew(conn)
+                    self._finish(conn, load, outcome, report, progress)
                 if not running:
                     break  # all deferred: nothing changes until the budget frees up
-                if self.should_stop():
-                    return
         finally:
             progress.close()
 
@@ -239,31 +242,58 @@ class Drainer:
         return self._stagers[stream]
 
     def _stage_file(self, conn: sqlite3.Connection, b: ledger.Batch) -> Path:
-        self.staging.mkdir(parents=True, exist_ok=True)
+        # Owner-only, like the buffer: the staged files hold the same data,
+        # and they stay after a crash or an outage.
+        self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.staging, 0o700)
         path = self.staging / f"{b.batch_id}.parquet"
         if not path.exists():
-            self._stager(b.stream).write(read_batch_payloads(conn, b.stream, b.seq_lo, b.seq_hi), path)
+            chunks = (["\n".join(bisect.part_lines(conn, b))] if b.parent is not None
+                      else read_batch_payloads(conn, b.stream, b.seq_lo, b.seq_hi))
+            self._stager(b.stream).write(chunks, path)
         return path
 
     def _stage_and_upload(self, conn: sqlite3.Connection, b: ledger.Batch, report: DrainReport) -> None:
-        path = self._stage_file(conn, b)
+        fresh = ledger.batch(conn, b.batch_id)  # as it is now, not as the list we started from says
+        if fresh is None or fresh.state not in ("sealed", "staged"):
+            return
+        b = fresh
+        try:
+            path = self._stage_file(conn, b)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(f"no room to stage batch {b.batch_id} in {self.staging}") from exc
+            raise
+        except Exception as exc:
+            if not _staging_error(exc):
+                raise
+            # The parser's message may quote the row: keep it at debug level.
+            log.debug("staging batch %s failed: %r", b.batch_id, exc)
+            self._quarantine(conn, b, f"cannot be staged ({type(exc).__name__}): a stored row does not fit the "
+                                      f"table {b.stream} (a column removed from the schema set, or a damaged row)",
+                             report)
+            return
         size, crc = path.stat().st_size, crc32c_of(path)
         if b.state == "sealed":
-            ledger.mark_staged(conn, b.batch_id, size, crc)
+            name = ledger.mark_staged(conn, b, size, crc, _digest(path), self.fence)
+            if name is None:
+                return
+            b = ledger.batch(conn, b.batch_id) or b
             faults.hit("after_stage")
+        self._renew(conn)
         try:
             self.objects.upload(b.object_name, path, size, crc)
         except ObjectConflictError as exc:
             self._quarantine(conn, b, str(exc), report)
             return
         faults.hit("after_upload")
-        ledger.mark_uploaded(conn, b.batch_id)
+        ledger.mark_uploaded(conn, b.batch_id, self.fence)
         path.unlink(missing_ok=True)
 
     def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: DrainReport) -> None:
-        ledger.quarantine(conn, b.batch_id, error)
-        report.quarantined.append(b.batch_id)
-        log.error("batch %s quarantined: %s", b.batch_id, error)
+        if ledger.quarantine(conn, b.batch_id, error, self.fence):
+            report.quarantined.append(b.batch_id)
+            log.error("batch %s quarantined: %s", b.batch_id, error)
 
     def _group(self, conn: sqlite3.Connection, report: DrainReport) -> None:
         ready = [b for b in ledger.batches(conn, "uploaded") if b.load_id is None]
@@ -290,7 +320,7 @@ class Drainer:
                 report.deferred[stream] = f"{len(groups) - remaining} load groups wait for quota"
                 groups = groups[:remaining]
             for g in groups:
-                ledger.group(conn, stream, [b.batch_id for b in g])
+                ledger.group(conn, stream, g, self.fence)
         faults.hit("after_group")
 
     def _submit(self, conn: sqlite3.Connection, load: ledger.Load, report: DrainReport) -> JobOutcome | None:
@@ -298,22 +328,24 @@ class Drainer:
 
         Returns None when the table's load budget is used up (deferred).
         """
+        uris = [self.objects.uri(b.object_name) for b in ledger.load_batches(conn, load.load_id)]
         outcome = self.warehouse.get_job(load.job_id)
         if outcome is None:
             if ledger.jobs_last_day(conn, load.stream) >= self.quota:
                 report.deferred[load.stream] = "load job budget used"
                 return None
             self._pace(load.stream)
-            ledger.record_submission(conn, load)
-            uris = [self.objects.uri(b.object_name) for b in ledger.load_batches(conn, load.load_id)]
+            ledger.record_submission(conn, load, self.fence)
+            self._renew(conn)  # the last check before the job: nobody else may have taken over
             outcome = self.warehouse.start_load(load.job_id, load.stream, uris)
             report.jobs_submitted += 1
             faults.hit("after_submit")
+        _check_sources(outcome, uris)
         return outcome
 
     def _finish(self, conn: sqlite3.Connection, load: ledger.Load, outcome: JobOutcome, report: DrainReport,
                 progress: Progress) -> None:
-        """Wait for ``load``'s job, then ack it, retry it or hold its data back."""
+        """Wait for ``load``'s job, then ack it, retry it or narrow its rejection down."""
         members = ledger.load_batches(conn, load.load_id)
         while True:
             if not outcome.done:
@@ -322,11 +354,11 @@ class Drainer:
                 raise BackendUnavailableError(f"load job {load.job_id} did not finish in time")
             faults.hit("after_job_done")
             if outcome.error is None:
-                acked = ledger.ack(conn, load, fault=faults.hit)
+                acked = ledger.ack(conn, load, fault=faults.hit, fence=self.fence)
                 faults.hit("after_ack")
                 report.events_loaded += acked
                 report.batches_loaded += len(members)
-                progress.advance(sum(b.rows for b in members))
+                progress.advance(acked)
                 return
             error = f"{outcome.error.get('reason')}: {outcome.error.get('message')}"
             if outcome.transient:
@@ -334,31 +366,42 @@ class Drainer:
                     raise BackendUnavailableError(f"load job for {load.stream} failed {load.attempt + 1} times: {error}")
                 log.warning("load job %s failed transiently (%s); retrying as attempt %d", load.job_id, error,
                             load.attempt + 1)
-                load = ledger.next_attempt(conn, load, error)
+                load = ledger.next_attempt(conn, load, error, self.fence)
+                self._renew(conn)
                 retried = self._submit(conn, load, report)
                 if retried is None:
                     return
                 outcome = retried
                 continue
-            held = ledger.fail_load(conn, load, error)
-            if held:
-                report.quarantined += [b.batch_id for b in held]
-                log.error("batch %s quarantined: load job %s rejected its data: %s", held[0].batch_id,
-                          load.job_id, error)
-            else:
-                log.warning("load job %s for %d batches rejected its data (%s); loading them one by one to "
-                            "find the bad one", load.job_id, len(members), error)
+            self._rejected(conn, load, error, report)
             return
 
+    def _rejected(self, conn: sqlite3.Connection, load: ledger.Load, error: str, report: DrainReport) -> None:
+        result = bisect.fail_load(conn, load, error, self.fence)
+        faults.hit("after_reject")
+        if result.regrouped:
+            log.warning("load job %s for %d batches rejected its data (%s); loading them one by one to "
+                        "find the bad one", load.job_id, result.regrouped, error)
+        for batch_id in result.split:
+            log.warning("load job %s rejected batch %s (%s); loading it in halves to find the bad rows",
+                        load.job_id, batch_id, error)
+        if result.dead:
+            report.dead_lettered += len(result.dead)
+            log.error("load job %s rejected event %s; it is a dead letter with the reason", load.job_id,
+                      ", ".join(str(i) for i in result.dead))
+        for b in result.quarantined:
+            report.quarantined.append(b.batch_id)
+            log.error("batch %s quarantined: load jobs rejected both its halves: %s", b.batch_id, error)
+
     def _pace(self, stream: str) -> None:
-        """Wait, if needed, so a table never gets more than PACE_JOBS jobs per
+        """Wait, if needed, so a table never gets more than ``pace_jobs`` jobs per
         PACE_WINDOW_S: past that BigQuery answers rateLimitExceeded, and the
         failed job still counts against the daily quota."""
         recent = self._recent_jobs.setdefault(stream, deque())
         now = self.clock()
         while recent and now - recent[0] >= PACE_WINDOW_S:
             recent.popleft()
-        if len(recent) >= PACE_JOBS:
+        if len(recent) >= self.pace_jobs:
             wait = PACE_WINDOW_S - (now - recent[0])
             log.info("table %s: %d load jobs in %.0fs; waiting %.1fs", stream, len(recent), PACE_WINDOW_S, wait)
             self.sleep(wait)
@@ -370,15 +413,32 @@ class Drainer:
         # Give the space of acked rows back: free pages to the filesystem,
         # then checkpoint and truncate the WAL. A short busy timeout keeps
         # appenders from waiting on us; if they are busy, the next drain
-        # finishes the job.
+        # finishes the job. Then put the disk reserve back if it was used.
         try:
             store.release_free_pages(conn)
             conn.execute("PRAGMA busy_timeout = 200")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, DiskFullError) as exc:
             log.debug("housekeeping skipped: %s", exc)
+        store.ensure_reserve(self.path)
         if self.staging.exists():
             live = {b.batch_id for b in ledger.batches(conn) if b.state in ("sealed", "staged")}
             for f in self.staging.iterdir():
                 if f.name.split(".parquet")[0] not in live:
                     f.unlink(missing_ok=True)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_sources(outcome: JobOutcome, uris: list[str]) -> None:
+    """Adopt an existing job only if it loads exactly our objects."""
+    sources = getattr(outcome, "source_uris", None)
+    if sources is not None and sorted(sources) != sorted(uris):
+        raise ObjectConflictError(f"load job {outcome.job_id} exists but loads other objects "
+                                  f"({len(sources)} source URIs, not ours); refusing to adopt it")

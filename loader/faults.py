@@ -4,7 +4,9 @@ Inert in production: ``hit(name)`` does nothing unless the environment
 variable ``BQSPOOL_FAULT`` names that point when the process starts
 (``BQSPOOL_FAULT=after_upload``), in which case the process kills itself
 with SIGKILL there, exactly like a crash at that instant. An optional
-``:N`` suffix (``after_upload:3``) crashes on the N-th hit.
+``:N`` suffix (``after_upload:3``) crashes on the N-th hit, and a ``:stop``
+suffix (``after_stage:1:stop``) stops the process with SIGSTOP instead, as
+a VM pause would, until someone sends it SIGCONT.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ POINTS = (
     "after_job_done",
     "mid_ack",
     "after_ack",
+    "after_reject",
 )
 
-_spec = os.environ.get("BQSPOOL_FAULT", "")
-_name, _, _count = _spec.partition(":")
-_remaining = int(_count) if _count.isdigit() else 1
+_spec = os.environ.get("BQSPOOL_FAULT", "").split(":")
+_name = _spec[0]
+_remaining = int(_spec[1]) if len(_spec) > 1 and _spec[1].isdigit() else 1
+_signal = signal.SIGSTOP if _spec[-1] == "stop" else signal.SIGKILL
 if _name and _name not in POINTS:
     raise RuntimeError(f"BQSPOOL_FAULT names no fault point: {_name!r} (points: {', '.join(POINTS)})")
 
@@ -35,5 +39,5 @@ def hit(name: str) -> None:
     if name != _name:
         return
     _remaining -= 1
-    if _remaining <= 0:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _remaining == 0 or (_remaining < 0 and _signal == signal.SIGKILL):
+        os.kill(os.getpid(), _signal)

@@ -1,34 +1,40 @@
 """The loader's durable state in the buffer file: lease, batches, loads, jobs.
 
 Every function here is one transaction, so every step of the drain is
-recorded before the next begins and is safe to repeat after a crash.
+recorded before the next begins and is safe to repeat after a crash. Every
+state change is conditional on the state it expects (a batch that was
+loaded is never staged, quarantined or acked again) and, given a
+:class:`Fence`, on the caller still holding the drain lease (see
+:mod:`.lease`).
 
 Batch states: ``sealed`` (range fixed) -> ``staged`` (Parquet written
-locally, size and crc32c recorded) -> ``uploaded`` (object in GCS) ->
-``loaded`` (rows deleted from ``events``), or ``quarantined`` (a load job
-rejected its data; kept with the error until retried or dropped). A batch
-in a load group has ``load_id`` set; a load's job id is derived from its
-``load_id`` and ``attempt``.
+locally; size, crc32c and the object name, which carries a digest of the
+content, recorded) -> ``uploaded`` (object in GCS) -> ``loaded`` (rows
+deleted from ``events``). Held back: ``quarantined`` (kept with the error,
+and the state it was held in, until retried or dropped). A batch whose
+data a load job rejected is bisected into *parts* (``split``; see
+:mod:`.bisect`). A batch in a load group has ``load_id`` set; a load's id
+derives from its objects' names, its job id from the load id and attempt.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from bqspool.buffer.store import now_us, transaction
-from bqspool.buffer.writer import ADD_USED, INSERT_DEAD, dead_row_bytes
-from bqspool.schemas.display import safe_text
-from bqspool.schemas.coerce import EVENT_ID
-from bqspool.schemas.errors import LeaseHeldError
+from bqspool.schemas.errors import LeaseHeldError, LeaseLostError
+
+from . import lease
 
 LOADED_RETENTION_US = 7 * 86_400 * 1_000_000  # loaded batch rows kept this long for `status`
+LIVE_STATES = ("sealed", "staged", "uploaded")  # a batch in one of these may still be loaded
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,14 @@ class Batch:
     load_id: str | None
     solo: int
     error: str | None
+    parent: str | None = None  # the batch (or part) this part was split from
+    part_lo: int | None = None  # a part's events: offsets [part_lo, part_hi) in its root batch
+    part_hi: int | None = None
+    held_from: str | None = None  # the state a quarantined batch was held in
 
 
-_BATCH_COLS = "batch_id, stream, seq_lo, seq_hi, rows, nbytes, day, state, object_name, object_size, object_crc32c, load_id, solo, error"
+_BATCH_COLS = ("batch_id, stream, seq_lo, seq_hi, rows, nbytes, day, state, object_name, object_size, "
+               "object_crc32c, load_id, solo, error, parent, part_lo, part_hi, held_from")
 
 
 @dataclass(frozen=True)
@@ -67,47 +78,87 @@ def job_id_for(stream: str, load_id: str, attempt: int) -> str:
     return f"bqspool_{stream}_{load_id}_{attempt}"
 
 
+def content_name(placeholder: str, batch_id: str, digest: str) -> str:
+    """A staged batch's object name: its seal-time name with a digest of its bytes.
+
+    Two different batches never share an object name (nor, so, a job id)
+    even when two hosts run copies of one buffer file, whose batch ids
+    coincide; the same batch staged again gets the same name.
+    """
+    folder = placeholder.rpartition("/")[0]
+    return f"{folder}/{batch_id}-{digest[:20]}.parquet"
+
+
 # -- lease --------------------------------------------------------------------
 
-def acquire_lease(conn: sqlite3.Connection, holder: str, ttl_s: float) -> None:
-    """Take or renew the drain lease; LeaseHeldError if a live loader has it."""
+@dataclass(frozen=True)
+class Fence:
+    """Who holds the drain lease, and under which token (see :mod:`.lease`)."""
+
+    holder: str
+    token: int
+    buffer: Path
+    fd: int | None = None  # the lock of this token's lock file, while held
+
+
+def acquire_lease(conn: sqlite3.Connection, holder: str, ttl_s: float, buffer: Path) -> Fence:
+    """Take the drain lease under a new token.
+
+    LeaseHeldError if a live loader holds it: one whose lease has not
+    expired and whose lock file is still locked.
+    """
     now = now_us()
     with transaction(conn):
-        row = conn.execute("SELECT holder, expires_us FROM lease WHERE name = 'drain'").fetchone()
-        if row and row[0] != holder and row[1] > now and not _holder_is_dead(row[0]):
+        row = conn.execute("SELECT holder, expires_us, token FROM lease WHERE name = 'drain'").fetchone()
+        old_token = row[2] if row else 0
+        if row and row[0] and row[1] > now and lease.holder_alive(buffer, old_token):
             raise LeaseHeldError(
                 f"another loader ({row[0]}) is draining this buffer; its lease expires in "
                 f"{(row[1] - now) / 1e6:.0f}s"
             )
-        conn.execute(
-            "INSERT INTO lease VALUES ('drain', ?, ?) ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, "
-            "expires_us = excluded.expires_us",
-            (holder, now + int(ttl_s * 1e6)),
-        )
+        token = old_token + 1
+        fd = lease.hold(buffer, token)  # locked before the row says so: never a row without a live lock
+        try:
+            conn.execute(
+                "INSERT INTO lease (name, holder, expires_us, token) VALUES ('drain', ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_us = excluded.expires_us, "
+                "token = excluded.token",
+                (holder, now + int(ttl_s * 1e6), token),
+            )
+        except BaseException:
+            lease.let_go(buffer, token, fd)
+            raise
+    if row and row[0]:
+        lease.let_go(buffer, old_token, None)  # the dead or expired holder's lock file
+    return Fence(holder, token, buffer, fd)
 
 
-def _holder_is_dead(holder: str) -> bool:
-    """True when the holder ran on this host and its process is gone.
-
-    A loader killed on this machine need not block the next one for the
-    whole lease; one on another host (or a reused pid) still waits it out.
-    """
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+def check_fence(conn: sqlite3.Connection, fence: Fence | None) -> None:
+    """Inside a transaction: raise LeaseLostError unless ``fence`` still holds the lease."""
+    if fence is None:
+        return
+    row = conn.execute("SELECT holder, token FROM lease WHERE name = 'drain'").fetchone()
+    if row is None or row[0] != fence.holder or row[1] != fence.token:
+        taken = f"; it is now held by {row[0]} (token {row[1]})" if row and row[0] else ""
+        raise LeaseLostError(f"this loader ({fence.holder}, token {fence.token}) lost its drain lease{taken}. "
+                             "It stopped before changing anything; nothing was lost, run the drain again")
 
 
-def release_lease(conn: sqlite3.Connection, holder: str) -> None:
+def renew_lease(conn: sqlite3.Connection, fence: Fence, ttl_s: float) -> None:
+    """Extend our lease; LeaseLostError if it changed hands meanwhile (never re-taken silently)."""
     with transaction(conn):
-        conn.execute("DELETE FROM lease WHERE name = 'drain' AND holder = ?", (holder,))
+        check_fence(conn, fence)
+        conn.execute("UPDATE lease SET expires_us = ? WHERE name = 'drain'", (now_us() + int(ttl_s * 1e6),))
+
+
+def release_lease(conn: sqlite3.Connection, fence: Fence) -> None:
+    """Give the lease up if we still hold it; the token stays, so the next one is new."""
+    try:
+        with transaction(conn):
+            conn.execute("UPDATE lease SET holder = '', expires_us = 0 WHERE name = 'drain' AND holder = ? "
+                         "AND token = ?", (fence.holder, fence.token))
+    finally:
+        lease.let_go(fence.buffer, fence.token, fence.fd)
 
 
 def new_holder() -> str:
@@ -116,7 +167,8 @@ def new_holder() -> str:
 
 # -- sealing ------------------------------------------------------------------
 
-def seal(conn: sqlite3.Connection, stream: str, buffer_id: str, prefix: str, max_rows: int, max_bytes: int) -> int:
+def seal(conn: sqlite3.Connection, stream: str, buffer_id: str, prefix: str, max_rows: int, max_bytes: int,
+         fence: Fence | None = None) -> int:
     """Seal every unsealed row of ``stream`` into batches; returns how many batches.
 
     Unsealed rows are those above the highest sealed seq of the stream:
@@ -126,6 +178,7 @@ def seal(conn: sqlite3.Connection, stream: str, buffer_id: str, prefix: str, max
     made = 0
     day = time.strftime("%Y-%m-%d", time.gmtime())
     with transaction(conn):
+        check_fence(conn, fence)
         top = conn.execute("SELECT coalesce(max(seq_hi), 0) FROM batches WHERE stream = ?", (stream,)).fetchone()[0]
         lo = None
         rows = nbytes = 0
@@ -176,7 +229,13 @@ def batches(conn: sqlite3.Connection, state: str | None = None, stream: str | No
         params.append(stream)
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return [Batch(*r) for r in conn.execute(sql + " ORDER BY stream, seq_lo", params)]
+    return [Batch(*r) for r in conn.execute(sql + " ORDER BY stream, seq_lo, coalesce(part_lo, -1)", params)]
+
+
+def batch(conn: sqlite3.Connection, batch_id: str) -> Batch | None:
+    """One batch as it is now in the file (not as a caller's list remembers it)."""
+    row = conn.execute(f"SELECT {_BATCH_COLS} FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+    return Batch(*row) if row else None
 
 
 def loads(conn: sqlite3.Connection, states: tuple[str, ...] = ("pending",)) -> list[Load]:
@@ -188,7 +247,7 @@ def loads(conn: sqlite3.Connection, states: tuple[str, ...] = ("pending",)) -> l
 
 def load_batches(conn: sqlite3.Connection, load_id: str) -> list[Batch]:
     return [Batch(*r) for r in conn.execute(
-        f"SELECT {_BATCH_COLS} FROM batches WHERE load_id = ? ORDER BY seq_lo", (load_id,))]
+        f"SELECT {_BATCH_COLS} FROM batches WHERE load_id = ? ORDER BY seq_lo, part_lo", (load_id,))]
 
 
 def jobs_last_day(conn: sqlite3.Connection, stream: str) -> int:
@@ -198,146 +257,124 @@ def jobs_last_day(conn: sqlite3.Connection, stream: str) -> int:
 
 # -- transitions --------------------------------------------------------------
 
-def mark_staged(conn: sqlite3.Connection, batch_id: str, size: int, crc32c: str) -> None:
+def _set_state(conn: sqlite3.Connection, batch_id: str, expect: tuple[str, ...], sets: str, params: tuple) -> bool:
+    """``UPDATE batches SET <sets>`` where the batch is in one of ``expect``; whether it was."""
+    marks = ",".join("?" * len(expect))
+    return conn.execute(f"UPDATE batches SET {sets}, updated_us = ? WHERE batch_id = ? AND state IN ({marks})",
+                        (*params, now_us(), batch_id, *expect)).rowcount == 1
+
+
+def mark_staged(conn: sqlite3.Connection, b: Batch, size: int, crc32c: str, digest: str,
+                fence: Fence | None = None) -> str | None:
+    """Record the staged file; returns the batch's object name, or None if it was not ``sealed`` any more."""
+    name = content_name(b.object_name, b.batch_id, digest)
     with transaction(conn):
-        conn.execute(
-            "UPDATE batches SET state = 'staged', object_size = ?, object_crc32c = ?, updated_us = ? "
-            "WHERE batch_id = ? AND state = 'sealed'",
-            (size, crc32c, now_us(), batch_id),
-        )
+        check_fence(conn, fence)
+        ok = _set_state(conn, b.batch_id, ("sealed",), "state = 'staged', object_size = ?, object_crc32c = ?, "
+                        "object_name = ?", (size, crc32c, name))
+    return name if ok else None
 
 
-def mark_uploaded(conn: sqlite3.Connection, batch_id: str) -> None:
+def mark_uploaded(conn: sqlite3.Connection, batch_id: str, fence: Fence | None = None) -> bool:
     with transaction(conn):
-        conn.execute("UPDATE batches SET state = 'uploaded', updated_us = ? WHERE batch_id = ? AND state = 'staged'",
-                     (now_us(), batch_id))
+        check_fence(conn, fence)
+        return _set_state(conn, batch_id, ("staged",), "state = 'uploaded'", ())
 
 
-def group(conn: sqlite3.Connection, stream: str, batch_ids: list[str]) -> Load:
-    """Record a load group durably, before its job is ever submitted."""
-    load_id = hashlib.sha256("\n".join(sorted(batch_ids)).encode()).hexdigest()[:32]
+def group(conn: sqlite3.Connection, stream: str, members: list[Batch], fence: Fence | None = None) -> Load:
+    """Record a load group durably, before its job is ever submitted.
+
+    The load id derives from the members' object names, which carry their
+    content's digest: a job id never covers other bytes than these.
+    """
+    load_id = hashlib.sha256("\n".join(sorted(b.object_name for b in members)).encode()).hexdigest()[:32]
     now = now_us()
     with transaction(conn):
+        check_fence(conn, fence)
         old = conn.execute("SELECT attempt, state FROM loads WHERE load_id = ?", (load_id,)).fetchone()
         if old is None:
             conn.execute("INSERT INTO loads VALUES (?, ?, 0, ?, 'pending', NULL, ?, ?)",
                          (load_id, stream, job_id_for(stream, load_id, 0), now, now))
         elif old[1] == "failed":
-            # The same batches again (a quarantined batch retried): the old
+            # The same objects again (a quarantined batch retried): the old
             # job id belongs to the failed job, so take the next attempt.
             conn.execute("UPDATE loads SET state = 'pending', attempt = ?, job_id = ?, updated_us = ? WHERE load_id = ?",
                          (old[0] + 1, job_id_for(stream, load_id, old[0] + 1), now, load_id))
         conn.executemany("UPDATE batches SET load_id = ?, updated_us = ? WHERE batch_id = ? AND state = 'uploaded'",
-                         [(load_id, now, b) for b in batch_ids])
+                         [(load_id, now, b.batch_id) for b in members])
     row = conn.execute("SELECT load_id, stream, attempt, job_id, state, error FROM loads WHERE load_id = ?",
                        (load_id,)).fetchone()
     return Load(*row)
 
 
-def record_submission(conn: sqlite3.Connection, load: Load) -> None:
+def record_submission(conn: sqlite3.Connection, load: Load, fence: Fence | None = None) -> None:
     with transaction(conn):
+        check_fence(conn, fence)
         conn.execute("INSERT INTO jobs VALUES (?, ?, ?) ON CONFLICT(job_id) DO NOTHING",
                      (load.job_id, load.stream, now_us()))
 
 
-def next_attempt(conn: sqlite3.Connection, load: Load, error: str) -> Load:
+def next_attempt(conn: sqlite3.Connection, load: Load, error: str, fence: Fence | None = None) -> Load:
     """A job that failed transiently wrote nothing: retry under a new job id."""
     attempt = load.attempt + 1
     job_id = job_id_for(load.stream, load.load_id, attempt)
     with transaction(conn):
-        conn.execute("UPDATE loads SET attempt = ?, job_id = ?, error = ?, updated_us = ? WHERE load_id = ?",
-                     (attempt, job_id, error, now_us(), load.load_id))
+        check_fence(conn, fence)
+        conn.execute("UPDATE loads SET attempt = ?, job_id = ?, error = ?, updated_us = ? WHERE load_id = ? "
+                     "AND attempt = ? AND state = 'pending'",
+                     (attempt, job_id, error, now_us(), load.load_id, load.attempt))
     return Load(load.load_id, load.stream, attempt, job_id, load.state, error)
 
 
-def ack(conn: sqlite3.Connection, load: Load, fault=None) -> int:
+def delete_rows(conn: sqlite3.Connection, b: Batch) -> int:
+    """Delete a whole batch's rows with their pending bytes (in the caller's
+    transaction); returns how many events they held."""
+    gone = conn.execute("DELETE FROM events WHERE stream = ? AND seq BETWEEN ? AND ? RETURNING n, nbytes",
+                        (b.stream, b.seq_lo, b.seq_hi)).fetchall()
+    # The bytes actually deleted, not the batch's record of them: never
+    # subtract what is not there.
+    conn.execute("UPDATE counters SET value = value - ? WHERE name = 'pending_bytes'", (sum(r[1] for r in gone),))
+    return sum(r[0] for r in gone)
+
+
+def ack(conn: sqlite3.Connection, load: Load, fault=None, fence: Fence | None = None) -> int:
     """The load is DONE without error: delete its rows and mark its batches
-    loaded, in one transaction. Returns the number of events acked."""
+    loaded, in one transaction. Returns the number of events loaded.
+
+    Only batches still ``uploaded`` in this load are acked; a part marks
+    itself loaded and its root's rows go once every part is done (see
+    :func:`.bisect.settle`).
+    """
+    from .bisect import settle
+
     acked = 0
     with transaction(conn):
+        check_fence(conn, fence)
         for b in load_batches(conn, load.load_id):
             if b.state != "uploaded":
                 continue
-            where = (b.stream, b.seq_lo, b.seq_hi)
-            deleted = conn.execute("SELECT coalesce(sum(n), 0) FROM events WHERE stream = ? AND seq BETWEEN ? AND ?",
-                                   where).fetchone()[0]
-            conn.execute("DELETE FROM events WHERE stream = ? AND seq BETWEEN ? AND ?", where)
-            if fault:
-                fault("mid_ack")
-            conn.execute("UPDATE counters SET value = value - ? WHERE name = 'pending_bytes'", (b.nbytes,))
-            conn.execute("UPDATE batches SET state = 'loaded', error = NULL, updated_us = ? WHERE batch_id = ?",
-                         (now_us(), b.batch_id))
+            if b.parent is None:
+                deleted = delete_rows(conn, b)
+                if fault:
+                    fault("mid_ack")
+            else:
+                deleted = b.rows
+            _set_state(conn, b.batch_id, ("uploaded",), "state = 'loaded', error = NULL", ())
+            if b.parent is not None:
+                settle(conn, b.parent)
             acked += deleted
         conn.execute("UPDATE loads SET state = 'done', updated_us = ? WHERE load_id = ?", (now_us(), load.load_id))
-        conn.execute("DELETE FROM batches WHERE state = 'loaded' AND updated_us < ?", (now_us() - LOADED_RETENTION_US,))
+        conn.execute("DELETE FROM batches WHERE state IN ('loaded', 'dead', 'dropped') AND updated_us < ?",
+                     (now_us() - LOADED_RETENTION_US,))
         conn.execute("DELETE FROM loads WHERE state IN ('done', 'failed') AND updated_us < ?",
                      (now_us() - LOADED_RETENTION_US,))
     return acked
 
 
-def quarantine(conn: sqlite3.Connection, batch_id: str, error: str) -> None:
-    """Hold a batch out of loading, with the reason, until retried or dropped."""
+def quarantine(conn: sqlite3.Connection, batch_id: str, error: str, fence: Fence | None = None) -> bool:
+    """Hold a live batch out of loading, with the reason, until retried or
+    dropped; whether it was live (a loaded batch is never quarantined)."""
     with transaction(conn):
-        conn.execute("UPDATE batches SET state = 'quarantined', error = ?, load_id = NULL, updated_us = ? "
-                     "WHERE batch_id = ?", (error, now_us(), batch_id))
-
-
-def fail_load(conn: sqlite3.Connection, load: Load, error: str) -> list[Batch]:
-    """A job rejected the data. A single batch is quarantined; a group is
-    split so each batch gets a job of its own and only the bad one is held.
-    Returns the batches quarantined."""
-    members = load_batches(conn, load.load_id)
-    now = now_us()
-    with transaction(conn):
-        conn.execute("UPDATE loads SET state = 'failed', error = ?, updated_us = ? WHERE load_id = ?",
-                     (error, now, load.load_id))
-        if len(members) == 1:
-            conn.execute("UPDATE batches SET state = 'quarantined', error = ?, load_id = NULL, updated_us = ? "
-                         "WHERE batch_id = ?", (error, now, members[0].batch_id))
-            return members
-        conn.execute("UPDATE batches SET load_id = NULL, solo = 1, updated_us = ? WHERE load_id = ?", (now, load.load_id))
-    return []
-
-
-def retry_quarantined(conn: sqlite3.Connection, batch_ids: list[str] | None = None) -> int:
-    """Put quarantined batches back in line (as solo loads); returns how many."""
-    with transaction(conn):
-        sql = "UPDATE batches SET state = 'uploaded', solo = 1, error = NULL, load_id = NULL, updated_us = ? " \
-              "WHERE state = 'quarantined'"
-        params: list = [now_us()]
-        if batch_ids:
-            sql += f" AND batch_id IN ({','.join('?' * len(batch_ids))})"
-            params += batch_ids
-        return conn.execute(sql, params).rowcount
-
-
-def _event_id_of(line: str) -> str | None:
-    try:
-        return json.loads(line).get(EVENT_ID)
-    except (ValueError, AttributeError):
-        return None
-
-
-def drop_quarantined(conn: sqlite3.Connection, batch_ids: list[str]) -> int:
-    """Give up on quarantined batches: their events are moved to dead letters."""
-    dropped = 0
-    with transaction(conn):
-        for bid in batch_ids:
-            row = conn.execute(f"SELECT {_BATCH_COLS} FROM batches WHERE batch_id = ? AND state = 'quarantined'",
-                               (bid,)).fetchone()
-            if row is None:
-                continue
-            b = Batch(*row)
-            reason = safe_text(f"dropped from quarantined batch {b.batch_id}: {b.error}")
-            now = now_us()
-            dead_bytes = 0
-            for (payload,) in conn.execute("SELECT payload FROM events WHERE stream = ? AND seq BETWEEN ? AND ?",
-                                           (b.stream, b.seq_lo, b.seq_hi)).fetchall():
-                rows = [(b.stream, _event_id_of(line), line, reason, now) for line in payload.split("\n")]
-                conn.executemany(INSERT_DEAD, rows)
-                dead_bytes += sum(dead_row_bytes(r) for r in rows)
-            conn.execute("DELETE FROM events WHERE stream = ? AND seq BETWEEN ? AND ?", (b.stream, b.seq_lo, b.seq_hi))
-            conn.execute(ADD_USED, (-b.nbytes, dead_bytes)).fetchall()
-            conn.execute("UPDATE batches SET state = 'dropped', updated_us = ? WHERE batch_id = ?", (now_us(), bid))
-            dropped += 1
-    return dropped
+        check_fence(conn, fence)
+        return _set_state(conn, batch_id, LIVE_STATES,
+                          "held_from = state, state = 'quarantined', error = ?, load_id = NULL", (error,))

@@ -26,7 +26,7 @@ DATE           date (not datetime); "YYYY-MM-DD"                     "YYYY-MM-DD
 TIME           naive time; "HH:MM[:SS[.ffffff]]"                     int: microseconds since midnight
 DATETIME       naive datetime; ISO string without offset             "YYYY-MM-DDTHH:MM:SS.ffffff"
 JSON           any JSON-serialisable value (a str is a JSON string)  str holding compact JSON
-GEOGRAPHY      non-empty WKT or GeoJSON string                       str
+GEOGRAPHY      WKT or GeoJSON string, shape checked (geography.py)   str
 RECORD         dict (any Mapping)                                    object
 REPEATED       list or tuple; None means empty; no null elements    array
 =============  ====================================================  =============================
@@ -166,6 +166,8 @@ def _decimal(v: Any, what: str) -> decimal.Decimal:
             if i.bit_length() > 4 * MAX_NUMERIC_CHARS:  # int -> Decimal is slow for huge ints
                 raise _Bad(f"{what} out of range: {show(i)}")
             d = decimal.Decimal(i)
+        elif hasattr(type(v), "__index__"):  # numpy integers
+            d = decimal.Decimal(operator.index(v))
         else:
             raise _Bad(f"expected {what}, got {_tname(v)}")
     except decimal.InvalidOperation:

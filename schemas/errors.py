@@ -13,7 +13,8 @@ re-export it.
     │   ├── BufferUnavailableError  the file cannot be opened now (EMFILE, permissions, I/O); left alone
     │   ├── DiskFullError       SQLITE_FULL: free disk space, then retry
     │   ├── BackendUnavailableError  GCS or BigQuery stayed unreachable past the retry policy
-    │   └── LeaseHeldError      another loader is draining this buffer
+    │   ├── LeaseHeldError      another loader is draining this buffer
+    │   └── LeaseLostError      this loader's lease was taken over; it stopped before changing anything
     └── PermanentError          retrying the same call cannot succeed
         ├── ConfigError         bad option or setting
         ├── SchemaError         a table definition is invalid (names file and field)
@@ -121,6 +122,11 @@ class BackendUnavailableError(RetryableError):
 
 class LeaseHeldError(RetryableError):
     """Another loader holds this buffer's drain lease."""
+
+
+class LeaseLostError(RetryableError):
+    """This loader's lease changed hands (it was paused past its expiry); it
+    stopped before changing anything."""
 
 
 class BackendError(PermanentError):

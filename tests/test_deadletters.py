@@ -81,7 +81,7 @@ def test_replay_after_a_schema_fix_keeps_event_ids_and_leaves_the_rest(tmp_path)
 def test_replay_brings_dropped_quarantined_rows_back_as_the_same_events(tmp_path, alltypes):
     """`quarantine drop` stores a batch's stored rows as dead letters; replay must turn those
     stored values (epoch micros, base64, JSON text) back into the same events, ids included."""
-    from bqspool.loader import ledger
+    from bqspool.loader import holdback, ledger
 
     path = tmp_path / "b.db"
     rng = random.Random(7)
@@ -95,7 +95,7 @@ def test_replay_brings_dropped_quarantined_rows_back_as_the_same_events(tmp_path
     ledger.seal(conn, stream, buffer_id, "p", 10_000, 1 << 30)
     (batch,) = ledger.batches(conn)
     ledger.quarantine(conn, batch.batch_id, "invalid: made up for the test")
-    assert ledger.drop_quarantined(conn, [batch.batch_id]) == 1
+    assert holdback.drop(conn, [batch.batch_id]) == (1, 300)
     assert pending_events(conn) == 0
     assert conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 300
 

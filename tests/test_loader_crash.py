@@ -26,7 +26,8 @@ def fill(env, n, seed):
     return appended
 
 
-@pytest.mark.parametrize("point", faults.POINTS)
+# after_reject is only reached when a load job rejects data: test_bisect crashes there.
+@pytest.mark.parametrize("point", [p for p in faults.POINTS if p != "after_reject"])
 def test_crash_at_each_step_then_drain_again(stack, tmp_path, point):
     env = Env(tmp_path, "eixa", batch_rows=40, batch_per_job=2)
     appended = fill(env, 100, point)

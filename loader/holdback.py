@@ -1,0 +1,73 @@
+"""Quarantined batches: list, retry and drop them (``bqspool quarantine``).
+
+A batch is quarantined when it cannot be staged (a row that no longer
+parses as its table), when its object name is taken by other bytes, or
+when both halves of it were rejected by load jobs (see :mod:`.bisect`).
+Each function is one transaction on the buffer file, fenced by the caller's
+drain lease so an operator's step never races a running drain.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from bqspool.buffer.store import now_us, transaction
+from bqspool.buffer.writer import ADD_USED, INSERT_DEAD, dead_row, dead_row_bytes
+
+from .ledger import Batch, Fence, batches, check_fence, delete_rows
+
+
+def held(conn: sqlite3.Connection) -> list[Batch]:
+    return batches(conn, "quarantined")
+
+
+def retry(conn: sqlite3.Connection, batch_ids: list[str] | None = None, fence: Fence | None = None) -> int:
+    """Put quarantined batches (all, or those named) back in line, each in the
+    state it was held in and loaded on its own; returns how many."""
+    with transaction(conn):
+        check_fence(conn, fence)
+        sql = ("UPDATE batches SET state = coalesce(held_from, 'uploaded'), solo = 1, error = NULL, load_id = NULL, "
+               "held_from = NULL, updated_us = ? WHERE state = 'quarantined'")
+        params: list = [now_us()]
+        if batch_ids:
+            sql += f" AND batch_id IN ({','.join('?' * len(batch_ids))})"
+            params += batch_ids
+        return conn.execute(sql, params).rowcount
+
+
+def _event_id_of(line: str) -> str | None:
+    try:
+        value = json.loads(line).get("_event_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def drop(conn: sqlite3.Connection, batch_ids: list[str], fence: Fence | None = None) -> tuple[int, int]:
+    """Give up on quarantined batches: their events move to dead letters.
+
+    Returns (batches dropped, events dead-lettered). A stored row that is not
+    valid UTF-8 any more (a flipped byte) is read as bytes and kept with its
+    bad bytes escaped.
+    """
+    dropped = events = 0
+    with transaction(conn):
+        check_fence(conn, fence)
+        for b in [b for b in held(conn) if b.batch_id in set(batch_ids)]:
+            reason = f"dropped from quarantined batch {b.batch_id}: {b.error}"
+            now = now_us()
+            dead_bytes = 0
+            for (raw,) in conn.execute("SELECT CAST(payload AS BLOB) FROM events WHERE stream = ? AND seq BETWEEN ? "
+                                       "AND ? ORDER BY seq", (b.stream, b.seq_lo, b.seq_hi)).fetchall():
+                lines = raw.decode("utf-8", "backslashreplace").split("\n")
+                rows = [dead_row(b.stream, _event_id_of(line), line, reason) for line in lines]
+                conn.executemany(INSERT_DEAD, rows)
+                dead_bytes += sum(dead_row_bytes(r) for r in rows)
+                events += len(rows)
+            delete_rows(conn, b)
+            conn.execute(ADD_USED, (0, dead_bytes)).fetchall()
+            conn.execute("UPDATE batches SET state = 'dropped', updated_us = ? WHERE batch_id = ? "
+                         "AND state = 'quarantined'", (now_us(), b.batch_id))
+            dropped += 1
+    return dropped, events
