@@ -163,6 +163,7 @@ def connect(path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
     return conn
 
 
@@ -249,9 +250,13 @@ def _open_private(path: Path, flags: int) -> int:
 
 
 def _unavailable(path: Path, exc: BaseException) -> BufferUnavailableError:
-    return BufferUnavailableError(
-        f"cannot open buffer file {path}: {exc}. The file was left as it is; "
-        "this is usually temporary (too many open files, permissions, a read-only or missing disk)")
+    try:
+        full = os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        full = False
+    why = ("the disk is full: free space (or let the loader drain once there is a little)" if full else
+           "this is usually temporary (too many open files, permissions, a read-only or missing disk)")
+    return BufferUnavailableError(f"cannot open buffer file {path}: {exc}. The file was left as it is; {why}")
 
 
 @contextlib.contextmanager
@@ -284,9 +289,14 @@ def release(handle: int | None) -> None:
 
 
 # A file of this size beside the buffer, which the writer never uses: on a
-# full disk the loader deletes it to find room for the lease, seal and ack
-# writes and a small staged file, and puts it back once the acks freed space.
-RESERVE_BYTES = 1024 * 1024
+# full disk the loader deletes it to find room, and puts it back once its
+# acks freed space. The first thing that room is for is a checkpoint: the
+# disk fills when one needs to grow the database file by the WAL's new
+# pages, so the WAL is checkpointed every RESERVE_BYTES (WAL_PAGES pages,
+# instead of SQLite's 1,000) and the reserve always covers one. After it
+# come the lease, seal and ack writes and one small staged file.
+RESERVE_BYTES = 2 * 1024 * 1024
+WAL_PAGES = RESERVE_BYTES // 4096
 
 
 def _reserve_path(path: Path) -> Path:

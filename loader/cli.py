@@ -140,9 +140,12 @@ def status(buffer_path: Path, schemas: str | None, as_json: bool) -> None:
         return
     click.echo(f"buffer  {stats['path']}  ({stats['file_bytes'] / 1e6:.1f} MB on disk, format {stats['format_version']})")
     click.echo(f"{'stream':40s} {'pending':>10s} {'bytes':>12s} {'oldest':>10s}")
+    tables = set(buf.schemas) if buf.schemas is not None else None
     for name, s in sorted(stats["streams"].items()):
         age = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:.0f}s"
-        click.echo(f"{name:40s} {s['pending']:>10d} {s['bytes']:>12d} {age:>10s}")
+        orphan = "  (no table in schema set: the loader cannot drain it)" if tables is not None and \
+            name not in tables and s["pending"] else ""
+        click.echo(f"{name:40s} {s['pending']:>10d} {s['bytes']:>12d} {age:>10s}{orphan}")
     click.echo(f"{'total':40s} {stats['pending']:>10d} {stats['pending_bytes']:>12d}")
     click.echo(f"dead letters: {stats['dead_letters']}   dropped: {stats['dropped']}   lost: {stats['lost']}")
     if stats["lost"]:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Callable
 
 from bqspool.buffer import store
 from bqspool.schemas import SchemaSet
+from bqspool.schemas.display import safe_text
 from bqspool.schemas.errors import BackendUnavailableError, DiskFullError, ObjectConflictError
 
 from . import bisect, faults, ledger
@@ -182,6 +183,12 @@ class Drainer:
             log.warning("buffer disk is full: released the %d-byte reserve of %s and draining in small batches "
                         "to make room", store.RESERVE_BYTES, self.path)
             self._tight = True
+            # The WAL's new pages into the database, then the WAL truncated:
+            # the reserve is sized for this, and it frees the WAL's space.
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.OperationalError as exc:
+                log.warning("checkpoint on a full disk failed: %s", exc)
             return step()
 
     def _renew(self, conn: sqlite3.Connection) -> None:
@@ -212,7 +219,7 @@ class Drainer:
                         self._renew(conn)
                         self._stage_and_upload(conn, b, report)
                 self._group(conn, report)
-                todo = ledger.loads(conn, ("pending",))
+                todo = _round_robin(ledger.loads(conn, ("pending",)))
                 if not todo:
                     break
                 # Submit every load before waiting for any: BigQuery runs
@@ -377,21 +384,27 @@ class Drainer:
             return
 
     def _rejected(self, conn: sqlite3.Connection, load: ledger.Load, error: str, report: DrainReport) -> None:
-        result = bisect.fail_load(conn, load, error, self.fence)
+        # BigQuery's message may quote the rejected value: it goes into the
+        # dead letter or the quarantine record and the debug log; the lines
+        # above debug name only the job, the batch and the error's reason.
+        log.debug("load job %s rejected its data: %s", load.job_id, error)
+        reason = error.partition(":")[0]
+        result = bisect.fail_load(conn, load, safe_text(error, 1000), self.fence)
         faults.hit("after_reject")
         if result.regrouped:
             log.warning("load job %s for %d batches rejected its data (%s); loading them one by one to "
-                        "find the bad one", load.job_id, result.regrouped, error)
+                        "find the bad one", load.job_id, result.regrouped, reason)
         for batch_id in result.split:
             log.warning("load job %s rejected batch %s (%s); loading it in halves to find the bad rows",
-                        load.job_id, batch_id, error)
+                        load.job_id, batch_id, reason)
         if result.dead:
             report.dead_lettered += len(result.dead)
-            log.error("load job %s rejected event %s; it is a dead letter with the reason", load.job_id,
-                      ", ".join(str(i) for i in result.dead))
+            log.error("load job %s rejected event %s (%s); it is a dead letter with BigQuery's reason",
+                      load.job_id, ", ".join(str(i) for i in result.dead), reason)
         for b in result.quarantined:
             report.quarantined.append(b.batch_id)
-            log.error("batch %s quarantined: load jobs rejected both its halves: %s", b.batch_id, error)
+            log.error("batch %s quarantined: load jobs rejected both its halves (%s); see "
+                      "`bqspool quarantine list`", b.batch_id, reason)
 
     def _pace(self, stream: str) -> None:
         """Wait, if needed, so a table never gets more than ``pace_jobs`` jobs per
@@ -442,3 +455,18 @@ def _check_sources(outcome: JobOutcome, uris: list[str]) -> None:
     if sources is not None and sorted(sources) != sorted(uris):
         raise ObjectConflictError(f"load job {outcome.job_id} exists but loads other objects "
                                   f"({len(sources)} source URIs, not ours); refusing to adopt it")
+
+
+def _round_robin(loads: list[ledger.Load]) -> list[ledger.Load]:
+    """Loads in turns across tables: pacing waits per table, so one table's
+    backlog never holds up another's jobs."""
+    queues: dict[str, deque[ledger.Load]] = {}
+    for load in loads:
+        queues.setdefault(load.stream, deque()).append(load)
+    out = []
+    while queues:
+        for stream in list(queues):
+            out.append(queues[stream].popleft())
+            if not queues[stream]:
+                del queues[stream]
+    return out

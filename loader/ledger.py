@@ -108,26 +108,29 @@ def acquire_lease(conn: sqlite3.Connection, holder: str, ttl_s: float, buffer: P
     expired and whose lock file is still locked.
     """
     now = now_us()
-    with transaction(conn):
-        row = conn.execute("SELECT holder, expires_us, token FROM lease WHERE name = 'drain'").fetchone()
-        old_token = row[2] if row else 0
-        if row and row[0] and row[1] > now and lease.holder_alive(buffer, old_token):
-            raise LeaseHeldError(
-                f"another loader ({row[0]}) is draining this buffer; its lease expires in "
-                f"{(row[1] - now) / 1e6:.0f}s"
-            )
-        token = old_token + 1
-        fd = lease.hold(buffer, token)  # locked before the row says so: never a row without a live lock
-        try:
+    fd = token = None
+    try:
+        with transaction(conn):
+            row = conn.execute("SELECT holder, expires_us, token FROM lease WHERE name = 'drain'").fetchone()
+            old_token = row[2] if row else 0
+            if row and row[0] and row[1] > now and lease.holder_alive(buffer, old_token):
+                raise LeaseHeldError(
+                    f"another loader ({row[0]}) is draining this buffer; its lease expires in "
+                    f"{(row[1] - now) / 1e6:.0f}s"
+                )
+            token = old_token + 1
+            fd = lease.hold(buffer, token)  # locked before the row says so: never a row without a live lock
             conn.execute(
                 "INSERT INTO lease (name, holder, expires_us, token) VALUES ('drain', ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_us = excluded.expires_us, "
                 "token = excluded.token",
                 (holder, now + int(ttl_s * 1e6), token),
             )
-        except BaseException:
+    except BaseException:
+        if fd is not None and token is not None:  # the row was not committed: neither is the lock
             lease.let_go(buffer, token, fd)
-            raise
+        raise
+    assert token is not None
     if row and row[0]:
         lease.let_go(buffer, old_token, None)  # the dead or expired holder's lock file
     return Fence(holder, token, buffer, fd)

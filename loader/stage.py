@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import sqlite3
 from pathlib import Path
 
@@ -129,6 +130,9 @@ class Stager:
         """Write payload chunks (NDJSON text or lists of rows) to ``path``; returns the row count."""
         rows = 0
         tmp = path.with_name(path.name + ".tmp")
+        # Created owner-only before Arrow opens it (truncating keeps the
+        # mode): the file holds the same data as the 0600 buffer.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
         with pq.ParquetWriter(
             tmp, self.schema, compression="zstd", use_dictionary=True, write_statistics=True,
             data_page_version="1.0", version="2.6", store_schema=True,

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Soak: kill -9 the loader at random moments while producers append, many times.
+"""Soak: kill -9 and stall the loader at random moments while producers append.
 
-Starts its own local stack, appends from producer threads, starts and kills
-`bqspool drain --once` at random moments KILLS times, drains once more,
-and checks by `_event_id` that BigQuery holds every appended event exactly
-once. The test suite runs a short version of this (20 kills).
+Starts its own local stack, appends from producer threads, and runs
+`bqspool drain --once` over and over. Each run is either killed with
+SIGKILL at a random moment, or stalled: stopped with SIGSTOP for longer than
+its lease, while another drain takes the lease over and runs (and is itself
+killed at random), then resumed with SIGCONT, when it must notice the lost
+lease and stop without changing anything. After KILLS kills and STALLS
+stalls it drains once more and checks by `_event_id` that BigQuery holds
+every appended event exactly once, and that nothing was quarantined. The
+test suite runs a short version of the kills (20) and one stall.
 
-    python scripts/soak_loader.py [--kills 200] [--seed 1]
+    python scripts/soak_loader.py [--kills 200] [--stalls 20] [--lease 2] [--seed 1]
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -41,6 +48,8 @@ def event(stream: str, rng: random.Random) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=200)
+    ap.add_argument("--stalls", type=int, default=20)
+    ap.add_argument("--lease", type=float, default=2.0, help="lease seconds: a stall lasts longer than this")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -51,7 +60,8 @@ def main() -> int:
             os.environ.update(state.env())  # the clients below find the emulators here
             env = dict(os.environ)
             env.update(BQSPOOL_BUFFER=str(d / "buffer.db"), BQSPOOL_SCHEMAS="eixa", BQSPOOL_DATASET="soak",
-                       BQSPOOL_BATCH_ROWS="50", BQSPOOL_BATCH_PER_JOB="25", BQSPOOL_RETRY_DEADLINE="5")
+                       BQSPOOL_BATCH_ROWS="50", BQSPOOL_BATCH_PER_JOB="25", BQSPOOL_RETRY_DEADLINE="5",
+                       BQSPOOL_LEASE_SECONDS=str(args.lease))
             bqspool = str(Path(sys.executable).with_name("bqspool"))
             subprocess.run([bqspool, "setup"], env=env, check=True, capture_output=True)
             appended = {s: [] for s in STREAMS}
@@ -68,21 +78,48 @@ def main() -> int:
             threads = [threading.Thread(target=producer, args=(k,)) for k in range(2)]
             for t in threads:
                 t.start()
-            kills = 0
-            while kills < args.kills:
-                proc = subprocess.Popen([bqspool, "drain", "--once"], env=env, stdout=subprocess.DEVNULL,
+            kills = stalls = lost_lease = 0
+            codes: Counter = Counter()
+
+            def drain() -> subprocess.Popen:
+                return subprocess.Popen([bqspool, "drain", "--once"], env=env, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
+
+            def kill_at_random(proc: subprocess.Popen) -> None:
+                nonlocal kills
                 time.sleep(rng.uniform(0.3, 1.5))
                 if proc.poll() is None:
                     proc.kill()
                     kills += 1
                     if kills % 10 == 0:
-                        print(f"{kills} kills, {sum(len(v) for v in appended.values())} events appended", flush=True)
-                proc.wait()
+                        print(f"{kills} kills, {stalls} stalls, {sum(len(v) for v in appended.values())} events "
+                              "appended", flush=True)
+                codes[proc.wait()] += 1
+
+            while kills < args.kills or stalls < args.stalls:
+                proc = drain()
+                want_stall = stalls < args.stalls and (kills >= args.kills or rng.random() < 0.15)
+                if not want_stall:
+                    kill_at_random(proc)
+                    continue
+                time.sleep(rng.uniform(0.2, 1.0))
+                if proc.poll() is not None:
+                    codes[proc.returncode] += 1
+                    continue
+                proc.send_signal(signal.SIGSTOP)  # a VM pause, a slow upload: past the lease
+                time.sleep(args.lease + 0.5)
+                kill_at_random(drain())  # another loader takes the lease over meanwhile
+                proc.send_signal(signal.SIGCONT)
+                code = proc.wait()
+                codes[code] += 1
+                stalls += 1
+                lost_lease += code == 4
             stop.set()
             for t in threads:
                 t.join()
             subprocess.run([bqspool, "drain", "--once"], env=env, check=True)
+            print(f"{kills} kills, {stalls} stalls ({lost_lease} stalled loaders found their lease taken and "
+                  f"stopped); exit codes of the interrupted runs: {dict(sorted(codes.items()))}")
             cfg = load_config(env=env)
             client = bigquery_client(cfg)
             ok = True
@@ -93,9 +130,15 @@ def main() -> int:
                 print(f"{s}: appended {len(appended[s])}, in BigQuery {sum(got.values())}, "
                       f"missing {len(missing)}, doubled {len(doubled)}")
                 ok &= not missing and not doubled and len(got) == len(appended[s])
+            conn = sqlite3.connect(env["BQSPOOL_BUFFER"])
+            held = conn.execute("SELECT count(*) FROM batches WHERE state = 'quarantined'").fetchone()[0]
+            pending = conn.execute("SELECT value FROM counters WHERE name = 'pending_bytes'").fetchone()[0]
+            conn.close()
+            print(f"quarantined batches: {held}, pending bytes left: {pending}")
+            ok &= held == 0 and pending == 0
         finally:
             localstack.down(d / "stack")
-    print(f"exactly once after {args.kills} kills" if ok else "FAILED: see above")
+    print(f"exactly once after {args.kills} kills and {args.stalls} stalls" if ok else "FAILED: see above")
     return 0 if ok else 1
 
 

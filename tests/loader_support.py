@@ -50,6 +50,8 @@ class Env:
             "BQSPOOL_LEASE_SECONDS": str(c.lease_seconds), "BQSPOOL_BATCH_ROWS": str(c.batch_rows),
             "BQSPOOL_BATCH_PER_JOB": str(c.batch_per_job),
             "BQSPOOL_QUOTA_JOBS_PER_TABLE_DAY": str(c.quota_jobs_per_table_day),
+            "BQSPOOL_QUOTA_JOBS_PER_TABLE_10S": str(c.quota_jobs_per_table_10s),
+            "BQSPOOL_BUCKET": c.bucket or "", "BQSPOOL_PROJECT": c.project or "",
         })
         env.pop("BQSPOOL_FAULT", None)
         env.update(extra)
