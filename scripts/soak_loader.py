@@ -11,7 +11,7 @@ stalls it drains once more and checks by `_event_id` that BigQuery holds
 every appended event exactly once, and that nothing was quarantined. The
 test suite runs a short version of the kills (20) and one stall.
 
-    python scripts/soak_loader.py [--kills 200] [--stalls 20] [--lease 2] [--seed 1]
+    python scripts/soak_loader.py [--kills 200] [--stalls 20] [--lease 2] [--rate 150] [--seed 1]
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--stalls", type=int, default=20)
     ap.add_argument("--lease", type=float, default=2.0, help="lease seconds: a stall lasts longer than this")
+    ap.add_argument("--rate", type=float, default=150.0,
+                    help="events/s each of the two producers appends (the final drain loads the whole backlog)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -72,8 +74,9 @@ def main() -> int:
                 with Buffer(env["BQSPOOL_BUFFER"], "eixa", strict=True, durability="normal") as buf:
                     while not stop.is_set():
                         s = STREAMS[prng.randrange(2)]
-                        appended[s] += buf.append_many(s, [event(s, prng) for _ in range(prng.randrange(1, 20))])
-                        time.sleep(0.005)
+                        n = prng.randrange(1, 20)
+                        appended[s] += buf.append_many(s, [event(s, prng) for _ in range(n)])
+                        time.sleep(n / args.rate)
 
             threads = [threading.Thread(target=producer, args=(k,)) for k in range(2)]
             for t in threads:
