@@ -99,19 +99,40 @@ def main() -> int:
                               "appended", flush=True)
                 codes[proc.wait()] += 1
 
+            def holds_lease(proc: subprocess.Popen, timeout: float = 20.0) -> bool:
+                """Wait until ``proc`` holds the drain lease (or has exited)."""
+                deadline = time.monotonic() + timeout
+                while proc.poll() is None and time.monotonic() < deadline:
+                    try:
+                        conn = sqlite3.connect(env["BQSPOOL_BUFFER"], timeout=5)
+                        row = conn.execute("SELECT holder FROM lease WHERE name = 'drain'").fetchone()
+                        conn.close()
+                    except sqlite3.Error:
+                        row = None
+                    if row and f":{proc.pid}:" in row[0]:
+                        return True
+                    time.sleep(0.02)
+                return False
+
             while kills < args.kills or stalls < args.stalls:
                 proc = drain()
                 want_stall = stalls < args.stalls and (kills >= args.kills or rng.random() < 0.15)
                 if not want_stall:
                     kill_at_random(proc)
                     continue
-                time.sleep(rng.uniform(0.2, 1.0))
-                if proc.poll() is not None:
-                    codes[proc.returncode] += 1
+                if not holds_lease(proc):
+                    codes[proc.wait()] += 1
                     continue
+                time.sleep(rng.uniform(0.0, 0.5))  # somewhere in the middle of its work
                 proc.send_signal(signal.SIGSTOP)  # a VM pause, a slow upload: past the lease
                 time.sleep(args.lease + 0.5)
-                kill_at_random(drain())  # another loader takes the lease over meanwhile
+                other = drain()  # another loader takes the lease over meanwhile ...
+                if holds_lease(other):
+                    time.sleep(rng.uniform(0.0, 1.0))  # ... and is killed at a random moment, or finishes
+                if other.poll() is None:
+                    other.kill()
+                    kills += 1
+                codes[other.wait()] += 1
                 proc.send_signal(signal.SIGCONT)
                 code = proc.wait()
                 codes[code] += 1
