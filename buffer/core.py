@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
-import json
 import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, TypeVar
 
 from bqspool.schemas import SchemaSet, load_schema_set
 from bqspool.schemas.coerce import DEFAULT_MAX_ROW_BYTES, Coercer
-from bqspool.schemas.decode import decoder
-from bqspool.schemas.display import safe_text, show
 from bqspool.schemas.errors import (
     BufferClosedError,
     BufferFullError,
@@ -28,17 +25,21 @@ from bqspool.schemas.errors import (
     ValidationError,
 )
 
-from . import deadletters, store
+from . import opening, rows, store
 from .ids import uuid7, uuid7_many
-from .pack import pack_events
-from .writer import MAX_DEAD_PAYLOAD, Group, Writer, dead_row, dead_row_bytes, stream_text
+from .inspect import InspectMixin
+from .pack import Chunk, pack_events
+from .payload import RateLimitedLog, raw_payload
+from .rows import dead_row, dead_row_bytes, stream_text
+from .writer import Group, Writer
 
 log = logging.getLogger("bqspool.buffer")
+T = TypeVar("T")
 
 DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 ON_FULL = ("block", "raise", "drop")
 
-_open_buffers: "weakref.WeakSet[Buffer]" = weakref.WeakSet()
+_open_buffers: weakref.WeakSet[Buffer] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -59,85 +60,7 @@ def _close_all() -> None:
             log.exception("closing buffer %s at exit failed", buf.path)
 
 
-def _raw_payload(event: Any) -> str:
-    """The event as faithfully as text allows, for a dead-letter row.
-
-    JSON where the event is JSON-like and small enough, so that a replay
-    can read it back. An event over ``MAX_DEAD_PAYLOAD`` is clipped first
-    (long strings, long lists, deep nesting), which bounds the cost of
-    writing it, and is marked ``[clipped]``: such text is not JSON, so a
-    replay refuses it rather than store a shortened event.
-    """
-    clipped = _Clip()
-    value = clipped(event, 0)
-    try:
-        # ensure_ascii turns lone surrogates into escapes SQLite can store.
-        text = json.dumps(value, ensure_ascii=True, default=show)
-    except (ValueError, TypeError, RecursionError):
-        text = show(event, 1000)
-    if clipped.cut:
-        text = "[clipped] " + text
-    return safe_text(text, MAX_DEAD_PAYLOAD)
-
-
-class _Clip:
-    """A copy of a JSON-like value cut down to a bounded size; ``cut`` says whether anything was."""
-
-    STRING, ITEMS, DEPTH = 65_536, 10_000, 64
-
-    def __init__(self) -> None:
-        self.cut = False
-        self.budget = MAX_DEAD_PAYLOAD
-
-    def __call__(self, v: Any, depth: int) -> Any:
-        t = type(v)
-        if t is str:
-            n = min(len(v), self.STRING, max(self.budget, 0))
-            self.budget -= n
-            if n < len(v):
-                self.cut = True
-                return v[:n]
-            return v
-        if t in (int, float, bool) or v is None:
-            self.budget -= 8
-            return v if t is not int or v.bit_length() < 200 else show(v)
-        if depth >= self.DEPTH or self.budget <= 0:
-            self.cut = True
-            return "..."
-        try:
-            if t is dict:
-                items = list(v.items())
-                if len(items) > self.ITEMS:
-                    self.cut, items = True, items[: self.ITEMS]
-                return {(k if type(k) is str else show(k)): self(x, depth + 1) for k, x in items}
-            if t in (list, tuple):
-                if len(v) > self.ITEMS:
-                    self.cut, v = True, v[: self.ITEMS]
-                return [self(x, depth + 1) for x in v]
-        except Exception:  # a container of the caller's that fails to iterate
-            pass
-        return show(v)
-
-
-class _RateLimitedLog:
-    """Logs an event kind at most once per ``every`` seconds, with a count."""
-
-    def __init__(self, level: int, every: float = 5.0):
-        self.level, self.every = level, every
-        self.last = 0.0
-        self.suppressed = 0
-
-    def __call__(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every:
-            self.suppressed += 1
-            return
-        extra = f" ({self.suppressed} more since the last report)" if self.suppressed else ""
-        self.last, self.suppressed = now, 0
-        log.log(self.level, msg + extra, *args)
-
-
-class Buffer:
+class Buffer(InspectMixin):
     """A durable local spool of events, one SQLite file in WAL mode.
 
     ``Buffer(path, schemas="leafloaf")`` opens (or creates, mode 0600) the
@@ -168,7 +91,7 @@ class Buffer:
     def __init__(
         self,
         path: str | os.PathLike,
-        schemas: "str | os.PathLike | SchemaSet | None" = None,
+        schemas: str | os.PathLike | SchemaSet | None = None,
         *,
         durability: str = "full",
         max_bytes: int | None = 1024**3,
@@ -204,10 +127,11 @@ class Buffer:
         if self.schemas is not None:
             for table in self.schemas.tables():
                 self._coercers[table.name] = Coercer(table, unknown_fields=unknown_fields, max_row_bytes=max_row_bytes)
-        self.recovered_from, self._in_use = store.open_file(self.path, check=check)
+        self._in_use: int | None
+        self.recovered_from, self._in_use = opening.open_file(self.path, check=check)
         self._counts = {"appended": 0, "dead_lettered": 0, "dropped": 0, "lost": 0}
-        self._drop_log = _RateLimitedLog(logging.WARNING)
-        self._dead_log = _RateLimitedLog(logging.WARNING)
+        self._drop_log = RateLimitedLog(logging.WARNING)
+        self._dead_log = RateLimitedLog(logging.WARNING)
         self._closed = False
         self._init_process_state()
         _open_buffers.add(self)
@@ -265,15 +189,16 @@ class Buffer:
 
     # -- reading ------------------------------------------------------------
 
-    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def _reading(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on this buffer's reader connection."""
         with self._lock:
             if self._reader is None:
                 self._reader = store.connect(self.path, busy_timeout_ms=int(self._busy_timeout * 1000))
-            return self._reader.execute(sql, params).fetchall()
+            return fn(self._reader, *args)
 
     def _read_used_bytes(self) -> int:
         """Pending events' and dead letters' bytes: what the size cap counts."""
-        return self._read(store.USED_BYTES)[0][0]
+        return self._reading(rows.used_bytes)
 
     # -- appending ----------------------------------------------------------
 
@@ -290,16 +215,19 @@ class Buffer:
         """
         if self.strict:
             raise exc
-        self._dead_log("event sent to dead letters: stream %s, field %r (reason in the dead_letters table)",
-                       stream_text(stream), exc.path or None)
+        self._dead_log(
+            "event sent to dead letters: stream %s, field %r (reason in the dead_letters table)",
+            stream_text(stream),
+            exc.path or None,
+        )
         log.debug("dead letter %s: %s", event_id, exc)
-        return dead_row(stream, event_id, _raw_payload(event), str(exc))
+        return dead_row(stream, event_id, raw_payload(event), str(exc))
 
     def dead_letter(self, stream: str, payload: Any, reason: str, *, wait: bool = True) -> str:
         """Record something that could not become an event (e.g. a line that is
         not JSON) as a dead letter with ``reason``; returns its id."""
         event_id = uuid7()
-        row = dead_row(stream, event_id, _raw_payload(payload), reason)
+        row = dead_row(stream, event_id, raw_payload(payload), reason)
         group, _ = self._enqueue([], [row], wait=wait)
         if wait:
             self._wait(group)
@@ -443,28 +371,54 @@ class Buffer:
         fit the cap; under ``"drop"`` the stored rows that do not fit are
         dropped, and their events' ids are None.
         """
+        return self._append_many(stream, events, wait, keep_invalid=None)[0]
+
+    def append_checked(
+        self, stream: str, events: Iterable[Any], *, dead_letter: bool = True, wait: bool = True
+    ) -> tuple[list[str | None], list[tuple[int, ValidationError]]]:
+        """``append_many`` for tools that report each bad input: validates each
+        event once, never raises for an invalid one (whatever ``strict`` says),
+        and returns the ids and the invalid events' (position, error). The
+        invalid events are stored as dead letters, or with ``dead_letter=False``
+        skipped (their ids are None)."""
+        return self._append_many(stream, events, wait, keep_invalid=dead_letter)
+
+    def _append_many(
+        self, stream: str, events: Iterable[Any], wait: bool, keep_invalid: bool | None
+    ) -> tuple[list[str | None], list[tuple[int, ValidationError]]]:
+        """``keep_invalid``: None follows ``strict``; True dead-letters, False skips the invalid."""
         events = events if isinstance(events, list) else list(events)
         if not events:
-            return []
-        ids: list[str | None] = uuid7_many(len(events))
+            return [], []
+        fresh = uuid7_many(len(events))
+        ids: list[str | None] = list(fresh)
         coercer = self._coercers.get(stream) if type(stream) is str else None
+        chunks: list[Chunk]
+        bad: list[tuple[int, ValidationError]]
         if coercer is None:
             error = self._unknown_stream(stream)
             chunks, bad = [], [(pos, error) for pos in range(len(events))]
         else:
-            chunks, bad = pack_events(coercer, events, ids)
-        dead = [self._dead_row(stream, events[pos], ids[pos], exc) for pos, exc in bad]
+            chunks, bad = pack_events(coercer, events, fresh)
+        if keep_invalid is None:
+            dead = [self._dead_row(stream, events[pos], fresh[pos], exc) for pos, exc in bad]
+        else:
+            dead = [dead_row(stream, fresh[pos], raw_payload(events[pos]), str(exc)) for pos, exc in bad]
+            if not keep_invalid:
+                for pos, _ in bad:
+                    ids[pos] = None
+                dead = []
         now = store.now_us()
-        rows = [(stream, c.payload, c.n, c.nbytes, now) for c in chunks]
-        group, admitted = self._enqueue(rows, dead, wait=wait)
+        stored = [(stream, c.payload, c.n, c.nbytes, now) for c in chunks]
+        group, admitted = self._enqueue(stored, dead, wait=wait)
         if wait:
             self._wait(group)
-        members = [c.members for c in chunks] + [(pos,) for pos, _ in bad]
+        members = [c.members for c in chunks] + [(pos,) for pos, _ in bad if keep_invalid is not False]
         for positions, ok in zip(members, admitted):
             if not ok:
                 for pos in positions:
                     ids[pos] = None
-        return ids
+        return ids, bad
 
     async def append_async(self, stream: str, event: Any) -> str | None:
         """``append`` for asyncio: awaits the commit without blocking the loop."""
@@ -503,8 +457,10 @@ class Buffer:
             lost, error = self._unreported_lost, self._lost_error
             self._unreported_lost, self._lost_error = 0, None
         if lost:
-            raise EventsLostError(f"{lost} events appended with wait=False to {self.path} were lost: "
-                                  f"their commit failed ({error})", lost=lost) from error
+            raise EventsLostError(
+                f"{lost} events appended with wait=False to {self.path} were lost: their commit failed ({error})",
+                lost=lost,
+            ) from error
         if group is not None and group.error is not None:
             raise group.error
 
@@ -525,115 +481,11 @@ class Buffer:
                 if self._reader is not None:
                     self._reader.close()
                     self._reader = None
-                store.release(self._in_use)
+                opening.release(self._in_use)
                 self._in_use = None
 
-    def __enter__(self) -> "Buffer":
+    def __enter__(self) -> Buffer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    # -- introspection ------------------------------------------------------
-
-    def stats(self) -> dict[str, Any]:
-        """Pending events per stream, dead letters, drops and file size.
-
-        ``streams`` maps each stream (every table of the schema set, plus any
-        stream with rows) to ``pending`` (events), ``bytes`` (payload bytes)
-        and ``oldest_age_s``. ``dropped`` counts drops by every process;
-        ``process`` holds this process's own counters.
-        """
-        now = store.now_us()
-        streams: dict[str, dict[str, Any]] = {
-            name: {"pending": 0, "bytes": 0, "oldest_age_s": None} for name in self._coercers
-        }
-        for stream, count, nbytes, oldest in self._read(
-            "SELECT stream, sum(n), sum(nbytes), min(created_us) FROM events GROUP BY stream"
-        ):
-            streams[stream] = {"pending": count, "bytes": nbytes, "oldest_age_s": round((now - oldest) / 1e6, 3)}
-        counters = dict(self._read("SELECT name, value FROM counters"))
-        dead = self._read("SELECT count(*) FROM dead_letters")[0][0]
-        meta = dict(self._read("SELECT key, value FROM meta"))
-        size = sum(
-            p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists()
-        )
-        moved = self._read("SELECT value FROM meta WHERE key = 'moved_aside'")
-        batches = dict(self._read("SELECT state, count(*) FROM batches GROUP BY state"))
-        since = store.now_us() - 86_400 * 1_000_000
-        jobs = dict(self._read("SELECT stream, count(*) FROM jobs WHERE submitted_us > ? GROUP BY stream", (since,)))
-        lease = self._read("SELECT holder, expires_us FROM lease WHERE name = 'drain' AND expires_us > ?", (now,))
-        return {
-            "path": str(self.path),
-            "buffer_id": meta.get("buffer_id"),
-            "format_version": store.FORMAT_VERSION,
-            "streams": streams,
-            "pending": sum(s["pending"] for s in streams.values()),
-            "pending_bytes": counters.get("pending_bytes", 0),
-            "dead_letters": dead,
-            "dropped": counters.get("dropped", 0),
-            "file_bytes": size,
-            "max_bytes": self.max_bytes,
-            # A corrupt file moved aside when this one started, as recorded
-            # in the file: every process sees it, not just the one that moved it.
-            "recovered_from": json.loads(moved[0][0])["path"] if moved else None,
-            "lost": counters.get("lost", 0),
-            "dead_bytes": counters.get("dead_bytes", 0),
-            "process": dict(self._counts),
-            # The loader's view: batches by state, load jobs per table in the
-            # last 24 h (the daily quota counts them) and who is draining.
-            "loader": {
-                "batches": batches,
-                "quarantined": batches.get("quarantined", 0),
-                "jobs_24h": jobs,
-                "draining": lease[0][0] if lease else None,
-            },
-        }
-
-    def dead_letters(self, limit: int | None = 100, *, stream: str | None = None) -> list[dict[str, Any]]:
-        """The newest dead-letter rows (all with ``limit=None``), of one stream or all:
-        id, stream, event_id, payload, reason, created_us."""
-        where, params = deadletters.selection(stream)
-        rows = self._read(
-            f"SELECT {', '.join(deadletters.COLUMNS)} FROM dead_letters WHERE {where} ORDER BY id DESC LIMIT ?",
-            (*params, -1 if limit is None else limit),
-        )
-        return [dict(zip(deadletters.COLUMNS, r)) for r in rows]
-
-    def replay_dead_letters(self, *, stream: str | None = None,
-                            ids: list[int] | None = None) -> deadletters.ReplayReport:
-        """Check dead letters again against this buffer's schema set and make
-        the ones that pass pending events, keeping their event ids (see
-        :mod:`bqspool.buffer.deadletters`). The size cap does not apply: this
-        is an operator's explicit step."""
-        with self._side_connection() as conn:
-            return deadletters.replay(conn, self._coercers, stream=stream, ids=ids,
-                                      busy_timeout_s=self._busy_timeout)
-
-    def purge_dead_letters(self, *, stream: str | None = None, ids: list[int] | None = None,
-                           before_us: int | None = None, everything: bool = False) -> int:
-        """Delete dead letters by stream, id or age (``created_us`` before
-        ``before_us``), or all of them with ``everything=True``; returns how many."""
-        with self._side_connection() as conn:
-            return deadletters.purge(conn, stream=stream, ids=ids, before_us=before_us, everything=everything,
-                                     busy_timeout_s=self._busy_timeout)
-
-    @contextlib.contextmanager
-    def _side_connection(self):
-        """A connection of its own for an operator's step, closed after it."""
-        if self._closed:
-            raise BufferClosedError(f"buffer {self.path} is closed")
-        conn = store.connect(self.path, busy_timeout_ms=int(self._busy_timeout * 1000))
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    def peek(self, stream: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The oldest pending events of a stream, decoded back to Python values."""
-        if stream not in self._coercers:
-            raise UnknownStreamError("unknown stream", stream=stream)
-        decode = decoder(self._coercers[stream].table)
-        rows = self._read("SELECT payload FROM events WHERE stream = ? ORDER BY seq LIMIT ?", (stream, limit))
-        lines = [line for (payload,) in rows for line in payload.split("\n")]
-        return [decode(json.loads(line)) for line in lines[:limit]]

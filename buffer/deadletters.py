@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from bqspool.schemas.coerce import Coercer
 from bqspool.schemas.decode import decoder
 from bqspool.schemas.definition import EVENT_ID
 from bqspool.schemas.errors import ConfigError, ValidationError
 
-from . import store
+from . import rows, store
 from .ids import uuid7
-from .writer import ADD_USED, INSERT_EVENT
+from .rows import INSERT_EVENT
 
 COLUMNS = ("id", "stream", "event_id", "payload", "reason", "created_us")
 STEP = 500  # rows per replay transaction: keeps the write lock short for appenders
@@ -41,10 +42,12 @@ class ReplayReport:
     still_bad: list[tuple[int, str]] = field(default_factory=list)  # (dead-letter id, why it cannot be replayed)
 
 
-def selection(stream: str | None = None, ids: list[int] | None = None,
-              before_us: int | None = None) -> tuple[str, list]:
+def selection(
+    stream: str | None = None, ids: list[int] | None = None, before_us: int | None = None
+) -> tuple[str, list]:
     """A WHERE condition over ``dead_letters`` (all rows when nothing is given) and its parameters."""
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if stream is not None:
         clauses.append("stream = ?")
         params.append(stream)
@@ -57,8 +60,23 @@ def selection(stream: str | None = None, ids: list[int] | None = None,
     return (" AND ".join(clauses) or "1"), params
 
 
-def _pages(conn: sqlite3.Connection, stream: str | None, ids: list[int] | None,
-           step: int) -> Iterator[list[dict[str, Any]]]:
+def newest(conn: sqlite3.Connection, limit: int | None, stream: str | None) -> list[dict[str, Any]]:
+    """The newest dead letters (all with ``limit=None``), of one stream or all."""
+    where, params = selection(stream)
+    found = conn.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM dead_letters WHERE {where} ORDER BY id DESC LIMIT ?",
+        (*params, -1 if limit is None else limit),
+    ).fetchall()
+    return [dict(zip(COLUMNS, r)) for r in found]
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+
+
+def _pages(
+    conn: sqlite3.Connection, stream: str | None, ids: list[int] | None, step: int
+) -> Iterator[list[dict[str, Any]]]:
     """The matching rows, oldest first, ``step`` at a time (each page a fresh query: safe to write between)."""
     where, params = selection(stream, ids)
     last = 0
@@ -96,8 +114,15 @@ def _event_of(row: Mapping[str, Any], coercer: Coercer) -> Any:
     return value
 
 
-def replay(conn: sqlite3.Connection, coercers: Mapping[str, Coercer], *, stream: str | None = None,
-           ids: list[int] | None = None, busy_timeout_s: float = 30.0, step: int = STEP) -> ReplayReport:
+def replay(
+    conn: sqlite3.Connection,
+    coercers: Mapping[str, Coercer],
+    *,
+    stream: str | None = None,
+    ids: list[int] | None = None,
+    busy_timeout_s: float = 30.0,
+    step: int = STEP,
+) -> ReplayReport:
     """Move the matching dead letters that now validate back into the buffer as pending events.
 
     Rows that still fail stay where they are, unchanged; the report gives
@@ -124,19 +149,27 @@ def replay(conn: sqlite3.Connection, coercers: Mapping[str, Coercer], *, stream:
             added = removed = 0
             for dead_id, name, data in good:
                 # Another replay or purge may have taken the row meanwhile.
-                gone = conn.execute("DELETE FROM dead_letters WHERE id = ? RETURNING length(payload) + "
-                                    "length(reason)", (dead_id,)).fetchone()
+                gone = conn.execute(
+                    "DELETE FROM dead_letters WHERE id = ? RETURNING length(payload) + length(reason)", (dead_id,)
+                ).fetchone()
                 if gone:
                     conn.execute(INSERT_EVENT, (name, data.decode("utf-8"), 1, len(data), now))
                     added += len(data)
                     removed += gone[0]
                     report.replayed += 1
-            conn.execute(ADD_USED, (added, -removed)).fetchall()
+            rows.add_used(conn, added, -removed)
     return report
 
 
-def purge(conn: sqlite3.Connection, *, stream: str | None = None, ids: list[int] | None = None,
-          before_us: int | None = None, everything: bool = False, busy_timeout_s: float = 30.0) -> int:
+def purge(
+    conn: sqlite3.Connection,
+    *,
+    stream: str | None = None,
+    ids: list[int] | None = None,
+    before_us: int | None = None,
+    everything: bool = False,
+    busy_timeout_s: float = 30.0,
+) -> int:
     """Delete the matching dead letters; returns how many.
 
     At least one of ``stream``, ``ids``, ``before_us`` is required, or
@@ -146,7 +179,4 @@ def purge(conn: sqlite3.Connection, *, stream: str | None = None, ids: list[int]
         raise ConfigError("purge needs a selection (stream, ids, before) or everything=True")
     where, params = selection(stream, ids, before_us)
     with store.transaction(conn, busy_timeout_s=busy_timeout_s):
-        gone = conn.execute(f"DELETE FROM dead_letters WHERE {where} RETURNING length(payload) + length(reason)",
-                            params).fetchall()
-        conn.execute(ADD_USED, (0, -sum(n for (n,) in gone))).fetchall()
-        return len(gone)
+        return rows.delete_dead(conn, where, params)

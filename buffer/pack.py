@@ -10,7 +10,8 @@ few large rows store a batch at close to the speed of writing its bytes.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from bqspool.schemas.coerce import Coercer
 from bqspool.schemas.errors import ValidationError
@@ -26,7 +27,9 @@ class Chunk(NamedTuple):
     members: Sequence[int]  # their positions in the events given to pack_events()
 
 
-def pack_events(coercer: Coercer, events: list, ids: list[str]) -> tuple[list[Chunk], list[tuple[int, ValidationError]]]:
+def pack_events(
+    coercer: Coercer, events: list, ids: list[str]
+) -> tuple[list[Chunk], list[tuple[int, ValidationError]]]:
     """Validate and encode ``events`` (with their ``ids``) into chunks, in order.
 
     Returns the chunks and the events that cannot be stored, as (position,
@@ -52,7 +55,11 @@ def pack_events(coercer: Coercer, events: list, ids: list[str]) -> tuple[list[Ch
 
 
 def _pack_one_by_one(
-    coercer: Coercer, part: list, part_ids: list[str], offset: int, chunks: list[Chunk],
+    coercer: Coercer,
+    part: list,
+    part_ids: list[str],
+    offset: int,
+    chunks: list[Chunk],
     bad: list[tuple[int, ValidationError]],
 ) -> None:
     """A slice with an event the fast path left: each event on its own, the invalid ones to ``bad``."""

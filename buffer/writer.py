@@ -22,54 +22,50 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from bqspool.schemas.display import MAX_REASON, safe_text, show
+from bqspool.schemas.display import safe_text
 from bqspool.schemas.errors import BqspoolError
 
-from . import store
+from . import rows, store
+from .rows import INSERT_DEAD, INSERT_EVENT, MAX_DEAD_PAYLOAD, dead_row, dead_row_bytes
 
 log = logging.getLogger("bqspool.buffer")
 
-MAX_DEAD_PAYLOAD = 1024 * 1024  # characters of raw payload kept in a dead-letter row
-
-INSERT_EVENT = "INSERT INTO events (stream, payload, n, nbytes, created_us) VALUES (?, ?, ?, ?, ?)"
-INSERT_DEAD = "INSERT INTO dead_letters (stream, event_id, payload, reason, created_us) VALUES (?, ?, ?, ?, ?)"
-ADD_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ?"
-# Both size counters in one statement; their sum is what the size cap counts.
-ADD_USED = ("UPDATE counters SET value = value + CASE name WHEN 'pending_bytes' THEN ? ELSE ? END "
-            "WHERE name IN ('pending_bytes', 'dead_bytes') RETURNING value")
 # Exceptions that one row's values raise while SQLite binds or stores them
 # (text that is not UTF-8, an int past 64 bits, a value past SQLite's
 # length limit). Anything else (I/O, disk full, corruption, a lock) is the
 # file's, and fails the whole group.
-ROW_ERRORS = (ValueError, TypeError, OverflowError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
-              sqlite3.DataError, sqlite3.IntegrityError)
-
-
-def stream_text(stream: object) -> str:
-    """A stream name as storable, bounded text, whatever the caller passed."""
-    return safe_text(stream if type(stream) is str else show(stream), 1024)
-
-
-def dead_row(stream: object, event_id: str | None, payload: str, reason: str) -> tuple:
-    """A ``dead_letters`` row whose every part SQLite can store: bounded, valid UTF-8."""
-    return (stream_text(stream), event_id, safe_text(payload, MAX_DEAD_PAYLOAD), safe_text(reason, MAX_REASON),
-            store.now_us())
-
-
-def dead_row_bytes(row: tuple) -> int:
-    """What a dead-letter row counts against the size cap: its payload and
-    reason in characters, as SQL's ``length()`` counts them on the way out."""
-    return len(row[2]) + len(row[3])
+ROW_ERRORS = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+)
 
 
 class Group:
     """Everything appended between two commits."""
 
-    __slots__ = ("rows", "dead", "nbytes", "dead_nbytes", "drops", "lost", "unwaited", "waiters", "sleepers",
-                 "futures", "done", "error", "started")
+    __slots__ = (
+        "rows",
+        "dead",
+        "nbytes",
+        "dead_nbytes",
+        "drops",
+        "lost",
+        "unwaited",
+        "waiters",
+        "sleepers",
+        "futures",
+        "done",
+        "error",
+        "started",
+    )
 
     def __init__(self) -> None:
         self.rows: list[tuple] = []
@@ -235,8 +231,7 @@ class Writer:
                     conn.executemany(INSERT_DEAD, group.dead)
                 return self._count(conn, group, group.nbytes, group.dead_nbytes)
         except ROW_ERRORS as exc:
-            log.error("a row of a commit could not be stored (%s); storing the group row by row",
-                      type(exc).__name__)
+            log.error("a row of a commit could not be stored (%s); storing the group row by row", type(exc).__name__)
         with store.transaction(self._conn, busy_timeout_s=self.busy_timeout_s) as conn:
             nbytes, dead_nbytes = 0, 0
             for row in group.rows:
@@ -259,11 +254,11 @@ class Writer:
     @staticmethod
     def _count(conn: sqlite3.Connection, group: Group, nbytes: int, dead_nbytes: int) -> int:
         if group.drops:
-            conn.execute(ADD_COUNTER, (group.drops, "dropped"))
+            rows.add_counter(conn, "dropped", group.drops)
         if group.lost:
-            conn.execute(ADD_COUNTER, (group.lost, "lost"))
+            rows.add_counter(conn, "lost", group.lost)
         # Keeps the size cap's view of the file current at no extra query.
-        return sum(r[0] for r in conn.execute(ADD_USED, (nbytes, dead_nbytes)).fetchall())
+        return rows.add_used(conn, nbytes, dead_nbytes)
 
     def wait_for(self, group: Group, timeout: float | None = None) -> bool:
         """Block until ``group`` is committed, leading the commit if nobody is.
@@ -280,8 +275,7 @@ class Writer:
             if not self.busy and self.gathering is None:
                 # Every earlier group is done (commits run in order), so
                 # ``group`` is the current one: commit it here.
-                if (not gathered and group.waiters < self._want
-                        and time.monotonic() - self._ended < self.gather_idle_s):
+                if not gathered and group.waiters < self._want and time.monotonic() - self._ended < self.gather_idle_s:
                     gathered = True
                     self._gather(group)
                     continue

@@ -26,10 +26,21 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+from bqspool.buffer import rows
 from bqspool.buffer.store import now_us, transaction
-from bqspool.buffer.writer import ADD_USED, INSERT_DEAD, dead_row, dead_row_bytes
 
-from .ledger import _BATCH_COLS, Batch, Fence, Load, _set_state, batch, check_fence, delete_rows, load_batches
+from .ledger import (
+    _BATCH_COLS,
+    Batch,
+    Fence,
+    Load,
+    _set_state,
+    batch,
+    check_fence,
+    delete_rows,
+    event_lines,
+    load_batches,
+)
 
 TERMINAL = ("loaded", "dead")
 
@@ -48,38 +59,22 @@ def root_id(batch_id: str) -> str:
     return batch_id.partition("~")[0]
 
 
-def _bounds(b: Batch) -> tuple[int, int]:
-    return (0, b.rows) if b.part_lo is None else (b.part_lo, b.part_hi or 0)
-
-
-def part_lines(conn: sqlite3.Connection, b: Batch) -> list[str]:
-    """The stored lines of a part's events (or of a whole batch), in order."""
-    lo, hi = _bounds(b)
-    out: list[str] = []
-    seen = 0
-    for (payload,) in conn.execute("SELECT payload FROM events WHERE stream = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-                                   (b.stream, b.seq_lo, b.seq_hi)):
-        lines = payload.split("\n")
-        if seen + len(lines) > lo:
-            out += lines[max(0, lo - seen): hi - seen]
-        seen += len(lines)
-        if seen >= hi:
-            break
-    return out
-
-
 def fail_load(conn: sqlite3.Connection, load: Load, error: str, fence: Fence | None = None) -> Rejection:
     """A job rejected its data: regroup, split, dead-letter or quarantine (see the module docstring)."""
     members = load_batches(conn, load.load_id)
     out = Rejection()
     with transaction(conn):
         check_fence(conn, fence)
-        conn.execute("UPDATE loads SET state = 'failed', error = ?, updated_us = ? WHERE load_id = ? "
-                     "AND state = 'pending'", (error, now_us(), load.load_id))
+        conn.execute(
+            "UPDATE loads SET state = 'failed', error = ?, updated_us = ? WHERE load_id = ? AND state = 'pending'",
+            (error, now_us(), load.load_id),
+        )
         live = [b for b in members if b.state == "uploaded"]
         if len(live) > 1:
-            conn.execute("UPDATE batches SET load_id = NULL, solo = 1, updated_us = ? WHERE load_id = ? "
-                         "AND state = 'uploaded'", (now_us(), load.load_id))
+            conn.execute(
+                "UPDATE batches SET load_id = NULL, solo = 1, updated_us = ? WHERE load_id = ? AND state = 'uploaded'",
+                (now_us(), load.load_id),
+            )
             out.regrouped = len(live)
             return out
         if not live:
@@ -100,24 +95,38 @@ def fail_load(conn: sqlite3.Connection, load: Load, error: str, fence: Fence | N
 
 
 def _sibling_split(conn: sqlite3.Connection, b: Batch) -> bool:
-    return conn.execute("SELECT count(*) FROM batches WHERE parent = ? AND batch_id != ? AND state = 'split'",
-                        (b.parent, b.batch_id)).fetchone()[0] > 0
+    return (
+        conn.execute(
+            "SELECT count(*) FROM batches WHERE parent = ? AND batch_id != ? AND state = 'split'",
+            (b.parent, b.batch_id),
+        ).fetchone()[0]
+        > 0
+    )
 
 
 def _any_loaded(conn: sqlite3.Connection, root: Batch) -> bool:
-    return conn.execute("SELECT count(*) FROM batches WHERE substr(batch_id, 1, ?) = ? AND state = 'loaded'",
-                        (len(root.batch_id) + 1, root.batch_id + "~")).fetchone()[0] > 0
+    return (
+        conn.execute(
+            "SELECT count(*) FROM batches WHERE substr(batch_id, 1, ?) = ? AND state = 'loaded'",
+            (len(root.batch_id) + 1, root.batch_id + "~"),
+        ).fetchone()[0]
+        > 0
+    )
 
 
 def _quarantine_whole(conn: sqlite3.Connection, root: Batch, error: str) -> None:
     conn.execute("DELETE FROM batches WHERE substr(batch_id, 1, ?) = ?", (len(root.batch_id) + 1, root.batch_id + "~"))
-    _set_state(conn, root.batch_id, ("split", "uploaded"),
-               "state = 'quarantined', held_from = 'uploaded', load_id = NULL, error = ?",
-               (f"both halves of the batch were rejected, so it is not a few bad rows: {error}",))
+    _set_state(
+        conn,
+        root.batch_id,
+        ("split", "uploaded"),
+        "state = 'quarantined', held_from = 'uploaded', load_id = NULL, error = ?",
+        (f"both halves of the batch were rejected, so it is not a few bad rows: {error}",),
+    )
 
 
 def _split(conn: sqlite3.Connection, b: Batch) -> None:
-    lo, hi = _bounds(b)
+    lo, hi = (0, b.rows) if b.part_lo is None else (b.part_lo, b.part_hi or 0)
     mid = (lo + hi) // 2
     root = root_id(b.batch_id)
     folder = b.object_name.rpartition("/")[0]
@@ -128,31 +137,41 @@ def _split(conn: sqlite3.Connection, b: Batch) -> None:
             "INSERT OR IGNORE INTO batches (batch_id, stream, seq_lo, seq_hi, rows, nbytes, day, state, object_name, "
             "solo, parent, part_lo, part_hi, created_us, updated_us) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, 'sealed', ?, 1, ?, ?, ?, ?, ?)",
-            (pid, b.stream, b.seq_lo, b.seq_hi, z - a, b.nbytes * (z - a) // max(b.rows, 1), b.day,
-             f"{folder}/{pid}.parquet", b.batch_id, a, z, now, now))
+            (
+                pid,
+                b.stream,
+                b.seq_lo,
+                b.seq_hi,
+                z - a,
+                b.nbytes * (z - a) // max(b.rows, 1),
+                b.day,
+                f"{folder}/{pid}.parquet",
+                b.batch_id,
+                a,
+                z,
+                now,
+                now,
+            ),
+        )
     _set_state(conn, b.batch_id, ("uploaded",), "state = 'split', load_id = NULL", ())
 
 
 def _dead_letter(conn: sqlite3.Connection, b: Batch, reason: str) -> list[str]:
     """Make a one-event batch or part a dead letter (caller's transaction); returns its event id."""
-    ids = []
-    dead_bytes = 0
-    for line in part_lines(conn, b):
+    dead = []
+    for line in event_lines(conn, b):
         try:
             event_id = json.loads(line).get("_event_id")
         except (ValueError, AttributeError):
             event_id = None
-        row = dead_row(b.stream, event_id, line, reason)
-        conn.execute(INSERT_DEAD, row)
-        dead_bytes += dead_row_bytes(row)
-        ids.append(event_id)
-    conn.execute(ADD_USED, (0, dead_bytes)).fetchall()
+        dead.append(rows.dead_row(b.stream, event_id, line, reason))
+    rows.insert_dead(conn, dead)
     if b.parent is None:
         delete_rows(conn, b)
     _set_state(conn, b.batch_id, ("uploaded",), "state = 'dead', load_id = NULL, error = ?", (reason,))
     if b.parent is not None:
         settle(conn, b.parent)
-    return ids
+    return [d[1] for d in dead]
 
 
 def settle(conn: sqlite3.Connection, parent_id: str) -> None:

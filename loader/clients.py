@@ -21,14 +21,15 @@ def _endpoint(var: str) -> str | None:
 
 
 def storage_client(config: Config):
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
 
     endpoint = _endpoint("STORAGE_EMULATOR_HOST")
     if endpoint:
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=config.project, credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": endpoint})
+        return storage.Client(
+            project=config.project, credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+        )
     return storage.Client(project=config.project)
 
 
@@ -39,15 +40,20 @@ def bigquery_client(config: Config):
     if endpoint:
         from google.auth.credentials import AnonymousCredentials
 
-        return bigquery.Client(project=config.project, credentials=AnonymousCredentials(),
-                               client_options={"api_endpoint": endpoint}, location=config.location)
+        return bigquery.Client(
+            project=config.project,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": endpoint},
+            location=config.location,
+        )
     return bigquery.Client(project=config.project, location=config.location)
 
 
 def _retry(config: Config):
+    from .google_errors import is_transient
     from .retry import RetryPolicy
 
-    return RetryPolicy(config.retry_initial, config.retry_maximum, config.retry_deadline)
+    return RetryPolicy(config.retry_initial, config.retry_maximum, config.retry_deadline, classify=is_transient)
 
 
 def make_warehouse(config: Config):
@@ -55,8 +61,17 @@ def make_warehouse(config: Config):
     from .bq import BigQueryWarehouse
 
     config.require("project", "dataset")
-    return BigQueryWarehouse(bigquery_client(config), config.project, config.dataset, config.location,
-                             _retry(config))
+    assert config.project is not None and config.dataset is not None
+    return BigQueryWarehouse(bigquery_client(config), config.project, config.dataset, config.location, _retry(config))
+
+
+def make_object_store(config: Config):
+    """The configured Cloud Storage bucket as an object store."""
+    from .gcs import GcsStore
+
+    config.require("bucket")
+    assert config.bucket is not None
+    return GcsStore(storage_client(config), config.bucket, _retry(config))
 
 
 def make_drainer(config: Config, **kw):
@@ -64,13 +79,20 @@ def make_drainer(config: Config, **kw):
     from bqspool.schemas import load_schema_set
 
     from .drain import Drainer
-    from .gcs import GcsStore
 
     config.require("schemas", "project", "dataset", "bucket")
-    objects = GcsStore(storage_client(config), config.bucket, _retry(config))
+    assert config.schemas is not None
     return Drainer(
-        config.buffer, load_schema_set(config.schemas), objects, make_warehouse(config),
-        prefix=config.prefix, batch_rows=config.batch_rows, batch_bytes=config.batch_bytes,
-        per_job=config.batch_per_job, quota_per_table_day=config.quota_jobs_per_table_day,
-        pace_jobs=config.quota_jobs_per_table_10s, lease_seconds=config.lease_seconds, **kw,
+        config.buffer,
+        load_schema_set(config.schemas),
+        make_object_store(config),
+        make_warehouse(config),
+        prefix=config.prefix,
+        batch_rows=config.batch_rows,
+        batch_bytes=config.batch_bytes,
+        per_job=config.batch_per_job,
+        quota_per_table_day=config.quota_jobs_per_table_day,
+        pace_jobs=config.quota_jobs_per_table_10s,
+        lease_seconds=config.lease_seconds,
+        **kw,
     )

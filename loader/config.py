@@ -24,7 +24,7 @@
 
     [quota]
     jobs_per_table_day = 1000  # our budget under BigQuery's 1,500
-    jobs_per_table_10s = 5     # BigQuery's table update rate: load jobs per table per 10 s
+    jobs_per_table_10s = 5     # load jobs per table per 10 s; default: the warehouse's limit (BigQuery: 5)
 
 Every key can be overridden by an environment variable: ``BQSPOOL_`` plus
 the key in capitals, sections joined with ``_`` (``BQSPOOL_BATCH_ROWS``).
@@ -38,9 +38,10 @@ import dataclasses
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bqspool.schemas.errors import ConfigError
 
@@ -66,7 +67,7 @@ class Config:
     retry_maximum: float = 60.0
     retry_deadline: float = 300.0
     quota_jobs_per_table_day: int = 1000
-    quota_jobs_per_table_10s: int = 5
+    quota_jobs_per_table_10s: int | None = None  # default: the warehouse's own limit
     lease_seconds: float = 120.0
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -109,10 +110,10 @@ def _convert(name: str, value: Any, source: str) -> Any:
                 raise ValueError("must be positive")
             return out
         if "float" in str(typ) and not isinstance(value, bool):
-            out = float(value)
-            if out <= 0:
+            real = float(value)
+            if real <= 0:
                 raise ValueError("must be positive")
-            return out
+            return real
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name} from {source}: {value!r} is not valid ({exc})") from None
     if not isinstance(value, str):
@@ -172,18 +173,23 @@ def _check_names(config: Config) -> None:
         return ConfigError(f"{name} {getattr(config, name)!r} (from {config.sources.get(name, 'default')}): {why}")
 
     if config.bucket is not None:
-        if not _BUCKET_RE.fullmatch(config.bucket) or ".." in config.bucket or any(
-                len(p) > 63 for p in config.bucket.split(".")):
+        if (
+            not _BUCKET_RE.fullmatch(config.bucket)
+            or ".." in config.bucket
+            or any(len(p) > 63 for p in config.bucket.split("."))
+        ):
             raise bad("bucket", "not a valid bucket name (3-63 lowercase letters, digits, '-', '_' and '.')")
     if config.dataset is not None and not _DATASET_RE.fullmatch(config.dataset):
         raise bad("dataset", "a dataset name has only letters, digits and underscores")
     if config.project is not None and not _PROJECT_RE.fullmatch(config.project):
         raise bad("project", "not a valid project id")
     parts = config.prefix.strip("/").split("/")
-    if config.prefix.startswith("/") or not all(_PREFIX_PART_RE.fullmatch(p) and p not in (".", "..")
-                                                for p in parts):
-        raise bad("prefix", "use folder names of letters, digits, '_', '-' and '.', joined by '/' "
-                            "(no leading '/', no '.' or '..' parts, no '=')")
+    if config.prefix.startswith("/") or not all(_PREFIX_PART_RE.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise bad(
+            "prefix",
+            "use folder names of letters, digits, '_', '-' and '.', joined by '/' "
+            "(no leading '/', no '.' or '..' parts, no '=')",
+        )
 
 
 def _check_cron(expr: str) -> None:

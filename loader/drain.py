@@ -36,29 +36,25 @@ import os
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from bqspool.buffer import store
+from bqspool.buffer import opening, rows, store
 from bqspool.schemas import SchemaSet
-from bqspool.schemas.display import safe_text
-from bqspool.schemas.errors import BackendUnavailableError, DiskFullError, ObjectConflictError
+from bqspool.schemas.errors import DiskFullError, LeaseLostError, ObjectConflictError
 
-from . import bisect, faults, ledger
-from .gcs import crc32c_of
+from . import faults, ledger
+from .loads import LoadSteps, round_robin
 from .progress import Progress, peak_rss_mb
 from .stage import Stager, read_batch_payloads
 
-if TYPE_CHECKING:  # the drain itself never imports a cloud SDK
-    from .bq import JobOutcome
+if TYPE_CHECKING:
+    from .interfaces import ObjectStore, Warehouse
 
 log = logging.getLogger("bqspool.loader")
 
-MAX_TRANSIENT_ATTEMPTS = 5  # failed load jobs count against the table's daily quota
-NEAR_QUOTA = 0.8
-# BigQuery allows 5 metadata updates (load jobs included) per 10 s per table.
-PACE_JOBS, PACE_WINDOW_S = 5, 10.0
 TIGHT_BATCH_BYTES = 256 * 1024  # batch size while the disk is full: its Parquet file must fit the reserve
 
 
@@ -82,25 +78,37 @@ def _staging_error(exc: BaseException) -> bool:
     """Whether staging failed because of the batch's rows (quarantine it), not the host."""
     if isinstance(exc, OSError):  # disk full, I/O: the host's, retry later
         return False
-    return isinstance(exc, (ValueError, TypeError, KeyError, ArithmeticError, UnicodeError, sqlite3.DataError,
-                            sqlite3.OperationalError, sqlite3.IntegrityError)) or type(exc).__module__.startswith(
-        "pyarrow")
+    return isinstance(
+        exc,
+        (
+            ValueError,
+            TypeError,
+            KeyError,
+            ArithmeticError,
+            UnicodeError,
+            sqlite3.DataError,
+            sqlite3.OperationalError,
+            sqlite3.IntegrityError,
+        ),
+    ) or type(exc).__module__.startswith("pyarrow")
 
 
-class Drainer:
+class Drainer(LoadSteps):
     """Drains one buffer file into one dataset.
 
-    ``objects`` is an object store (``upload(name, path, size, crc32c)``,
-    ``uri(name)``) and ``warehouse`` a warehouse (``get_job``,
-    ``start_load``, ``wait``): the drain never imports a cloud SDK itself.
+    ``objects`` and ``warehouse`` implement the interfaces of
+    :mod:`.interfaces` (the Google adapters, or the fakes of
+    :mod:`.testing`): the drain never imports a cloud SDK itself. Its
+    budget and pacing are the configured ones, capped by the warehouse's
+    declared ``limits``.
     """
 
     def __init__(
         self,
         buffer_path: str | Path,
         schemas: SchemaSet,
-        objects,
-        warehouse,
+        objects: ObjectStore,
+        warehouse: Warehouse,
         *,
         prefix: str = "bqspool",
         batch_rows: int = 500_000,
@@ -108,7 +116,7 @@ class Drainer:
         per_job: int = 500,
         quota_per_table_day: int = 1000,
         lease_seconds: float = 120.0,
-        pace_jobs: int = PACE_JOBS,
+        pace_jobs: int | None = None,
         staging_dir: str | Path | None = None,
         progress: bool = True,
         should_stop: Callable[[], bool] = lambda: False,
@@ -120,10 +128,13 @@ class Drainer:
         self.objects = objects
         self.warehouse = warehouse
         self.prefix = prefix
-        self.batch_rows, self.batch_bytes, self.per_job = batch_rows, batch_bytes, per_job
-        self.quota = quota_per_table_day
+        self.batch_rows, self.batch_bytes = batch_rows, batch_bytes
+        limits = warehouse.limits
+        self.quota = min(quota_per_table_day, limits.jobs_per_table_day)
+        self.per_job = min(per_job, limits.uris_per_job)
+        self.max_per_job = limits.uris_per_job
         self.lease_seconds = lease_seconds
-        self.pace_jobs = pace_jobs
+        self.pace_jobs = pace_jobs or limits.jobs_per_table_10s
         self.staging = Path(staging_dir) if staging_dir else self.path.with_name(self.path.name + ".staging")
         self.progress_enabled = progress
         self.should_stop = should_stop
@@ -144,7 +155,7 @@ class Drainer:
         started = time.monotonic()
         report = DrainReport()
         self._tight = False
-        _, in_use = store.open_file(self.path, check="none")
+        _, in_use = opening.open_file(self.path, check="none")
         conn = store.connect(self.path, synchronous="FULL")
         # Some SQLite builds default to secure_delete=ON, which zeroes every
         # page an ack frees and so writes (and fsyncs) the loaded data a
@@ -152,25 +163,32 @@ class Drainer:
         # go back to the filesystem in _housekeeping right after.
         conn.execute("PRAGMA secure_delete = FAST")
         try:
-            self.fence = self._make_room(conn, lambda: ledger.acquire_lease(conn, self.holder, self.lease_seconds,
-                                                                            self.path))
+            self.fence = self._make_room(conn, lambda: self._take_lease(conn))
             try:
                 self._make_room(conn, lambda: self._drain(conn, report))
+            except Exception as exc:
+                self._lost_lease_behind(conn, exc)
+                raise
             finally:
                 ledger.release_lease(conn, self.fence)
                 self.fence = None
             self._housekeeping(conn)
         finally:
             conn.close()
-            store.release(in_use)
+            opening.release(in_use)
         report.seconds = round(time.monotonic() - started, 3)
         report.peak_rss_mb = peak_rss_mb()
         if report.events_loaded or report.quarantined or report.deferred or report.dead_lettered:
-            log.info("drain: %d events in %d batches loaded with %d jobs in %.1fs%s%s%s",
-                     report.events_loaded, report.batches_loaded, report.jobs_submitted, report.seconds,
-                     f"; quarantined {report.quarantined}" if report.quarantined else "",
-                     f"; {report.dead_lettered} rejected events dead-lettered" if report.dead_lettered else "",
-                     f"; deferred {report.deferred}" if report.deferred else "")
+            log.info(
+                "drain: %d events in %d batches loaded with %d jobs in %.1fs%s%s%s",
+                report.events_loaded,
+                report.batches_loaded,
+                report.jobs_submitted,
+                report.seconds,
+                f"; quarantined {report.quarantined}" if report.quarantined else "",
+                f"; {report.dead_lettered} rejected events dead-lettered" if report.dead_lettered else "",
+                f"; deferred {report.deferred}" if report.deferred else "",
+            )
         return report
 
     def _make_room(self, conn: sqlite3.Connection, step: Callable):
@@ -178,10 +196,13 @@ class Drainer:
         try:
             return step()
         except DiskFullError:
-            if self._tight or not store.release_reserve(self.path):
+            if self._tight or not opening.release_reserve(self.path):
                 raise
-            log.warning("buffer disk is full: released the %d-byte reserve of %s and draining in small batches "
-                        "to make room", store.RESERVE_BYTES, self.path)
+            log.warning(
+                "buffer disk is full: released the %d-byte reserve of %s and draining in small batches to make room",
+                store.RESERVE_BYTES,
+                self.path,
+            )
             self._tight = True
             # The WAL's new pages into the database, then the WAL truncated:
             # the reserve is sized for this, and it frees the WAL's space.
@@ -191,6 +212,28 @@ class Drainer:
                 log.warning("checkpoint on a full disk failed: %s", exc)
             return step()
 
+    def _take_lease(self, conn: sqlite3.Connection) -> ledger.Fence:
+        ledger.prepare(conn)  # the loader's tables up to this version first
+        return ledger.acquire_lease(conn, self.holder, self.lease_seconds, self.path)
+
+    def _lost_lease_behind(self, conn: sqlite3.Connection, exc: Exception) -> None:
+        """Raise LeaseLostError from ``exc`` if the lease changed hands meanwhile.
+
+        A loader paused in the middle of a step resumes to find the world
+        moved on: its staged file uploaded and removed by the loader that
+        took over, its HTTP connection gone. What it then trips over is a
+        symptom; the lost lease is the cause, and the retryable exit.
+        """
+        if self.fence is None or isinstance(exc, LeaseLostError):
+            return
+        try:
+            with store.transaction(conn):
+                ledger.check_fence(conn, self.fence)
+        except LeaseLostError as lost:
+            raise lost from exc
+        except Exception:
+            return
+
     def _renew(self, conn: sqlite3.Connection) -> None:
         """Check that we still hold the lease, and extend it (LeaseLostError if not)."""
         assert self.fence is not None
@@ -199,14 +242,13 @@ class Drainer:
     def _drain(self, conn: sqlite3.Connection, report: DrainReport) -> None:
         buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
         batch_bytes = min(self.batch_bytes, TIGHT_BATCH_BYTES) if self._tight else self.batch_bytes
-        streams = conn.execute("SELECT stream, sum(n) FROM events GROUP BY stream").fetchall()
+        streams = rows.streams_pending(conn)
         for stream, n in streams:
             if stream in self.schemas:
                 ledger.seal(conn, stream, buffer_id, self.prefix, self.batch_rows, batch_bytes, self.fence)
             else:
                 report.undrainable[stream] = n
-                log.error("stream %r has %d pending events but no table in the schema set; not draining it",
-                          stream, n)
+                log.error("stream %r has %d pending events but no table in the schema set; not draining it", stream, n)
         faults.hit("after_seal")
         pending = [b for b in ledger.batches(conn) if b.state in ledger.LIVE_STATES]
         progress = Progress(sum(b.rows for b in pending if b.parent is None), self.progress_enabled)
@@ -219,7 +261,7 @@ class Drainer:
                         self._renew(conn)
                         self._stage_and_upload(conn, b, report)
                 self._group(conn, report)
-                todo = _round_robin(ledger.loads(conn, ("pending",)))
+                todo = round_robin(ledger.loads(conn, ("pending",)))
                 if not todo:
                     break
                 # Submit every load before waiting for any: BigQuery runs
@@ -255,8 +297,11 @@ class Drainer:
         os.chmod(self.staging, 0o700)
         path = self.staging / f"{b.batch_id}.parquet"
         if not path.exists():
-            chunks = (["\n".join(bisect.part_lines(conn, b))] if b.parent is not None
-                      else read_batch_payloads(conn, b.stream, b.seq_lo, b.seq_hi))
+            chunks = (
+                ["\n".join(ledger.event_lines(conn, b))]
+                if b.parent is not None
+                else read_batch_payloads(conn, b.stream, b.seq_lo, b.seq_hi)
+            )
             self._stager(b.stream).write(chunks, path)
         return path
 
@@ -276,151 +321,34 @@ class Drainer:
                 raise
             # The parser's message may quote the row: keep it at debug level.
             log.debug("staging batch %s failed: %r", b.batch_id, exc)
-            self._quarantine(conn, b, f"cannot be staged ({type(exc).__name__}): a stored row does not fit the "
-                                      f"table {b.stream} (a column removed from the schema set, or a damaged row)",
-                             report)
+            self._quarantine(
+                conn,
+                b,
+                f"cannot be staged ({type(exc).__name__}): a stored row does not fit the "
+                f"table {b.stream} (a column removed from the schema set, or a damaged row)",
+                report,
+            )
             return
-        size, crc = path.stat().st_size, crc32c_of(path)
         if b.state == "sealed":
-            name = ledger.mark_staged(conn, b, size, crc, _digest(path), self.fence)
+            name = ledger.mark_staged(conn, b, path.stat().st_size, _digest(path), self.fence)
             if name is None:
                 return
             b = ledger.batch(conn, b.batch_id) or b
             faults.hit("after_stage")
         self._renew(conn)
         try:
-            self.objects.upload(b.object_name, path, size, crc)
+            stored = self.objects.upload(b.object_name, path)
         except ObjectConflictError as exc:
             self._quarantine(conn, b, str(exc), report)
             return
         faults.hit("after_upload")
-        ledger.mark_uploaded(conn, b.batch_id, self.fence)
+        ledger.mark_uploaded(conn, b.batch_id, stored.checksum, self.fence)
         path.unlink(missing_ok=True)
 
     def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: DrainReport) -> None:
         if ledger.quarantine(conn, b.batch_id, error, self.fence):
             report.quarantined.append(b.batch_id)
             log.error("batch %s quarantined: %s", b.batch_id, error)
-
-    def _group(self, conn: sqlite3.Connection, report: DrainReport) -> None:
-        ready = [b for b in ledger.batches(conn, "uploaded") if b.load_id is None]
-        by_stream: dict[str, list[ledger.Batch]] = {}
-        for b in ready:
-            by_stream.setdefault(b.stream, []).append(b)
-        for stream, items in by_stream.items():
-            used = ledger.jobs_last_day(conn, stream)
-            remaining = self.quota - used
-            if remaining <= 0:
-                report.deferred[stream] = f"load job budget used: {used} of {self.quota} in the last 24h"
-                log.warning("table %s: %d load jobs in the last 24h reach the budget of %d; deferring %d batches",
-                            stream, used, self.quota, len(items))
-                continue
-            per_job = self.per_job
-            if used >= NEAR_QUOTA * self.quota:
-                per_job = 10_000  # as many files per job as BigQuery takes
-                log.warning("table %s: %d of %d load jobs used in 24h; grouping up to %d batches per job",
-                            stream, used, self.quota, per_job)
-            solo = [[b] for b in items if b.solo]
-            shared = [b for b in items if not b.solo]
-            groups = solo + [shared[i:i + per_job] for i in range(0, len(shared), per_job)]
-            if len(groups) > remaining:
-                report.deferred[stream] = f"{len(groups) - remaining} load groups wait for quota"
-                groups = groups[:remaining]
-            for g in groups:
-                ledger.group(conn, stream, g, self.fence)
-        faults.hit("after_group")
-
-    def _submit(self, conn: sqlite3.Connection, load: ledger.Load, report: DrainReport) -> JobOutcome | None:
-        """Start ``load``'s job, or adopt the job its id names already.
-
-        Returns None when the table's load budget is used up (deferred).
-        """
-        uris = [self.objects.uri(b.object_name) for b in ledger.load_batches(conn, load.load_id)]
-        outcome = self.warehouse.get_job(load.job_id)
-        if outcome is None:
-            if ledger.jobs_last_day(conn, load.stream) >= self.quota:
-                report.deferred[load.stream] = "load job budget used"
-                return None
-            self._pace(load.stream)
-            ledger.record_submission(conn, load, self.fence)
-            self._renew(conn)  # the last check before the job: nobody else may have taken over
-            outcome = self.warehouse.start_load(load.job_id, load.stream, uris)
-            report.jobs_submitted += 1
-            faults.hit("after_submit")
-        _check_sources(outcome, uris)
-        return outcome
-
-    def _finish(self, conn: sqlite3.Connection, load: ledger.Load, outcome: JobOutcome, report: DrainReport,
-                progress: Progress) -> None:
-        """Wait for ``load``'s job, then ack it, retry it or narrow its rejection down."""
-        members = ledger.load_batches(conn, load.load_id)
-        while True:
-            if not outcome.done:
-                outcome = self.warehouse.wait(load.job_id)
-            if not outcome.done:
-                raise BackendUnavailableError(f"load job {load.job_id} did not finish in time")
-            faults.hit("after_job_done")
-            if outcome.error is None:
-                acked = ledger.ack(conn, load, fault=faults.hit, fence=self.fence)
-                faults.hit("after_ack")
-                report.events_loaded += acked
-                report.batches_loaded += len(members)
-                progress.advance(acked)
-                return
-            error = f"{outcome.error.get('reason')}: {outcome.error.get('message')}"
-            if outcome.transient:
-                if load.attempt + 1 >= MAX_TRANSIENT_ATTEMPTS:
-                    raise BackendUnavailableError(f"load job for {load.stream} failed {load.attempt + 1} times: {error}")
-                log.warning("load job %s failed transiently (%s); retrying as attempt %d", load.job_id, error,
-                            load.attempt + 1)
-                load = ledger.next_attempt(conn, load, error, self.fence)
-                self._renew(conn)
-                retried = self._submit(conn, load, report)
-                if retried is None:
-                    return
-                outcome = retried
-                continue
-            self._rejected(conn, load, error, report)
-            return
-
-    def _rejected(self, conn: sqlite3.Connection, load: ledger.Load, error: str, report: DrainReport) -> None:
-        # BigQuery's message may quote the rejected value: it goes into the
-        # dead letter or the quarantine record and the debug log; the lines
-        # above debug name only the job, the batch and the error's reason.
-        log.debug("load job %s rejected its data: %s", load.job_id, error)
-        reason = error.partition(":")[0]
-        result = bisect.fail_load(conn, load, safe_text(error, 1000), self.fence)
-        faults.hit("after_reject")
-        if result.regrouped:
-            log.warning("load job %s for %d batches rejected its data (%s); loading them one by one to "
-                        "find the bad one", load.job_id, result.regrouped, reason)
-        for batch_id in result.split:
-            log.warning("load job %s rejected batch %s (%s); loading it in halves to find the bad rows",
-                        load.job_id, batch_id, reason)
-        if result.dead:
-            report.dead_lettered += len(result.dead)
-            log.error("load job %s rejected event %s (%s); it is a dead letter with BigQuery's reason",
-                      load.job_id, ", ".join(str(i) for i in result.dead), reason)
-        for b in result.quarantined:
-            report.quarantined.append(b.batch_id)
-            log.error("batch %s quarantined: load jobs rejected both its halves (%s); see "
-                      "`bqspool quarantine list`", b.batch_id, reason)
-
-    def _pace(self, stream: str) -> None:
-        """Wait, if needed, so a table never gets more than ``pace_jobs`` jobs per
-        PACE_WINDOW_S: past that BigQuery answers rateLimitExceeded, and the
-        failed job still counts against the daily quota."""
-        recent = self._recent_jobs.setdefault(stream, deque())
-        now = self.clock()
-        while recent and now - recent[0] >= PACE_WINDOW_S:
-            recent.popleft()
-        if len(recent) >= self.pace_jobs:
-            wait = PACE_WINDOW_S - (now - recent[0])
-            log.info("table %s: %d load jobs in %.0fs; waiting %.1fs", stream, len(recent), PACE_WINDOW_S, wait)
-            self.sleep(wait)
-            recent.popleft()
-            now = self.clock()
-        recent.append(now)
 
     def _housekeeping(self, conn: sqlite3.Connection) -> None:
         # Give the space of acked rows back: free pages to the filesystem,
@@ -433,7 +361,7 @@ class Drainer:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except (sqlite3.OperationalError, DiskFullError) as exc:
             log.debug("housekeeping skipped: %s", exc)
-        store.ensure_reserve(self.path)
+        opening.ensure_reserve(self.path)
         if self.staging.exists():
             live = {b.batch_id for b in ledger.batches(conn) if b.state in ("sealed", "staged")}
             for f in self.staging.iterdir():
@@ -447,26 +375,3 @@ def _digest(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _check_sources(outcome: JobOutcome, uris: list[str]) -> None:
-    """Adopt an existing job only if it loads exactly our objects."""
-    sources = getattr(outcome, "source_uris", None)
-    if sources is not None and sorted(sources) != sorted(uris):
-        raise ObjectConflictError(f"load job {outcome.job_id} exists but loads other objects "
-                                  f"({len(sources)} source URIs, not ours); refusing to adopt it")
-
-
-def _round_robin(loads: list[ledger.Load]) -> list[ledger.Load]:
-    """Loads in turns across tables: pacing waits per table, so one table's
-    backlog never holds up another's jobs."""
-    queues: dict[str, deque[ledger.Load]] = {}
-    for load in loads:
-        queues.setdefault(load.stream, deque()).append(load)
-    out = []
-    while queues:
-        for stream in list(queues):
-            out.append(queues[stream].popleft())
-            if not queues[stream]:
-                del queues[stream]
-    return out

@@ -1,14 +1,18 @@
-"""The object store: uploads of staged Parquet files to Cloud Storage."""
+"""The Google Cloud Storage adapter of :class:`~.interfaces.ObjectStore`.
+
+Everything GCS-specific stays here: crc32c, preconditions, Google's
+exceptions (translated by the retry policy into bqspool's tree).
+"""
 
 from __future__ import annotations
 
 import base64
 from pathlib import Path
 
+from bqspool.schemas.errors import ObjectConflictError
 from google.api_core import exceptions as gexc
 
-from bqspool.schemas.errors import ObjectConflictError
-
+from .interfaces import StoredObject
 from .retry import RetryPolicy
 
 
@@ -39,8 +43,12 @@ class GcsStore:
     def uri(self, name: str) -> str:
         return f"gs://{self.bucket_name}/{name}"
 
-    def upload(self, name: str, path: Path, size: int, crc32c: str) -> None:
-        def attempt() -> None:
+    def upload(self, name: str, path: Path) -> StoredObject:
+        """Create ``name`` from ``path`` with ``if_generation_match=0``; a 412 with
+        the same size and crc32c is an earlier attempt of ours (see the interface)."""
+        size, crc32c = path.stat().st_size, crc32c_of(path)
+
+        def attempt() -> StoredObject:
             # 8 MiB resumable chunks: the client's default reads 100 MiB at a
             # time into memory, which would dominate a drain's footprint.
             blob = self.bucket.blob(name, chunk_size=UPLOAD_CHUNK)
@@ -50,8 +58,9 @@ class GcsStore:
                 blob.upload_from_filename(str(path), if_generation_match=0, checksum="crc32c", retry=None, timeout=60)
             except gexc.PreconditionFailed:
                 self._check_existing(name, size, crc32c)
+            return StoredObject(name, size, crc32c)
 
-        self.retry.call(f"upload {self.uri(name)}", attempt)
+        return self.retry.call(f"upload {self.uri(name)}", attempt)
 
     def _check_existing(self, name: str, size: int, crc32c: str) -> None:
         blob = self.bucket.get_blob(name, retry=None, timeout=30)

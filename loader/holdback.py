@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from bqspool.buffer import rows
 from bqspool.buffer.store import now_us, transaction
-from bqspool.buffer.writer import ADD_USED, INSERT_DEAD, dead_row, dead_row_bytes
 
 from .ledger import Batch, Fence, batches, check_fence, delete_rows
 
@@ -27,8 +27,10 @@ def retry(conn: sqlite3.Connection, batch_ids: list[str] | None = None, fence: F
     state it was held in and loaded on its own; returns how many."""
     with transaction(conn):
         check_fence(conn, fence)
-        sql = ("UPDATE batches SET state = coalesce(held_from, 'uploaded'), solo = 1, error = NULL, load_id = NULL, "
-               "held_from = NULL, updated_us = ? WHERE state = 'quarantined'")
+        sql = (
+            "UPDATE batches SET state = coalesce(held_from, 'uploaded'), solo = 1, error = NULL, load_id = NULL, "
+            "held_from = NULL, updated_us = ? WHERE state = 'quarantined'"
+        )
         params: list = [now_us()]
         if batch_ids:
             sql += f" AND batch_id IN ({','.join('?' * len(batch_ids))})"
@@ -56,18 +58,14 @@ def drop(conn: sqlite3.Connection, batch_ids: list[str], fence: Fence | None = N
         check_fence(conn, fence)
         for b in [b for b in held(conn) if b.batch_id in set(batch_ids)]:
             reason = f"dropped from quarantined batch {b.batch_id}: {b.error}"
-            now = now_us()
-            dead_bytes = 0
-            for (raw,) in conn.execute("SELECT CAST(payload AS BLOB) FROM events WHERE stream = ? AND seq BETWEEN ? "
-                                       "AND ? ORDER BY seq", (b.stream, b.seq_lo, b.seq_hi)).fetchall():
+            for raw in rows.read_range_raw(conn, b.stream, b.seq_lo, b.seq_hi):
                 lines = raw.decode("utf-8", "backslashreplace").split("\n")
-                rows = [dead_row(b.stream, _event_id_of(line), line, reason) for line in lines]
-                conn.executemany(INSERT_DEAD, rows)
-                dead_bytes += sum(dead_row_bytes(r) for r in rows)
-                events += len(rows)
+                events += len(lines)
+                rows.insert_dead(conn, [rows.dead_row(b.stream, _event_id_of(line), line, reason) for line in lines])
             delete_rows(conn, b)
-            conn.execute(ADD_USED, (0, dead_bytes)).fetchall()
-            conn.execute("UPDATE batches SET state = 'dropped', updated_us = ? WHERE batch_id = ? "
-                         "AND state = 'quarantined'", (now_us(), b.batch_id))
+            conn.execute(
+                "UPDATE batches SET state = 'dropped', updated_us = ? WHERE batch_id = ? AND state = 'quarantined'",
+                (now_us(), b.batch_id),
+            )
             dropped += 1
     return dropped, events

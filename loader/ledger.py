@@ -20,18 +20,14 @@ derives from its objects' names, its job id from the load id and attempt.
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import sqlite3
 import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
+from bqspool.buffer import rows
 from bqspool.buffer.store import now_us, transaction
-from bqspool.schemas.errors import LeaseHeldError, LeaseLostError
 
-from . import lease
+from .lease import Fence, acquire_lease, check_fence, new_holder, release_lease, renew_lease  # noqa: F401
 
 LOADED_RETENTION_US = 7 * 86_400 * 1_000_000  # loaded batch rows kept this long for `status`
 LIVE_STATES = ("sealed", "staged", "uploaded")  # a batch in one of these may still be loaded
@@ -59,8 +55,10 @@ class Batch:
     held_from: str | None = None  # the state a quarantined batch was held in
 
 
-_BATCH_COLS = ("batch_id, stream, seq_lo, seq_hi, rows, nbytes, day, state, object_name, object_size, "
-               "object_crc32c, load_id, solo, error, parent, part_lo, part_hi, held_from")
+_BATCH_COLS = (
+    "batch_id, stream, seq_lo, seq_hi, rows, nbytes, day, state, object_name, object_size, "
+    "object_crc32c, load_id, solo, error, parent, part_lo, part_hi, held_from"
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +69,58 @@ class Load:
     job_id: str
     state: str
     error: str | None
+
+
+# The ledger's own changes to its tables, applied by prepare() in order and
+# recorded as meta 'ledger_version'. Never edit a shipped step: add one.
+LEDGER_STEPS: dict[int, list[str]] = {
+    1: [
+        # The fencing token: it grows each time the drain lease is taken,
+        # and every state change checks it (lease.py).
+        "ALTER TABLE lease ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
+        # Parts of a batch a load job rejected, bisected to find the bad
+        # rows (bisect.py), and the state a quarantined batch was held in.
+        "ALTER TABLE batches ADD COLUMN parent TEXT",
+        "ALTER TABLE batches ADD COLUMN part_lo INTEGER",
+        "ALTER TABLE batches ADD COLUMN part_hi INTEGER",
+        "ALTER TABLE batches ADD COLUMN held_from TEXT",
+        "CREATE INDEX batches_parent ON batches (parent) WHERE parent IS NOT NULL",
+    ],
+}
+
+
+def prepare(conn: sqlite3.Connection) -> None:
+    """Bring the loader's tables in an opened buffer file to this version. Idempotent and cheap."""
+    want = max(LEDGER_STEPS)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'ledger_version'").fetchone()
+    if row and int(row[0]) >= want:
+        return
+    with transaction(conn):
+        row = conn.execute("SELECT value FROM meta WHERE key = 'ledger_version'").fetchone()
+        version = int(row[0]) if row else 0
+        for step in range(version + 1, want + 1):
+            for sql in LEDGER_STEPS[step]:
+                conn.execute(sql)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_version', ?)", (str(want),))
+
+
+def summary(conn: sqlite3.Connection) -> dict:
+    """What ``bqspool status`` shows of the loader: batches by state, load jobs
+    per table in the last 24 h (the daily budget counts them) and who drains."""
+    states = dict(conn.execute("SELECT state, count(*) FROM batches GROUP BY state").fetchall())
+    since = now_us() - 86_400 * 1_000_000
+    jobs = dict(
+        conn.execute("SELECT stream, count(*) FROM jobs WHERE submitted_us > ? GROUP BY stream", (since,)).fetchall()
+    )
+    lease_row = conn.execute(
+        "SELECT holder FROM lease WHERE name = 'drain' AND holder != '' AND expires_us > ?", (now_us(),)
+    ).fetchone()
+    return {
+        "batches": states,
+        "quarantined": states.get("quarantined", 0),
+        "jobs_24h": jobs,
+        "draining": lease_row[0] if lease_row else None,
+    }
 
 
 def job_id_for(stream: str, load_id: str, attempt: int) -> str:
@@ -89,89 +139,18 @@ def content_name(placeholder: str, batch_id: str, digest: str) -> str:
     return f"{folder}/{batch_id}-{digest[:20]}.parquet"
 
 
-# -- lease --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Fence:
-    """Who holds the drain lease, and under which token (see :mod:`.lease`)."""
-
-    holder: str
-    token: int
-    buffer: Path
-    fd: int | None = None  # the lock of this token's lock file, while held
-
-
-def acquire_lease(conn: sqlite3.Connection, holder: str, ttl_s: float, buffer: Path) -> Fence:
-    """Take the drain lease under a new token.
-
-    LeaseHeldError if a live loader holds it: one whose lease has not
-    expired and whose lock file is still locked.
-    """
-    now = now_us()
-    fd = token = None
-    try:
-        with transaction(conn):
-            row = conn.execute("SELECT holder, expires_us, token FROM lease WHERE name = 'drain'").fetchone()
-            old_token = row[2] if row else 0
-            if row and row[0] and row[1] > now and lease.holder_alive(buffer, old_token):
-                raise LeaseHeldError(
-                    f"another loader ({row[0]}) is draining this buffer; its lease expires in "
-                    f"{(row[1] - now) / 1e6:.0f}s"
-                )
-            token = old_token + 1
-            fd = lease.hold(buffer, token)  # locked before the row says so: never a row without a live lock
-            conn.execute(
-                "INSERT INTO lease (name, holder, expires_us, token) VALUES ('drain', ?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_us = excluded.expires_us, "
-                "token = excluded.token",
-                (holder, now + int(ttl_s * 1e6), token),
-            )
-    except BaseException:
-        if fd is not None and token is not None:  # the row was not committed: neither is the lock
-            lease.let_go(buffer, token, fd)
-        raise
-    assert token is not None
-    if row and row[0]:
-        lease.let_go(buffer, old_token, None)  # the dead or expired holder's lock file
-    return Fence(holder, token, buffer, fd)
-
-
-def check_fence(conn: sqlite3.Connection, fence: Fence | None) -> None:
-    """Inside a transaction: raise LeaseLostError unless ``fence`` still holds the lease."""
-    if fence is None:
-        return
-    row = conn.execute("SELECT holder, token FROM lease WHERE name = 'drain'").fetchone()
-    if row is None or row[0] != fence.holder or row[1] != fence.token:
-        taken = f"; it is now held by {row[0]} (token {row[1]})" if row and row[0] else ""
-        raise LeaseLostError(f"this loader ({fence.holder}, token {fence.token}) lost its drain lease{taken}. "
-                             "It stopped before changing anything; nothing was lost, run the drain again")
-
-
-def renew_lease(conn: sqlite3.Connection, fence: Fence, ttl_s: float) -> None:
-    """Extend our lease; LeaseLostError if it changed hands meanwhile (never re-taken silently)."""
-    with transaction(conn):
-        check_fence(conn, fence)
-        conn.execute("UPDATE lease SET expires_us = ? WHERE name = 'drain'", (now_us() + int(ttl_s * 1e6),))
-
-
-def release_lease(conn: sqlite3.Connection, fence: Fence) -> None:
-    """Give the lease up if we still hold it; the token stays, so the next one is new."""
-    try:
-        with transaction(conn):
-            conn.execute("UPDATE lease SET holder = '', expires_us = 0 WHERE name = 'drain' AND holder = ? "
-                         "AND token = ?", (fence.holder, fence.token))
-    finally:
-        lease.let_go(fence.buffer, fence.token, fence.fd)
-
-
-def new_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 # -- sealing ------------------------------------------------------------------
 
-def seal(conn: sqlite3.Connection, stream: str, buffer_id: str, prefix: str, max_rows: int, max_bytes: int,
-         fence: Fence | None = None) -> int:
+
+def seal(
+    conn: sqlite3.Connection,
+    stream: str,
+    buffer_id: str,
+    prefix: str,
+    max_rows: int,
+    max_bytes: int,
+    fence: Fence | None = None,
+) -> int:
     """Seal every unsealed row of ``stream`` into batches; returns how many batches.
 
     Unsealed rows are those above the highest sealed seq of the stream:
@@ -184,7 +163,7 @@ def seal(conn: sqlite3.Connection, stream: str, buffer_id: str, prefix: str, max
         check_fence(conn, fence)
         top = conn.execute("SELECT coalesce(max(seq_hi), 0) FROM batches WHERE stream = ?", (stream,)).fetchone()[0]
         lo = None
-        rows = nbytes = 0
+        events = nbytes = 0
         last = top
         now = now_us()
         pending: list[tuple] = []
@@ -193,20 +172,18 @@ def seal(conn: sqlite3.Connection, stream: str, buffer_id: str, prefix: str, max
             nonlocal made
             batch_id = f"{stream}-{buffer_id[:16]}-{lo:012d}-{hi:012d}"
             name = f"{prefix.strip('/')}/{stream}/{day}/{batch_id}.parquet"
-            pending.append((batch_id, stream, lo, hi, rows, nbytes, day, "sealed", name, now, now))
+            pending.append((batch_id, stream, lo, hi, events, nbytes, day, "sealed", name, now, now))
             made += 1
 
         # A stored row (up to 1,000 events) is never split, so a batch can
         # go past max_rows/max_bytes by less than one row.
-        for seq, n, size in conn.execute(
-            "SELECT seq, n, nbytes FROM events WHERE stream = ? AND seq > ? ORDER BY seq", (stream, top)
-        ):
-            if lo is not None and (rows + n > max_rows or nbytes + size > max_bytes):
+        for seq, n, size in rows.rows_after(conn, stream, top):
+            if lo is not None and (events + n > max_rows or nbytes + size > max_bytes):
                 close(last)
                 lo = None
             if lo is None:
-                lo, rows, nbytes = seq, 0, 0
-            rows += n
+                lo, events, nbytes = seq, 0, 0
+            events += n
             nbytes += size
             last = seq
         if lo is not None:
@@ -220,6 +197,7 @@ def seal(conn: sqlite3.Connection, stream: str, buffer_id: str, prefix: str, max
 
 
 # -- reading ------------------------------------------------------------------
+
 
 def batches(conn: sqlite3.Connection, state: str | None = None, stream: str | None = None) -> list[Batch]:
     sql = f"SELECT {_BATCH_COLS} FROM batches"
@@ -243,45 +221,63 @@ def batch(conn: sqlite3.Connection, batch_id: str) -> Batch | None:
 
 def loads(conn: sqlite3.Connection, states: tuple[str, ...] = ("pending",)) -> list[Load]:
     marks = ",".join("?" * len(states))
-    return [Load(*r) for r in conn.execute(
-        f"SELECT load_id, stream, attempt, job_id, state, error FROM loads WHERE state IN ({marks}) "
-        "ORDER BY created_us", states)]
+    return [
+        Load(*r)
+        for r in conn.execute(
+            f"SELECT load_id, stream, attempt, job_id, state, error FROM loads WHERE state IN ({marks}) "
+            "ORDER BY created_us",
+            states,
+        )
+    ]
 
 
 def load_batches(conn: sqlite3.Connection, load_id: str) -> list[Batch]:
-    return [Batch(*r) for r in conn.execute(
-        f"SELECT {_BATCH_COLS} FROM batches WHERE load_id = ? ORDER BY seq_lo, part_lo", (load_id,))]
+    return [
+        Batch(*r)
+        for r in conn.execute(
+            f"SELECT {_BATCH_COLS} FROM batches WHERE load_id = ? ORDER BY seq_lo, part_lo", (load_id,)
+        )
+    ]
 
 
 def jobs_last_day(conn: sqlite3.Connection, stream: str) -> int:
     since = now_us() - 86_400 * 1_000_000
-    return conn.execute("SELECT count(*) FROM jobs WHERE stream = ? AND submitted_us > ?", (stream, since)).fetchone()[0]
+    return conn.execute("SELECT count(*) FROM jobs WHERE stream = ? AND submitted_us > ?", (stream, since)).fetchone()[
+        0
+    ]
 
 
 # -- transitions --------------------------------------------------------------
 
+
 def _set_state(conn: sqlite3.Connection, batch_id: str, expect: tuple[str, ...], sets: str, params: tuple) -> bool:
     """``UPDATE batches SET <sets>`` where the batch is in one of ``expect``; whether it was."""
     marks = ",".join("?" * len(expect))
-    return conn.execute(f"UPDATE batches SET {sets}, updated_us = ? WHERE batch_id = ? AND state IN ({marks})",
-                        (*params, now_us(), batch_id, *expect)).rowcount == 1
+    return (
+        conn.execute(
+            f"UPDATE batches SET {sets}, updated_us = ? WHERE batch_id = ? AND state IN ({marks})",
+            (*params, now_us(), batch_id, *expect),
+        ).rowcount
+        == 1
+    )
 
 
-def mark_staged(conn: sqlite3.Connection, b: Batch, size: int, crc32c: str, digest: str,
-                fence: Fence | None = None) -> str | None:
+def mark_staged(conn: sqlite3.Connection, b: Batch, size: int, digest: str, fence: Fence | None = None) -> str | None:
     """Record the staged file; returns the batch's object name, or None if it was not ``sealed`` any more."""
     name = content_name(b.object_name, b.batch_id, digest)
     with transaction(conn):
         check_fence(conn, fence)
-        ok = _set_state(conn, b.batch_id, ("sealed",), "state = 'staged', object_size = ?, object_crc32c = ?, "
-                        "object_name = ?", (size, crc32c, name))
+        ok = _set_state(
+            conn, b.batch_id, ("sealed",), "state = 'staged', object_size = ?, object_name = ?", (size, name)
+        )
     return name if ok else None
 
 
-def mark_uploaded(conn: sqlite3.Connection, batch_id: str, fence: Fence | None = None) -> bool:
+def mark_uploaded(conn: sqlite3.Connection, batch_id: str, checksum: str, fence: Fence | None = None) -> bool:
+    """The object is in the store, verified; ``checksum`` is the store's (crc32c for GCS)."""
     with transaction(conn):
         check_fence(conn, fence)
-        return _set_state(conn, batch_id, ("staged",), "state = 'uploaded'", ())
+        return _set_state(conn, batch_id, ("staged",), "state = 'uploaded', object_crc32c = ?", (checksum,))
 
 
 def group(conn: sqlite3.Connection, stream: str, members: list[Batch], fence: Fence | None = None) -> Load:
@@ -296,25 +292,33 @@ def group(conn: sqlite3.Connection, stream: str, members: list[Batch], fence: Fe
         check_fence(conn, fence)
         old = conn.execute("SELECT attempt, state FROM loads WHERE load_id = ?", (load_id,)).fetchone()
         if old is None:
-            conn.execute("INSERT INTO loads VALUES (?, ?, 0, ?, 'pending', NULL, ?, ?)",
-                         (load_id, stream, job_id_for(stream, load_id, 0), now, now))
+            conn.execute(
+                "INSERT INTO loads VALUES (?, ?, 0, ?, 'pending', NULL, ?, ?)",
+                (load_id, stream, job_id_for(stream, load_id, 0), now, now),
+            )
         elif old[1] == "failed":
             # The same objects again (a quarantined batch retried): the old
             # job id belongs to the failed job, so take the next attempt.
-            conn.execute("UPDATE loads SET state = 'pending', attempt = ?, job_id = ?, updated_us = ? WHERE load_id = ?",
-                         (old[0] + 1, job_id_for(stream, load_id, old[0] + 1), now, load_id))
-        conn.executemany("UPDATE batches SET load_id = ?, updated_us = ? WHERE batch_id = ? AND state = 'uploaded'",
-                         [(load_id, now, b.batch_id) for b in members])
-    row = conn.execute("SELECT load_id, stream, attempt, job_id, state, error FROM loads WHERE load_id = ?",
-                       (load_id,)).fetchone()
+            conn.execute(
+                "UPDATE loads SET state = 'pending', attempt = ?, job_id = ?, updated_us = ? WHERE load_id = ?",
+                (old[0] + 1, job_id_for(stream, load_id, old[0] + 1), now, load_id),
+            )
+        conn.executemany(
+            "UPDATE batches SET load_id = ?, updated_us = ? WHERE batch_id = ? AND state = 'uploaded'",
+            [(load_id, now, b.batch_id) for b in members],
+        )
+    row = conn.execute(
+        "SELECT load_id, stream, attempt, job_id, state, error FROM loads WHERE load_id = ?", (load_id,)
+    ).fetchone()
     return Load(*row)
 
 
 def record_submission(conn: sqlite3.Connection, load: Load, fence: Fence | None = None) -> None:
     with transaction(conn):
         check_fence(conn, fence)
-        conn.execute("INSERT INTO jobs VALUES (?, ?, ?) ON CONFLICT(job_id) DO NOTHING",
-                     (load.job_id, load.stream, now_us()))
+        conn.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?) ON CONFLICT(job_id) DO NOTHING", (load.job_id, load.stream, now_us())
+        )
 
 
 def next_attempt(conn: sqlite3.Connection, load: Load, error: str, fence: Fence | None = None) -> Load:
@@ -323,21 +327,24 @@ def next_attempt(conn: sqlite3.Connection, load: Load, error: str, fence: Fence 
     job_id = job_id_for(load.stream, load.load_id, attempt)
     with transaction(conn):
         check_fence(conn, fence)
-        conn.execute("UPDATE loads SET attempt = ?, job_id = ?, error = ?, updated_us = ? WHERE load_id = ? "
-                     "AND attempt = ? AND state = 'pending'",
-                     (attempt, job_id, error, now_us(), load.load_id, load.attempt))
+        conn.execute(
+            "UPDATE loads SET attempt = ?, job_id = ?, error = ?, updated_us = ? WHERE load_id = ? "
+            "AND attempt = ? AND state = 'pending'",
+            (attempt, job_id, error, now_us(), load.load_id, load.attempt),
+        )
     return Load(load.load_id, load.stream, attempt, job_id, load.state, error)
 
 
 def delete_rows(conn: sqlite3.Connection, b: Batch) -> int:
     """Delete a whole batch's rows with their pending bytes (in the caller's
     transaction); returns how many events they held."""
-    gone = conn.execute("DELETE FROM events WHERE stream = ? AND seq BETWEEN ? AND ? RETURNING n, nbytes",
-                        (b.stream, b.seq_lo, b.seq_hi)).fetchall()
-    # The bytes actually deleted, not the batch's record of them: never
-    # subtract what is not there.
-    conn.execute("UPDATE counters SET value = value - ? WHERE name = 'pending_bytes'", (sum(r[1] for r in gone),))
-    return sum(r[0] for r in gone)
+    return rows.delete_range(conn, b.stream, b.seq_lo, b.seq_hi)
+
+
+def event_lines(conn: sqlite3.Connection, b: Batch) -> list[str]:
+    """The stored lines of a part's events (or of a whole batch), in order."""
+    first, last = (0, b.rows) if b.part_lo is None else (b.part_lo, b.part_hi or 0)
+    return rows.lines(conn, b.stream, b.seq_lo, b.seq_hi, first, last)
 
 
 def ack(conn: sqlite3.Connection, load: Load, fault=None, fence: Fence | None = None) -> int:
@@ -367,10 +374,13 @@ def ack(conn: sqlite3.Connection, load: Load, fault=None, fence: Fence | None = 
                 settle(conn, b.parent)
             acked += deleted
         conn.execute("UPDATE loads SET state = 'done', updated_us = ? WHERE load_id = ?", (now_us(), load.load_id))
-        conn.execute("DELETE FROM batches WHERE state IN ('loaded', 'dead', 'dropped') AND updated_us < ?",
-                     (now_us() - LOADED_RETENTION_US,))
-        conn.execute("DELETE FROM loads WHERE state IN ('done', 'failed') AND updated_us < ?",
-                     (now_us() - LOADED_RETENTION_US,))
+        conn.execute(
+            "DELETE FROM batches WHERE state IN ('loaded', 'dead', 'dropped') AND updated_us < ?",
+            (now_us() - LOADED_RETENTION_US,),
+        )
+        conn.execute(
+            "DELETE FROM loads WHERE state IN ('done', 'failed') AND updated_us < ?", (now_us() - LOADED_RETENTION_US,)
+        )
     return acked
 
 
@@ -379,5 +389,6 @@ def quarantine(conn: sqlite3.Connection, batch_id: str, error: str, fence: Fence
     dropped; whether it was live (a loaded batch is never quarantined)."""
     with transaction(conn):
         check_fence(conn, fence)
-        return _set_state(conn, batch_id, LIVE_STATES,
-                          "held_from = state, state = 'quarantined', error = ?, load_id = NULL", (error,))
+        return _set_state(
+            conn, batch_id, LIVE_STATES, "held_from = state, state = 'quarantined', error = ?, load_id = NULL", (error,)
+        )

@@ -95,23 +95,48 @@ def _start(service: str, state: StackState, folder: Path) -> int:
     root = Path(state.root)
     if service == "gcs":
         log = folder / "gcs.log"
-        cmd = [str(_fake_gcs_binary()), "-backend", "filesystem", "-filesystem-root", str(root),
-               "-scheme", "http", "-host", "127.0.0.1", "-port", str(state.gcs_port), "-log-level", "warn"]
+        cmd = [
+            str(_fake_gcs_binary()),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            str(root),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(state.gcs_port),
+            "-log-level",
+            "warn",
+        ]
         env = os.environ.copy()
         url = f"http://127.0.0.1:{state.gcs_port}/storage/v1/b"
     else:
         _prepare_duckdb()
         log = folder / "bigquery.log"
         exe = Path(sys.executable).with_name("bqemulator")
-        cmd = [str(exe), "start", "--rest-port", str(state.bq_port), "--grpc-port", str(state.bq_grpc_port),
-               "--project", state.project, "--persistent" if state.persistent else "--ephemeral",
-               "--data-dir", str(folder / "bigquery-data"),
-               "--log-level", "warning"]
+        cmd = [
+            str(exe),
+            "start",
+            "--rest-port",
+            str(state.bq_port),
+            "--grpc-port",
+            str(state.bq_grpc_port),
+            "--project",
+            state.project,
+            "--persistent" if state.persistent else "--ephemeral",
+            "--data-dir",
+            str(folder / "bigquery-data"),
+            "--log-level",
+            "warning",
+        ]
         env = dict(os.environ, BQEMU_GCS_LOCAL_ROOT=str(root))
         url = f"http://127.0.0.1:{state.bq_port}/bigquery/v2/projects/{state.project}/datasets"
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
+        )
     _wait_http(url, 60, proc, log)
     return proc.pid
 
@@ -141,8 +166,15 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def up(folder: str | Path = DEFAULT_DIR, *, project: str = "bqspool-local", bucket: str = "bqspool-local",
-       dataset: str = "bqspool", location: str = "US", persistent: bool = True) -> StackState:
+def up(
+    folder: str | Path = DEFAULT_DIR,
+    *,
+    project: str = "bqspool-local",
+    bucket: str = "bqspool-local",
+    dataset: str = "bqspool",
+    location: str = "US",
+    persistent: bool = True,
+) -> StackState:
     """Start both servers (or reuse running ones), create the bucket, save state.
 
     ``persistent=False`` keeps the emulator's tables in memory: its load
@@ -155,8 +187,9 @@ def up(folder: str | Path = DEFAULT_DIR, *, project: str = "bqspool-local", buck
     try:
         state = load_state(folder)
     except ConfigError:
-        state = StackState(str(folder / "gcs-root"), _free_port(), _free_port(), _free_port(), project, bucket,
-                           dataset, location)
+        state = StackState(
+            str(folder / "gcs-root"), _free_port(), _free_port(), _free_port(), project, bucket, dataset, location
+        )
     Path(state.root).mkdir(parents=True, exist_ok=True)
     if not _alive(state.gcs_pid):
         state.gcs_pid = _start("gcs", state, folder)
@@ -165,8 +198,10 @@ def up(folder: str | Path = DEFAULT_DIR, *, project: str = "bqspool-local", buck
         state.bq_pid = _start("bigquery", state, folder)
     elif state.persistent != persistent:
         running = "persistent" if state.persistent else "ephemeral"
-        raise ConfigError(f"the local stack in {folder} runs a {running} BigQuery emulator; "
-                          f"run `bqspool local down --dir {folder}` first to change that")
+        raise ConfigError(
+            f"the local stack in {folder} runs a {running} BigQuery emulator; "
+            f"run `bqspool local down --dir {folder}` first to change that"
+        )
     _save(folder, state)
     _create_bucket(state)
     return state
@@ -175,7 +210,8 @@ def up(folder: str | Path = DEFAULT_DIR, *, project: str = "bqspool-local", buck
 def _create_bucket(state: StackState) -> None:
     req = urllib.request.Request(
         f"http://127.0.0.1:{state.gcs_port}/storage/v1/b?project={state.project}",
-        data=json.dumps({"name": state.bucket}).encode(), headers={"Content-Type": "application/json"},
+        data=json.dumps({"name": state.bucket}).encode(),
+        headers={"Content-Type": "application/json"},
         method="POST",
     )
     try:

@@ -1,75 +1,92 @@
-"""Which backend errors are transient, and the retry policy around them.
+"""The retry policy: exponential backoff with jitter around transient failures.
 
-Retries are tenacity's (exponential backoff with jitter, bounded by a
-deadline); the Google clients' own retries are switched off at the call
-sites so that one policy, from the configuration, governs every call.
+Retries are tenacity's, bounded by a deadline. What counts as transient is
+passed in: bqspool's own retryable errors and the standard library's
+connection errors always do, and each backend adapter adds its own
+classification (see :mod:`.google_errors`), so this module knows no SDK.
+Failures are translated into bqspool's error tree on the way out.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable, TypeVar
-
-import requests
-from google.api_core import exceptions as gexc
-from google.auth import exceptions as auth_exc
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from collections.abc import Callable
+from typing import TypeVar
 
 from bqspool.schemas.errors import BackendError, BackendUnavailableError, BqspoolError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 log = logging.getLogger("bqspool.loader")
 T = TypeVar("T")
-
-# BigQuery reasons (in job errors and 403 bodies) that mean "try again".
-TRANSIENT_REASONS = {"backendError", "rateLimitExceeded", "internalError", "jobBackendError",
-                     "jobInternalError", "quotaExceeded", "tableUnavailable"}
-_TRANSIENT_HTTP = (gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway, gexc.ServiceUnavailable,
-                   gexc.GatewayTimeout, gexc.DeadlineExceeded)
+Classifier = Callable[[BaseException], "bool | None"]
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors a later attempt of the same call may not get."""
+def _builtin_transient(exc: BaseException) -> bool | None:
     if isinstance(exc, BqspoolError):
         return exc.retryable
-    if isinstance(exc, _TRANSIENT_HTTP):
+    if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
-    if isinstance(exc, gexc.GoogleAPICallError):
-        reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
-        return bool(reasons & TRANSIENT_REASONS)
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout, auth_exc.TransportError,
-                            ConnectionError, TimeoutError))
-
-
-def translate(exc: BaseException, what: str) -> BqspoolError:
-    """A backend exception as a member of our tree (call with ``raise ... from exc``)."""
-    if isinstance(exc, BqspoolError):
-        return exc
-    if is_transient(exc):
-        return BackendUnavailableError(f"{what}: backend unavailable after retries: {exc}")
-    return BackendError(f"{what}: {exc}")
+    return None
 
 
 class RetryPolicy:
     """Exponential backoff with jitter from ``initial`` to ``maximum`` seconds,
-    giving up after ``deadline`` seconds."""
+    giving up after ``deadline`` seconds.
 
-    def __init__(self, initial: float = 1.0, maximum: float = 60.0, deadline: float = 300.0):
+    ``classify`` tells a backend's transient errors (True), permanent ones
+    (False) or neither (None, meaning permanent).
+    """
+
+    def __init__(
+        self, initial: float = 1.0, maximum: float = 60.0, deadline: float = 300.0, classify: Classifier | None = None
+    ):
         self.initial, self.maximum, self.deadline = initial, maximum, deadline
+        self.classify = classify
+
+    def is_transient(self, exc: BaseException) -> bool:
+        for judge in (_builtin_transient, self.classify):
+            if judge is not None:
+                verdict = judge(exc)
+                if verdict is not None:
+                    return verdict
+        return False
+
+    def translate(self, exc: BaseException, what: str) -> BqspoolError:
+        """A failure as a member of our tree (raise it ``from exc``)."""
+        if isinstance(exc, BqspoolError):
+            return exc
+        if self.is_transient(exc):
+            return BackendUnavailableError(f"{what}: backend unavailable after retries: {exc}")
+        return BackendError(f"{what}: {exc}")
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
+        # One warning when a retry sequence starts, one line when it ends;
+        # each failure in between at debug level.
+        attempts = [0]
+
         def before_sleep(state) -> None:
-            log.warning("%s failed (attempt %d): %s; retrying in %.1fs", what, state.attempt_number,
-                        state.outcome.exception(), state.next_action.sleep)
+            attempts[0] = state.attempt_number
+            exc = state.outcome.exception()
+            if state.attempt_number == 1:
+                log.warning("%s failed (%s); retrying for up to %.0fs", what, type(exc).__name__, self.deadline)
+            log.debug(
+                "%s attempt %d failed: %s; next in %.1fs", what, state.attempt_number, exc, state.next_action.sleep
+            )
 
         retrying = Retrying(
             stop=stop_after_delay(self.deadline),
             # Full jitter: a random wait up to an exponentially growing cap.
             wait=wait_random_exponential(multiplier=self.initial, max=self.maximum),
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception(self.is_transient),
             before_sleep=before_sleep,
             reraise=True,
         )
         try:
-            return retrying(fn)
+            result = retrying(fn)
         except Exception as exc:
-            raise translate(exc, what) from exc
+            if attempts[0]:
+                log.warning("%s gave up after %d attempts: %s", what, attempts[0] + 1, type(exc).__name__)
+            raise self.translate(exc, what) from exc
+        if attempts[0]:
+            log.warning("%s succeeded after %d attempts", what, attempts[0] + 1)
+        return result

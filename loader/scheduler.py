@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bqspool.schemas.errors import BqspoolError
 
@@ -40,7 +40,7 @@ def run_forever(config: Config, stop: threading.Event | None = None) -> None:
 
     # One job: max_instances=1 and coalesce mean never two drains at once and
     # no backlog of missed ticks; the first drain runs at start.
-    scheduler.add_job(tick, trigger, max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
+    scheduler.add_job(tick, trigger, max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
 
     def on_signal(signum, frame) -> None:
         log.warning("received %s: finishing the current step, then exiting", signal.Signals(signum).name)

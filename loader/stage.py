@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
-
+from bqspool.buffer import rows
 from bqspool.schemas.arrow import arrow_schema
 from bqspool.schemas.definition import Field, TableDef
 
@@ -40,8 +40,12 @@ def _stored_type(f: Field) -> pa.DataType:
         t = pa.struct([pa.field(s.name, _stored_type(s)) for s in f.fields])
     else:
         t = {
-            "INTEGER": pa.int64(), "FLOAT": pa.float64(), "BOOLEAN": pa.bool_(),
-            "TIMESTAMP": pa.int64(), "TIME": pa.int64(), "DATETIME": pa.timestamp("us"),
+            "INTEGER": pa.int64(),
+            "FLOAT": pa.float64(),
+            "BOOLEAN": pa.bool_(),
+            "TIMESTAMP": pa.int64(),
+            "TIME": pa.int64(),
+            "DATETIME": pa.timestamp("us"),
         }.get(f.type, pa.string())
     return pa.list_(t) if f.repeated else t
 
@@ -56,7 +60,9 @@ def _cast(arr: pa.Array, f: Field, target: pa.DataType) -> pa.Array:
     if f.repeated:
         inner = Field(f.name, f.type, "NULLABLE", f.fields)
         values = _cast(arr.values, inner, target.value_type)
-        return pa.ListArray.from_arrays(arr.offsets, values, type=target, mask=arr.is_null() if arr.null_count else None)
+        return pa.ListArray.from_arrays(
+            arr.offsets, values, type=target, mask=arr.is_null() if arr.null_count else None
+        )
     if f.type == "RECORD":
         children = [_cast(arr.field(i), s, target.field(i).type) for i, s in enumerate(f.fields)]
         children = [_fill_under_null_parent(c, target.field(i)) for i, c in enumerate(children)]
@@ -101,7 +107,7 @@ class Stager:
         self.stored_schema = pa.schema([pa.field(f.name, _stored_type(f)) for f in table.fields])
         self._parse = pajson.ParseOptions(explicit_schema=self.stored_schema, unexpected_field_behavior="error")
 
-    def to_arrow(self, payloads: "str | list[str]") -> pa.Table:
+    def to_arrow(self, payloads: str | list[str]) -> pa.Table:
         """Parse and cast one chunk of stored payloads (NDJSON text, or a list of rows)."""
         text = payloads if isinstance(payloads, str) else "\n".join(payloads)
         data = text.encode("utf-8")
@@ -123,8 +129,9 @@ class Stager:
         return pa.Table.from_arrays(columns, schema=self.schema)
 
     def _read_json(self, data: bytes, block_size: int) -> pa.Table:
-        return pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(block_size=block_size),
-                                parse_options=self._parse)
+        return pajson.read_json(
+            io.BytesIO(data), read_options=pajson.ReadOptions(block_size=block_size), parse_options=self._parse
+        )
 
     def write(self, chunks, path: Path) -> int:
         """Write payload chunks (NDJSON text or lists of rows) to ``path``; returns the row count."""
@@ -134,8 +141,14 @@ class Stager:
         # mode): the file holds the same data as the 0600 buffer.
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
         with pq.ParquetWriter(
-            tmp, self.schema, compression="zstd", use_dictionary=True, write_statistics=True,
-            data_page_version="1.0", version="2.6", store_schema=True,
+            tmp,
+            self.schema,
+            compression="zstd",
+            use_dictionary=True,
+            write_statistics=True,
+            data_page_version="1.0",
+            version="2.6",
+            store_schema=True,
         ) as writer:
             pending: list[pa.Table] = []
             pending_rows = 0
@@ -167,9 +180,7 @@ def read_batch_payloads(conn: sqlite3.Connection, stream: str, lo: int, hi: int,
     """
     parts: list[str] = []
     events = 0
-    for n, payload in conn.execute(
-        "SELECT n, payload FROM events WHERE stream = ? AND seq BETWEEN ? AND ? ORDER BY seq", (stream, lo, hi)
-    ):
+    for n, payload in rows.read_range(conn, stream, lo, hi):
         parts.append(payload)
         events += n
         if events >= chunk:

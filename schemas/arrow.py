@@ -41,7 +41,7 @@ def _scalar_type(f: Field):
     }[t]()
 
 
-def arrow_field(f: Field) -> "pa.Field":
+def arrow_field(f: Field) -> pa.Field:
     import pyarrow as pa
 
     if f.type == "RECORD":
@@ -57,14 +57,14 @@ def arrow_field(f: Field) -> "pa.Field":
     return pa.field(f.name, typ, nullable=not (f.required or f.repeated), metadata=meta)
 
 
-def arrow_schema(table: TableDef) -> "pa.Schema":
+def arrow_schema(table: TableDef) -> pa.Schema:
     """The Arrow schema of a table, columns in table order (``_event_id`` first)."""
     import pyarrow as pa
 
     return pa.schema([arrow_field(f) for f in table.fields])
 
 
-def field_from_arrow(af: "pa.Field") -> Field:
+def field_from_arrow(af: pa.Field) -> Field:
     """Inverse of :func:`arrow_field` for fields it produced."""
     import pyarrow as pa
 

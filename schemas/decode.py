@@ -11,11 +11,12 @@ import base64
 import datetime as dt
 import decimal
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .definition import Field, TableDef
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,7 +54,7 @@ def _record_decoder(fields: tuple[Field, ...]) -> Callable[[dict], dict]:
     plan = [(f.name, _field_decoder(f), f.repeated) for f in fields]
 
     def record(row: dict) -> dict:
-        out = {}
+        out: dict[str, Any] = {}
         for name, conv, repeated in plan:
             value = row.get(name)
             if value is None:

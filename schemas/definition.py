@@ -77,7 +77,7 @@ class Field:
     name: str
     type: str
     mode: str = "NULLABLE"
-    fields: tuple["Field", ...] = ()
+    fields: tuple[Field, ...] = ()
     description: str | None = None
     max_length: int | None = None
     precision: int | None = None
@@ -96,7 +96,7 @@ class Field:
 class Partitioning:
     field: str
     type: str = "DAY"
-    expiration_days: int | None = None
+    expiration_days: float | None = None
     require_partition_filter: bool = False
 
 

@@ -18,7 +18,13 @@ from typing import Any
 SHOW_CHARS = 60  # of a value quoted in an error message
 MAX_REASON = 2000  # characters of a stored dead-letter reason
 _BIG_INT_BITS = 200  # about 60 decimal digits: shown as a size, not digits
-_SAFE_REPR = (decimal.Decimal, dt.date, dt.datetime, dt.time, uuid.UUID)  # exact types only: subclasses may override repr
+_SAFE_REPR = (
+    decimal.Decimal,
+    dt.date,
+    dt.datetime,
+    dt.time,
+    uuid.UUID,
+)  # exact types only: subclasses may override repr
 
 
 def type_name(v: Any) -> str:

@@ -23,7 +23,8 @@ full path's own converter for that column.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -62,14 +63,23 @@ class FastPath(NamedTuple):
     row_type: type  # for tests and debugging
 
 
-def compile_fast(fields: tuple[Field, ...], *, unknown: str) -> FastPath:
-    """Generate the fast path for a table of ``fields``."""
-    from . import coerce  # the full path's converters; it imports this module
+def compile_fast(
+    fields: tuple[Field, ...],
+    *,
+    unknown: str,
+    convert: Callable[[Field, str], Callable[[Any], Any]],
+    json_chunks: Callable | None,
+) -> FastPath:
+    """Generate the fast path for a table of ``fields``.
 
+    ``convert(field, unknown)`` is the full path's converter of a column
+    (:func:`.coerce._compile_field`), which the fast path calls for every
+    column it does not check itself; ``json_chunks`` the standard library's
+    C JSON encoder, or None. Passed in, so this module imports no converter.
+    """
     struct_fields: list[tuple] = [("eid", str, "")]
     rename = {"eid": EVENT_ID}
-    env: dict[str, Any] = {"_EVENT_ID": EVENT_ID, "_chunks": getattr(coerce, "_json_chunks", None), "_join": "".join,
-                           "_flat_json": _flat_json}
+    env: dict[str, Any] = {"_EVENT_ID": EVENT_ID, "_chunks": json_chunks, "_join": "".join, "_flat_json": _flat_json}
     post: list[str] = []  # statements finishing a converted struct ``s``
     for i, f in enumerate(fields):
         attr = f"f{i}"
@@ -81,7 +91,7 @@ def compile_fast(fields: tuple[Field, ...], *, unknown: str) -> FastPath:
             # Taken as is, then converted by the column's own converter; the
             # commonest cases are inlined, with the converter as fallback.
             typ = Any
-            env[f"_c{i}"] = coerce._compile_field(f, unknown)
+            env[f"_c{i}"] = convert(f, unknown)
             conv = _inline(f, i, json_inline=env["_chunks"] is not None)
             post += [f"x = s.{attr}", "if x is not None:", f"    s.{attr} = {conv}"]
             if f.required:  # a null REQUIRED value must fail ("REQUIRED field is null")
@@ -98,37 +108,45 @@ def compile_fast(fields: tuple[Field, ...], *, unknown: str) -> FastPath:
         forbid_unknown_fields=unknown == "error",
         rename=rename,
     )
-    env.update(_convert=msgspec.convert, _Row=row_type, _Rows=list[row_type], _encode=msgspec.json.encode,
-               _encode_lines=msgspec.json.Encoder().encode_lines, _null=_null)
-    src = "\n".join([
-        "def one(event, event_id):",
-        # The buffer assigns _event_id; an event carrying one is the full path's to judge.
-        "    if type(event) is not dict or _EVENT_ID in event:",
-        "        return None",
-        "    try:",
-        "        s = _convert(event, _Row)",
-        "        s.eid = event_id",
-        *("        " + line for line in post),
-        # Encoding is also the UTF-8 check: a lone surrogate raises here.
-        "        return _encode(s)",
-        # Whatever fails here, the full path converts or reports precisely.
-        "    except Exception:",
-        "        return None",
-        "",
-        "def lines(events, event_ids):",
-        "    for event in events:",
-        "        if type(event) is not dict or _EVENT_ID in event:",
-        "            return None",
-        "    try:",
-        "        rows = _convert(events, _Rows)",
-        "        for s, event_id in zip(rows, event_ids):",
-        "            s.eid = event_id",
-        *("            " + line for line in post),
-        "        return _encode_lines(rows)",
-        "    except Exception:",
-        "        return None",
-        "",
-    ])
+    env.update(
+        _convert=msgspec.convert,
+        _Row=row_type,
+        _Rows=list[row_type],  # type: ignore[valid-type]
+        _encode=msgspec.json.encode,
+        _encode_lines=msgspec.json.Encoder().encode_lines,
+        _null=_null,
+    )
+    src = "\n".join(
+        [
+            "def one(event, event_id):",
+            # The buffer assigns _event_id; an event carrying one is the full path's to judge.
+            "    if type(event) is not dict or _EVENT_ID in event:",
+            "        return None",
+            "    try:",
+            "        s = _convert(event, _Row)",
+            "        s.eid = event_id",
+            *("        " + line for line in post),
+            # Encoding is also the UTF-8 check: a lone surrogate raises here.
+            "        return _encode(s)",
+            # Whatever fails here, the full path converts or reports precisely.
+            "    except Exception:",
+            "        return None",
+            "",
+            "def lines(events, event_ids):",
+            "    for event in events:",
+            "        if type(event) is not dict or _EVENT_ID in event:",
+            "            return None",
+            "    try:",
+            "        rows = _convert(events, _Rows)",
+            "        for s, event_id in zip(rows, event_ids):",
+            "            s.eid = event_id",
+            *("            " + line for line in post),
+            "        return _encode_lines(rows)",
+            "    except Exception:",
+            "        return None",
+            "",
+        ]
+    )
     exec(compile(src, f"<bqspool fast row {fields[0].name if fields else ''}>", "exec"), env)
     return FastPath(env["one"], env["lines"], row_type)
 
@@ -147,13 +165,14 @@ def _inline(f: Field, i: int, *, json_inline: bool) -> str:
     if f.repeated:
         return f"_c{i}(x)"
     if f.type == "TIMESTAMP":
-        return (f"round(x * 1000000) if type(x) is float and {_TS_SECONDS} else "
-                f"x * 1000000 if type(x) is int and {_TS_SECONDS} else _c{i}(x)")
+        return (
+            f"round(x * 1000000) if type(x) is float and {_TS_SECONDS} else "
+            f"x * 1000000 if type(x) is int and {_TS_SECONDS} else _c{i}(x)"
+        )
     if f.type == "JSON" and json_inline:
         # A flat object by msgspec; else _to_json: the standard library's C
         # encoder, then the UTF-8 check.
-        return (f"t if (t := _flat_json(x)) is not None else "
-                f"t if (t := _join(_chunks(x, 0))).isascii() else _c{i}(x)")
+        return f"t if (t := _flat_json(x)) is not None else t if (t := _join(_chunks(x, 0))).isascii() else _c{i}(x)"
     return f"_c{i}(x)"
 
 

@@ -19,8 +19,7 @@ from typing import Any
 
 MAX_NESTING = 16  # GEOMETRYCOLLECTIONs inside each other
 _TOKEN = re.compile(r"\s*(?:([A-Za-z]+)|([(),])|([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))")
-_GEOJSON_DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2,
-                  "MultiPolygon": 3}
+_GEOJSON_DEPTH = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineString": 2, "Polygon": 2, "MultiPolygon": 3}
 
 
 class _Invalid(Exception):
@@ -204,8 +203,10 @@ def _geojson_geometry(obj: Any, nesting: int) -> None:
             _geojson_geometry(g, nesting + 1)
         return
     if kind not in _GEOJSON_DEPTH:
-        raise _Invalid("GeoJSON 'type' must be a geometry type (Point, LineString, Polygon, Multi..., "
-                       "GeometryCollection); features are not geographies")
+        raise _Invalid(
+            "GeoJSON 'type' must be a geometry type (Point, LineString, Polygon, Multi..., "
+            "GeometryCollection); features are not geographies"
+        )
     coords = _geojson_positions(obj.get("coordinates"), _GEOJSON_DEPTH[kind])
     if kind == "LineString":
         _line(coords, "LineString")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .definition import TableDef, load_table_file
 from .errors import SchemaError
@@ -46,7 +47,7 @@ class SchemaSet:
         return f"SchemaSet({self.name!r}, tables={sorted(self._tables)})"
 
 
-def resolve_schema_dir(spec: str | Path) -> Path:
+def resolve_schema_dir(spec: str | os.PathLike[str]) -> Path:
     """A bundled set's name, or a directory path, to the directory."""
     text = str(spec)
     if isinstance(spec, str) and "/" not in text and (BUNDLED_DIR / text).is_dir():
@@ -55,12 +56,11 @@ def resolve_schema_dir(spec: str | Path) -> Path:
     if path.is_dir():
         return path
     raise SchemaError(
-        f"no schema set {text!r}: not a directory, and not a bundled set "
-        f"(bundled: {', '.join(bundled_names())})"
+        f"no schema set {text!r}: not a directory, and not a bundled set (bundled: {', '.join(bundled_names())})"
     )
 
 
-def load_schema_set(spec: "str | Path | SchemaSet") -> SchemaSet:
+def load_schema_set(spec: str | os.PathLike[str] | SchemaSet) -> SchemaSet:
     """Load and validate a schema set.
 
     ``spec`` is a bundled set's name (``"leafloaf"``), a directory of

@@ -33,9 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_buffer import STREAM, make_events, report_checks  # noqa: E402
-
-from bqspool.buffer import Buffer  # noqa: E402
+from bench_buffer import STREAM, make_events, report_checks
+from bqspool.buffer import Buffer
 
 
 def fill(path: Path, n: int, chunk: int = 20_000) -> None:
@@ -51,7 +50,6 @@ def bench_limit(path: Path, out: Path, chunk: int = 16_384) -> float:
     types in one thread, Parquet writes them; no casts, no checks."""
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
-
     from bqspool.loader.stage import Stager, read_batch_payloads
     from bqspool.schemas import load_schema_set
 
@@ -64,8 +62,11 @@ def bench_limit(path: Path, out: Path, chunk: int = 16_384) -> float:
     with pq.ParquetWriter(out, stored, compression="zstd") as writer:
         for text in read_batch_payloads(conn, STREAM, 1, hi, chunk):
             data = text.encode()
-            table = pajson.read_json(io.BytesIO(data), parse_options=parse,
-                                     read_options=pajson.ReadOptions(block_size=len(data) + 1, use_threads=False))
+            table = pajson.read_json(
+                io.BytesIO(data),
+                parse_options=parse,
+                read_options=pajson.ReadOptions(block_size=len(data) + 1, use_threads=False),
+            )
             writer.write_table(table)
             n += table.num_rows
     return n / (time.perf_counter() - t)
@@ -85,8 +86,9 @@ def bench_stage(path: Path, out: Path) -> float:
 
 def make_env(state, path: Path, dataset: str) -> dict:
     env = dict(os.environ, **state.env())
-    env.update(BQSPOOL_BUFFER=str(path), BQSPOOL_SCHEMAS="leafloaf", BQSPOOL_DATASET=dataset,
-               BQSPOOL_PREFIX=f"bench/{dataset}")
+    env.update(
+        BQSPOOL_BUFFER=str(path), BQSPOOL_SCHEMAS="leafloaf", BQSPOOL_DATASET=dataset, BQSPOOL_PREFIX=f"bench/{dataset}"
+    )
     return env
 
 

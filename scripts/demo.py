@@ -38,24 +38,59 @@ def say(msg: str) -> None:
 
 
 def make(stream: str, rng: random.Random) -> dict:
-    base = {"user_id": f"user-{rng.randrange(500)}", "session_id": f"s-{rng.randrange(10**6)}", "timestamp": time.time()}
+    base = {
+        "user_id": f"user-{rng.randrange(500)}",
+        "session_id": f"s-{rng.randrange(10**6)}",
+        "timestamp": time.time(),
+    }
     if stream == "user_search_events":
-        return {**base, "query": " ".join(rng.choices(WORDS, k=3)), "result_count": rng.randrange(100),
-                "search_latency_ms": rng.randrange(5, 500), "filters": {"vegan": rng.random() < 0.3}}
+        return {
+            **base,
+            "query": " ".join(rng.choices(WORDS, k=3)),
+            "result_count": rng.randrange(100),
+            "search_latency_ms": rng.randrange(5, 500),
+            "filters": {"vegan": rng.random() < 0.3},
+        }
     if stream == "product_interaction_events":
-        return {**base, "product_id": f"p-{rng.randrange(2000)}", "product_name": rng.choice(WORDS).title(),
-                "interaction_type": rng.choice(["view", "click", "add_to_cart"]), "price": f"{rng.uniform(1, 30):.2f}"}
+        return {
+            **base,
+            "product_id": f"p-{rng.randrange(2000)}",
+            "product_name": rng.choice(WORDS).title(),
+            "interaction_type": rng.choice(["view", "click", "add_to_cart"]),
+            "price": f"{rng.uniform(1, 30):.2f}",
+        }
     if stream == "cart_events":
-        return {**base, "action": rng.choice(["add", "remove"]), "product_id": f"p-{rng.randrange(2000)}",
-                "quantity": rng.randrange(1, 5), "price": f"{rng.uniform(1, 30):.2f}"}
+        return {
+            **base,
+            "action": rng.choice(["add", "remove"]),
+            "product_id": f"p-{rng.randrange(2000)}",
+            "quantity": rng.randrange(1, 5),
+            "price": f"{rng.uniform(1, 30):.2f}",
+        }
     if stream == "order_events":
-        products = [{"product_id": f"p-{rng.randrange(2000)}", "quantity": rng.randrange(1, 4),
-                     "price": f"{rng.uniform(1, 20):.2f}"} for _ in range(rng.randrange(1, 5))]
-        return {**base, "order_id": f"o-{rng.randrange(10**9)}", "currency": "USD", "products": products,
-                "total_amount": f"{sum(float(p['price']) * p['quantity'] for p in products):.2f}",
-                "total_latency_ms": rng.randrange(50, 2000)}
-    return {**base, "event_type": rng.choice(["page_view", "login", "share"]), "page": "/home",
-            "response_time_ms": rng.randrange(10, 900), "context": {"ab": rng.choice("AB")}}
+        products = [
+            {
+                "product_id": f"p-{rng.randrange(2000)}",
+                "quantity": rng.randrange(1, 4),
+                "price": f"{rng.uniform(1, 20):.2f}",
+            }
+            for _ in range(rng.randrange(1, 5))
+        ]
+        return {
+            **base,
+            "order_id": f"o-{rng.randrange(10**9)}",
+            "currency": "USD",
+            "products": products,
+            "total_amount": f"{sum(float(p['price']) * p['quantity'] for p in products):.2f}",
+            "total_latency_ms": rng.randrange(50, 2000),
+        }
+    return {
+        **base,
+        "event_type": rng.choice(["page_view", "login", "share"]),
+        "page": "/home",
+        "response_time_ms": rng.randrange(10, 900),
+        "context": {"ab": rng.choice("AB")},
+    }
 
 
 def producer_process(buffer: str, seconds: float, threads: int, seed: int, out) -> None:
@@ -65,6 +100,7 @@ def producer_process(buffer: str, seconds: float, threads: int, seed: int, out) 
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
     with Buffer(buffer, "leafloaf", strict=True) as buf:
+
         def work(k: int) -> None:
             rng = random.Random(seed * 100 + k)
             mine = {s: 0 for s in STREAMS}
@@ -110,9 +146,15 @@ def main() -> int:
     state = localstack.up(stack_dir)
     os.environ.update(state.env())
     buffer = folder / run_id / "buffer.db"
-    env = dict(os.environ, BQSPOOL_BUFFER=str(buffer), BQSPOOL_SCHEMAS="leafloaf",
-               BQSPOOL_DATASET=f"demo_{run_id}", BQSPOOL_SCHEDULE="3s", BQSPOOL_RETRY_DEADLINE="2",
-               BQSPOOL_RETRY_MAXIMUM="1")
+    env = dict(
+        os.environ,
+        BQSPOOL_BUFFER=str(buffer),
+        BQSPOOL_SCHEMAS="leafloaf",
+        BQSPOOL_DATASET=f"demo_{run_id}",
+        BQSPOOL_SCHEDULE="3s",
+        BQSPOOL_RETRY_DEADLINE="2",
+        BQSPOOL_RETRY_MAXIMUM="1",
+    )
     bqspool = str(Path(sys.executable).with_name("bqspool"))
     say(f"bqspool setup: leafloaf tables in dataset demo_{run_id}")
     subprocess.run([bqspool, "setup"], env=env, check=True)
@@ -120,8 +162,10 @@ def main() -> int:
     say(f"starting {args.procs} producer processes x {args.threads} threads for {args.seconds:.0f}s")
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    producers = [ctx.Process(target=producer_process, args=(str(buffer), args.seconds, args.threads, k, out))
-                 for k in range(args.procs)]
+    producers = [
+        ctx.Process(target=producer_process, args=(str(buffer), args.seconds, args.threads, k, out))
+        for k in range(args.procs)
+    ]
     for p in producers:
         p.start()
     time.sleep(1)
@@ -162,8 +206,11 @@ def main() -> int:
         ok = True
         print(f"  {'table':30s} {'appended':>9s} {'in BigQuery':>12s} {'distinct ids':>13s}")
         for s in STREAMS:
-            row = list(client.query(
-                f"SELECT COUNT(*) AS n, COUNT(DISTINCT _event_id) AS d FROM `{cfg.project}.{cfg.dataset}.{s}`").result())[0]
+            row = list(
+                client.query(
+                    f"SELECT COUNT(*) AS n, COUNT(DISTINCT _event_id) AS d FROM `{cfg.project}.{cfg.dataset}.{s}`"
+                ).result()
+            )[0]
             good = row["n"] == counts[s] == row["d"]
             ok &= good
             print(f"  {s:30s} {counts[s]:9d} {row['n']:12d} {row['d']:13d}  {'ok' if good else 'MISMATCH'}")

@@ -39,10 +39,21 @@ STREAMS = ("user_interactions", "tasks")
 
 def event(stream: str, rng: random.Random) -> dict:
     if stream == "tasks":
-        return {"user_id": f"u{rng.randrange(50)}", "task_id": f"t{rng.randrange(10**9)}", "created_at": time.time(),
-                "duration_minutes": rng.randrange(120), "completed": rng.random() < 0.5}
-    return {"user_id": f"u{rng.randrange(50)}", "interaction_id": f"i{rng.randrange(10**9)}",
-            "timestamp": time.time(), "message_in": "hello", "intent": "chat", "tokens_in": rng.randrange(500)}
+        return {
+            "user_id": f"u{rng.randrange(50)}",
+            "task_id": f"t{rng.randrange(10**9)}",
+            "created_at": time.time(),
+            "duration_minutes": rng.randrange(120),
+            "completed": rng.random() < 0.5,
+        }
+    return {
+        "user_id": f"u{rng.randrange(50)}",
+        "interaction_id": f"i{rng.randrange(10**9)}",
+        "timestamp": time.time(),
+        "message_in": "hello",
+        "intent": "chat",
+        "tokens_in": rng.randrange(500),
+    }
 
 
 def main() -> int:
@@ -50,8 +61,12 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--stalls", type=int, default=20)
     ap.add_argument("--lease", type=float, default=2.0, help="lease seconds: a stall lasts longer than this")
-    ap.add_argument("--rate", type=float, default=150.0,
-                    help="events/s each of the two producers appends (the final drain loads the whole backlog)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=150.0,
+        help="events/s each of the two producers appends (the final drain loads the whole backlog)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -61,9 +76,15 @@ def main() -> int:
         try:
             os.environ.update(state.env())  # the clients below find the emulators here
             env = dict(os.environ)
-            env.update(BQSPOOL_BUFFER=str(d / "buffer.db"), BQSPOOL_SCHEMAS="eixa", BQSPOOL_DATASET="soak",
-                       BQSPOOL_BATCH_ROWS="50", BQSPOOL_BATCH_PER_JOB="25", BQSPOOL_RETRY_DEADLINE="5",
-                       BQSPOOL_LEASE_SECONDS=str(args.lease))
+            env.update(
+                BQSPOOL_BUFFER=str(d / "buffer.db"),
+                BQSPOOL_SCHEMAS="eixa",
+                BQSPOOL_DATASET="soak",
+                BQSPOOL_BATCH_ROWS="50",
+                BQSPOOL_BATCH_PER_JOB="25",
+                BQSPOOL_RETRY_DEADLINE="5",
+                BQSPOOL_LEASE_SECONDS=str(args.lease),
+            )
             bqspool = str(Path(sys.executable).with_name("bqspool"))
             subprocess.run([bqspool, "setup"], env=env, check=True, capture_output=True)
             appended = {s: [] for s in STREAMS}
@@ -85,8 +106,9 @@ def main() -> int:
             codes: Counter = Counter()
 
             def drain() -> subprocess.Popen:
-                return subprocess.Popen([bqspool, "drain", "--once"], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                return subprocess.Popen(
+                    [bqspool, "drain", "--once"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
 
             def kill_at_random(proc: subprocess.Popen) -> None:
                 nonlocal kills
@@ -95,8 +117,10 @@ def main() -> int:
                     proc.kill()
                     kills += 1
                     if kills % 10 == 0:
-                        print(f"{kills} kills, {stalls} stalls, {sum(len(v) for v in appended.values())} events "
-                              "appended", flush=True)
+                        print(
+                            f"{kills} kills, {stalls} stalls, {sum(len(v) for v in appended.values())} events appended",
+                            flush=True,
+                        )
                 codes[proc.wait()] += 1
 
             def holds_lease(proc: subprocess.Popen, timeout: float = 20.0) -> bool:
@@ -142,8 +166,10 @@ def main() -> int:
             for t in threads:
                 t.join()
             subprocess.run([bqspool, "drain", "--once"], env=env, check=True)
-            print(f"{kills} kills, {stalls} stalls ({lost_lease} stalled loaders found their lease taken and "
-                  f"stopped); exit codes of the interrupted runs: {dict(sorted(codes.items()))}")
+            print(
+                f"{kills} kills, {stalls} stalls ({lost_lease} stalled loaders found their lease taken and "
+                f"stopped); exit codes of the interrupted runs: {dict(sorted(codes.items()))}"
+            )
             cfg = load_config(env=env)
             client = bigquery_client(cfg)
             ok = True
@@ -151,8 +177,10 @@ def main() -> int:
                 got = Counter(r[0] for r in client.query(f"SELECT _event_id FROM `{cfg.project}.soak.{s}`").result())
                 missing = set(appended[s]) - set(got)
                 doubled = [k for k, n in got.items() if n > 1]
-                print(f"{s}: appended {len(appended[s])}, in BigQuery {sum(got.values())}, "
-                      f"missing {len(missing)}, doubled {len(doubled)}")
+                print(
+                    f"{s}: appended {len(appended[s])}, in BigQuery {sum(got.values())}, "
+                    f"missing {len(missing)}, doubled {len(doubled)}"
+                )
                 ok &= not missing and not doubled and len(got) == len(appended[s])
             conn = sqlite3.connect(env["BQSPOOL_BUFFER"])
             held = conn.execute("SELECT count(*) FROM batches WHERE state = 'quarantined'").fetchone()[0]

@@ -7,7 +7,7 @@ import random
 
 from bqspool.schemas.definition import Field, TableDef
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 24, 12, tzinfo=UTC)
 
 
@@ -25,7 +25,7 @@ def _scalar(f: Field, rng: random.Random):
             scale = f.scale or 0
             digits = f.precision - scale
             return f"{rng.randrange(10**digits)}" + (f".{rng.randrange(10**scale):0{scale}d}" if scale else "")
-        return f"{rng.randrange(-10**12, 10**12)}.{rng.randrange(10**9):09d}"
+        return f"{rng.randrange(-(10**12), 10**12)}.{rng.randrange(10**9):09d}"
     if t == "BIGNUMERIC":
         return f"{rng.randrange(10**30)}.{rng.randrange(10**20):020d}"
     if t == "BOOLEAN":

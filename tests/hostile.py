@@ -135,7 +135,11 @@ HOSTILE_VALUES = [
     ("tzinfo whose utcoffset returns an int", "ts", dt.datetime(2026, 1, 1, tzinfo=RaisingTz("int"))),
     ("TIMESTAMP past 9999 in UTC", "ts", "9999-12-31T23:59:59-05:00"),
     ("TIMESTAMP before year 1 in UTC", "ts", "0001-01-01T00:00:00+05:00"),
-    ("aware datetime past 9999 in UTC", "ts", dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-5)))),
+    (
+        "aware datetime past 9999 in UTC",
+        "ts",
+        dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+    ),
     ("epoch millis past 9999", "ts", 253402300800000),
     ("object whose repr and str raise, as STRING", "s", RaisingRepr()),
     ("object whose repr is 50 MB, as INTEGER", "i", ReprHuge()),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -14,6 +13,8 @@ from pathlib import Path
 from bqspool.loader.clients import bigquery_client, make_drainer, make_warehouse
 from bqspool.loader.config import Config, load_config
 from bqspool.schemas import load_schema_set
+
+from . import stored
 
 BQSPOOL = str(Path(sys.executable).with_name("bqspool"))
 
@@ -27,8 +28,13 @@ class Env:
         self.dataset = f"t_{uuid.uuid4().hex[:10]}"
         base = load_config(env=os.environ)
         settings = dict(
-            buffer=str(tmp_path / "buffer.db"), schemas=str(schemas), dataset=self.dataset,
-            prefix=f"test/{self.dataset}", retry_initial=0.05, retry_maximum=0.5, retry_deadline=3.0,
+            buffer=str(tmp_path / "buffer.db"),
+            schemas=str(schemas),
+            dataset=self.dataset,
+            prefix=f"test/{self.dataset}",
+            retry_initial=0.05,
+            retry_maximum=0.5,
+            retry_deadline=3.0,
             lease_seconds=10.0,
         )
         settings.update(overrides)
@@ -43,16 +49,28 @@ class Env:
     def env(self, **extra: str) -> dict[str, str]:
         c = self.config
         env = dict(os.environ)
-        env.update({
-            "BQSPOOL_BUFFER": c.buffer, "BQSPOOL_SCHEMAS": c.schemas, "BQSPOOL_DATASET": c.dataset,
-            "BQSPOOL_PREFIX": c.prefix, "BQSPOOL_RETRY_INITIAL": str(c.retry_initial),
-            "BQSPOOL_RETRY_MAXIMUM": str(c.retry_maximum), "BQSPOOL_RETRY_DEADLINE": str(c.retry_deadline),
-            "BQSPOOL_LEASE_SECONDS": str(c.lease_seconds), "BQSPOOL_BATCH_ROWS": str(c.batch_rows),
-            "BQSPOOL_BATCH_PER_JOB": str(c.batch_per_job),
-            "BQSPOOL_QUOTA_JOBS_PER_TABLE_DAY": str(c.quota_jobs_per_table_day),
-            "BQSPOOL_QUOTA_JOBS_PER_TABLE_10S": str(c.quota_jobs_per_table_10s),
-            "BQSPOOL_BUCKET": c.bucket or "", "BQSPOOL_PROJECT": c.project or "",
-        })
+        env.update(
+            {
+                "BQSPOOL_BUFFER": c.buffer,
+                "BQSPOOL_SCHEMAS": c.schemas,
+                "BQSPOOL_DATASET": c.dataset,
+                "BQSPOOL_PREFIX": c.prefix,
+                "BQSPOOL_RETRY_INITIAL": str(c.retry_initial),
+                "BQSPOOL_RETRY_MAXIMUM": str(c.retry_maximum),
+                "BQSPOOL_RETRY_DEADLINE": str(c.retry_deadline),
+                "BQSPOOL_LEASE_SECONDS": str(c.lease_seconds),
+                "BQSPOOL_BATCH_ROWS": str(c.batch_rows),
+                "BQSPOOL_BATCH_PER_JOB": str(c.batch_per_job),
+                "BQSPOOL_QUOTA_JOBS_PER_TABLE_DAY": str(c.quota_jobs_per_table_day),
+                **(
+                    {"BQSPOOL_QUOTA_JOBS_PER_TABLE_10S": str(c.quota_jobs_per_table_10s)}
+                    if c.quota_jobs_per_table_10s
+                    else {}
+                ),
+                "BQSPOOL_BUCKET": c.bucket or "",
+                "BQSPOOL_PROJECT": c.project or "",
+            }
+        )
         env.pop("BQSPOOL_FAULT", None)
         env.update(extra)
         return env
@@ -62,8 +80,9 @@ class Env:
 
     def drain_cli(self, *args: str, fault: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         extra = {"BQSPOOL_FAULT": fault} if fault else {}
-        return subprocess.run([BQSPOOL, "drain", "--once", *args], env=self.env(**extra), capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [BQSPOOL, "drain", "--once", *args], env=self.env(**extra), capture_output=True, text=True, timeout=timeout
+        )
 
     def bq_ids(self, table: str) -> Counter:
         client = bigquery_client(self.config)
@@ -73,19 +92,13 @@ class Env:
     def query(self, sql: str) -> list[dict]:
         return self.warehouse.query(sql.replace("{ds}", f"`{self.config.project}.{self.dataset}`"))
 
+    # Read with sqlite-utils, never with bqspool's own reader: the code under
+    # test is not its own oracle.
     def pending(self) -> int:
-        conn = sqlite3.connect(self.config.buffer)
-        try:
-            return conn.execute("SELECT coalesce(sum(n), 0) FROM events").fetchone()[0]
-        finally:
-            conn.close()
+        return stored.pending_events(self.config.buffer)
 
     def batch_states(self) -> Counter:
-        conn = sqlite3.connect(self.config.buffer)
-        try:
-            return Counter(r[0] for r in conn.execute("SELECT state FROM batches"))
-        finally:
-            conn.close()
+        return stored.batch_states(self.config.buffer)
 
 
 def assert_exactly_once(env: Env, appended: dict[str, list[str]]) -> None:

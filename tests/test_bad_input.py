@@ -6,7 +6,6 @@ import decimal
 import math
 
 import pytest
-
 from bqspool.buffer import Buffer, UnknownStreamError, ValidationError
 
 from .conftest import ALLTYPES
@@ -36,7 +35,13 @@ CORPUS = [
     ("missing REQUIRED", E, {"s": "x"}, "id", "REQUIRED field is missing"),
     ("null REQUIRED", E, {"id": None}, "id", "REQUIRED field is null"),
     ("missing REQUIRED in record", E, {"id": "x", "rec": {"v": 1}}, "rec.k", "REQUIRED field is missing"),
-    ("missing REQUIRED in repeated record", E, {"id": "x", "items": [{"sku": "a"}, {"qty": 1}]}, "items[1].sku", "REQUIRED"),
+    (
+        "missing REQUIRED in repeated record",
+        E,
+        {"id": "x", "items": [{"sku": "a"}, {"qty": 1}]},
+        "items[1].sku",
+        "REQUIRED",
+    ),
     ("unknown field", E, {"id": "x", "colour": "red"}, "colour", "unknown field"),
     ("unknown nested field", E, {"id": "x", "rec": {"k": "a", "zz": 1}}, "rec.zz", "unknown field"),
     ("client-set _event_id", E, {"id": "x", "_event_id": "mine"}, "_event_id", "assigned by the buffer"),
@@ -74,18 +79,30 @@ CORPUS = [
     ("February 30", E, {"id": "x", "d": "2026-02-30"}, "d", "unparseable"),
     ("datetime as DATE", E, {"id": "x", "d": dt.datetime(2026, 1, 1)}, "d", "got datetime"),
     ("hour 25", E, {"id": "x", "t": "25:00"}, "t", "unparseable"),
-    ("aware TIME", E, {"id": "x", "t": dt.time(1, tzinfo=dt.timezone.utc)}, "t", "zone-less"),
-    ("aware DATETIME", E, {"id": "x", "dt": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}, "dt", "zone-less"),
+    ("aware TIME", E, {"id": "x", "t": dt.time(1, tzinfo=dt.UTC)}, "t", "zone-less"),
+    ("aware DATETIME", E, {"id": "x", "dt": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}, "dt", "zone-less"),
     ("offset in DATETIME string", E, {"id": "x", "dt": "2026-01-01T00:00:00+02:00"}, "dt", "zone-less"),
     ("unserialisable JSON value", E, {"id": "x", "j": {"a": {1, 2}}}, "j", "not serialisable"),
     ("NaN inside JSON", E, {"id": "x", "j": {"a": math.nan}}, "j", "invalid"),
     ("circular JSON value", E, {"id": "x", "j": circular}, "j", "circular"),
     ("deeply nested JSON", E, {"id": "x", "j": deep(100_000)}, "j", "nested too deeply"),
-    ("deep nesting beyond the schema", E, {"id": "x", "rec": {"k": "a", "nested": {"on_day": deep(3)}}}, "rec.nested.on_day", "expected DATE"),
+    (
+        "deep nesting beyond the schema",
+        E,
+        {"id": "x", "rec": {"k": "a", "nested": {"on_day": deep(3)}}},
+        "rec.nested.on_day",
+        "expected DATE",
+    ),
     ("empty GEOGRAPHY", E, {"id": "x", "g": " "}, "g", "GEOGRAPHY"),
     ("scalar for REPEATED", E, {"id": "x", "tags": "a,b"}, "tags", "expected a list"),
     ("null inside REPEATED", E, {"id": "x", "tags": ["a", None]}, "tags[1]", "cannot contain null"),
-    ("wrong type inside REPEATED", E, {"id": "x", "items": [{"sku": "a", "prices": ["1", "x"]}]}, "items[0].prices[1]", "expected NUMERIC"),
+    (
+        "wrong type inside REPEATED",
+        E,
+        {"id": "x", "items": [{"sku": "a", "prices": ["1", "x"]}]},
+        "items[0].prices[1]",
+        "expected NUMERIC",
+    ),
     ("scalar for RECORD", E, {"id": "x", "rec": "k=a"}, "rec", "expected an object"),
     ("object of unknown class", E, {"id": "x", "s": Unserialisable()}, "s", "expected STRING"),
     ("huge row", E, {"id": "x", "s": "x" * (11 * 1024 * 1024)}, "", "exceeds"),
@@ -121,7 +138,7 @@ def test_default_mode_dead_letters_every_kind(tmp_path):
     assert all(ids) and len(set(ids)) == len(ids)
     assert stats["dead_letters"] == len(CORPUS) + 2
     assert stats["streams"][E]["pending"] == 1
-    for (kind, stream, event, path, reason), event_id in zip(CORPUS, ids):
+    for (kind, stream, _event, _path, reason), event_id in zip(CORPUS, ids):
         row = rows[event_id]
         assert reason in row["reason"], kind
         assert row["stream"] == str(stream)

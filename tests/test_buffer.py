@@ -12,7 +12,6 @@ import time
 import uuid
 
 import pytest
-
 from bqspool.buffer import (
     Buffer,
     BufferClosedError,
@@ -20,13 +19,12 @@ from bqspool.buffer import (
     BufferFullError,
     ConfigError,
     DiskFullError,
-    RetryableError,
     PermanentError,
+    RetryableError,
+    store,
     uuid7,
 )
 from bqspool.buffer.ids import uuid7_many, uuid7_millis
-
-from bqspool.buffer import store
 
 from .conftest import interaction
 from .stored import pending_events, stored_lines
@@ -82,7 +80,9 @@ def test_append_many_packs_events_into_few_rows_in_order(buffer_path):
 def test_append_many_rows_stay_under_a_mebibyte(buffer_path):
     with Buffer(buffer_path, "eixa", durability="normal") as b:
         b.append_many(S, [interaction(message_in="é" * 150_000) for _ in range(9)])  # ~300 kB each
-    rows = sqlite3.connect(buffer_path).execute("SELECT n, nbytes, length(CAST(payload AS BLOB)) FROM events").fetchall()
+    rows = (
+        sqlite3.connect(buffer_path).execute("SELECT n, nbytes, length(CAST(payload AS BLOB)) FROM events").fetchall()
+    )
     assert [r[0] for r in rows] == [3, 3, 3]
     assert all(nbytes == blob <= 1024 * 1024 for _, nbytes, blob in rows)
 
@@ -133,7 +133,7 @@ def test_append_many_dead_letters_bad_and_oversize_events_and_keeps_the_rest(buf
 def test_wait_false_commits_within_flush_interval(buffer_path):
     with Buffer(buffer_path, "eixa", durability="normal", flush_interval=0.05) as b:
         t = time.perf_counter()
-        for i in range(200):
+        for _i in range(200):
             b.append(S, interaction(), wait=False)
         assert time.perf_counter() - t < 1.0
         deadline = time.monotonic() + 5
@@ -335,7 +335,8 @@ def test_disk_full_is_clear_and_leaves_buffer_consistent(buffer_path):
         committed = b.stats()["streams"][S]["pending"]
         assert committed >= 10
         assert b.stats()["pending_bytes"] == sum(
-            r[0] for r in sqlite3.connect(buffer_path).execute("SELECT nbytes FROM events"))
+            r[0] for r in sqlite3.connect(buffer_path).execute("SELECT nbytes FROM events")
+        )
     conn = sqlite3.connect(buffer_path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
@@ -345,8 +346,13 @@ def test_disk_full_is_clear_and_leaves_buffer_consistent(buffer_path):
 
 
 def test_bad_options_are_config_errors(buffer_path):
-    for kw in ({"durability": "sometimes"}, {"on_full": "explode"}, {"max_bytes": 0}, {"check": "maybe"},
-               {"unknown_fields": "keep"}):
+    for kw in (
+        {"durability": "sometimes"},
+        {"on_full": "explode"},
+        {"max_bytes": 0},
+        {"check": "maybe"},
+        {"unknown_fields": "keep"},
+    ):
         with pytest.raises(ConfigError):
             Buffer(buffer_path, "eixa", **kw)
     assert issubclass(ConfigError, PermanentError)
@@ -385,8 +391,12 @@ def test_old_format_is_migrated_in_place(tmp_path):
     for sql in store.MIGRATIONS[1]:
         conn.execute(sql)
     conn.execute("INSERT INTO meta VALUES ('buffer_id', 'b1'), ('created_us', '0')")
-    conn.execute("INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES ('tasks', 'e1', '{}', 2, 0)")
-    conn.execute("INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES ('tasks', 'e2', '{}', 2, 0)")
+    conn.execute(
+        "INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES ('tasks', 'e1', '{}', 2, 0)"
+    )
+    conn.execute(
+        "INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES ('tasks', 'e2', '{}', 2, 0)"
+    )
     conn.execute("DELETE FROM events WHERE event_id = 'e2'")  # seq 2 is used up: new rows must come after it
     conn.execute("PRAGMA user_version = 1")
     conn.close()
@@ -411,8 +421,9 @@ def test_format_2_file_with_every_row_loaded_keeps_its_seq_counter(tmp_path):
             conn.execute(sql)
     conn.execute("INSERT INTO meta VALUES ('buffer_id', 'b2'), ('created_us', '0')")
     for i in range(3):
-        conn.execute("INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES (?, ?, '{}', 2, 0)",
-                     (S, f"e{i}"))
+        conn.execute(
+            "INSERT INTO events (stream, event_id, payload, nbytes, created_us) VALUES (?, ?, '{}', 2, 0)", (S, f"e{i}")
+        )
     conn.execute("DELETE FROM events")
     conn.execute("PRAGMA user_version = 2")
     conn.close()

@@ -43,13 +43,17 @@ def test_append_dead_letter_mode_and_options_over_env(tmp_path):
     env = {"BQSPOOL_BUFFER": str(tmp_path / "other.db"), "BQSPOOL_SCHEMAS": "leafloaf"}
     path = tmp_path / "b.db"
     stdin = json.dumps(GOOD) + "\n" + json.dumps({"user_id": 5}) + "\nnope\n"
-    res = run(["append", "user_interactions", "--buffer", str(path), "--schemas", "eixa", "--dead-letter"],
-              stdin=stdin, env=env)
+    res = run(
+        ["append", "user_interactions", "--buffer", str(path), "--schemas", "eixa", "--dead-letter"],
+        stdin=stdin,
+        env=env,
+    )
     assert res.returncode == 1, res.stderr
     status = json.loads(run(["status", "--json", "--buffer", str(path)]).stdout)
     assert status["streams"]["user_interactions"]["pending"] == 1
     assert status["dead_letters"] == 2
     import sqlite3
+
     reasons = [r[0] for r in sqlite3.connect(path).execute("SELECT reason FROM dead_letters ORDER BY id")]
     assert any("'interaction_id': REQUIRED field is missing" in r for r in reasons)
     assert any(r.startswith("line 3: invalid JSON") for r in reasons)
@@ -57,8 +61,10 @@ def test_append_dead_letter_mode_and_options_over_env(tmp_path):
 
 
 def test_append_all_good_exits_zero(tmp_path):
-    res = run(["append", "tasks", "--buffer", str(tmp_path / "b.db"), "--schemas", "eixa"],
-              stdin=json.dumps({"user_id": "u", "task_id": "t", "created_at": "2026-01-01T00:00:00Z"}) + "\n")
+    res = run(
+        ["append", "tasks", "--buffer", str(tmp_path / "b.db"), "--schemas", "eixa"],
+        stdin=json.dumps({"user_id": "u", "task_id": "t", "created_at": "2026-01-01T00:00:00Z"}) + "\n",
+    )
     assert res.returncode == 0, res.stderr
 
 

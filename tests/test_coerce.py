@@ -6,12 +6,11 @@ import json
 import uuid
 
 import pytest
-
 from bqspool.schemas import ValidationError
 from bqspool.schemas.coerce import Coercer
 from bqspool.schemas.decode import decoder
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0_US = 1_763_978_400_000_000  # 2025-11-24T10:00:00Z
 
 
@@ -21,10 +20,19 @@ def coerce(alltypes):
     return lambda **kw: c.coerce({"id": "x", **kw})
 
 
-@pytest.mark.parametrize("value,expected", [
-    (12, 12), (12.0, 12), ("12", 12), (" -7 ", -7), ("12.0", 12), (decimal.Decimal("3"), 3),
-    (2**63 - 1, 2**63 - 1), (-(2**63), -(2**63)),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (12, 12),
+        (12.0, 12),
+        ("12", 12),
+        (" -7 ", -7),
+        ("12.0", 12),
+        (decimal.Decimal("3"), 3),
+        (2**63 - 1, 2**63 - 1),
+        (-(2**63), -(2**63)),
+    ],
+)
 def test_integer(coerce, value, expected):
     out = coerce(i=value)["i"]
     assert out == expected and type(out) is int
@@ -35,10 +43,17 @@ def test_float(coerce, value, expected):
     assert coerce(f=value)["f"] == expected
 
 
-@pytest.mark.parametrize("value,expected", [
-    (decimal.Decimal("12.50"), "12.5"), (3, "3"), (0.1, "0.1"), ("-0.000000001", "-0.000000001"),
-    ("1E+2", "100"), ("9" * 29 + "." + "9" * 9, "9" * 29 + "." + "9" * 9),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (decimal.Decimal("12.50"), "12.5"),
+        (3, "3"),
+        (0.1, "0.1"),
+        ("-0.000000001", "-0.000000001"),
+        ("1E+2", "100"),
+        ("9" * 29 + "." + "9" * 9, "9" * 29 + "." + "9" * 9),
+    ],
+)
 def test_numeric(coerce, value, expected):
     assert coerce(n=value)["n"] == expected
 
@@ -48,9 +63,19 @@ def test_bignumeric_and_parameterised_numeric(coerce):
     assert coerce(money="1234.5")["money"] == "1234.5"
 
 
-@pytest.mark.parametrize("value,expected", [
-    (True, True), (False, False), (1, True), (0, False), ("true", True), ("FALSE", False), ("yes", True), ("0", False),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (True, True),
+        (False, False),
+        (1, True),
+        (0, False),
+        ("true", True),
+        ("FALSE", False),
+        ("yes", True),
+        ("0", False),
+    ],
+)
 def test_bool(coerce, value, expected):
     assert coerce(b=value)["b"] is expected
 
@@ -70,13 +95,22 @@ def test_bytes(coerce):
     assert coerce(raw="AP8=")["raw"] == "AP8="
 
 
-@pytest.mark.parametrize("value", [
-    dt.datetime(2025, 11, 24, 10, tzinfo=UTC),
-    dt.datetime(2025, 11, 24, 12, tzinfo=dt.timezone(dt.timedelta(hours=2))),
-    dt.datetime(2025, 11, 24, 10),  # naive: UTC
-    "2025-11-24T10:00:00Z", "2025-11-24 10:00:00", "2025-11-24T05:00:00-05:00", "2025-11-24T10:00:00.000000+00:00",
-    1_763_978_400, 1_763_978_400.0, 1_763_978_400_000, "1763978400",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(2025, 11, 24, 10, tzinfo=UTC),
+        dt.datetime(2025, 11, 24, 12, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        dt.datetime(2025, 11, 24, 10),  # naive: UTC
+        "2025-11-24T10:00:00Z",
+        "2025-11-24 10:00:00",
+        "2025-11-24T05:00:00-05:00",
+        "2025-11-24T10:00:00.000000+00:00",
+        1_763_978_400,
+        1_763_978_400.0,
+        1_763_978_400_000,
+        "1763978400",
+    ],
+)
 def test_timestamp_forms(coerce, value):
     assert coerce(ts=value)["ts"] == T0_US
 
@@ -120,7 +154,9 @@ def test_unknown_fields_policy(alltypes):
     with pytest.raises(ValidationError, match="unknown field"):
         Coercer(table).coerce({"id": "x", "extra": 1})
     assert Coercer(table, unknown_fields="ignore").coerce({"id": "x", "extra": 1, "rec": {"k": "a", "zz": 2}}) == {
-        "id": "x", "rec": {"k": "a"}}
+        "id": "x",
+        "rec": {"k": "a"},
+    }
 
 
 def test_payload_is_table_ordered_json_with_event_id_first(alltypes):
@@ -132,9 +168,17 @@ def test_payload_is_table_ordered_json_with_event_id_first(alltypes):
 def test_decode_inverts_stored_form(alltypes):
     c = Coercer(alltypes["everything"])
     event = {
-        "id": "a", "ts": dt.datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC), "i": 5, "f": 1.25,
-        "n": decimal.Decimal("1.5"), "b": True, "raw": b"\x01", "d": dt.date(2026, 1, 1),
-        "t": dt.time(1, 2, 3, 4), "dt": dt.datetime(2026, 1, 1, 1), "j": {"x": [1]},
+        "id": "a",
+        "ts": dt.datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC),
+        "i": 5,
+        "f": 1.25,
+        "n": decimal.Decimal("1.5"),
+        "b": True,
+        "raw": b"\x01",
+        "d": dt.date(2026, 1, 1),
+        "t": dt.time(1, 2, 3, 4),
+        "dt": dt.datetime(2026, 1, 1, 1),
+        "j": {"x": [1]},
         "items": [{"sku": "s", "qty": None, "prices": [decimal.Decimal("2")]}],
     }
     back = decoder(alltypes["everything"])(json.loads(c.payload(event, "E")))

@@ -42,7 +42,9 @@ def test_threads_and_processes_on_one_file(buffer_path):
 
         def worker(k):
             try:
-                mine = [b.append(S, interaction(interaction_id=f"t{k}-{i}"), wait=(i % 4 != 0)) for i in range(PER_THREAD)]
+                mine = [
+                    b.append(S, interaction(interaction_id=f"t{k}-{i}"), wait=(i % 4 != 0)) for i in range(PER_THREAD)
+                ]
                 with lock:
                     thread_ids.extend(mine)
             except BaseException as exc:
@@ -95,8 +97,10 @@ def test_threads_a_commit_woke_share_the_next_one(buffer_path):
         writer.gather_idle_s, writer.gather_max_s = 0.5, 5.0
         sizes = _spy_commits(writer)
         ids = []
-        threads = [threading.Thread(target=lambda i=i: ids.append(b.append(S, interaction(interaction_id=str(i)))))
-                   for i in range(3)]
+        threads = [
+            threading.Thread(target=lambda i=i: ids.append(b.append(S, interaction(interaction_id=str(i)))))
+            for i in range(3)
+        ]
         _just_woke(writer, 3)
         for t in threads:  # arriving 0.1 s apart, inside the 0.5 s window
             t.start()

@@ -8,12 +8,11 @@ import subprocess
 import threading
 
 import pytest
-
 from bqspool.buffer import Buffer
 from bqspool.buffer.store import now_us
 from bqspool.schemas.decode import decoder
-from bqspool.schemas.registry import BUNDLED_DIR
 from bqspool.schemas.errors import ConfigError
+from bqspool.schemas.registry import BUNDLED_DIR
 
 from .conftest import ALLTYPES, interaction
 from .events import make_event
@@ -92,6 +91,7 @@ def test_replay_brings_dropped_quarantined_rows_back_as_the_same_events(tmp_path
     conn = sqlite3.connect(path, isolation_level=None)
     before = stored_lines(conn, stream)
     buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
+    ledger.prepare(conn)
     ledger.seal(conn, stream, buffer_id, "p", 10_000, 1 << 30)
     (batch,) = ledger.batches(conn)
     ledger.quarantine(conn, batch.batch_id, "invalid: made up for the test")
@@ -122,8 +122,10 @@ def test_replay_refuses_stored_rows_with_columns_the_table_lost(tmp_path):
     row["retired_column"] = 1
     conn.execute("DELETE FROM events")
     conn.execute("UPDATE counters SET value = 0 WHERE name = 'pending_bytes'")
-    conn.execute("INSERT INTO dead_letters (stream, event_id, payload, reason, created_us) VALUES (?, ?, ?, ?, ?)",
-                 (S, event_id, json.dumps(row), "dropped", now_us()))
+    conn.execute(
+        "INSERT INTO dead_letters (stream, event_id, payload, reason, created_us) VALUES (?, ?, ?, ?, ?)",
+        (S, event_id, json.dumps(row), "dropped", now_us()),
+    )
     conn.close()
     with Buffer(path, schemas) as b:
         report = b.replay_dead_letters()
@@ -139,6 +141,7 @@ def test_replay_while_another_thread_appends_keeps_every_count(tmp_path):
         b.append_many(S, [interaction(mood=str(i)) for i in range(1200)])  # all dead: no such field yet
     add_field(schemas, S, "mood", "STRING")
     with Buffer(path, schemas, durability="normal") as b:
+
         def appender():
             for _ in range(20):
                 b.append_many(S, [interaction() for _ in range(100)])
@@ -158,7 +161,7 @@ def test_replay_while_another_thread_appends_keeps_every_count(tmp_path):
 def test_purge_needs_a_selection_and_deletes_only_it(tmp_path):
     path = tmp_path / "b.db"
     with Buffer(path, "eixa") as b:
-        for i in range(3):
+        for _i in range(3):
             b.append(S, interaction(duration_ms="x"))
         b.append("tasks", {"nope": 1})
         cutoff = now_us()

@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-
 from bqspool.buffer import Buffer
 from bqspool.loader import localstack
 
@@ -23,16 +22,26 @@ from .loader_support import Env
 def _big_batch(env, n):
     with Buffer(env.config.buffer, "eixa", durability="normal") as buf:
         for lo in range(0, n, 10_000):
-            buf.append_many("tasks", [{"user_id": "u", "task_id": str(i), "created_at": 0, "description": "x" * 50}
-                                      for i in range(lo, lo + 10_000)])
+            buf.append_many(
+                "tasks",
+                [
+                    {"user_id": "u", "task_id": str(i), "created_at": 0, "description": "x" * 50}
+                    for i in range(lo, lo + 10_000)
+                ],
+            )
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the emulator commits a load job's rows before it records the job: killed with SIGKILL inside a job and "
-    "restarted, it holds the rows but answers NotFound for the job (BigQuery's jobs are atomic and their "
-    "information kept six months). A loader would then load those rows again, so the exactly-once tests inject "
-    "outages by stopping a server between calls (SIGTERM, SIGSTOP), never by killing the emulator in a job."))
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "the emulator commits a load job's rows before it records the job: killed with SIGKILL inside a job and "
+        "restarted, it holds the rows but answers NotFound for the job (BigQuery's jobs are atomic and their "
+        "information kept six months). A loader would then load those rows again, so the exactly-once tests inject "
+        "outages by stopping a server between calls (SIGTERM, SIGSTOP), never by killing the emulator in a job."
+    ),
+)
 def test_a_load_job_killed_midway_is_either_recorded_or_left_no_rows(tmp_path, monkeypatch):
     """Kill the emulator at several moments of a long load job: after a restart,
     rows in the table always come with the job that loaded them."""
@@ -45,7 +54,7 @@ def test_a_load_job_killed_midway_is_either_recorded_or_left_no_rows(tmp_path, m
             env = Env(tmp_path / f"env{trial}", "eixa")
             _big_batch(env, 300_000)
             drainer = env.drainer()
-            worker = threading.Thread(target=lambda: _swallow(drainer.drain_once), daemon=True)
+            worker = threading.Thread(target=_swallow, args=(drainer.drain_once,), daemon=True)
             worker.start()
             time.sleep(delay)
             os.killpg(localstack.load_state(folder).bq_pid, signal.SIGKILL)
@@ -55,7 +64,8 @@ def test_a_load_job_killed_midway_is_either_recorded_or_left_no_rows(tmp_path, m
             rows = len(env.bq_ids("tasks"))
             if rows:
                 assert jobs and all(env.warehouse.get_job(j) is not None for j in jobs), (
-                    f"trial {trial}: {rows} rows loaded by a job the emulator no longer knows")
+                    f"trial {trial}: {rows} rows loaded by a job the emulator no longer knows"
+                )
     finally:
         localstack.down(folder)
 

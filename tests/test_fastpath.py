@@ -7,13 +7,13 @@ import uuid
 
 import msgspec
 import pytest
+from bqspool.schemas import load_schema_set
+from bqspool.schemas.coerce import Coercer
+from bqspool.schemas.converters import _json_chunks
+from bqspool.schemas.errors import ValidationError
+from bqspool.schemas.fastpath import _flat_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from bqspool.schemas import load_schema_set
-from bqspool.schemas.coerce import Coercer, _json_chunks
-from bqspool.schemas.fastpath import _flat_json
-from bqspool.schemas.errors import ValidationError
 
 from .test_roundtrip import event as valid_everything
 
@@ -29,21 +29,88 @@ class Text(str):
 # Values of every shape an app might pass, canonical or not: the fast path
 # must either produce exactly the full path's bytes or return None.
 anything = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(-(2**64), 2**64),
-    st.floats(), st.floats(-1e12, 1e12), st.floats(-7e10, -6e10),
-    st.sampled_from([-62135596800, -62135596801, -62135596800.0, -62135596800.5, 99_999_999_999,
-                     100_000_000_000, 99_999_999_999.99, 1e11, 253402300799, 1.7e308, float("inf"),
-                     float("nan"), Level.HIGH, Text("x"), "12", "1.5", " 7 ", "true", "\ud800", "é", "",
-                     decimal.Decimal("1.5"), uuid.UUID(int=5), b"ab", dt.date(2026, 1, 2),
-                     dt.datetime(2026, 1, 2, 3, 4, 5), dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc),
-                     dt.time(1, 2, 3), {"k": "v"}, {"k": float("nan")}, [1, "a"], ["a", None], {1: 2},
-                     {"a": {1, 2}}]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-(2**64), 2**64),
+    st.floats(),
+    st.floats(-1e12, 1e12),
+    st.floats(-7e10, -6e10),
+    st.sampled_from(
+        [
+            -62135596800,
+            -62135596801,
+            -62135596800.0,
+            -62135596800.5,
+            99_999_999_999,
+            100_000_000_000,
+            99_999_999_999.99,
+            1e11,
+            253402300799,
+            1.7e308,
+            float("inf"),
+            float("nan"),
+            Level.HIGH,
+            Text("x"),
+            "12",
+            "1.5",
+            " 7 ",
+            "true",
+            "\ud800",
+            "é",
+            "",
+            decimal.Decimal("1.5"),
+            uuid.UUID(int=5),
+            b"ab",
+            dt.date(2026, 1, 2),
+            dt.datetime(2026, 1, 2, 3, 4, 5),
+            dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+            dt.time(1, 2, 3),
+            {"k": "v"},
+            {"k": float("nan")},
+            [1, "a"],
+            ["a", None],
+            {1: 2},
+            {"a": {1, 2}},
+        ]
+    ),
     st.text(max_size=8),
 )
-KEYS = ["id", "ts", "i", "f", "n", "b", "s", "short", "raw", "d", "t", "dt", "j", "g", "tags", "rec",
-        "items", "_event_id", "unknown"]
-SEARCH_KEYS = ["user_id", "session_id", "timestamp", "query", "intent", "result_count",
-               "search_latency_ms", "store_id", "page", "filters", "_event_id", "extra"]
+KEYS = [
+    "id",
+    "ts",
+    "i",
+    "f",
+    "n",
+    "b",
+    "s",
+    "short",
+    "raw",
+    "d",
+    "t",
+    "dt",
+    "j",
+    "g",
+    "tags",
+    "rec",
+    "items",
+    "_event_id",
+    "unknown",
+]
+SEARCH_KEYS = [
+    "user_id",
+    "session_id",
+    "timestamp",
+    "query",
+    "intent",
+    "result_count",
+    "search_latency_ms",
+    "store_id",
+    "page",
+    "filters",
+    "_event_id",
+    "extra",
+]
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +157,7 @@ def test_valid_events_agree(everything, event):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(valid_everything, st.dictionaries(st.sampled_from(KEYS), anything, max_size=6)),
-                max_size=6))
+@given(st.lists(st.one_of(valid_everything, st.dictionaries(st.sampled_from(KEYS), anything, max_size=6)), max_size=6))
 def test_a_list_gets_the_joined_rows_or_steps_aside_whole(everything, events):
     for c in everything:
         ids = [f"E{i}" for i in range(len(events))]
@@ -103,8 +169,14 @@ def test_a_list_gets_the_joined_rows_or_steps_aside_whole(everything, events):
             assert lines == b"".join(row + b"\n" for row in one)
 
 
-flat_values = st.one_of(st.text(), st.integers(), st.integers(-(2**70), 2**70), st.booleans(), st.none(),
-                        st.sampled_from(["\x00\x1f\x7f\"\\/", "\u2028\u2029", "é€😀", "\ud800"]))
+flat_values = st.one_of(
+    st.text(),
+    st.integers(),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(['\x00\x1f\x7f"\\/', "\u2028\u2029", "é€😀", "\ud800"]),
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -130,44 +202,76 @@ def test_flat_json_leaves_floats_and_nesting_to_the_standard_encoder():
 
 
 def test_canonical_events_take_the_fast_path(search, everything):
-    event = {"user_id": "u-1", "session_id": "s", "timestamp": 1_795_000_000.25, "query": "oat milk",
-             "result_count": 3, "search_latency_ms": 41, "page": 1, "filters": {"vegan": True, "max": 9.5}}
+    event = {
+        "user_id": "u-1",
+        "session_id": "s",
+        "timestamp": 1_795_000_000.25,
+        "query": "oat milk",
+        "result_count": 3,
+        "search_latency_ms": 41,
+        "page": 1,
+        "filters": {"vegan": True, "max": 9.5},
+    }
     assert agree(search, event) is not None
     assert agree(search, dict(event, timestamp=1_795_000_000_123)) is not None  # epoch milliseconds
     assert agree(search, dict(event, timestamp="2026-11-24T10:00:00+01:00")) is not None  # by its converter
     assert agree(search, dict(event, filters=None, session_id=None)) is not None
     assert agree(search, dict(event, query="crème brûlée")) is not None
     many = [event, dict(event, query="crème brûlée"), dict(event, filters=None)]
-    assert search.fast_lines(many, ["a", "b", "c"]) == b"".join(
-        search.fast(e, i) + b"\n" for e, i in zip(many, "abc"))
-    rich = {"id": "x", "ts": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), "n": decimal.Decimal("1.25"),
-            "d": dt.date(2026, 1, 1), "tags": ["a"], "rec": {"k": "v"}, "items": [{"sku": "s", "qty": 2}]}
+    assert search.fast_lines(many, ["a", "b", "c"]) == b"".join(search.fast(e, i) + b"\n" for e, i in zip(many, "abc"))
+    rich = {
+        "id": "x",
+        "ts": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        "n": decimal.Decimal("1.25"),
+        "d": dt.date(2026, 1, 1),
+        "tags": ["a"],
+        "rec": {"k": "v"},
+        "items": [{"sku": "s", "qty": 2}],
+    }
     assert agree(everything[0], rich) is not None  # columns the fast path hands to their converters
 
 
-@pytest.mark.parametrize("change", [
-    {"result_count": "3"},  # converted by the full path
-    {"result_count": 3.0},
-    {"page": True},
-    {"query": Text("q")},
-    {"query": "\ud800"},  # the full path names the field
-    {"query": None},
-    {"timestamp": -62135596801},
-    {"filters": {"x": float("nan")}},
-    {"_event_id": "mine"},
-    {"extra": 1},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"result_count": "3"},  # converted by the full path
+        {"result_count": 3.0},
+        {"page": True},
+        {"query": Text("q")},
+        {"query": "\ud800"},  # the full path names the field
+        {"query": None},
+        {"timestamp": -62135596801},
+        {"filters": {"x": float("nan")}},
+        {"_event_id": "mine"},
+        {"extra": 1},
+    ],
+)
 def test_what_needs_conversion_or_an_error_is_left_to_the_full_path(search, change):
     event = dict({"user_id": "u", "timestamp": 1.7e9, "query": "q"}, **change)
     assert search.fast(event, "E1") is None
     agree(search, event)
 
 
-@pytest.mark.parametrize("column,value", [
-    ("f", float("nan")), ("f", float("inf")), ("f", -float("inf")), ("f", "1.5"), ("f", True),
-    ("i", 2**63), ("i", -(2**63) - 1), ("i", True), ("i", 12.0),
-    ("short", "toolong"), ("short", 5), ("b", 1), ("b", "yes"), ("s", Text("x")), ("s", "\udfff"),
-])
+@pytest.mark.parametrize(
+    "column,value",
+    [
+        ("f", float("nan")),
+        ("f", float("inf")),
+        ("f", -float("inf")),
+        ("f", "1.5"),
+        ("f", True),
+        ("i", 2**63),
+        ("i", -(2**63) - 1),
+        ("i", True),
+        ("i", 12.0),
+        ("short", "toolong"),
+        ("short", 5),
+        ("b", 1),
+        ("b", "yes"),
+        ("s", Text("x")),
+        ("s", "\udfff"),
+    ],
+)
 def test_plain_columns_step_aside_at_their_bounds(everything, column, value):
     c = everything[0]
     assert c.fast({"id": "x", column: value}, "E1") is None

@@ -17,11 +17,10 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from bqspool.buffer import Buffer, BufferFormatError, ConfigError, EventsLostError, ValidationError
 from bqspool.schemas.errors import BufferUnavailableError, DiskFullError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from . import hostile
 from .conftest import ALLTYPES
@@ -54,6 +53,7 @@ def file_ids(path):
 
 # -- 1. one bad event never sinks its group ----------------------------------
 
+
 def test_a_stream_name_with_a_lone_surrogate_costs_no_other_event(tmp_path):
     path = tmp_path / "b.db"
     with Buffer(path, "leafloaf", flush_interval=0.5) as buf:
@@ -85,8 +85,13 @@ def _every_bad_input():
 
     out = [(stream, event) for _, stream, event, _, _ in CORPUS]
     out += [(E, {"id": "x", field: value}) for _, field, value in hostile.HOSTILE_VALUES]
-    out += [("user_\udcffevents", GOOD), (hostile.RaisingRepr(), GOOD), ("s" * 100_000, GOOD),
-            (E, hostile.GetitemRaises()), (E, {hostile.EqRaisesKey("id"): 1})]
+    out += [
+        ("user_\udcffevents", GOOD),
+        (hostile.RaisingRepr(), GOOD),
+        ("s" * 100_000, GOOD),
+        (E, hostile.GetitemRaises()),
+        (E, {hostile.EqRaisesKey("id"): 1}),
+    ]
     return out
 
 
@@ -98,6 +103,7 @@ def test_every_kind_of_bad_input_mixed_into_groups_from_many_threads(tmp_path):
     bad = _every_bad_input()
     expected, errors = [], []
     with Buffer(path, ALLTYPES, flush_interval=0.02, durability="normal") as buf:
+
         def worker(n):
             try:
                 for k, (stream, event) in enumerate(bad):
@@ -165,17 +171,25 @@ def test_cli_append_of_a_bad_stream_name_stores_dead_letters_not_a_traceback(tmp
     path = tmp_path / "b.db"
     lines = b"\n".join(json.dumps(good(i)).encode() for i in range(5)) + b"\n"
     stream = os.fsdecode(b"every\xffthing")  # a non-UTF-8 argv byte arrives as a lone surrogate
-    res = subprocess.run([BQSPOOL, "append", stream, "--buffer", str(path), "--schemas", str(ALLTYPES),
-                          "--dead-letter"], input=lines, capture_output=True)
+    res = subprocess.run(
+        [BQSPOOL, "append", stream, "--buffer", str(path), "--schemas", str(ALLTYPES), "--dead-letter"],
+        input=lines,
+        capture_output=True,
+    )
     assert b"Traceback" not in res.stderr and res.returncode == 1, res.stderr
     assert len(dead_rows(path)) == 5
-    res = subprocess.run([BQSPOOL, "append", E, "--buffer", str(path), "--schemas", str(ALLTYPES)],
-                         input=lines + b'{"id": "x", "i": "1e999999999"}\n', capture_output=True, timeout=30)
+    res = subprocess.run(
+        [BQSPOOL, "append", E, "--buffer", str(path), "--schemas", str(ALLTYPES)],
+        input=lines + b'{"id": "x", "i": "1e999999999"}\n',
+        capture_output=True,
+        timeout=30,
+    )
     assert res.returncode == 1 and b"line 6" in res.stderr and b"Traceback" not in res.stderr
     assert sum(file_ids(path).values()) == 5
 
 
 # -- 2 and 3. every value: a clear error, within a CPU bound ------------------
+
 
 @pytest.mark.parametrize("kind,field,value", hostile.HOSTILE_VALUES, ids=[h[0] for h in hostile.HOSTILE_VALUES])
 def test_hostile_value_is_a_clear_error_within_its_cpu_bound(tmp_path, kind, field, value):
@@ -191,7 +205,9 @@ def test_hostile_value_is_a_clear_error_within_its_cpu_bound(tmp_path, kind, fie
     assert cpu < 0.05, f"{kind}: {cpu * 1000:.1f} ms of CPU"
 
 
-@pytest.mark.parametrize("kind,field,value", hostile.HOSTILE_VALUES[:12], ids=[h[0] for h in hostile.HOSTILE_VALUES[:12]])
+@pytest.mark.parametrize(
+    "kind,field,value", hostile.HOSTILE_VALUES[:12], ids=[h[0] for h in hostile.HOSTILE_VALUES[:12]]
+)
 def test_hostile_value_in_default_mode_is_a_bounded_dead_letter(tmp_path, kind, field, value):
     path = tmp_path / "b.db"
     with Buffer(path, ALLTYPES, durability="normal") as buf:
@@ -213,8 +229,18 @@ def test_the_original_exception_is_chained(tmp_path):
 def test_subclasses_and_numpy_values_are_accepted_where_exact(tmp_path):
     path = tmp_path / "b.db"
     with Buffer(path, ALLTYPES, strict=True) as buf:
-        buf.append(E, {"id": hostile.StrSubRaises("a"), "s": hostile.IntSubRaises(7), "i": hostile.IntSubLies(5),
-                       "f": np.float64(1.5), "b": np.True_, "n": np.int64(3), "money": np.int32(2)})
+        buf.append(
+            E,
+            {
+                "id": hostile.StrSubRaises("a"),
+                "s": hostile.IntSubRaises(7),
+                "i": hostile.IntSubLies(5),
+                "f": np.float64(1.5),
+                "b": np.True_,
+                "n": np.int64(3),
+                "money": np.int32(2),
+            },
+        )
         buf.append(E, {"id": "np", "i": np.int64(-4), "f": np.float32(0.5), "ts": np.float64(1.7e9)})
         buf.append(E, {"id": "tz", "ts": hostile.dt.datetime(2026, 1, 1, tzinfo=hostile.RaisingTz("none"))})
         buf.append(E, hostile.KeysRaise(id="k"))
@@ -231,13 +257,22 @@ def test_subclasses_and_numpy_values_are_accepted_where_exact(tmp_path):
 
 
 def test_valid_geographies_pass(tmp_path):
-    ok = ["POINT(1 2)", "point (-180 90)", "POINT EMPTY", "LINESTRING(0 0, 1 1, 2 0)",
-          "POLYGON((0 0, 1 0, 1 1, 0 0))", "MULTIPOINT((1 2), (3 4))", "MULTIPOINT(1 2, 3 4)",
-          "MULTILINESTRING((0 0, 1 1), (2 2, 3 3))", "MULTIPOLYGON(((0 0, 1 0, 1 1, 0 0)))",
-          "GEOMETRYCOLLECTION(POINT(1 2), LINESTRING(0 0, 1 1))", "GEOMETRYCOLLECTION EMPTY",
-          '{"type": "Point", "coordinates": [-122.4, 37.8]}',
-          '{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}',
-          '{"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [1, 2, 30]}]}']
+    ok = [
+        "POINT(1 2)",
+        "point (-180 90)",
+        "POINT EMPTY",
+        "LINESTRING(0 0, 1 1, 2 0)",
+        "POLYGON((0 0, 1 0, 1 1, 0 0))",
+        "MULTIPOINT((1 2), (3 4))",
+        "MULTIPOINT(1 2, 3 4)",
+        "MULTILINESTRING((0 0, 1 1), (2 2, 3 3))",
+        "MULTIPOLYGON(((0 0, 1 0, 1 1, 0 0)))",
+        "GEOMETRYCOLLECTION(POINT(1 2), LINESTRING(0 0, 1 1))",
+        "GEOMETRYCOLLECTION EMPTY",
+        '{"type": "Point", "coordinates": [-122.4, 37.8]}',
+        '{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}',
+        '{"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [1, 2, 30]}]}',
+    ]
     with Buffer(tmp_path / "b.db", ALLTYPES, strict=True) as buf:
         for g in ok:
             buf.append(E, {"id": "g", "g": g})
@@ -248,8 +283,14 @@ def test_out_of_range_timestamps_never_reach_the_file_and_peek_reads_the_edges(t
     with Buffer(tmp_path / "b.db", ALLTYPES, strict=True) as buf:
         buf.append(E, {"id": "hi", "ts": "9999-12-31T23:59:59.999999Z", "d": "9999-12-31", "dt": "9999-12-31T23:59:59"})
         buf.append(E, {"id": "lo", "ts": "0001-01-01T00:00:00Z", "d": "0001-01-01", "dt": "0001-01-01T00:00:00"})
-        for v in ("9999-12-31T23:59:59-00:01", "0001-01-01T00:00:00+00:01", -62135596800001, 253402300800000,
-                  "253402300800000", 1e16):
+        for v in (
+            "9999-12-31T23:59:59-00:01",
+            "0001-01-01T00:00:00+00:01",
+            -62135596800001,
+            253402300800000,
+            "253402300800000",
+            1e16,
+        ):
             with pytest.raises(ValidationError, match="out of range"):
                 buf.append(E, {"id": "x", "ts": v})
         rows = buf.peek(E)
@@ -257,6 +298,7 @@ def test_out_of_range_timestamps_never_reach_the_file_and_peek_reads_the_edges(t
 
 
 # -- 4. limits that bad input cannot get around --------------------------------
+
 
 def test_dead_letters_count_against_the_cap_and_their_reasons_are_bounded(tmp_path, caplog):
     path = tmp_path / "b.db"
@@ -310,10 +352,12 @@ def test_identifiers_with_a_trailing_newline_are_refused(tmp_path):
     from bqspool.schemas.errors import SchemaError
 
     good_table = {"fields": [{"name": "id", "type": "STRING"}]}
-    for name, table in [("tbl\n", good_table),
-                        ("tbl", {"fields": [{"name": "user_id\n", "type": "STRING"}]}),
-                        ("tbl", {"fields": [{"name": "id", "type": "STRING"}], "labels": {"x\n": "y"}}),
-                        ("tbl", {"fields": [{"name": "id", "type": "STRING"}], "labels": {"x": "y\n"}})]:
+    for name, table in [
+        ("tbl\n", good_table),
+        ("tbl", {"fields": [{"name": "user_id\n", "type": "STRING"}]}),
+        ("tbl", {"fields": [{"name": "id", "type": "STRING"}], "labels": {"x\n": "y"}}),
+        ("tbl", {"fields": [{"name": "id", "type": "STRING"}], "labels": {"x": "y\n"}}),
+    ]:
         d = tmp_path / f"set{abs(hash(repr((name, table))))}"
         d.mkdir()
         (d / f"{name}.json").write_text(json.dumps(table))
@@ -352,26 +396,18 @@ def test_running_out_of_file_descriptors_never_moves_a_healthy_buffer(tmp_path):
         ids = buf.append_many(E, [good(i) for i in range(50)])
         outcomes = set()
         for spare in range(0, 6):
-            res = subprocess.run([sys.executable, "-c", _OPEN_WITH_FEW_FDS, str(path), str(spare)],
-                                 capture_output=True, text=True, timeout=60)
+            res = subprocess.run(
+                [sys.executable, "-c", _OPEN_WITH_FEW_FDS, str(path), str(spare)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert res.returncode == 0, res.stderr
             outcomes.add(res.stdout.split()[0])
         buf.append(E, GOOD)  # the other worker's buffer is still the real file
     assert "unavailable" in outcomes
     assert not list(tmp_path.glob("*corrupt*"))
     assert set(ids) <= set(file_ids(path)) and sum(file_ids(path).values()) == 51
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 6 MiB tmpfs of our own (we run as root), unmounted afterwards."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(mnt)], capture_output=True)
-    if res.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_buffer_on_a_read_only_filesystem_is_left_alone(small_tmpfs):
@@ -419,14 +455,62 @@ def test_symlinks_are_refused(tmp_path, which):
 
 # -- 6. a Hypothesis property over hostile events -------------------------------
 
-_PARTS = ([v for _, _, v in hostile.HOSTILE_VALUES[:-1]]
-          + [hostile.RaisingRepr(), hostile.IntSubRaises(3), "\udcff", 2**64, -(2**63) - 1, float("nan"),
-             float("inf"), 1e308, -0.0, b"\xff", bytearray(b"x"), {1, 2}, (), [], {}, None, True, "", " ",
-             "9" * 30, "1e308", "-1e-400", 10**18, 1.5e17])
+# Values up to the row size limit: past it, encoding a string costs what
+# copying it costs (50 MB: 60 ms), which the CPU bound does not cover.
+_PARTS = [v for _, _, v in hostile.HOSTILE_VALUES[:-1] if not (type(v) is str and len(v) > 10 * 2**20)] + [
+    hostile.RaisingRepr(),
+    hostile.IntSubRaises(3),
+    "\udcff",
+    2**64,
+    -(2**63) - 1,
+    float("nan"),
+    float("inf"),
+    1e308,
+    -0.0,
+    b"\xff",
+    bytearray(b"x"),
+    {1, 2},
+    (),
+    [],
+    {},
+    None,
+    True,
+    "",
+    " ",
+    "9" * 30,
+    "1e308",
+    "-1e-400",
+    10**18,
+    1.5e17,
+]
 # By index: sampled_from would hash the parts, and some of them raise when asked.
 _parts = st.integers(0, len(_PARTS) - 1).map(_PARTS.__getitem__)
-_fields = st.sampled_from(["id", "i", "f", "n", "bn", "b", "s", "short", "raw", "ts", "d", "t", "dt", "j", "g",
-                           "tags", "rec", "items", "money", "\udcff", "", "x" * 300])
+_fields = st.sampled_from(
+    [
+        "id",
+        "i",
+        "f",
+        "n",
+        "bn",
+        "b",
+        "s",
+        "short",
+        "raw",
+        "ts",
+        "d",
+        "t",
+        "dt",
+        "j",
+        "g",
+        "tags",
+        "rec",
+        "items",
+        "money",
+        "\udcff",
+        "",
+        "x" * 300,
+    ]
+)
 hostile_events = st.one_of(
     st.dictionaries(_fields, _parts, max_size=4),
     st.dictionaries(st.sampled_from([1, None, (1,), hostile.EqRaisesKey("id")]), _parts, max_size=2),
@@ -435,8 +519,9 @@ hostile_events = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(events=st.lists(hostile_events, min_size=1, max_size=4), strict=st.booleans())
 def test_hostile_events_never_cost_good_ones(tmp_path_factory, events, strict):
     path = tmp_path_factory.mktemp("h") / "b.db"

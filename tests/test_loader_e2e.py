@@ -9,7 +9,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from bqspool.buffer import Buffer
 from bqspool.loader.stage import Stager, read_batch_payloads
 from bqspool.schemas import load_schema_set
@@ -19,7 +18,7 @@ from .conftest import ALLTYPES
 from .events import make_event
 from .loader_support import Env, append_in_calls, assert_exactly_once
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.mark.parametrize("set_name", ["leafloaf", "eixa"])
@@ -60,14 +59,27 @@ def test_every_type_round_trips_through_bigquery(stack, tmp_path):
     schemas = _without_bignumeric(tmp_path)
     env = Env(tmp_path, schemas)
     event = {
-        "id": "full", "ts": dt.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC), "i": -(2**62), "f": 2.5,
+        "id": "full",
+        "ts": dt.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC),
+        "i": -(2**62),
+        "f": 2.5,
         "n": decimal.Decimal("-12345678901234567890.123456789"),
-        "b": False, "s": "héllo ✓ \"quoted\"\nnewline", "short": "abc", "raw": b"\x00\xffbin",
-        "d": dt.date(1999, 12, 31), "t": dt.time(23, 59, 58, 999999), "dt": dt.datetime(2026, 2, 28, 1, 2, 3, 4),
-        "j": {"a": [1, 2.5, None, "x"], "b": {"c": True}}, "g": "POINT(1 2)", "money": decimal.Decimal("-9999.99"),
-        "tags": ["x", "", "z"], "rec": {"k": "key", "v": 7, "nested": {"on_day": dt.date(2020, 2, 29)}},
-        "items": [{"sku": "a", "qty": 1, "prices": [decimal.Decimal("1.5"), decimal.Decimal("0.000000001")]},
-                  {"sku": "b", "prices": []}],
+        "b": False,
+        "s": 'héllo ✓ "quoted"\nnewline',
+        "short": "abc",
+        "raw": b"\x00\xffbin",
+        "d": dt.date(1999, 12, 31),
+        "t": dt.time(23, 59, 58, 999999),
+        "dt": dt.datetime(2026, 2, 28, 1, 2, 3, 4),
+        "j": {"a": [1, 2.5, None, "x"], "b": {"c": True}},
+        "g": "POINT(1 2)",
+        "money": decimal.Decimal("-9999.99"),
+        "tags": ["x", "", "z"],
+        "rec": {"k": "key", "v": 7, "nested": {"on_day": dt.date(2020, 2, 29)}},
+        "items": [
+            {"sku": "a", "qty": 1, "prices": [decimal.Decimal("1.5"), decimal.Decimal("0.000000001")]},
+            {"sku": "b", "prices": []},
+        ],
     }
     sparse = {"id": "sparse"}
     with Buffer(env.config.buffer, schemas, strict=True) as buf:
@@ -75,8 +87,12 @@ def test_every_type_round_trips_through_bigquery(stack, tmp_path):
     assert env.drainer().drain_once().events_loaded == 2
     # The emulator's REST answer mangles BYTES and GEOGRAPHY cells, so read
     # them as base64 and WKT.
-    rows = {r["id"]: r for r in env.query(
-        "SELECT * EXCEPT (raw, g), TO_BASE64(raw) AS raw64, ST_ASTEXT(g) AS wkt FROM {ds}.everything")}
+    rows = {
+        r["id"]: r
+        for r in env.query(
+            "SELECT * EXCEPT (raw, g), TO_BASE64(raw) AS raw64, ST_ASTEXT(g) AS wkt FROM {ds}.everything"
+        )
+    }
     got = rows["full"]
     assert base64.b64decode(got["raw64"]) == event["raw"]
     assert got["wkt"].replace(" ", "") == event["g"].replace(" ", "")
@@ -86,8 +102,10 @@ def test_every_type_round_trips_through_bigquery(stack, tmp_path):
     nested = {r["id"]: r for r in env.query("SELECT id, rec, items FROM {ds}.everything")}
     got, empty_nested = nested["full"], nested["sparse"]
     assert got["rec"] == event["rec"]
-    assert got["items"] == [{"sku": "a", "qty": 1, "prices": event["items"][0]["prices"]},
-                            {"sku": "b", "qty": None, "prices": []}]
+    assert got["items"] == [
+        {"sku": "a", "qty": 1, "prices": event["items"][0]["prices"]},
+        {"sku": "b", "qty": None, "prices": []},
+    ]
     empty = rows["sparse"]
     assert empty["tags"] == [] and empty["ts"] is None and empty["n"] is None
     assert empty_nested["items"] == [] and empty_nested["rec"] is None
@@ -103,7 +121,7 @@ def test_staging_is_deterministic_and_chunk_independent(tmp_path, alltypes):
     stager = Stager(table)
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
     stager.write([payloads[:100], payloads[100:]], a)
-    stager.write([payloads[i:i + 7] for i in range(0, 500, 7)], b)
+    stager.write([payloads[i : i + 7] for i in range(0, 500, 7)], b)
     assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
     import pyarrow.parquet as pq
 
@@ -114,7 +132,6 @@ def test_staging_is_deterministic_and_chunk_independent(tmp_path, alltypes):
 def test_staging_parses_in_blocks_and_around_a_line_longer_than_a_block(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
-
     from bqspool.loader import stage
 
     table = load_schema_set("eixa")["user_interactions"]
@@ -129,7 +146,8 @@ def test_staging_parses_in_blocks_and_around_a_line_longer_than_a_block(tmp_path
     assert stager.write(["\n".join(small[:5000] + [big] + small[5000:])], b) == 12_001
     got = pq.read_table(b, columns=["_event_id", "message_in"]).to_pylist()
     assert [r["_event_id"] for r in got] == [f"id-{i}" for i in range(5000)] + ["id-big"] + [
-        f"id-{i}" for i in range(5000, 12_000)]
+        f"id-{i}" for i in range(5000, 12_000)
+    ]
     assert got[5000]["message_in"] == "é" * (3 * stage.PARSE_BLOCK // 2)
     with_big = pq.read_table(b)
     assert pa.concat_tables([with_big.slice(0, 5000), with_big.slice(5001)]).equals(pq.read_table(a))

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from bqspool.buffer import Buffer, DiskFullError
 from bqspool.loader.config import load_config
 from bqspool.schemas.errors import ConfigError
@@ -57,11 +56,17 @@ def counters(env):
 
 # -- 1. a loader that lost its lease ------------------------------------------
 
+
 def test_a_loader_paused_past_its_lease_stops_and_nothing_is_doubled(stack, tmp_path):
     env = Env(tmp_path, "eixa", batch_rows=20, batch_per_job=2, lease_seconds=2)
     appended = fill(env, {"tasks": 100, "user_interactions": 100})
-    a = subprocess.Popen([BQSPOOL, "drain", "--once"], env=env.env(BQSPOOL_FAULT="after_stage:1:stop"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    a = subprocess.Popen(
+        [BQSPOOL, "drain", "--once"],
+        env=env.env(BQSPOOL_FAULT="after_stage:1:stop"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_stopped(a.pid)
         held = env.drain_cli()
@@ -93,6 +98,7 @@ def test_renewing_never_retakes_a_lease_that_changed_hands(stack, tmp_path):
     fill(env, {"tasks": 5})
     conn = sqlite3.connect(env.config.buffer, isolation_level=None)
     path = Path(env.config.buffer)
+    ledger.prepare(conn)
     mine = ledger.acquire_lease(conn, "a", 0.01, path)
     ledger.release_lease(conn, mine)
     with pytest.raises(LeaseLostError):
@@ -115,13 +121,18 @@ def test_two_loaders_in_separate_pid_namespaces(stack, tmp_path):
 
     def in_namespace(**extra):
         # A shell is the namespace's pid 1 (which ignores SIGSTOP); the loader is its child.
-        return subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
-                                 f"{BQSPOOL} drain --once; exit $?"],
-                                env=env.env(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", f"{BQSPOOL} drain --once; exit $?"],
+            env=env.env(**extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def children(pid):
-        return [int(k) for k in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                                               text=True).stdout.split()]
+        return [
+            int(k) for k in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        ]
 
     a = in_namespace(BQSPOOL_FAULT="after_upload:1:stop")
     try:
@@ -150,6 +161,7 @@ def test_two_loaders_in_separate_pid_namespaces(stack, tmp_path):
 
 # -- 2. a copied buffer file ----------------------------------------------------
 
+
 def test_a_copied_buffer_file_loses_nothing_on_either_host(stack, tmp_path):
     x = Env(tmp_path / "x", "eixa", batch_rows=1000)
     with Buffer(x.config.buffer, "eixa"):
@@ -170,6 +182,7 @@ def test_a_copied_buffer_file_loses_nothing_on_either_host(stack, tmp_path):
 
 # -- 3. a batch that cannot be staged -------------------------------------------
 
+
 def _schema_without(tmp_path, table, column):
     folder = tmp_path / "narrower"
     shutil.copytree(Path(__file__).parents[1] / "schemas" / "sets" / "eixa", folder)
@@ -184,20 +197,25 @@ def test_a_column_removed_under_pending_events_quarantines_that_batch_only(stack
     env = Env(tmp_path, narrower)
     rng = random.Random(3)
     with Buffer(env.config.buffer, "eixa", strict=True) as buf:  # written by the app's older schema set
-        tasks = buf.append_many("tasks", [dict(make_event(buf.schemas["tasks"], rng), duration_minutes=5,
-                                               description=SECRET) for _ in range(20)])
-        other = buf.append_many("user_interactions", [make_event(buf.schemas["user_interactions"], rng)
-                                                      for _ in range(20)])
+        tasks = buf.append_many(
+            "tasks",
+            [dict(make_event(buf.schemas["tasks"], rng), duration_minutes=5, description=SECRET) for _ in range(20)],
+        )
+        other = buf.append_many(
+            "user_interactions", [make_event(buf.schemas["user_interactions"], rng) for _ in range(20)]
+        )
     res = env.drain_cli()
     assert res.returncode == 2, res.stderr
     assert "cannot be staged" in res.stderr and "Traceback" not in res.stderr and SECRET not in res.stderr
     assert set(env.bq_ids("user_interactions")) == set(other)  # the healthy stream drained
-    held = json.loads(subprocess.run([BQSPOOL, "quarantine", "list", "--json"], env=env.env(),
-                                     capture_output=True, text=True).stdout)
+    held = json.loads(
+        subprocess.run([BQSPOOL, "quarantine", "list", "--json"], env=env.env(), capture_output=True, text=True).stdout
+    )
     assert [h["stream"] for h in held] == ["tasks"] and SECRET not in json.dumps(held)
     # Dropping it keeps every event, as a dead letter, with the bytes counted right.
-    drop = subprocess.run([BQSPOOL, "quarantine", "drop", held[0]["batch_id"]], env=env.env(),
-                          capture_output=True, text=True)
+    drop = subprocess.run(
+        [BQSPOOL, "quarantine", "drop", held[0]["batch_id"]], env=env.env(), capture_output=True, text=True
+    )
     assert drop.returncode == 0 and "20 events" in drop.stdout
     dead = sqlite3.connect(env.config.buffer).execute("SELECT event_id FROM dead_letters").fetchall()
     assert {d[0] for d in dead} == set(tasks)
@@ -209,14 +227,14 @@ def test_a_damaged_stored_row_quarantines_its_batch_without_printing_it(stack, t
     env = Env(tmp_path, "eixa")
     rng = random.Random(4)
     with Buffer(env.config.buffer, "eixa", strict=True) as buf:
-        buf.append_many("tasks", [dict(make_event(buf.schemas["tasks"], rng), description=SECRET)
-                                  for _ in range(30)])
-        other = buf.append_many("user_interactions", [make_event(buf.schemas["user_interactions"], rng)
-                                                      for _ in range(30)])
+        buf.append_many("tasks", [dict(make_event(buf.schemas["tasks"], rng), description=SECRET) for _ in range(30)])
+        other = buf.append_many(
+            "user_interactions", [make_event(buf.schemas["user_interactions"], rng) for _ in range(30)]
+        )
     conn = sqlite3.connect(env.config.buffer)
     seq, payload = conn.execute("SELECT seq, CAST(payload AS BLOB) FROM events WHERE stream = 'tasks'").fetchone()
     i = payload.index(SECRET.encode())
-    damaged = payload[:i] + (b"\xff" if flip == "invalid UTF-8" else b'"') + payload[i + 1:]
+    damaged = payload[:i] + (b"\xff" if flip == "invalid UTF-8" else b'"') + payload[i + 1 :]
     with conn:
         conn.execute("UPDATE events SET payload = CAST(? AS TEXT) WHERE seq = ?", (damaged, seq))
     assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"  # invisible to SQLite's own check
@@ -229,8 +247,7 @@ def test_a_damaged_stored_row_quarantines_its_batch_without_printing_it(stack, t
 
 # -- 3b. a load job that rejects one row ------------------------------------------
 
-PLACES = {"fields": [{"name": "id", "type": "STRING", "mode": "REQUIRED"},
-                     {"name": "g", "type": "GEOGRAPHY"}]}
+PLACES = {"fields": [{"name": "id", "type": "STRING", "mode": "REQUIRED"}, {"name": "g", "type": "GEOGRAPHY"}]}
 
 
 def _places(tmp_path):
@@ -252,8 +269,10 @@ def _poison_one(env, position, value):
     new = "\n".join(lines)
     with conn:
         conn.execute("UPDATE events SET payload = ?, nbytes = ? WHERE seq = ?", (new, len(new.encode()), seq))
-        conn.execute("UPDATE counters SET value = value + ? WHERE name = 'pending_bytes'",
-                     (len(new.encode()) - len(payload.encode()),))
+        conn.execute(
+            "UPDATE counters SET value = value + ? WHERE name = 'pending_bytes'",
+            (len(new.encode()) - len(payload.encode()),),
+        )
     conn.close()
     return row["_event_id"]
 
@@ -281,16 +300,6 @@ def test_one_bad_geography_costs_only_itself(stack, tmp_path, crash):
 
 # -- 4. a full disk --------------------------------------------------------------
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(mnt)], capture_output=True)
-    if res.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
 
 def test_a_full_disk_drains_and_makes_room(stack, tmp_path, small_tmpfs):
     env = Env(tmp_path, "eixa", buffer=str(small_tmpfs / "buffer.db"))
@@ -299,8 +308,9 @@ def test_a_full_disk_drains_and_makes_room(stack, tmp_path, small_tmpfs):
     with Buffer(env.config.buffer, "eixa", strict=True, durability="normal") as buf:
         with pytest.raises(DiskFullError):
             for _ in range(10_000):
-                ids += buf.append_many("tasks", [dict(make_event(buf.schemas["tasks"], rng),
-                                                      description="x" * 2000) for _ in range(20)])
+                ids += buf.append_many(
+                    "tasks", [dict(make_event(buf.schemas["tasks"], rng), description="x" * 2000) for _ in range(20)]
+                )
     assert len(ids) > 500
     res = env.drain_cli()
     assert res.returncode == 0, res.stderr
@@ -331,6 +341,7 @@ def test_drain_on_a_disk_that_stays_full_exits_retryable(stack, tmp_path, small_
 
 # -- 5. smaller defects -------------------------------------------------------------
 
+
 def test_staged_files_are_owner_only_after_a_crash(stack, tmp_path):
     env = Env(tmp_path, "eixa")
     fill(env, {"tasks": 20})
@@ -342,25 +353,43 @@ def test_staged_files_are_owner_only_after_a_crash(stack, tmp_path):
     assert env.drain_cli().returncode == 0 and env.pending() == 0
 
 
-@pytest.mark.parametrize("name,value,words", [
-    ("prefix", "../../../../tmp/x", "prefix"), ("prefix", "a/b=c/d", "prefix"), ("prefix", "/abs", "prefix"),
-    ("prefix", "a/./b", "prefix"), ("bucket", "Bad_Bucket", "bucket"), ("bucket", "a..b", "bucket"),
-    ("bucket", "x", "bucket"), ("dataset", "my-dataset", "dataset"), ("dataset", "a.b", "dataset"),
-])
+@pytest.mark.parametrize(
+    "name,value,words",
+    [
+        ("prefix", "../../../../tmp/x", "prefix"),
+        ("prefix", "a/b=c/d", "prefix"),
+        ("prefix", "/abs", "prefix"),
+        ("prefix", "a/./b", "prefix"),
+        ("bucket", "Bad_Bucket", "bucket"),
+        ("bucket", "a..b", "bucket"),
+        ("bucket", "x", "bucket"),
+        ("dataset", "my-dataset", "dataset"),
+        ("dataset", "a.b", "dataset"),
+    ],
+)
 def test_names_that_would_misroute_data_are_refused(name, value, words):
     with pytest.raises(ConfigError, match=words):
         load_config(env={f"BQSPOOL_{name.upper()}": value})
 
 
 def test_a_bad_prefix_fails_the_cli_before_anything_is_written(tmp_path):
-    res = subprocess.run([BQSPOOL, "drain", "--once"], capture_output=True, text=True,
-                         env=dict(os.environ, BQSPOOL_PREFIX="../../../../tmp/x", BQSPOOL_BUFFER=str(tmp_path / "b.db")))
+    res = subprocess.run(
+        [BQSPOOL, "drain", "--once"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, BQSPOOL_PREFIX="../../../../tmp/x", BQSPOOL_BUFFER=str(tmp_path / "b.db")),
+    )
     assert res.returncode == 1 and "prefix" in res.stderr and not (tmp_path / "b.db").exists()
 
 
 def test_good_names_pass():
-    cfg = load_config(env={"BQSPOOL_PREFIX": "team-a/bqspool_v2", "BQSPOOL_BUCKET": "my.spool-bucket_1",
-                           "BQSPOOL_DATASET": "analytics_2026"})
+    cfg = load_config(
+        env={
+            "BQSPOOL_PREFIX": "team-a/bqspool_v2",
+            "BQSPOOL_BUCKET": "my.spool-bucket_1",
+            "BQSPOOL_DATASET": "analytics_2026",
+        }
+    )
     assert cfg.prefix == "team-a/bqspool_v2"
 
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from bqspool.buffer import Buffer
 from bqspool.buffer.store import connect, now_us
 from bqspool.loader import holdback, ledger, localstack
@@ -97,7 +96,9 @@ def test_poison_batch_is_quarantined_while_others_load(stack, tmp_path):
     res = env.drain_cli()
     assert res.returncode == 2, res.stderr
     assert "quarantined" in res.stderr and "bqspool quarantine retry" in res.stderr
-    assert env.bq_ids("user_interactions") and set(env.bq_ids("user_interactions")) == set(appended["user_interactions"])
+    assert env.bq_ids("user_interactions") and set(env.bq_ids("user_interactions")) == set(
+        appended["user_interactions"]
+    )
     listed = subprocess.run([BQSPOOL, "quarantine", "list", "--json"], env=env.env(), capture_output=True, text=True)
     held = json.loads(listed.stdout)
     assert len(held) == 1 and held[0]["stream"] == "tasks" and held[0]["rows"] == 30 and held[0]["error"]
@@ -117,6 +118,7 @@ def test_dropping_a_quarantined_batch_moves_each_event_to_dead_letters(tmp_path)
         ids += [buf.append("tasks", {"user_id": "u", "task_id": "7", "created_at": 0})]
     conn = sqlite3.connect(path, isolation_level=None)
     buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
+    ledger.prepare(conn)
     assert ledger.seal(conn, "tasks", buffer_id, "p", 1000, 1 << 30) == 1
     (batch,) = ledger.batches(conn)
     ledger.quarantine(conn, batch.batch_id, "invalid: no such column")
@@ -147,9 +149,9 @@ def test_poison_inside_a_group_is_isolated(stack, tmp_path):
         def start_load(self, job_id, table, uris):
             bad_uri.setdefault("uri", uris[2] if len(uris) > 2 else None)
             if bad_uri["uri"] in uris:
-                from bqspool.loader.bq import JobOutcome
+                from bqspool.loader.interfaces import JobError, JobOutcome
 
-                return JobOutcome(job_id, True, {"reason": "invalid", "message": "bad row in file"})
+                return JobOutcome(job_id, True, JobError("data", "invalid", "bad row in file"))
             return real.start_load(job_id, table, uris)
 
         def get_job(self, job_id):
@@ -179,8 +181,9 @@ def test_quota_budget_defers_and_groups(stack, tmp_path):
     assert again.jobs_submitted == 0 and "budget" in again.deferred["tasks"]
     shown = subprocess.run([BQSPOOL, "status"], env=env.env(), capture_output=True, text=True).stdout
     assert "load jobs in 24h: tasks: 3 of 3 budget  (deferring loads)" in shown
-    stats = json.loads(subprocess.run([BQSPOOL, "status", "--json"], env=env.env(), capture_output=True,
-                                      text=True).stdout)
+    stats = json.loads(
+        subprocess.run([BQSPOOL, "status", "--json"], env=env.env(), capture_output=True, text=True).stdout
+    )
     assert stats["loader"]["jobs_24h"] == {"tasks": 3} and stats["loader"]["batches"]["uploaded"] == 3
     # Near the budget, everything waiting goes into one job.
     env2 = Env(tmp_path / "two", "eixa", batch_rows=10, batch_per_job=1, quota_jobs_per_table_day=10)
@@ -196,7 +199,8 @@ def test_lease_keeps_two_loaders_apart(stack, tmp_path):
     env = Env(tmp_path, "eixa", lease_seconds=2)
     appended = fill(env, {"tasks": 20})
     conn = connect(env.config.buffer)
-    other = ledger.acquire_lease(conn, "otherhost:1:abc", 2, Path(env.config.buffer))  # a live loader elsewhere
+    ledger.prepare(conn)
+    _elsewhere = ledger.acquire_lease(conn, "otherhost:1:abc", 2, Path(env.config.buffer))  # a live loader elsewhere
     with pytest.raises(LeaseHeldError, match="another loader"):
         env.drainer().drain_once()
     res = env.drain_cli()
@@ -206,8 +210,10 @@ def test_lease_keeps_two_loaders_apart(stack, tmp_path):
     assert env.drainer().drain_once().events_loaded == 20
     # Concurrent drainers on one buffer: one at a time, everything once.
     more = fill(env, {"tasks": 30, "user_interactions": 30}, seed=2)
-    procs = [subprocess.Popen([BQSPOOL, "drain", "--once"], env=env.env(), stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen([BQSPOOL, "drain", "--once"], env=env.env(), stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     codes = [p.wait(60) for p in procs]
     assert set(codes) <= {0, 4} and 0 in codes
     env.drain_cli()
@@ -220,9 +226,11 @@ def test_lease_keeps_two_loaders_apart(stack, tmp_path):
 def test_setup_is_idempotent_and_evolves_tables(stack, tmp_path):
     schemas = tmp_path / "set"
     schemas.mkdir()
-    table = {"fields": [{"name": "user_id", "type": "STRING", "mode": "REQUIRED"},
-                        {"name": "ts", "type": "TIMESTAMP"}],
-             "time_partitioning": {"field": "ts"}, "clustering": ["user_id"]}
+    table = {
+        "fields": [{"name": "user_id", "type": "STRING", "mode": "REQUIRED"}, {"name": "ts", "type": "TIMESTAMP"}],
+        "time_partitioning": {"field": "ts"},
+        "clustering": ["user_id"],
+    }
     (schemas / "things.json").write_text(json.dumps(table))
     env = Env(tmp_path, schemas)
     run = lambda: subprocess.run([BQSPOOL, "setup"], env=env.env(), capture_output=True, text=True)
@@ -249,15 +257,19 @@ def test_setup_is_idempotent_and_evolves_tables(stack, tmp_path):
 def test_config_file_env_and_show(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bqspool.toml").write_text(
-        'project = "p1"\ndataset = "d1"\nschedule = "*/5 * * * *"\n[batch]\nrows = 1000\n[quota]\njobs_per_table_day = 50\n')
+        'project = "p1"\ndataset = "d1"\nschedule = "*/5 * * * *"\n[batch]\nrows = 1000\n[quota]\njobs_per_table_day = 50\n'
+    )
     env = {"BQSPOOL_DATASET": "d2"}
     cfg = load_config(env=env)
     assert (cfg.project, cfg.dataset, cfg.batch_rows, cfg.quota_jobs_per_table_day) == ("p1", "d2", 1000, 50)
     assert cfg.sources["project"].endswith("bqspool.toml") and cfg.sources["dataset"] == "BQSPOOL_DATASET"
     assert cfg.sources["bucket"] == "default" and cfg.schedule_seconds() is None
     assert load_config(env={"BQSPOOL_SCHEDULE": "90s"}).schedule_seconds() == 90
-    for bad_env, msg in [({"BQSPOOL_BATCH_ROWS": "lots"}, "batch_rows"), ({"BQSPOOL_SCHEDULE": "sometimes"}, "schedule"),
-                         ({"BQSPOOL_BATCH_PER_JOB": "20000"}, "10,000")]:
+    for bad_env, msg in [
+        ({"BQSPOOL_BATCH_ROWS": "lots"}, "batch_rows"),
+        ({"BQSPOOL_SCHEDULE": "sometimes"}, "schedule"),
+        ({"BQSPOOL_BATCH_PER_JOB": "20000"}, "10,000"),
+    ]:
         with pytest.raises(ConfigError, match=msg):
             load_config(env=bad_env)
     (tmp_path / "bad.toml").write_text("colour = 'red'\n")
@@ -265,8 +277,13 @@ def test_config_file_env_and_show(tmp_path, monkeypatch):
         load_config(tmp_path / "bad.toml", env={})
     with pytest.raises(ConfigError, match="missing setting"):
         load_config(env={}).require("bucket")
-    out = subprocess.run([BQSPOOL, "config", "show", "--json"], capture_output=True, text=True, cwd=tmp_path,
-                         env={**{k: v for k, v in os.environ.items() if not k.startswith("BQSPOOL_")}, **env})
+    out = subprocess.run(
+        [BQSPOOL, "config", "show", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("BQSPOOL_")}, **env},
+    )
     shown = json.loads(out.stdout)
     assert shown["dataset"] == {"value": "d2", "source": "BQSPOOL_DATASET"}
     assert shown["batch_rows"]["value"] == 1000
@@ -300,8 +317,14 @@ def test_local_stack_cli(tmp_path):
     try:
         assert up.returncode == 0, up.stderr
         names = {line.split("=")[0].removeprefix("export ") for line in up.stdout.splitlines()}
-        assert names == {"STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST", "BQSPOOL_PROJECT", "BQSPOOL_BUCKET",
-                         "BQSPOOL_DATASET", "BQSPOOL_LOCATION"}
+        assert names == {
+            "STORAGE_EMULATOR_HOST",
+            "BIGQUERY_EMULATOR_HOST",
+            "BQSPOOL_PROJECT",
+            "BQSPOOL_BUCKET",
+            "BQSPOOL_DATASET",
+            "BQSPOOL_LOCATION",
+        }
         again = subprocess.run([BQSPOOL, "local", "env", "--dir", str(folder)], capture_output=True, text=True)
         assert again.stdout == up.stdout
         state = localstack.load_state(folder)
@@ -313,20 +336,21 @@ def test_local_stack_cli(tmp_path):
 
 
 def test_local_stack_ephemeral_keeps_tables_in_memory(tmp_path, monkeypatch):
+    from bqspool.loader.clients import bigquery_client, make_warehouse
     from google.api_core.exceptions import NotFound
 
-    from bqspool.loader.clients import bigquery_client, make_warehouse
-
     folder = tmp_path / "local"
-    up = subprocess.run([BQSPOOL, "local", "up", "--ephemeral", "--dir", str(folder)], capture_output=True,
-                        text=True, timeout=120)
+    up = subprocess.run(
+        [BQSPOOL, "local", "up", "--ephemeral", "--dir", str(folder)], capture_output=True, text=True, timeout=120
+    )
     try:
         assert up.returncode == 0, up.stderr
         state = localstack.load_state(folder)
         assert state.persistent is False
         assert b"--ephemeral" in open(f"/proc/{state.bq_pid}/cmdline", "rb").read()
-        other = subprocess.run([BQSPOOL, "local", "up", "--dir", str(folder)], capture_output=True, text=True,
-                               timeout=120)
+        other = subprocess.run(
+            [BQSPOOL, "local", "up", "--dir", str(folder)], capture_output=True, text=True, timeout=120
+        )
         assert other.returncode != 0 and "ephemeral" in other.stderr and "local down" in other.stderr
         for k, v in state.env().items():
             monkeypatch.setenv(k, v)
@@ -375,7 +399,7 @@ def test_every_load_is_submitted_before_the_drain_waits_for_any(stack, tmp_path)
     """BigQuery runs load jobs asynchronously; the drain starts them all, then waits, so jobs of
     different tables run side by side. The emulator finishes a job inside its insert call, so a
     wrapper reports each real job as still running until the drain waits for it."""
-    from bqspool.loader.bq import JobOutcome
+    from bqspool.loader.interfaces import JobOutcome
 
     env = Env(tmp_path, "eixa", batch_rows=20, batch_per_job=2)
     appended = fill(env, {"user_interactions": 60, "tasks": 40, "emotional_memories": 30})

@@ -5,33 +5,40 @@ import decimal
 import json
 import sqlite3
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from bqspool.buffer import Buffer
 from bqspool.schemas.decode import decoder
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .conftest import ALLTYPES
 from .stored import stored_lines
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 INT64 = st.integers(-(2**63), 2**63 - 1)
 _lon = st.floats(min_value=-180, max_value=180, allow_nan=False)
 _lat = st.floats(min_value=-90, max_value=90, allow_nan=False)
 geographies = st.one_of(
     st.builds(lambda x, y: f"POINT({x!r} {y!r})", _lon, _lat),
     st.builds(lambda x, y: json.dumps({"type": "Point", "coordinates": [x, y]}), _lon, _lat),
-    st.builds(lambda a, b: f"LINESTRING({a[0]!r} {a[1]!r}, {b[0]!r} {b[1]!r})", st.tuples(_lon, _lat),
-              st.tuples(_lon, _lat)),
+    st.builds(
+        lambda a, b: f"LINESTRING({a[0]!r} {a[1]!r}, {b[0]!r} {b[1]!r})", st.tuples(_lon, _lat), st.tuples(_lon, _lat)
+    ),
 )
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
 aware = st.datetimes(
-    min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1),
-    timezones=st.sampled_from([UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-8))]),
+    min_value=dt.datetime(1900, 1, 1),
+    max_value=dt.datetime(2200, 1, 1),
+    timezones=st.sampled_from(
+        [UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-8))]
+    ),
 )
 record = st.fixed_dictionaries(
     {"k": st.text()},
@@ -39,7 +46,10 @@ record = st.fixed_dictionaries(
 )
 item = st.fixed_dictionaries(
     {"sku": st.text(min_size=1)},
-    optional={"qty": INT64, "prices": st.lists(st.decimals(places=9, min_value=-(10**28), max_value=10**28, allow_nan=False), max_size=3)},
+    optional={
+        "qty": INT64,
+        "prices": st.lists(st.decimals(places=9, min_value=-(10**28), max_value=10**28, allow_nan=False), max_size=3),
+    },
 )
 event = st.fixed_dictionaries(
     {"id": st.text()},

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from bqspool.schemas import EVENT_ID, SchemaError, bundled_names, load_schema_set, load_table_file
 from bqspool.schemas.arrow import arrow_schema, field_from_arrow
 from bqspool.schemas.bigquery import schema_to_json, table_from_json, table_to_json
@@ -24,9 +23,16 @@ BASE = [
 def test_bundled_sets_by_name_and_path(leafloaf, eixa):
     assert bundled_names() == ["eixa", "leafloaf"]
     assert set(leafloaf) == {
-        "user_search_events", "product_interaction_events", "cart_modification_events",
-        "order_transaction_events", "recommendation_impression_events",
-        "user_events", "search_events", "cart_events", "order_events", "promotion_usage",
+        "user_search_events",
+        "product_interaction_events",
+        "cart_modification_events",
+        "order_transaction_events",
+        "recommendation_impression_events",
+        "user_events",
+        "search_events",
+        "cart_events",
+        "order_events",
+        "promotion_usage",
     }
     assert set(eixa) == {"user_interactions", "tasks", "emotional_memories", "projects", "routines"}
     by_path = load_schema_set(leafloaf.source)
@@ -54,8 +60,18 @@ def test_leafloaf_design_points(leafloaf):
 def test_eixa_design_points(eixa):
     ui = eixa["user_interactions"]
     assert [f.name for f in ui.user_fields] == [
-        "user_id", "interaction_id", "timestamp", "message_in", "message_out", "intent", "language",
-        "duration_ms", "model_used", "tokens_in", "tokens_out", "error_code",
+        "user_id",
+        "interaction_id",
+        "timestamp",
+        "message_in",
+        "message_out",
+        "intent",
+        "language",
+        "duration_ms",
+        "model_used",
+        "tokens_in",
+        "tokens_out",
+        "error_code",
     ]
     assert ui.partitioning.field == "timestamp" and ui.clustering == ("user_id", "intent")
     tasks = eixa["tasks"]
@@ -82,20 +98,61 @@ BAD_TABLES = [
     ({"fields": [{"name": "a", "type": "STRING", "mode": "OPTIONAL"}]}, "a", "unknown mode"),
     ({"fields": [{"name": "a", "type": "STRING"}, {"name": "A", "type": "INTEGER"}]}, "A", "duplicate"),
     ({"fields": [{"name": "r", "type": "RECORD"}]}, "r", "non-empty 'fields'"),
-    ({"fields": [{"name": "r", "type": "RECORD", "fields": [{"name": "x", "type": "STRING"}, {"name": "x", "type": "STRING"}]}]}, "r.x", "duplicate"),
+    (
+        {
+            "fields": [
+                {
+                    "name": "r",
+                    "type": "RECORD",
+                    "fields": [{"name": "x", "type": "STRING"}, {"name": "x", "type": "STRING"}],
+                }
+            ]
+        },
+        "r.x",
+        "duplicate",
+    ),
     ({"fields": [{"name": "s", "type": "STRING", "fields": [{"name": "x", "type": "STRING"}]}]}, "s", "only RECORD"),
     ({"fields": [{"name": "_event_id", "type": "STRING"}]}, "_event_id", "system column"),
     ({"fields": [{"name": "a", "type": "STRING", "color": "red"}]}, "a", "unknown keys"),
     ({"fields": BASE, "time_partitioning": {"field": "nope"}}, "nope", "names no column"),
     ({"fields": BASE, "time_partitioning": {"field": "user_id"}}, "user_id", "TIMESTAMP, DATE or DATETIME"),
-    ({"fields": BASE + [{"name": "d", "type": "DATE"}], "time_partitioning": {"field": "d", "type": "HOUR"}}, "d", "HOUR"),
+    (
+        {"fields": BASE + [{"name": "d", "type": "DATE"}], "time_partitioning": {"field": "d", "type": "HOUR"}},
+        "d",
+        "HOUR",
+    ),
     ({"fields": BASE, "time_partitioning": {"field": "ts", "type": "WEEK"}}, "ts", "must be one of"),
-    ({"fields": BASE + [{"name": "r", "type": "RECORD", "fields": [{"name": "t", "type": "TIMESTAMP"}]}], "time_partitioning": {"field": "r.t"}}, "r.t", "top-level"),
-    ({"fields": BASE + [{"name": "tt", "type": "TIMESTAMP", "mode": "REPEATED"}], "time_partitioning": {"field": "tt"}}, "tt", "non-repeated"),
+    (
+        {
+            "fields": BASE + [{"name": "r", "type": "RECORD", "fields": [{"name": "t", "type": "TIMESTAMP"}]}],
+            "time_partitioning": {"field": "r.t"},
+        },
+        "r.t",
+        "top-level",
+    ),
+    (
+        {
+            "fields": BASE + [{"name": "tt", "type": "TIMESTAMP", "mode": "REPEATED"}],
+            "time_partitioning": {"field": "tt"},
+        },
+        "tt",
+        "non-repeated",
+    ),
     ({"fields": BASE, "time_partitioning": {"field": "ts", "expiration_days": -1}}, "ts", "positive"),
     ({"fields": BASE, "clustering": ["user_id", "ts", "user_id"]}, None, "twice"),
-    ({"fields": BASE + [{"name": f"c{i}", "type": "STRING"} for i in range(4)], "clustering": ["user_id", "c0", "c1", "c2", "c3"]}, None, "at most 4"),
-    ({"fields": BASE + [{"name": "tags", "type": "STRING", "mode": "REPEATED"}], "clustering": ["tags"]}, "tags", "cannot cluster"),
+    (
+        {
+            "fields": BASE + [{"name": f"c{i}", "type": "STRING"} for i in range(4)],
+            "clustering": ["user_id", "c0", "c1", "c2", "c3"],
+        },
+        None,
+        "at most 4",
+    ),
+    (
+        {"fields": BASE + [{"name": "tags", "type": "STRING", "mode": "REPEATED"}], "clustering": ["tags"]},
+        "tags",
+        "cannot cluster",
+    ),
     ({"fields": BASE, "clustering": ["missing"]}, "missing", "top-level column"),
     ({"fields": BASE, "labels": {"Team": "x"}}, None, "invalid label"),
     ({"fields": BASE, "partition": {}}, None, "unknown keys"),
@@ -150,17 +207,27 @@ def test_rest_json_round_trip(set_name):
         back = table_from_json(body)
         assert back.fields == table.fields
         assert (back.partitioning, back.clustering, back.labels, back.description) == (
-            table.partitioning, table.clustering, table.labels, table.description)
+            table.partitioning,
+            table.clustering,
+            table.labels,
+            table.description,
+        )
         assert body["schema"]["fields"][0]["name"] == EVENT_ID
         if set_name == "leafloaf":
             assert body["timePartitioning"]["expirationMs"] == str(90 * 86_400_000)
 
 
 def test_rest_json_of_parameterised_types(tmp_path):
-    path = write_table(tmp_path, "p", {"fields": [
-        {"name": "s", "type": "STRING", "maxLength": "10"},
-        {"name": "n", "type": "NUMERIC", "precision": 10, "scale": 2},
-    ]})
+    path = write_table(
+        tmp_path,
+        "p",
+        {
+            "fields": [
+                {"name": "s", "type": "STRING", "maxLength": "10"},
+                {"name": "n", "type": "NUMERIC", "precision": 10, "scale": 2},
+            ]
+        },
+    )
     table = load_table_file(path)
     out = schema_to_json(table)
     assert out[1] == {"name": "s", "type": "STRING", "mode": "NULLABLE", "maxLength": "10"}
@@ -191,9 +258,20 @@ def test_arrow_mapping_types_and_round_trip(leafloaf, eixa):
 def test_arrow_datetime_and_bignumeric(tmp_path):
     import pyarrow as pa
 
-    table = load_table_file(write_table(tmp_path, "x", {"fields": [
-        {"name": "dt", "type": "DATETIME"}, {"name": "b", "type": "BIGNUMERIC"},
-        {"name": "by", "type": "BYTES"}, {"name": "g", "type": "GEOGRAPHY"}]}))
+    table = load_table_file(
+        write_table(
+            tmp_path,
+            "x",
+            {
+                "fields": [
+                    {"name": "dt", "type": "DATETIME"},
+                    {"name": "b", "type": "BIGNUMERIC"},
+                    {"name": "by", "type": "BYTES"},
+                    {"name": "g", "type": "GEOGRAPHY"},
+                ]
+            },
+        )
+    )
     schema = arrow_schema(table)
     assert schema.field("dt").type == pa.timestamp("us")
     assert schema.field("b").type == pa.decimal256(76, 38)

@@ -1,0 +1,64 @@
+"""Schema and configuration commands: ``schemas check|show`` and ``config show``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from bqspool.schemas import load_schema_set
+from bqspool.schemas.bigquery import schema_to_json, table_to_json
+
+from .base import config_option, fail, load_config, main
+
+
+@main.group()
+def schemas() -> None:
+    """Check and show schema sets."""
+
+
+@schemas.command("check")
+@click.argument("directory")
+def schemas_check(directory: str) -> None:
+    """Validate every table file of DIRECTORY (or a bundled set's name)."""
+    sset = load_schema_set(directory)
+    for table in sset.tables():
+        part = table.partitioning
+        extra = f"partitioned by {part.type} on {part.field}" if part else "not partitioned"
+        click.echo(f"ok  {table.name}: {len(table.fields)} columns, {extra}")
+    click.echo(f"{len(sset)} tables valid in {sset.source}")
+
+
+@schemas.command("show")
+@click.argument("name")
+@click.argument("table", required=False)
+@click.option("--rest", is_flag=True, help="Print full REST Table resources, options included.")
+def schemas_show(name: str, table: str | None, rest: bool) -> None:
+    """Print the BigQuery JSON schema of set NAME (or of one TABLE in it)."""
+    sset = load_schema_set(name)
+    names = [table] if table else list(sset)
+    if table and table not in sset:
+        fail(f"set {name!r} has no table {table!r} (tables: {', '.join(sset)})")
+    out = {n: table_to_json(sset[n], "PROJECT", "DATASET") if rest else schema_to_json(sset[n]) for n in names}
+    click.echo(json.dumps(out[table] if table else out, indent=2))
+
+
+# -- the loader ---------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Inspect the loader configuration."""
+
+
+@config.command("show")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: each value with its source.")
+def config_show(config_path: str | None, as_json: bool) -> None:
+    """Print the effective configuration and where each value came from."""
+    cfg = load_config(config_path)
+    values = cfg.public()
+    if as_json:
+        click.echo(json.dumps({k: {"value": v, "source": cfg.sources[k]} for k, v in values.items()}, indent=2))
+        return
+    for key, value in values.items():
+        click.echo(f"{key:26s} {value!s:40s} ({cfg.sources[key]})")

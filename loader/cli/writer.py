@@ -1,0 +1,256 @@
+"""Writer commands: ``append``, ``status`` and ``dead-letters``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from bqspool.buffer.rows import stream_text
+from bqspool.schemas.errors import BqspoolError
+
+from .base import buffer_option, existing_buffer, fail, main, open_buffer, schemas_option
+
+
+@main.command()
+@click.argument("stream")
+@buffer_option
+@schemas_option
+@click.option("--dead-letter", is_flag=True, help="Also store bad lines, as dead-letter rows with their reason.")
+def append(stream: str, buffer_path: Path, schemas: str | None, dead_letter: bool) -> None:
+    """Append NDJSON events from stdin to STREAM.
+
+    Good lines are stored; each bad line is reported on stderr with its line
+    number and reason (and, with --dead-letter, kept as a dead letter).
+    Exits 1 if any line was bad, 0 otherwise.
+    """
+    if not schemas:
+        fail("append needs a schema set: --schemas or BQSPOOL_SCHEMAS")
+    good = bad = 0
+    chunk: list[Any] = []
+    lines: list[int] = []
+    with open_buffer(buffer_path, schemas) as buf:
+
+        def flush_chunk() -> None:
+            nonlocal good, bad
+            if not chunk:
+                return
+            # Each event is validated once, here; the bad ones come back with their reasons.
+            ids, invalid = buf.append_checked(stream, chunk, dead_letter=dead_letter)
+            for pos, exc in invalid:
+                click.echo(f"line {lines[pos]}: {exc}", err=True)
+            bad += len(invalid)
+            good += len(chunk) - len(invalid)
+            chunk.clear()
+            lines.clear()
+
+        for lineno, line in enumerate(sys.stdin.buffer, 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except (ValueError, UnicodeDecodeError) as exc:
+                bad += 1
+                why = f"line {lineno}: invalid JSON: {exc}"
+                click.echo(why, err=True)
+                if dead_letter:
+                    buf.dead_letter(stream, line.decode("utf-8", "backslashreplace"), why)
+                continue
+            chunk.append(event)
+            lines.append(lineno)
+            if len(chunk) >= 1000:
+                flush_chunk()
+        flush_chunk()
+    click.echo(f"{good} events appended to {stream_text(stream)}, {bad} bad lines", err=True)
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+@buffer_option
+@schemas_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(buffer_path: Path, schemas: str | None, as_json: bool) -> None:
+    """Pending events per stream, dead letters, drops and file size."""
+    buf = open_buffer(existing_buffer(buffer_path), schemas)
+    try:
+        stats = buf.stats()
+    finally:
+        buf.close()
+    stats["loader"] = _loader_summary(buffer_path)
+    if as_json:
+        click.echo(json.dumps(stats, indent=2, sort_keys=True))
+        return
+    click.echo(
+        f"buffer  {stats['path']}  ({stats['file_bytes'] / 1e6:.1f} MB on disk, format {stats['format_version']})"
+    )
+    click.echo(f"{'stream':40s} {'pending':>10s} {'bytes':>12s} {'oldest':>10s}")
+    tables = set(buf.schemas) if buf.schemas is not None else None
+    for name, s in sorted(stats["streams"].items()):
+        age = "-" if s["oldest_age_s"] is None else f"{s['oldest_age_s']:.0f}s"
+        orphan = (
+            "  (no table in schema set: the loader cannot drain it)"
+            if tables is not None and name not in tables and s["pending"]
+            else ""
+        )
+        click.echo(f"{name:40s} {s['pending']:>10d} {s['bytes']:>12d} {age:>10s}{orphan}")
+    click.echo(f"{'total':40s} {stats['pending']:>10d} {stats['pending_bytes']:>12d}")
+    click.echo(f"dead letters: {stats['dead_letters']}   dropped: {stats['dropped']}   lost: {stats['lost']}")
+    if stats["lost"]:
+        click.echo("warning: events appended with wait=False were lost to failed commits (disk full, I/O)")
+    if stats["dead_letters"]:
+        click.echo("  see `bqspool dead-letters list`; `bqspool dead-letters replay` once they are fixed")
+    _print_loader_summary(buffer_path)
+    if stats["recovered_from"]:
+        click.echo(f"warning: a corrupt buffer was moved aside to {stats['recovered_from']}")
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """List, replay or purge events that could not be stored as valid."""
+
+
+def _when(text: str) -> int:
+    """A time as epoch microseconds: ISO-8601 (UTC unless it says otherwise), or an age like 7d, 12h, 30m."""
+    import datetime as dt
+    import re
+
+    from bqspool.buffer.store import now_us
+
+    age = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if age:
+        seconds = int(age.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
+        return now_us() - seconds * 1_000_000
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither an ISO-8601 time nor an age like 7d, 12h, 30m") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1_000_000)
+
+
+@dead_letters.command("list")
+@buffer_option
+@click.option("--stream", help="Only this stream's dead letters.")
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many, newest first; 0 for all."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, payload whole.")
+def dead_letters_list(buffer_path: Path, stream: str | None, limit: int, as_json: bool) -> None:
+    """Show dead letters, newest first: id, time, stream, event id, reason, payload."""
+    import datetime as dt
+
+    existing_buffer(buffer_path)
+    buf = open_buffer(buffer_path, None)
+    try:
+        found = buf.dead_letters(limit or None, stream=stream)
+    finally:
+        buf.close()
+    for d in found:
+        if as_json:
+            click.echo(json.dumps(d, ensure_ascii=False))
+            continue
+        when = dt.datetime.fromtimestamp(d["created_us"] / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        payload = d["payload"] if len(d["payload"]) <= 60 else d["payload"][:57] + "..."
+        click.echo(f"{d['id']}  {when}  {d['stream']}  {d['event_id']}  {d['reason']}\n    {payload}")
+    if not found and not as_json:
+        click.echo("no dead letters")
+
+
+@dead_letters.command("replay")
+@buffer_option
+@schemas_option
+@click.option("--stream", help="Only this stream's dead letters.")
+@click.argument("ids", nargs=-1, type=int)
+def dead_letters_replay(buffer_path: Path, schemas: str | None, stream: str | None, ids: tuple[int, ...]) -> None:
+    """Check dead letters (all, a stream's, or those IDS) again against the schema set and make
+    the ones that pass pending events again, with their original event ids. Exits 1 if any
+    still fail; those stay, and are listed with their current reason."""
+    if not schemas:
+        fail("replay needs a schema set: --schemas or BQSPOOL_SCHEMAS")
+    existing_buffer(buffer_path)
+    buf = open_buffer(buffer_path, schemas)
+    try:
+        report = buf.replay_dead_letters(stream=stream, ids=list(ids) or None)
+    finally:
+        buf.close()
+    for dead_id, reason in report.still_bad[:20]:
+        click.echo(f"{dead_id}: {reason}", err=True)
+    if len(report.still_bad) > 20:
+        click.echo(f"... and {len(report.still_bad) - 20} more", err=True)
+    click.echo(f"{report.replayed} dead letters replayed as pending events, {len(report.still_bad)} still invalid")
+    sys.exit(1 if report.still_bad else 0)
+
+
+@dead_letters.command("purge")
+@buffer_option
+@click.option("--stream", help="Only this stream's dead letters.")
+@click.option(
+    "--before",
+    "before",
+    help="Only those older than this: ISO-8601 time (UTC unless given) or an age like 7d, 12h, 30m.",
+)
+@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.argument("ids", nargs=-1, type=int)
+def dead_letters_purge(
+    buffer_path: Path, stream: str | None, before: str | None, everything: bool, yes: bool, ids: tuple[int, ...]
+) -> None:
+    """Delete dead letters for good: those IDS, a --stream's, those --before a time, or --all."""
+    if not (everything or stream or before or ids):
+        fail("say which: IDS, --stream, --before or --all")
+    before_us = _when(before) if before else None
+    existing_buffer(buffer_path)
+    buf = open_buffer(buffer_path, None)
+    try:
+        if not yes:
+            total = buf.stats()["dead_letters"]
+            click.confirm(f"delete the selected dead letters (of {total}) for good?", abort=True)
+        n = buf.purge_dead_letters(stream=stream, ids=list(ids) or None, before_us=before_us, everything=everything)
+    finally:
+        buf.close()
+    click.echo(f"{n} dead letters deleted")
+
+
+def _loader_summary(buffer_path: Path) -> dict:
+    """The loader's view of the buffer, from the ledger (it owns those tables)."""
+    from bqspool.buffer import store
+
+    from .. import ledger
+
+    conn = store.connect(buffer_path)
+    try:
+        ledger.prepare(conn)
+        return ledger.summary(conn)
+    finally:
+        conn.close()
+
+
+def _quota_budget() -> int | None:
+    try:
+        from ..config import load_config
+
+        return load_config().quota_jobs_per_table_day
+    except BqspoolError:
+        return None
+
+
+def _print_loader_summary(buffer_path: Path) -> None:
+    loader = _loader_summary(buffer_path)
+    if loader["batches"] or loader["jobs_24h"]:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(loader["batches"].items())) or "none"
+        click.echo(f"batches: {states}")
+        budget = _quota_budget()
+        for stream, n in sorted(loader["jobs_24h"].items()):
+            note = ""
+            if budget:
+                note = f" of {budget} budget" + (
+                    "  (deferring loads)" if n >= budget else "  (near budget: grouping)" if n >= 0.8 * budget else ""
+                )
+            click.echo(f"load jobs in 24h: {stream}: {n}{note}")
+    if loader["quarantined"]:
+        click.echo(f"warning: {loader['quarantined']} batches quarantined: see `bqspool quarantine list`")
+    if loader["draining"]:
+        click.echo(f"draining now: {loader['draining']}")

@@ -1,0 +1,142 @@
+"""The loader's backend interfaces: an object store and a warehouse.
+
+The core (the drain, the ledger, staging, the retry policy) talks to these
+protocols (``typing.Protocol``) and imports no cloud SDK. Three families implement
+them: the Google adapters (:mod:`.gcs`, :mod:`.bq`), which translate
+Google's errors at the boundary; the in-memory fakes of
+:mod:`bqspool.loader.testing`, with knobs for the faults real servers
+cannot produce; and whatever a user writes for another backend. The
+contract suite (``tests/test_contract.py``) states what bqspool relies on
+from each, and runs against every implementation.
+
+To add a backend: implement :class:`ObjectStore` and :class:`Warehouse`,
+raise only bqspool's errors (``BackendUnavailableError`` for what may pass,
+``BackendError`` and its children for what will not), declare the
+warehouse's :class:`WarehouseLimits`, and run the contract suite against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from bqspool.schemas.definition import TableDef
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object in the store: its name, size and the store's checksum of it."""
+
+    name: str
+    size: int
+    checksum: str
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Where staged files go. Uploads are idempotent by name.
+
+    The fleet's ship/commit stages will add listing, reads and writes under
+    generation preconditions; they belong here, beside ``upload``.
+    """
+
+    def uri(self, name: str) -> str:
+        """The URI a warehouse's load job reads ``name`` from."""
+        ...
+
+    def upload(self, name: str, path: Path) -> StoredObject:
+        """Create ``name`` from the file at ``path``, only if it does not exist.
+
+        If it exists with the same size and checksum, that is an earlier
+        attempt of ours: return it. If it exists with other bytes, raise
+        ``ObjectConflictError``. The store verifies what it received.
+        """
+        ...
+
+
+JobFailure = Literal["backend", "data"]
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why a job failed: the backend's fault (retry under a new job id) or the data's."""
+
+    kind: JobFailure
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """A load job as the warehouse reports it."""
+
+    job_id: str
+    done: bool
+    error: JobError | None = None
+    output_rows: int | None = None
+    source_uris: tuple[str, ...] | None = None  # what the job reads, where the backend says
+
+    @property
+    def transient(self) -> bool:
+        """A failed job whose error is the backend's, not the data's."""
+        return self.error is not None and self.error.kind == "backend"
+
+
+@dataclass(frozen=True)
+class WarehouseLimits:
+    """What the warehouse allows per table and per job; the drain paces and budgets by these."""
+
+    jobs_per_table_day: int = 1500  # failed jobs included
+    jobs_per_table_10s: int = 5  # table metadata updates, load jobs included
+    uris_per_job: int = 10_000
+
+
+@runtime_checkable
+class Warehouse(Protocol):
+    """Datasets, tables and idempotent load jobs.
+
+    A job id names at most one job, ever: ``get_job`` before
+    ``start_load``, and ``start_load`` of an existing id returns that job
+    instead of running another.
+    """
+
+    limits: WarehouseLimits
+
+    def get_job(self, job_id: str) -> JobOutcome | None:
+        """The job, or None if no job has that id."""
+        ...
+
+    def start_load(self, job_id: str, table: str, uris: list[str]) -> JobOutcome:
+        """Load the Parquet files ``uris`` into ``table`` under ``job_id``, appending.
+
+        An existing job of that id is returned, not run again.
+        """
+        ...
+
+    def wait(self, job_id: str, timeout: float = 3600.0) -> JobOutcome:
+        """Poll until the job is done or ``timeout`` passes; its last outcome."""
+        ...
+
+    def ensure_dataset(self) -> bool:
+        """Create the dataset if missing; whether it was created."""
+        ...
+
+    def ensure_table(self, table: TableDef) -> list[str]:
+        """Create ``table`` as its definition says, or add its new NULLABLE
+        columns; the changes made. ``SetupError`` for what cannot be done."""
+        ...
+
+    def fetch_rows(self, table: str) -> list[dict]:
+        """Every row of ``table`` as Python values (for tests and small audits; may be billed)."""
+        ...
+
+    def table_options(self, table: str) -> dict:
+        """What the warehouse holds for ``table``: ``columns`` (name to type
+        and mode), ``partitioning`` (type, field, expiration_days,
+        require_partition_filter), ``clustering`` and ``labels``."""
+        ...

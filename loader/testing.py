@@ -1,0 +1,298 @@
+"""In-memory fakes of the loader's backends, with fault knobs, for tests.
+
+``MemoryObjectStore`` and ``MemoryWarehouse`` implement
+:class:`~.interfaces.ObjectStore` and :class:`~.interfaces.Warehouse` in
+memory, so the drain's decisions (budgets, grouping, bisecting, retries,
+pacing, crashes between steps) can be tested in milliseconds, by us and by
+users in their own test suites::
+
+    from bqspool.loader.testing import MemoryObjectStore, MemoryWarehouse
+
+    store = MemoryObjectStore()
+    warehouse = MemoryWarehouse(store, schemas)
+    warehouse.reject_rows = lambda row: "bad geography" if row["g"] == "x" else None
+    Drainer(buffer_path, schemas, store, warehouse).drain_once()
+    assert warehouse.ids("places") == ...
+
+They behave as the contract suite says BigQuery and GCS do, except where a
+knob says otherwise. They read the staged Parquet files with pyarrow, so
+what a load job "loads" is exactly what was staged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bqspool.schemas import SchemaSet
+from bqspool.schemas.errors import ObjectConflictError, RetryableError, SetupError
+
+from .interfaces import JobError, JobOutcome, StoredObject, WarehouseLimits
+from .retry import RetryPolicy
+
+
+class TransientFault(RetryableError):
+    """A fault a knob injected; the retry policy treats it as any transient error."""
+
+
+class _Knobs:
+    """Faults shared by both fakes: the next N calls fail transiently, and latency per call."""
+
+    def __init__(self, retry: RetryPolicy | None, latency: float, sleep: Callable[[float], None]):
+        self.retry = retry or RetryPolicy(0.001, 0.002, 0.05)
+        self.latency, self.sleep = latency, sleep
+        self.fail_next = 0
+        self.calls: Counter = Counter()
+
+    def call(self, what: str, fn):
+        def attempt():
+            self.calls[what] += 1
+            if self.latency:
+                self.sleep(self.latency)
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise TransientFault(f"{what}: injected transient failure")
+            return fn()
+
+        return self.retry.call(what, attempt)
+
+
+class _Faulty:
+    """``fail_next`` on a fake: the next N calls fail transiently."""
+
+    knobs: _Knobs
+
+    @property
+    def fail_next(self) -> int:
+        return self.knobs.fail_next
+
+    @fail_next.setter
+    def fail_next(self, n: int) -> None:
+        self.knobs.fail_next = n
+
+
+def _checksum(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:24]
+
+
+class MemoryObjectStore(_Faulty):
+    """An object store in a dict. Knobs: ``fail_next``, ``latency``, and
+    :meth:`put` to plant an object (the same bytes or others) under a name."""
+
+    def __init__(
+        self,
+        bucket: str = "fake-bucket",
+        *,
+        retry: RetryPolicy | None = None,
+        latency: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.bucket = bucket
+        self.objects: dict[str, bytes] = {}
+        self.knobs = _Knobs(retry, latency, sleep)
+
+    def uri(self, name: str) -> str:
+        return f"mem://{self.bucket}/{name}"
+
+    def put(self, name: str, data: bytes) -> None:
+        self.objects[name] = data
+
+    def read(self, uri: str) -> bytes:
+        return self.objects[uri.removeprefix(f"mem://{self.bucket}/")]
+
+    def upload(self, name: str, path: Path) -> StoredObject:
+        def attempt() -> StoredObject:
+            data = Path(path).read_bytes()
+            existing = self.objects.get(name)
+            if existing is not None and existing != data:
+                raise ObjectConflictError(
+                    f"{self.uri(name)} exists with other content ({len(existing)} bytes, "
+                    f"checksum {_checksum(existing)}); expected {len(data)} bytes, "
+                    f"checksum {_checksum(data)}"
+                )
+            self.objects[name] = data
+            return StoredObject(name, len(data), _checksum(data))
+
+        return self.knobs.call(f"upload {name}", attempt)
+
+
+@dataclass
+class _Job:
+    outcome: JobOutcome
+    table: str
+    polls_left: int = 0
+
+
+@dataclass
+class _Table:
+    rows: list[dict] = field(default_factory=list)
+    columns: dict[str, tuple[str, str]] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+
+class MemoryWarehouse(_Faulty):
+    """A warehouse in memory that loads the store's Parquet files into lists of rows.
+
+    Knobs:
+
+    - ``fail_next``: the next N calls fail transiently (the retry policy retries);
+    - ``job_errors``: errors the next jobs finish with, in order
+      (``JobError("backend", ...)`` is transient, ``"data"`` is not);
+    - ``reject_rows``: a function of a row that returns a message to reject
+      the whole job with (a data error), or None;
+    - ``duplicate_ids``: ``"adopt"`` (BigQuery: an existing id is that
+      job) or ``"rerun"`` (the emulator: the job runs again);
+    - ``running_polls``: a job reads as RUNNING for this many lookups;
+    - ``latency`` per call; ``limits`` as BigQuery's by default.
+    """
+
+    def __init__(
+        self,
+        store: MemoryObjectStore,
+        schemas: SchemaSet | None = None,
+        *,
+        limits: WarehouseLimits | None = None,
+        retry: RetryPolicy | None = None,
+        latency: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.store = store
+        self.limits = limits or WarehouseLimits()
+        self.knobs = _Knobs(retry, latency, sleep)
+        self.clock, self.sleep = clock, sleep
+        self.tables: dict[str, _Table] = {}
+        self.jobs: dict[str, _Job] = {}
+        self.inserts: list[str] = []  # every job id start_load ran, duplicates included
+        self.job_errors: list[JobError] = []
+        self.reject_rows: Callable[[dict], str | None] | None = None
+        self.duplicate_ids = "adopt"
+        self.running_polls = 0
+        self.dataset_created = False
+        if schemas is not None:
+            for table in schemas.tables():
+                self.ensure_table(table)
+
+    # -- jobs ---------------------------------------------------------------
+
+    def _visible(self, job: _Job) -> JobOutcome:
+        if job.polls_left > 0:
+            job.polls_left -= 1
+            return JobOutcome(job.outcome.job_id, False, source_uris=job.outcome.source_uris)
+        return job.outcome
+
+    def get_job(self, job_id: str) -> JobOutcome | None:
+        return self.knobs.call(
+            f"get job {job_id}", lambda: self._visible(self.jobs[job_id]) if job_id in self.jobs else None
+        )
+
+    def start_load(self, job_id: str, table: str, uris: list[str]) -> JobOutcome:
+        def attempt() -> JobOutcome:
+            if job_id in self.jobs and self.duplicate_ids == "adopt":
+                return self._visible(self.jobs[job_id])
+            self.inserts.append(job_id)
+            outcome = self._run(job_id, table, uris)
+            self.jobs[job_id] = _Job(outcome, table, self.running_polls)
+            return self._visible(self.jobs[job_id])
+
+        return self.knobs.call(f"start load {job_id}", attempt)
+
+    def _run(self, job_id: str, table: str, uris: list[str]) -> JobOutcome:
+        import pyarrow.parquet as pq
+
+        sources = tuple(uris)
+        if self.job_errors:
+            return JobOutcome(job_id, True, self.job_errors.pop(0), source_uris=sources)
+        if table not in self.tables:
+            return JobOutcome(
+                job_id, True, JobError("data", "notFound", f"table {table} not found"), source_uris=sources
+            )
+        rows: list[dict] = []
+        want = set(self.tables[table].columns) | {"_event_id"}
+        for uri in uris:
+            try:
+                data = pq.read_table(io.BytesIO(self.store.read(uri)))
+            except KeyError:
+                return JobOutcome(job_id, True, JobError("data", "notFound", f"not found: {uri}"), source_uris=sources)
+            # As BigQuery does: columns by name, none the table lacks.
+            extra = set(data.column_names) - want
+            if extra:
+                return JobOutcome(
+                    job_id, True, JobError("data", "invalid", f"no such field: {sorted(extra)[0]}"), source_uris=sources
+                )
+            rows += data.to_pylist()
+        if self.reject_rows is not None:
+            for row in rows:
+                why = self.reject_rows(row)
+                if why:
+                    return JobOutcome(job_id, True, JobError("data", "invalid", why), source_uris=sources)
+        self.tables[table].rows += rows  # a load job is atomic: all rows or none
+        return JobOutcome(job_id, True, None, len(rows), sources)
+
+    def wait(self, job_id: str, timeout: float = 3600.0) -> JobOutcome:
+        deadline = self.clock() + timeout
+        while True:
+            outcome = self.get_job(job_id)
+            if outcome is None:
+                raise KeyError(job_id)
+            if outcome.done or self.clock() >= deadline:
+                return outcome
+            self.sleep(0.01)
+
+    # -- datasets and tables ----------------------------------------------------
+
+    def ensure_dataset(self) -> bool:
+        created, self.dataset_created = not self.dataset_created, True
+        return created
+
+    def ensure_table(self, table) -> list[str]:
+        cols = {f.name: (f.type, f.mode) for f in table.fields if f.name != "_event_id"}
+        have = self.tables.get(table.name)
+        if have is None:
+            part = table.partitioning
+            self.tables[table.name] = _Table(
+                columns=cols,
+                options={
+                    "partitioning": None
+                    if part is None
+                    else {
+                        "type": part.type,
+                        "field": part.field,
+                        "expiration_days": part.expiration_days,
+                        "require_partition_filter": bool(part.require_partition_filter),
+                    },
+                    "clustering": list(table.clustering or []),
+                    "labels": dict(table.labels or {}),
+                },
+            )
+            return [f"created table {table.name}"]
+        added = []
+        for name, (typ, mode) in cols.items():
+            if name not in have.columns:
+                if mode == "REQUIRED":
+                    raise SetupError(f"{table.name}.{name}: a new REQUIRED column cannot be added; make it NULLABLE")
+                have.columns[name] = (typ, mode)
+                added.append(f"added column {table.name}.{name}")
+            elif have.columns[name] != (typ, mode):
+                raise SetupError(
+                    f"{table.name}.{name}: {have.columns[name]} in the warehouse, {(typ, mode)} in the schema set"
+                )
+        return added
+
+    def table_options(self, table: str) -> dict:
+        t = self.tables[table]
+        return {"columns": {n: {"type": ty, "mode": m} for n, (ty, m) in t.columns.items()}, **t.options}
+
+    # -- for assertions -----------------------------------------------------------
+
+    def fetch_rows(self, table: str) -> list[dict]:
+        return [dict(r) for r in self.tables[table].rows]
+
+    def ids(self, table: str) -> Counter:
+        """How many times each ``_event_id`` was loaded into ``table``."""
+        return Counter(r["_event_id"] for r in self.tables[table].rows)

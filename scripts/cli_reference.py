@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Write the command reference, docs/cli.md, from the commands' own --help.
+
+    python scripts/cli_reference.py          # rewrite docs/cli.md
+    python scripts/cli_reference.py --check  # exit 1 if it is out of date
+
+tests/test_cli_reference.py runs the check, so the reference cannot drift
+from the code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from bqspool.loader.cli import main
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+
+
+def walk(cmd: click.Command, path: list[str]):
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name in sorted(cmd.commands):
+            yield from walk(cmd.commands[name], path + [name])
+
+
+def render() -> str:
+    out = [
+        "# Command reference",
+        "",
+        "Generated from `--help` by `python scripts/cli_reference.py`; a test checks it is current.",
+        "",
+    ]
+    for path, cmd in walk(main, ["bqspool"]):
+        ctx = click.Context(cmd, info_name=" ".join(path))
+        out += [f"## {' '.join(path)}", "", "```text", cmd.get_help(ctx).rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+def main_() -> int:
+    text = render()
+    if "--check" in sys.argv:
+        if not OUT.exists() or OUT.read_text() != text:
+            print(f"{OUT} is out of date: run python scripts/cli_reference.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_())

@@ -1,0 +1,315 @@
+"""The drain's decisions, on the in-memory fakes: milliseconds per test.
+
+Budgets and deferral, grouping, bisecting a rejected batch, transient
+retries, pacing, the lease, and a crash at every step boundary. The same
+paths run on the real local stack in test_loader_*.py; these add the
+faults real servers cannot produce and the cases that would take minutes
+of real load jobs.
+"""
+
+import random
+from pathlib import Path
+
+import pytest
+from bqspool.buffer import Buffer
+from bqspool.loader import faults, lease, ledger
+from bqspool.loader.drain import Drainer
+from bqspool.loader.interfaces import JobError, WarehouseLimits
+from bqspool.loader.testing import MemoryObjectStore, MemoryWarehouse
+from bqspool.schemas import load_schema_set
+from bqspool.schemas.errors import BackendUnavailableError, LeaseHeldError, LeaseLostError
+
+from .events import make_event
+from .stored import pending_events, sqlite_utils_db
+
+EIXA = load_schema_set("eixa")
+
+
+class Clock:
+    """An injected clock: sleeping advances it, nothing waits."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, s):
+        self.slept.append(s)
+        self.now += s
+
+
+@pytest.fixture
+def rig(tmp_path):
+    store = MemoryObjectStore()
+    clock = Clock()
+    warehouse = MemoryWarehouse(store, EIXA, clock=clock, sleep=clock.sleep)
+
+    def drainer(**kw):
+        kw.setdefault("progress", False)
+        return Drainer(
+            tmp_path / "b.db",
+            EIXA,
+            store,
+            warehouse,
+            clock=clock,
+            sleep=clock.sleep,
+            staging_dir=tmp_path / "staging",
+            **kw,
+        )
+
+    def fill(counts, seed=0, per_call=5):
+        rng = random.Random(seed)
+        out = {}
+        with Buffer(tmp_path / "b.db", EIXA, durability="normal", strict=True) as buf:
+            for stream, n in counts.items():
+                events = [make_event(EIXA[stream], rng) for _ in range(n)]
+                out[stream] = [
+                    i for lo in range(0, n, per_call) for i in buf.append_many(stream, events[lo : lo + per_call])
+                ]
+        return out
+
+    class Rig:
+        pass
+
+    r = Rig()
+    r.store, r.warehouse, r.clock, r.drainer, r.fill, r.path = store, warehouse, clock, drainer, fill, tmp_path / "b.db"
+    return r
+
+
+def exactly_once(rig, appended):
+    for table, ids in appended.items():
+        got = rig.warehouse.ids(table)
+        assert set(got) == set(ids), f"{table}: {len(set(ids) - set(got))} missing, {len(set(got) - set(ids))} extra"
+        assert max(got.values(), default=1) == 1, f"{table}: loaded twice"
+    assert pending_events(sqlite_utils_db(rig.path)) == 0
+
+
+def test_everything_loads_once_with_one_job_per_table(rig):
+    appended = rig.fill({"tasks": 40, "user_interactions": 60})
+    report = rig.drainer().drain_once()
+    assert report.events_loaded == 100 and report.jobs_submitted == 2
+    exactly_once(rig, appended)
+
+
+def test_budget_defers_then_groups_near_it(rig):
+    appended = rig.fill({"tasks": 60})
+    report = rig.drainer(batch_rows=10, per_job=1, quota_per_table_day=4).drain_once()
+    assert report.jobs_submitted == 4 and report.events_loaded == 40 and "tasks" in report.deferred
+    # Near the budget (4 of 5 used), every waiting file goes into one job.
+    report = rig.drainer(batch_rows=10, per_job=1, quota_per_table_day=5).drain_once()
+    assert report.jobs_submitted == 1 and report.events_loaded == 20
+    exactly_once(rig, appended)
+
+
+def test_the_warehouse_limits_cap_the_budget_and_the_files_per_job(rig):
+    rig.warehouse.limits = WarehouseLimits(jobs_per_table_day=2, jobs_per_table_10s=5, uris_per_job=3)
+    rig.fill({"tasks": 100})
+    report = rig.drainer(batch_rows=10, per_job=500, quota_per_table_day=1000).drain_once()
+    assert report.jobs_submitted == 2 and report.events_loaded == 60  # 2 jobs of 3 files: the limits win
+    assert "tasks" in report.deferred
+
+
+def test_pacing_spreads_jobs_over_ten_second_windows(rig):
+    appended = rig.fill({"tasks": 120, "user_interactions": 120})
+    report = rig.drainer(batch_rows=10, per_job=1).drain_once()
+    assert report.jobs_submitted == 24
+    # 12 jobs a table, 5 per 10 s each, in turns: two full waits per table's
+    # windows, the tables sharing them.
+    assert len(rig.clock.slept) >= 2 and rig.clock.now >= 20 and rig.clock.now < 30
+    exactly_once(rig, appended)
+
+
+def test_transient_job_failures_retry_under_new_ids_then_give_up(rig):
+    appended = rig.fill({"tasks": 10})
+    rig.warehouse.job_errors = [JobError("backend", "backendError", "try again")] * 2
+    report = rig.drainer().drain_once()
+    assert report.events_loaded == 10 and len(rig.warehouse.inserts) == 3
+    assert len(set(rig.warehouse.inserts)) == 3  # every attempt its own job id
+    more = rig.fill({"tasks": 10}, seed=1)
+    rig.warehouse.job_errors = [JobError("backend", "backendError", "down")] * 10
+    with pytest.raises(BackendUnavailableError, match="failed 5 times"):
+        rig.drainer().drain_once()
+    rig.warehouse.job_errors = []
+    rig.drainer().drain_once()
+    exactly_once(rig, {"tasks": appended["tasks"] + more["tasks"]})
+
+
+def test_transient_call_failures_are_retried_by_the_policy(rig):
+    appended = rig.fill({"tasks": 10})
+    rig.store.fail_next = 2
+    rig.warehouse.fail_next = 2
+    rig.drainer().drain_once()
+    exactly_once(rig, appended)
+
+
+def test_a_rejected_row_is_found_by_bisecting_and_dead_lettered_alone(rig):
+    appended = rig.fill({"tasks": 200}, per_call=200)
+    bad = appended["tasks"][137]
+    rig.warehouse.reject_rows = lambda row: "no" if row["_event_id"] == bad else None
+    report = rig.drainer(pace_jobs=1000).drain_once()
+    assert report.dead_lettered == 1 and report.quarantined == []
+    assert set(rig.warehouse.ids("tasks")) == set(appended["tasks"]) - {bad}
+    assert len(rig.warehouse.inserts) <= 2 * 8 + 1  # about 2 log2(200) jobs
+    dead = list(sqlite_utils_db(rig.path)["dead_letters"].rows)
+    assert [d["event_id"] for d in dead] == [bad] and "no" in dead[0]["reason"]
+    assert pending_events(sqlite_utils_db(rig.path)) == 0
+
+
+def test_a_group_rejection_loads_the_batches_alone_first(rig):
+    appended = rig.fill({"tasks": 50}, per_call=10)
+    bad = appended["tasks"][23]
+    rig.warehouse.reject_rows = lambda row: "no" if row["_event_id"] == bad else None
+    report = rig.drainer(batch_rows=10, per_job=10, pace_jobs=1000).drain_once()
+    assert report.dead_lettered == 1
+    assert set(rig.warehouse.ids("tasks")) == set(appended["tasks"]) - {bad}
+
+
+def test_a_rejection_of_every_row_quarantines_the_batch_whole(rig):
+    appended = rig.fill({"tasks": 64}, per_call=64)
+    rig.warehouse.reject_rows = lambda row: "the table changed"
+    report = rig.drainer(pace_jobs=1000).drain_once()
+    assert len(report.quarantined) == 1 and report.dead_lettered == 0
+    assert len(rig.warehouse.inserts) == 3  # the batch and its two halves, no more
+    rig.warehouse.reject_rows = None
+    import sqlite3
+
+    from bqspool.loader import holdback
+
+    conn = sqlite3.connect(rig.path, isolation_level=None)
+    assert holdback.retry(conn) == 1
+    conn.close()
+    rig.drainer(pace_jobs=1000).drain_once()
+    exactly_once(rig, appended)
+
+
+def test_an_object_with_other_bytes_under_our_name_is_quarantined(rig):
+    appended = rig.fill({"tasks": 10, "user_interactions": 10})
+    drainer = rig.drainer()
+    real_upload = rig.store.upload
+
+    def planted(name, path):
+        if "/tasks/" in name and name not in rig.store.objects:
+            rig.store.put(name, b"someone else's bytes")
+        return real_upload(name, path)
+
+    rig.store.upload = planted
+    report = drainer.drain_once()
+    assert (
+        len(report.quarantined) == 1
+        and "other content" in ledger.batches(__import__("sqlite3").connect(rig.path), "quarantined")[0].error
+    )
+    assert set(rig.warehouse.ids("user_interactions")) == set(appended["user_interactions"])
+
+
+def test_a_duplicate_job_id_is_never_run_twice_even_where_the_backend_would(rig):
+    appended = rig.fill({"tasks": 10})
+    rig.warehouse.duplicate_ids = "rerun"  # as the emulator does
+    crashing = rig.drainer()
+    with pytest.raises(Crash):
+        with crash_at("after_submit"):
+            crashing.drain_once()
+    rig.drainer().drain_once()
+    assert len(rig.warehouse.inserts) == 1
+    exactly_once(rig, appended)
+
+
+def test_a_running_job_is_waited_for(rig):
+    appended = rig.fill({"tasks": 10})
+    rig.warehouse.running_polls = 3
+    rig.drainer().drain_once()
+    exactly_once(rig, appended)
+
+
+def test_a_stale_loader_changes_nothing(rig):
+    appended = rig.fill({"tasks": 30})
+    a = rig.drainer(batch_rows=10, per_job=1)
+    b = rig.drainer(batch_rows=10, per_job=1, lease_seconds=0.001)
+    import sqlite3
+    import time
+
+    conn = sqlite3.connect(rig.path, isolation_level=None)
+    ledger.prepare(conn)
+    a.fence = ledger.acquire_lease(conn, a.holder, 0.3, rig.path)
+    with pytest.raises(LeaseHeldError):
+        b.drain_once()  # A's lock is held: it is alive
+    time.sleep(0.35)  # ... but its lease expired, and it stalls: B takes over
+    lease.let_go(rig.path, a.fence.token, a.fence.fd)
+    b.drain_once()
+    exactly_once(rig, appended)
+    with pytest.raises(LeaseLostError):
+        a._renew(conn)
+    with pytest.raises(LeaseLostError):
+        ledger.quarantine(conn, ledger.batches(conn)[0].batch_id, "stale", a.fence)
+    assert "quarantined" not in {b.state for b in ledger.batches(conn)}
+    conn.close()
+
+
+# -- a crash at every step boundary ------------------------------------------------
+
+
+class Crash(BaseException):
+    """Stands for kill -9 at a fault point: nothing after it runs."""
+
+
+class crash_at:
+    def __init__(self, point, nth=1):
+        self.point, self.nth = point, nth
+
+    def __enter__(self):
+        self.saved = faults.hit
+        seen = [0]
+
+        def hit(name):
+            if name == self.point:
+                seen[0] += 1
+                if seen[0] == self.nth:
+                    raise Crash(name)
+
+        faults.hit = hit
+        return self
+
+    def __exit__(self, *exc):
+        faults.hit = self.saved
+        return False
+
+
+@pytest.mark.parametrize("point", faults.POINTS)
+@pytest.mark.parametrize("nth", [1, 2])
+def test_a_crash_at_every_step_then_drain_again(rig, point, nth):
+    appended = rig.fill({"tasks": 60, "user_interactions": 40}, per_call=10)
+    bad = appended["tasks"][17]
+    rig.warehouse.reject_rows = lambda row: "no" if row["_event_id"] == bad else None
+    try:
+        with crash_at(point, nth):
+            rig.drainer(batch_rows=20, per_job=2, pace_jobs=1000).drain_once()
+    except Crash:
+        pass
+    rig.drainer(batch_rows=20, per_job=2, pace_jobs=1000).drain_once()
+    exactly_once(
+        rig, {"tasks": [i for i in appended["tasks"] if i != bad], "user_interactions": appended["user_interactions"]}
+    )
+    dead = [d["event_id"] for d in sqlite_utils_db(rig.path)["dead_letters"].rows]
+    assert dead == [bad]
+
+
+def test_the_drain_module_never_imports_a_cloud_sdk():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'google' or name.startswith('google.') or name == 'requests':\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import bqspool.buffer, bqspool.schemas\n"
+        "for m in ('drain', 'ledger', 'lease', 'bisect', 'holdback', 'stage', 'retry', 'interfaces', 'testing',\n"
+        "          'config', 'faults', 'progress', 'scheduler', 'cli'):\n"
+        "    __import__('bqspool.loader.' + m)\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert res.stdout.strip() == "ok", res.stderr
