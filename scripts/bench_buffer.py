@@ -186,7 +186,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         with Buffer(Path(tmp, "probe.db"), "leafloaf") as probe:
             probe.append_many(STREAM, events[:1000])
-            stored = probe._read("SELECT payload FROM events ORDER BY seq")
+        conn = sqlite3.connect(Path(tmp, "probe.db"))
+        stored = conn.execute("SELECT payload FROM events ORDER BY seq").fetchall()
+        conn.close()
     sample = [line for (payload,) in stored for line in payload.split("\n")]
     payloads = [sample[i % len(sample)] for i in range(args.events)]
     avg = statistics.mean(len(p) for p in sample)
