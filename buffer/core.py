@@ -8,7 +8,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,7 +17,6 @@ from bqspool.schemas import SchemaSet, load_schema_set
 from bqspool.schemas.coerce import DEFAULT_MAX_ROW_BYTES, Coercer
 from bqspool.schemas.errors import (
     BufferClosedError,
-    BufferFullError,
     ConfigError,
     EventsLostError,
     UnknownStreamError,
@@ -26,11 +24,12 @@ from bqspool.schemas.errors import (
 )
 
 from . import opening, rows, store
+from .admission import AdmissionMixin
 from .ids import uuid7, uuid7_many
 from .inspect import InspectMixin
 from .pack import Chunk, pack_events
 from .payload import RateLimitedLog, raw_payload
-from .rows import dead_row, dead_row_bytes, stream_text
+from .rows import dead_row, stream_text
 from .writer import Group, Writer
 
 log = logging.getLogger("bqspool.buffer")
@@ -60,7 +59,7 @@ def _close_all() -> None:
             log.exception("closing buffer %s at exit failed", buf.path)
 
 
-class Buffer(InspectMixin):
+class Buffer(AdmissionMixin, InspectMixin):
     """A durable local spool of events, one SQLite file in WAL mode.
 
     ``Buffer(path, schemas="leafloaf")`` opens (or creates, mode 0600) the
@@ -252,96 +251,6 @@ class Buffer(InspectMixin):
             return None, self._dead_row(stream, event, event_id, exc), event_id
         # An events row of one event: (stream, payload, n, UTF-8 bytes, created_us).
         return (stream, data.decode("utf-8"), 1, len(data), store.now_us()), None, event_id
-
-    def _room(self, nbytes: int) -> bool:
-        return self.max_bytes is None or self._disk_bytes + self._inflight + nbytes <= self.max_bytes
-
-    def _make_room(self, writer: Writer, nbytes: int) -> None:
-        """Policies "raise" and "block" for ``nbytes`` more, with ``writer.cond`` held."""
-        cap = self.max_bytes
-        assert cap is not None
-        if nbytes > cap:
-            raise BufferFullError(f"{nbytes} bytes in one call can never fit the {cap}-byte cap of {self.path}")
-        if self.on_full == "raise":
-            raise BufferFullError(f"buffer {self.path} holds {self._disk_bytes + self._inflight} of {cap} bytes")
-        deadline = time.monotonic() + self.block_timeout
-        while not self._room(nbytes):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BufferFullError(
-                    f"buffer {self.path} stayed full ({cap} bytes cap) for {self.block_timeout}s; "
-                    "is the loader running?"
-                )
-            # Room is made by the loader, usually another process: poll the
-            # committed size rather than wait for a signal that never comes.
-            writer.cond.wait(min(remaining, 0.1))
-            writer.cond.release()
-            try:
-                disk = self._read_used_bytes()
-            finally:
-                writer.cond.acquire()
-            self._disk_bytes = disk
-
-    def _drop(self, writer: Writer, n: int) -> None:
-        self._counts["dropped"] += n
-        writer.group.drops += n  # persisted with the next commit, for `bqspool status`
-        self._drop_log("buffer full (%d-byte cap): dropped the newest %d event(s)", self.max_bytes, n)
-
-    def _enqueue(self, rows: list[tuple], dead: list[tuple], *, wait: bool, future=None) -> tuple[Group, list[bool]]:
-        """Queue rows and dead-letter rows for the next commit.
-
-        Returns the group and which of ``rows + dead`` were admitted (all,
-        unless ``on_full="drop"`` dropped some). Dead letters count against
-        the size cap like events: a flood of bad input must not fill the
-        disk behind the cap's back.
-        """
-        if self._closed:
-            raise BufferClosedError(f"buffer {self.path} is closed")
-        if self._pid != os.getpid():  # forked without the at-fork hook running
-            self._reset_after_fork()
-        writer = self._ensure_writer()
-        dead_sizes = [dead_row_bytes(d) for d in dead]
-        with writer.cond:
-            total = sum(r[3] for r in rows) + sum(dead_sizes)
-            if self.on_full != "drop" and not self._room(total):
-                self._make_room(writer, total)
-            group = writer.group
-            admitted = []
-            events = 0
-            for row in rows:
-                ok = self._room(row[3])  # always true unless on_full="drop"
-                admitted.append(ok)
-                if ok:
-                    group.rows.append(row)
-                    group.nbytes += row[3]
-                    self._inflight += row[3]
-                    self._counts["appended"] += row[2]
-                    events += row[2]
-                else:
-                    self._drop(writer, row[2])
-            for row, size in zip(dead, dead_sizes):
-                ok = self._room(size)
-                admitted.append(ok)
-                if ok:
-                    group.dead.append(row)
-                    group.dead_nbytes += size
-                    self._inflight += size
-                    self._counts["dead_lettered"] += 1
-                    events += 1
-                else:
-                    self._drop(writer, 1)
-            if wait:
-                writer.join(group)
-            else:
-                if future is None:
-                    group.unwaited += events  # nobody is told of a failed commit but flush() and `lost`
-                if group and not group.started:
-                    group.started = time.monotonic()  # starts the background flush timer
-                    writer.wake()
-            if future is not None:
-                group.futures.append(future)
-                writer.wake()
-        return group, admitted
 
     def _wait(self, group: Group) -> None:
         writer = self._writer
