@@ -9,17 +9,64 @@ drain lease so an operator's step never races a running drain.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
 
-from bqspool.buffer import rows
+from bqspool.buffer import opening, rows, store
 from bqspool.buffer.store import now_us, transaction
 
-from .ledger import Batch, Fence, batches, check_fence, delete_rows
+from .ledger import Batch, Fence, acquire_lease, batches, check_fence, delete_rows, new_holder, prepare, release_lease
 
 
 def held(conn: sqlite3.Connection) -> list[Batch]:
     return batches(conn, "quarantined")
+
+
+@contextlib.contextmanager
+def operator_session(buffer: str | Path, lease_s: float = 60.0) -> Iterator[tuple[sqlite3.Connection, Fence]]:
+    """A connection to ``buffer`` under the drain lease, for an operator's step:
+    it never races a drain (LeaseHeldError while one runs). Closed after."""
+    path = Path(buffer)
+    _, in_use = opening.open_file(path, check="none")
+    conn = store.connect(path)
+    try:
+        prepare(conn)
+        fence = acquire_lease(conn, f"operator:{new_holder()}", lease_s, path)
+        try:
+            yield conn, fence
+        finally:
+            release_lease(conn, fence)
+    finally:
+        conn.close()
+        opening.release(in_use)
+
+
+def list_held(buffer: str | Path) -> list[Batch]:
+    """The quarantined batches of ``buffer``, with their reasons."""
+    path = Path(buffer)
+    _, in_use = opening.open_file(path, check="none")
+    conn = store.connect(path)
+    try:
+        prepare(conn)
+        return held(conn)
+    finally:
+        conn.close()
+        opening.release(in_use)
+
+
+def retry_held(buffer: str | Path, batch_ids: list[str] | None = None) -> int:
+    """:func:`retry` on ``buffer``, under the drain lease; how many batches."""
+    with operator_session(buffer) as (conn, fence):
+        return retry(conn, batch_ids, fence)
+
+
+def drop_held(buffer: str | Path, batch_ids: list[str]) -> tuple[int, int]:
+    """:func:`drop` on ``buffer``, under the drain lease; (batches, events)."""
+    with operator_session(buffer) as (conn, fence):
+        return drop(conn, batch_ids, fence)
 
 
 def retry(conn: sqlite3.Connection, batch_ids: list[str] | None = None, fence: Fence | None = None) -> int:

@@ -22,6 +22,7 @@ from bqspool.schemas.errors import ConfigError
 
 from .events import make_event
 from .loader_support import BQSPOOL, Env, append_in_calls, assert_exactly_once
+from .stored import sqlite_utils_db
 
 SECRET = "PAYLOAD-MARKER-7f3e"
 
@@ -84,6 +85,11 @@ def test_a_loader_paused_past_its_lease_stops_and_nothing_is_doubled(stack, tmp_
     # The operator's usual next steps find nothing to redo.
     retry = subprocess.run([BQSPOOL, "quarantine", "retry"], env=env.env(), capture_output=True, text=True)
     assert retry.returncode == 0 and retry.stdout.startswith("0 batches")
+    loaded = [b for b in sqlite_utils_db(env.config.buffer)["batches"].rows if b["state"] == "loaded"]
+    drop = subprocess.run(
+        [BQSPOOL, "quarantine", "drop", loaded[0]["batch_id"]], env=env.env(), capture_output=True, text=True
+    )
+    assert drop.returncode == 0 and drop.stdout.startswith("0 batches dropped")  # a loaded batch is never dropped
     again = env.drain_cli("--json")
     assert again.returncode == 0 and json.loads(again.stdout)["events_loaded"] == 0
     assert_exactly_once(env, appended)

@@ -98,17 +98,3 @@ def load_config(config_path: str | None):
     from bqspool.loader.config import load_config as load
 
     return load(config_path)
-
-
-def ledger_conn(cfg):
-    """A connection to the configured buffer file, its loader tables up to date."""
-    from bqspool.buffer import opening, store
-
-    from .. import ledger
-
-    path = existing_buffer(Path(cfg.buffer))
-    _, in_use = opening.open_file(path, check="none")
-    opening.release(in_use)
-    conn = store.connect(path)
-    ledger.prepare(conn)
-    return conn

@@ -8,7 +8,7 @@ import sys
 import click
 from bqspool.schemas import load_schema_set
 
-from .base import EXIT_ERROR, EXIT_QUARANTINE, EXIT_UNDRAINABLE, config_option, ledger_conn, load_config, main
+from .base import EXIT_ERROR, EXIT_QUARANTINE, EXIT_UNDRAINABLE, config_option, load_config, main
 
 
 @main.command()
@@ -93,9 +93,7 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
         _print_report(report)
-    conn = ledger_conn(cfg)
-    held = holdback.held(conn)
-    conn.close()
+    held = holdback.list_held(cfg.buffer)
     if held:
         for b in held:
             click.echo(f"quarantined: {b.batch_id} ({b.rows} events): {b.error}", err=True)

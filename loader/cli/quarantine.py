@@ -6,35 +6,17 @@ Retry and drop take the drain lease, so they never race a running drain
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
 import click
 
-from .base import config_option, ledger_conn, load_config, main
+from .base import config_option, existing_buffer, load_config, main
 
 
 @main.group()
 def quarantine() -> None:
     """List, retry or drop batches a load job rejected."""
-
-
-@contextlib.contextmanager
-def _operator_lease(config_path: str | None):
-    """The configured buffer under the drain lease, for an operator's step: it never races a drain."""
-    from .. import ledger
-
-    cfg = load_config(config_path)
-    conn = ledger_conn(cfg)
-    try:
-        fence = ledger.acquire_lease(conn, f"operator:{ledger.new_holder()}", 60, Path(cfg.buffer))
-        try:
-            yield conn, fence
-        finally:
-            ledger.release_lease(conn, fence)
-    finally:
-        conn.close()
 
 
 @quarantine.command("list")
@@ -44,11 +26,7 @@ def quarantine_list(config_path: str | None, as_json: bool) -> None:
     """List quarantined batches with their reasons."""
     from .. import holdback
 
-    conn = ledger_conn(load_config(config_path))
-    try:
-        held = holdback.held(conn)
-    finally:
-        conn.close()
+    held = holdback.list_held(existing_buffer(Path(load_config(config_path).buffer)))
     if as_json:
         click.echo(json.dumps([b.__dict__ for b in held], indent=2))
         return
@@ -65,8 +43,7 @@ def quarantine_retry(config_path: str | None, batch_ids: tuple[str, ...]) -> Non
     """Put quarantined batches (all, or those named) back in line for the next drain."""
     from .. import holdback
 
-    with _operator_lease(config_path) as (conn, fence):
-        n = holdback.retry(conn, list(batch_ids) or None, fence)
+    n = holdback.retry_held(existing_buffer(Path(load_config(config_path).buffer)), list(batch_ids) or None)
     click.echo(f"{n} batches will be loaded by the next drain")
 
 
@@ -77,6 +54,5 @@ def quarantine_drop(config_path: str | None, batch_ids: tuple[str, ...]) -> None
     """Give up on quarantined batches: their events move to dead letters."""
     from .. import holdback
 
-    with _operator_lease(config_path) as (conn, fence):
-        n, events = holdback.drop(conn, list(batch_ids), fence)
+    n, events = holdback.drop_held(existing_buffer(Path(load_config(config_path).buffer)), list(batch_ids))
     click.echo(f"{n} batches dropped; their {events} events are in the dead letters")
