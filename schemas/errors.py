@@ -24,7 +24,6 @@ re-export it.
         ├── EventsLostError     wait=False events were lost to a failed commit (told by flush())
         ├── BufferFormatError   the file was written by a newer bqspool
         ├── BackendError        GCS/BigQuery refused a request for good (permissions, not found)
-        │   ├── LoadDataError   a load job failed because of the data (batch quarantined)
         │   └── ObjectConflictError  an object exists with other content than ours
         └── SetupError          a table cannot be brought to its schema
 
@@ -131,10 +130,6 @@ class LeaseLostError(RetryableError):
 
 class BackendError(PermanentError):
     """GCS or BigQuery refused a request in a way retrying cannot fix."""
-
-
-class LoadDataError(BackendError):
-    """A load job failed because of its data; the batches are quarantined."""
 
 
 class ObjectConflictError(BackendError):

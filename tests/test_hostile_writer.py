@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 from bqspool.buffer import Buffer, BufferFormatError, ConfigError, EventsLostError, ValidationError
+from bqspool.schemas import load_schema_set
 from bqspool.schemas.errors import BufferUnavailableError, DiskFullError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -348,7 +349,6 @@ def test_no_value_is_logged_above_debug(tmp_path, caplog):
 
 
 def test_identifiers_with_a_trailing_newline_are_refused(tmp_path):
-    from bqspool.schemas import load_schema_set
     from bqspool.schemas.errors import SchemaError
 
     good_table = {"fields": [{"name": "id", "type": "STRING"}]}
@@ -485,32 +485,9 @@ _PARTS = [v for _, _, v in hostile.HOSTILE_VALUES[:-1] if not (type(v) is str an
 ]
 # By index: sampled_from would hash the parts, and some of them raise when asked.
 _parts = st.integers(0, len(_PARTS) - 1).map(_PARTS.__getitem__)
-_fields = st.sampled_from(
-    [
-        "id",
-        "i",
-        "f",
-        "n",
-        "bn",
-        "b",
-        "s",
-        "short",
-        "raw",
-        "ts",
-        "d",
-        "t",
-        "dt",
-        "j",
-        "g",
-        "tags",
-        "rec",
-        "items",
-        "money",
-        "\udcff",
-        "",
-        "x" * 300,
-    ]
-)
+# Every column of the table, and names no table has.
+_COLUMNS = [f.name for f in load_schema_set(ALLTYPES)["everything"].user_fields]
+_fields = st.sampled_from([*_COLUMNS, "\udcff", "", "x" * 300])
 hostile_events = st.one_of(
     st.dictionaries(_fields, _parts, max_size=4),
     st.dictionaries(st.sampled_from([1, None, (1,), hostile.EqRaisesKey("id")]), _parts, max_size=2),
