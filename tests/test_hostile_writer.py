@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from . import hostile
 from .conftest import ALLTYPES
 from .loader_support import BQSPOOL
-from .stored import stored_ids
+from .stored import sqlite_utils_db, stored_ids
 
 E = "everything"
 GOOD = {"id": "good"}
@@ -37,19 +37,14 @@ def good(i):
 
 
 def dead_rows(path):
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT stream, event_id, payload, reason FROM dead_letters ORDER BY id").fetchall()
-    finally:
-        conn.close()
+    """(stream, event_id, payload, reason) of every dead letter, oldest first, read with sqlite-utils."""
+    return [
+        (r["stream"], r["event_id"], r["payload"], r["reason"])
+        for r in sqlite_utils_db(path)["dead_letters"].rows_where(order_by="id")
+    ]
 
 
-def file_ids(path):
-    conn = sqlite3.connect(path)
-    try:
-        return stored_ids(conn)
-    finally:
-        conn.close()
+file_ids = stored_ids  # what the file holds, read with sqlite-utils
 
 
 # -- 1. one bad event never sinks its group ----------------------------------
