@@ -44,13 +44,17 @@ class AdmissionMixin:
     def _room(self, nbytes: int) -> bool:
         return self.max_bytes is None or self._disk_bytes + self._inflight + nbytes <= self.max_bytes
 
-    def _make_room(self, writer: Writer, nbytes: int) -> None:
-        """Policies "raise" and "block" for ``nbytes`` more, with ``writer.cond`` held."""
+    def _make_room(self, writer: Writer, nbytes: int, may_block: bool = True) -> None:
+        """Policies "raise" and "block" for ``nbytes`` more, with ``writer.cond`` held.
+
+        ``may_block=False`` (an event loop's thread) turns "block" into "raise":
+        asyncio callers wait for room themselves, with ``asyncio.sleep``.
+        """
         cap = self.max_bytes
         assert cap is not None
         if nbytes > cap:
             raise BufferFullError(f"{nbytes} bytes in one call can never fit the {cap}-byte cap of {self.path}")
-        if self.on_full == "raise":
+        if self.on_full == "raise" or not may_block:
             raise BufferFullError(f"buffer {self.path} holds {self._disk_bytes + self._inflight} of {cap} bytes")
         deadline = time.monotonic() + self.block_timeout
         while not self._room(nbytes):
@@ -75,7 +79,9 @@ class AdmissionMixin:
         writer.group.drops += n  # persisted with the next commit, for `bqspool status`
         self._drop_log("buffer full (%d-byte cap): dropped the newest %d event(s)", self.max_bytes, n)
 
-    def _enqueue(self, rows: list[tuple], dead: list[tuple], *, wait: bool, future=None) -> tuple[Group, list[bool]]:
+    def _enqueue(
+        self, rows: list[tuple], dead: list[tuple], *, wait: bool, future=None, may_block: bool = True
+    ) -> tuple[Group, list[bool]]:
         """Queue rows and dead-letter rows for the next commit.
 
         Returns the group and which of ``rows + dead`` were admitted (all,
@@ -96,7 +102,7 @@ class AdmissionMixin:
             if dead:
                 total += sum(dead_sizes)
             if self.on_full != "drop" and not self._room(total):
-                self._make_room(writer, total)
+                self._make_room(writer, total, may_block)
             group = writer.group
             admitted = []
             events = 0
@@ -122,8 +128,13 @@ class AdmissionMixin:
                     group.started = time.monotonic()  # starts the background flush timer
                     writer.wake()
             if future is not None:
-                group.futures.append(future)
-                writer.wake()
+                # (loop, one list of (future, result) per row and dead letter):
+                # the commit resolves those of what was admitted.
+                loop, targets = future
+                kept = [pair for target, ok in zip(targets, admitted) if ok for pair in target]
+                if kept:
+                    group.futures.append((loop, kept))
+                    writer.wake()
         return group, admitted
 
     def _admit_dead(self, writer: Writer, group: Group, dead: list[tuple], sizes, admitted: list[bool]) -> int:

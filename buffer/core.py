@@ -17,6 +17,7 @@ from bqspool.schemas import SchemaSet, load_schema_set
 from bqspool.schemas.coerce import DEFAULT_MAX_ROW_BYTES, Coercer
 from bqspool.schemas.errors import (
     BufferClosedError,
+    BufferFullError,
     ConfigError,
     EventsLostError,
     UnknownStreamError,
@@ -57,6 +58,27 @@ def _close_all() -> None:
             buf.close()
         except Exception:  # pragma: no cover - best effort at exit
             log.exception("closing buffer %s at exit failed", buf.path)
+
+
+class _AsyncBatch:
+    """One event loop iteration's async appends: per stream, the events and their futures."""
+
+    __slots__ = ("streams",)
+
+    def __init__(self) -> None:
+        # A stream that is not a str (an error: it becomes dead letters) is
+        # keyed by identity, so even an unhashable one is kept apart.
+        self.streams: dict[Any, tuple[Any, list[tuple[Any, asyncio.Future]]]] = {}
+
+    def add(self, stream: Any, events: list, futs: list[asyncio.Future]) -> None:
+        key = stream if type(stream) is str else ("", id(stream))
+        self.streams.setdefault(key, (stream, []))[1].extend(zip(events, futs))
+
+
+def _fail_all(futs: list[asyncio.Future], exc: BaseException) -> None:
+    for fut in futs:
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 class Buffer(AdmissionMixin, InspectMixin):
@@ -143,6 +165,7 @@ class Buffer(AdmissionMixin, InspectMixin):
         self._writer: Writer | None = None
         self._reader: sqlite3.Connection | None = None
         self._inflight = 0
+        self._async_batches: dict[asyncio.AbstractEventLoop, _AsyncBatch] = {}
         self._unreported_lost = 0  # wait=False events lost since the last flush() reported it
         self._lost_error: BaseException | None = None
         self._disk_bytes = self._read_used_bytes()
@@ -296,9 +319,20 @@ class Buffer(AdmissionMixin, InspectMixin):
         self, stream: str, events: Iterable[Any], wait: bool, keep_invalid: bool | None
     ) -> tuple[list[str | None], list[tuple[int, ValidationError]]]:
         """``keep_invalid``: None follows ``strict``; True dead-letters, False skips the invalid."""
+        ids, stored, dead, bad, chunks = self._pack(stream, events, keep_invalid)
+        if not stored and not dead:
+            return ids, bad
+        group, admitted = self._enqueue(stored, dead, wait=wait)
+        if wait:
+            self._wait(group)
+        self._unadmitted(ids, chunks, bad if keep_invalid is not False else [], admitted)
+        return ids, bad
+
+    def _pack(self, stream: str, events: Iterable[Any], keep_invalid: bool | None = None):
+        """Ids, stored rows, dead-letter rows, invalid (position, error) and chunks of ``events``."""
         events = events if isinstance(events, list) else list(events)
         if not events:
-            return [], []
+            return [], [], [], [], []
         fresh = uuid7_many(len(events))
         ids: list[str | None] = list(fresh)
         coercer = self._coercers.get(stream) if type(stream) is str else None
@@ -319,30 +353,96 @@ class Buffer(AdmissionMixin, InspectMixin):
                 dead = []
         now = store.now_us()
         stored = [(stream, c.payload, c.n, c.nbytes, now) for c in chunks]
-        group, admitted = self._enqueue(stored, dead, wait=wait)
-        if wait:
-            self._wait(group)
-        members = [c.members for c in chunks] + [(pos,) for pos, _ in bad if keep_invalid is not False]
+        return ids, stored, dead, bad, chunks
+
+    @staticmethod
+    def _unadmitted(ids: list[str | None], chunks: list[Chunk], bad: list, admitted: list[bool]) -> None:
+        """Set the ids of what the size cap dropped to None (``admitted``: rows, then dead letters)."""
+        members = [c.members for c in chunks] + [(pos,) for pos, _ in bad]
         for positions, ok in zip(members, admitted):
             if not ok:
                 for pos in positions:
                     ids[pos] = None
-        return ids, bad
 
     async def append_async(self, stream: str, event: Any) -> str | None:
-        """``append`` for asyncio: awaits the commit without blocking the loop."""
-        row, dead, event_id = self._prepare(stream, event)
+        """``append`` for asyncio: awaits the commit without blocking the loop.
+
+        The calls an event loop makes in one iteration are validated, packed
+        and queued together, as ``append_many`` would (one hand-off to the
+        writer, ids and checks in bulk), and their futures are resolved
+        together when the group commits. Under ``strict=True`` an invalid
+        event raises ``ValidationError`` in its own call only.
+        """
+        (event_id,) = await self._await_async(stream, [event])
+        return event_id
+
+    async def append_many_async(self, stream: str, events: Iterable[Any]) -> list[str | None]:
+        """``append_many`` for asyncio: the events join the loop's batch and their
+        ids come back in input order once committed (None where the cap dropped one)."""
+        events = events if isinstance(events, list) else list(events)
+        return await self._await_async(stream, events) if events else []
+
+    async def _await_async(self, stream: str, events: list) -> list[str | None]:
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        # The size cap's "block" policy would block the loop: treat it as "raise" here.
-        if self.on_full == "block" and row is not None and self.max_bytes is not None:
-            deadline = loop.time() + self.block_timeout
-            while self._disk_bytes + self._inflight + row[3] > self.max_bytes and loop.time() < deadline:
+        deadline = loop.time() + self.block_timeout
+        while True:
+            futs = [loop.create_future() for _ in events]
+            self._async_batch(loop).add(stream, events, futs)
+            try:
+                if len(futs) == 1:  # the common call: gather() would cost more than the append
+                    return [await futs[0]]
+                return list(await asyncio.gather(*futs))
+            except BufferFullError:
+                # "block" must never block the loop: wait here, polling the
+                # committed size, and try again until block_timeout.
+                if self.on_full != "block" or loop.time() >= deadline:
+                    raise
                 await asyncio.sleep(0.1)
                 self._disk_bytes = await asyncio.to_thread(self._read_used_bytes)
-        group, admitted = self._enqueue([row] if row else [], [dead] if dead else [], wait=False, future=(loop, fut))
-        await fut
-        return event_id if admitted[0] else None
+
+    def _async_batch(self, loop: asyncio.AbstractEventLoop) -> _AsyncBatch:
+        """This loop's async appends of the current iteration, queued by one call_soon at its end."""
+        batch = self._async_batches.get(loop)
+        if batch is None:
+            batch = self._async_batches[loop] = _AsyncBatch()
+            loop.call_soon(self._enqueue_async, loop)
+        return batch
+
+    def _enqueue_async(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Validate, pack and queue one loop iteration's events; runs on the loop's thread."""
+        batch = self._async_batches.pop(loop)
+        rows: list[tuple] = []
+        dead: list[tuple] = []
+        waiting: list[list[tuple[asyncio.Future, str | None]]] = []  # per row, then per dead letter
+        waiting_dead: list[list[tuple[asyncio.Future, str | None]]] = []
+        keep = False if self.strict else None
+        for stream, items in batch.streams.values():
+            events = [e for e, _ in items]
+            futs = [f for _, f in items]
+            # keep=False: invalid events are left out and reported, never raised for the batch.
+            ids, stored, dead_rows, bad, chunks = self._pack(stream, events, keep)
+            if keep is False:  # strict: each invalid event fails its own call
+                for pos, error in bad:
+                    if not futs[pos].done():
+                        futs[pos].set_exception(error)
+            rows += stored
+            waiting += [[(futs[p], ids[p]) for p in c.members] for c in chunks]
+            dead += dead_rows
+            if keep is None:
+                waiting_dead += [[(futs[pos], ids[pos])] for pos, _ in bad]
+        if not rows and not dead:
+            return
+        targets = waiting + waiting_dead
+        try:
+            _, admitted = self._enqueue(rows, dead, wait=False, future=(loop, targets), may_block=False)
+        except BaseException as exc:
+            _fail_all([f for t in targets for f, _ in t], exc)
+            return
+        for target, ok in zip(targets, admitted):
+            if not ok:
+                for fut, _ in target:  # dropped by the size cap: now, not at the commit
+                    if not fut.done():
+                        fut.set_result(None)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything appended so far is committed.

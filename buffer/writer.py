@@ -81,7 +81,9 @@ class Group:
         # queueing on the writer's lock one after the other, which on a
         # loaded machine cost more than the fsync they shared.
         self.sleepers: list = []
-        self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+        # Per event loop, the futures of that loop's appends in this group,
+        # each with the result it gets once committed (the event's id).
+        self.futures: list[tuple[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, object]]]] = []
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.started = 0.0
@@ -94,13 +96,14 @@ class Group:
         return bool(self.rows or self.dead or self.drops or self.lost)
 
 
-def _resolve(fut: asyncio.Future, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(error)
+def _resolve_all(futs: list[tuple[asyncio.Future, object]], error: BaseException | None) -> None:
+    for fut, result in futs:
+        if fut.done():  # cancelled by its awaiter
+            continue
+        if error is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(error)
 
 
 class Writer:
@@ -202,9 +205,15 @@ class Writer:
         self._ended = time.monotonic()
         self._on_commit(group, disk_bytes)
         group.done.set()
-        for loop, fut in group.futures:
+        # One hand-off per event loop, not per future: call_soon_threadsafe
+        # writes to the loop's wake-up pipe each time, and a group commit
+        # of a thousand asyncio appends would otherwise wake it a thousand times.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, object]]] = {}
+        for loop, futs in group.futures:
+            by_loop.setdefault(loop, []).extend(futs)
+        for loop, futs in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_resolve, fut, group.error)
+                loop.call_soon_threadsafe(_resolve_all, futs, group.error)
             except RuntimeError:
                 pass  # that event loop is closed; nobody is waiting any more
         for sleeper in group.sleepers:
