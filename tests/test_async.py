@@ -91,3 +91,52 @@ def test_a_dropped_event_resolves_at_once_with_none(buffer_path):
     ids = asyncio.run(main())
     assert ids[0] and None in ids
     assert set(stored_ids(buffer_path)) == {i for i in ids if i}
+
+
+def test_the_async_http_example_stores_every_request_once(tmp_path):
+    """scripts/async_http_example.py under 300 concurrent requests: every event once, the count right."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "async_http_example.py"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--buffer", str(tmp_path / "app.db"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "listening" in proc.stdout.readline()
+
+        async def request(method, path, body=b""):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"{method} {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+            status = int((await reader.readline()).split()[1])
+            data = (await reader.read()).split(b"\r\n\r\n", 1)[1]
+            writer.close()
+            return status, json.loads(data)
+
+        async def main():
+            events = [json.dumps(interaction(interaction_id=str(i))).encode() for i in range(300)]
+            answers = await asyncio.gather(*(request("POST", "/events", e) for e in events))
+            bad = await request("POST", "/events", b'{"user_id": 1.5}')
+            count = await request("GET", "/count")
+            return answers, bad, count
+
+        answers, bad, count = asyncio.run(main())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert all(status == 201 for status, _ in answers)
+    ids = [body["event_id"] for _, body in answers]
+    assert len(set(ids)) == 300
+    assert bad[0] == 422 and "user_id" in bad[1]["error"]
+    assert count == (200, {"pending": 300})
+    stored = stored_ids(tmp_path / "app.db")
+    assert set(stored) == set(ids) and max(stored.values()) == 1
