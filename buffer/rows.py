@@ -10,6 +10,7 @@ caller's transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -44,6 +45,15 @@ def dead_row(stream: object, event_id: str | None, payload: str, reason: str) ->
         safe_text(reason, MAX_REASON),
         time.time_ns() // 1000,
     )
+
+
+def event_id_of(line: str) -> str | None:
+    """The ``_event_id`` of a stored event line, or None where the line does not parse as one."""
+    try:
+        value = json.loads(line).get("_event_id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return value if type(value) is str else None
 
 
 def dead_row_bytes(row: tuple) -> int:

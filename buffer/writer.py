@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import _thread
 import asyncio
-import json
 import logging
 import sqlite3
 import threading
@@ -29,7 +28,7 @@ from bqspool.schemas.display import safe_text
 from bqspool.schemas.errors import BqspoolError
 
 from . import rows, store
-from .rows import INSERT_DEAD, INSERT_EVENT, MAX_DEAD_PAYLOAD, dead_row, dead_row_bytes
+from .rows import INSERT_DEAD, INSERT_EVENT, MAX_DEAD_PAYLOAD, dead_row, dead_row_bytes, event_id_of
 
 log = logging.getLogger("bqspool.buffer")
 
@@ -379,9 +378,5 @@ def _dead_rows_of(row: tuple, exc: BaseException) -> list[tuple]:
     reason = f"could not be stored: {type(exc).__name__}: {safe_text(str(exc), 200)}"
     out = []
     for line in safe_text(row[1], MAX_DEAD_PAYLOAD).split("\n"):
-        try:
-            event_id = json.loads(line).get("_event_id")
-        except Exception:
-            event_id = None
-        out.append(dead_row(row[0], event_id if type(event_id) is str else None, line, reason))
+        out.append(dead_row(row[0], event_id_of(line), line, reason))
     return out

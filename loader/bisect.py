@@ -22,7 +22,6 @@ the root; ``parent`` names the batch or part it was split from.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -158,13 +157,7 @@ def _split(conn: sqlite3.Connection, b: Batch) -> None:
 
 def _dead_letter(conn: sqlite3.Connection, b: Batch, reason: str) -> list[str]:
     """Make a one-event batch or part a dead letter (caller's transaction); returns its event id."""
-    dead = []
-    for line in event_lines(conn, b):
-        try:
-            event_id = json.loads(line).get("_event_id")
-        except (ValueError, AttributeError):
-            event_id = None
-        dead.append(rows.dead_row(b.stream, event_id, line, reason))
+    dead = [rows.dead_row(b.stream, rows.event_id_of(line), line, reason) for line in event_lines(conn, b)]
     rows.insert_dead(conn, dead)
     if b.parent is None:
         delete_rows(conn, b)

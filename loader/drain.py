@@ -29,6 +29,7 @@ small batches until the acks have made room (see ``store.RESERVE_BYTES``).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -330,10 +331,11 @@ class Drainer(LoadSteps):
             )
             return
         if b.state == "sealed":
-            name = ledger.mark_staged(conn, b, path.stat().st_size, _digest(path), self.fence)
+            size = path.stat().st_size
+            name = ledger.mark_staged(conn, b, size, _digest(path), self.fence)
             if name is None:
                 return
-            b = ledger.batch(conn, b.batch_id) or b
+            b = dataclasses.replace(b, state="staged", object_size=size, object_name=name)
             faults.hit("after_stage")
         self._renew(conn)
         try:

@@ -10,7 +10,6 @@ drain lease so an operator's step never races a running drain.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,14 +84,6 @@ def retry(conn: sqlite3.Connection, batch_ids: list[str] | None = None, fence: F
         return conn.execute(sql, params).rowcount
 
 
-def _event_id_of(line: str) -> str | None:
-    try:
-        value = json.loads(line).get("_event_id")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
 def drop(conn: sqlite3.Connection, batch_ids: list[str], fence: Fence | None = None) -> tuple[int, int]:
     """Give up on quarantined batches: their events move to dead letters.
 
@@ -108,7 +99,9 @@ def drop(conn: sqlite3.Connection, batch_ids: list[str], fence: Fence | None = N
             for raw in rows.read_range_raw(conn, b.stream, b.seq_lo, b.seq_hi):
                 lines = raw.decode("utf-8", "backslashreplace").split("\n")
                 events += len(lines)
-                rows.insert_dead(conn, [rows.dead_row(b.stream, _event_id_of(line), line, reason) for line in lines])
+                rows.insert_dead(
+                    conn, [rows.dead_row(b.stream, rows.event_id_of(line), line, reason) for line in lines]
+                )
             delete_rows(conn, b)
             conn.execute(
                 "UPDATE batches SET state = 'dropped', updated_us = ? WHERE batch_id = ? AND state = 'quarantined'",

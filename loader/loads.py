@@ -211,7 +211,7 @@ def round_robin(loads: list[ledger.Load]) -> list[ledger.Load]:
 
 def _check_sources(outcome: JobOutcome, uris: list[str]) -> None:
     """Adopt an existing job only if it loads exactly our objects."""
-    sources = getattr(outcome, "source_uris", None)
+    sources = outcome.source_uris
     if sources is not None and sorted(sources) != sorted(uris):
         raise ObjectConflictError(
             f"load job {outcome.job_id} exists but loads other objects "
