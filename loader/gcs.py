@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from bqspool.schemas.errors import ObjectConflictError
+from bqspool.schemas.errors import BackendError, ObjectConflictError, PreconditionFailedError
 from google.api_core import exceptions as gexc
 
 from .interfaces import StoredObject
@@ -25,6 +25,11 @@ def crc32c_of(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             checksum.update(chunk)
     return base64.b64encode(checksum.digest()).decode("ascii")
+
+
+def _stored(blob) -> StoredObject:
+    created = blob.time_created.timestamp() if blob.time_created else 0.0
+    return StoredObject(blob.name, int(blob.size or 0), blob.crc32c or "", int(blob.generation or 0), created)
 
 
 UPLOAD_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
@@ -61,6 +66,76 @@ class GcsStore:
             return StoredObject(name, size, crc32c)
 
         return self.retry.call(f"upload {self.uri(name)}", attempt)
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        def attempt() -> list[StoredObject]:
+            # The whole listing in one attempt: a page lost midway starts over.
+            return [_stored(b) for b in self.client.list_blobs(self.bucket_name, prefix=prefix, retry=None, timeout=60)]
+
+        return self.retry.call(f"list {self.uri(prefix)}", attempt)
+
+    def read_object(self, name: str) -> tuple[bytes, int] | None:
+        def attempt() -> tuple[bytes, int] | None:
+            blob = self.bucket.get_blob(name, retry=None, timeout=30)
+            if blob is None:
+                return None
+            try:
+                # That generation's bytes, never a mix of two writes.
+                data = blob.download_as_bytes(if_generation_match=blob.generation, retry=None, timeout=60)
+            except gexc.PreconditionFailed as exc:  # rewritten between the two calls: read again
+                raise gexc.ServiceUnavailable(f"{name} changed while being read") from exc
+            except gexc.NotFound:
+                return None
+            return data, int(blob.generation)
+
+        return self.retry.call(f"read {self.uri(name)}", attempt)
+
+    def write_object(self, name: str, data: bytes, if_generation_match: int) -> StoredObject:
+        def attempt() -> StoredObject:
+            blob = self.bucket.blob(name)
+            try:
+                blob.upload_from_string(
+                    data,
+                    content_type="application/json",
+                    if_generation_match=if_generation_match,
+                    retry=None,
+                    timeout=30,
+                )
+            except gexc.PreconditionFailed as exc:
+                raise PreconditionFailedError(
+                    f"{self.uri(name)} is not at generation {if_generation_match}: someone else wrote it"
+                ) from exc
+            return _stored(blob)
+
+        return self.retry.call(f"write {self.uri(name)}", attempt)
+
+    def move_object(self, name: str, to: str) -> bool:
+        def attempt() -> bool:
+            source = self.bucket.blob(name)
+            try:
+                self.bucket.copy_blob(source, self.bucket, to, if_generation_match=0, retry=None, timeout=60)
+            except gexc.PreconditionFailed:
+                pass  # copied by an earlier attempt: the name's bytes never change
+            except gexc.NotFound:
+                if self.bucket.get_blob(to, retry=None, timeout=30) is None:
+                    raise BackendError(f"cannot move {self.uri(name)}: neither it nor {self.uri(to)} exists") from None
+                return False
+            try:
+                source.delete(retry=None, timeout=30)
+            except gexc.NotFound:
+                return False
+            return True
+
+        return self.retry.call(f"move {self.uri(name)}", attempt)
+
+    def download(self, name: str, path: Path) -> None:
+        def attempt() -> None:
+            try:
+                self.bucket.blob(name).download_to_filename(str(path), retry=None, timeout=300)
+            except gexc.NotFound:
+                raise BackendError(f"{self.uri(name)} does not exist") from None
+
+        self.retry.call(f"download {self.uri(name)}", attempt)
 
     def _check_existing(self, name: str, size: int, crc32c: str) -> None:
         blob = self.bucket.get_blob(name, retry=None, timeout=30)

@@ -27,19 +27,26 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StoredObject:
-    """An object in the store: its name, size and the store's checksum of it."""
+    """An object in the store: its name, size and the store's checksum of it,
+    and, where the store says (listings, conditional writes), its generation
+    and when it was created (seconds since the epoch, by the store's clock)."""
 
     name: str
     size: int
     checksum: str
+    generation: int = 0
+    created: float = 0.0
 
 
 @runtime_checkable
 class ObjectStore(Protocol):
-    """Where staged files go. Uploads are idempotent by name.
+    """Where staged files go, and where the committer keeps its state.
 
-    The fleet's ship/commit stages will add listing, reads and writes under
-    generation preconditions; they belong here, beside ``upload``.
+    Uploads are idempotent by name. The commit stage coordinates through
+    the store alone: listings must be strongly consistent (an object
+    written is listed by the next call), and ``write_object`` must honour
+    its generation precondition. Nothing may depend on a conditional
+    delete (fake-gcs-server ignores those), so the interface has none.
     """
 
     def uri(self, name: str) -> str:
@@ -53,6 +60,32 @@ class ObjectStore(Protocol):
         attempt of ours: return it. If it exists with other bytes, raise
         ``ObjectConflictError``. The store verifies what it received.
         """
+        ...
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Every object whose name starts with ``prefix``, by name, with generation and creation time."""
+        ...
+
+    def read_object(self, name: str) -> tuple[bytes, int] | None:
+        """The object's bytes and generation, or None if there is none."""
+        ...
+
+    def write_object(self, name: str, data: bytes, if_generation_match: int) -> StoredObject:
+        """Write ``data`` only if the object's generation is ``if_generation_match``
+        (0: only if it does not exist); ``PreconditionFailedError`` otherwise."""
+        ...
+
+    def move_object(self, name: str, to: str) -> bool:
+        """Copy ``name`` to ``to`` (kept if already there), then delete ``name``.
+
+        Safe to repeat: True if it moved now, False if ``name`` was already
+        gone (an earlier call moved it). Unconditional: callers must not
+        depend on a race between two moves of one object.
+        """
+        ...
+
+    def download(self, name: str, path: Path) -> None:
+        """Write the object's bytes to ``path``; ``BackendError`` if there is none."""
         ...
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bqspool.schemas import SchemaSet
-from bqspool.schemas.errors import ObjectConflictError, RetryableError, SetupError
+from bqspool.schemas.errors import (
+    BackendError,
+    ObjectConflictError,
+    PreconditionFailedError,
+    RetryableError,
+    SetupError,
+)
 
 from .interfaces import JobError, JobOutcome, StoredObject, WarehouseLimits
 from .retry import RetryPolicy
@@ -81,8 +88,11 @@ def _checksum(data: bytes) -> str:
 
 
 class MemoryObjectStore(_Faulty):
-    """An object store in a dict. Knobs: ``fail_next``, ``latency``, and
-    :meth:`put` to plant an object (the same bytes or others) under a name."""
+    """An object store in a dict, with generations and strongly consistent listings.
+
+    Knobs: ``fail_next``, ``latency``, and :meth:`put` to plant an object
+    (the same bytes or others) under a name.
+    """
 
     def __init__(
         self,
@@ -91,18 +101,32 @@ class MemoryObjectStore(_Faulty):
         retry: RetryPolicy | None = None,
         latency: float = 0.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ):
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
+        self.meta: dict[str, tuple[int, float]] = {}  # name -> (generation, created)
         self.knobs = _Knobs(retry, latency, sleep)
+        self.clock = clock
+        self._generation = 0
+        self._lock = threading.Lock()  # committers in threads share one store in tests
 
     def uri(self, name: str) -> str:
         return f"mem://{self.bucket}/{name}"
 
-    def put(self, name: str, data: bytes) -> None:
-        self.objects[name] = data
+    def put(self, name: str, data: bytes) -> StoredObject:
+        with self._lock:
+            self._generation += 1
+            self.objects[name] = data
+            self.meta[name] = (self._generation, self.clock())
+            return self._info(name)
 
-    def read(self, uri: str) -> bytes:
+    def _info(self, name: str) -> StoredObject:
+        data = self.objects[name]
+        generation, created = self.meta[name]
+        return StoredObject(name, len(data), _checksum(data), generation, created)
+
+    def read_uri(self, uri: str) -> bytes:
         return self.objects[uri.removeprefix(f"mem://{self.bucket}/")]
 
     def upload(self, name: str, path: Path) -> StoredObject:
@@ -115,10 +139,64 @@ class MemoryObjectStore(_Faulty):
                     f"checksum {_checksum(existing)}); expected {len(data)} bytes, "
                     f"checksum {_checksum(data)}"
                 )
-            self.objects[name] = data
-            return StoredObject(name, len(data), _checksum(data))
+            return self._info(name) if existing is not None else self.put(name, data)
 
         return self.knobs.call(f"upload {name}", attempt)
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        def attempt() -> list[StoredObject]:
+            with self._lock:
+                return [self._info(n) for n in sorted(self.objects) if n.startswith(prefix)]
+
+        return self.knobs.call(f"list {prefix}", attempt)
+
+    def read_object(self, name: str) -> tuple[bytes, int] | None:
+        def attempt() -> tuple[bytes, int] | None:
+            with self._lock:
+                if name not in self.objects:
+                    return None
+                return self.objects[name], self.meta[name][0]
+
+        return self.knobs.call(f"read {name}", attempt)
+
+    def write_object(self, name: str, data: bytes, if_generation_match: int) -> StoredObject:
+        def attempt() -> StoredObject:
+            with self._lock:
+                have = self.meta[name][0] if name in self.objects else 0
+                if have != if_generation_match:
+                    raise PreconditionFailedError(
+                        f"{self.uri(name)} is at generation {have}, not {if_generation_match}"
+                    )
+                self._generation += 1
+                self.objects[name] = data
+                self.meta[name] = (self._generation, self.clock())
+                return self._info(name)
+
+        return self.knobs.call(f"write {name}", attempt)
+
+    def move_object(self, name: str, to: str) -> bool:
+        def attempt() -> bool:
+            with self._lock:
+                if name not in self.objects:
+                    if to not in self.objects:
+                        raise BackendError(f"cannot move {self.uri(name)}: neither it nor {self.uri(to)} exists")
+                    return False
+                if to not in self.objects:
+                    self._generation += 1
+                    self.objects[to] = self.objects[name]
+                    self.meta[to] = (self._generation, self.clock())
+                del self.objects[name], self.meta[name]
+                return True
+
+        return self.knobs.call(f"move {name}", attempt)
+
+    def download(self, name: str, path: Path) -> None:
+        def attempt() -> None:
+            if name not in self.objects:
+                raise BackendError(f"{self.uri(name)} does not exist")
+            Path(path).write_bytes(self.objects[name])
+
+        self.knobs.call(f"download {name}", attempt)
 
 
 @dataclass
@@ -216,7 +294,7 @@ class MemoryWarehouse(_Faulty):
         want = set(self.tables[table].columns) | {"_event_id"}
         for uri in uris:
             try:
-                data = pq.read_table(io.BytesIO(self.store.read(uri)))
+                data = pq.read_table(io.BytesIO(self.store.read_uri(uri)))
             except KeyError:
                 return JobOutcome(job_id, True, JobError("data", "notFound", f"not found: {uri}"), source_uris=sources)
             # As BigQuery does: columns by name, none the table lacks.

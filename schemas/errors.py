@@ -24,7 +24,8 @@ re-export it.
         ├── EventsLostError     wait=False events were lost to a failed commit (told by flush())
         ├── BufferFormatError   the file was written by a newer bqspool
         ├── BackendError        GCS/BigQuery refused a request for good (permissions, not found)
-        │   └── ObjectConflictError  an object exists with other content than ours
+        │   ├── ObjectConflictError  an object exists with other content than ours
+        │   └── PreconditionFailedError  a conditional write met another generation: someone wrote first
         └── SetupError          a table cannot be brought to its schema
 
 Third-party errors (sqlite3, google clients) are translated at the boundary
@@ -134,6 +135,11 @@ class BackendError(PermanentError):
 
 class ObjectConflictError(BackendError):
     """An object of ours exists in GCS with a different size or checksum."""
+
+
+class PreconditionFailedError(BackendError):
+    """A write conditional on an object's generation (or its absence) found
+    another generation: someone else wrote the object first."""
 
 
 class SetupError(PermanentError):

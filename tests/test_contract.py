@@ -22,7 +22,7 @@ import pytest
 from bqspool.loader.interfaces import ObjectStore, Warehouse
 from bqspool.loader.stage import Stager
 from bqspool.schemas.definition import parse_table
-from bqspool.schemas.errors import ObjectConflictError
+from bqspool.schemas.errors import BackendError, ObjectConflictError, PreconditionFailedError
 
 GCP = ("BQSPOOL_TEST_GCP_PROJECT", "BQSPOOL_TEST_GCP_BUCKET", "BQSPOOL_TEST_GCP_DATASET")
 
@@ -140,6 +140,54 @@ def test_other_bytes_under_the_same_name_are_a_conflict(backend, tmp_path):
     backend.store.upload(name, tmp_path / "one")
     with pytest.raises(ObjectConflictError):
         backend.store.upload(name, tmp_path / "two")
+
+
+def test_a_create_only_write_succeeds_once(backend):
+    name = f"{backend.prefix}/log/c1.json"
+    first = backend.store.write_object(name, b'{"n": 1}', 0)
+    assert first.generation > 0
+    with pytest.raises(PreconditionFailedError):
+        backend.store.write_object(name, b'{"n": 2}', 0)
+    assert backend.store.read_object(name) == (b'{"n": 1}', first.generation)
+
+
+def test_a_write_under_a_stale_generation_is_refused(backend):
+    name = f"{backend.prefix}/lease.json"
+    g1 = backend.store.write_object(name, b"a", 0).generation
+    g2 = backend.store.write_object(name, b"b", g1).generation
+    assert g2 != g1
+    with pytest.raises(PreconditionFailedError):
+        backend.store.write_object(name, b"c", g1)  # a paused holder's renewal
+    assert backend.store.read_object(name) == (b"b", g2)
+    assert backend.store.read_object(f"{backend.prefix}/absent.json") is None
+
+
+def test_a_listing_shows_every_object_just_written_with_its_creation_time(backend):
+    import time
+
+    names = [f"{backend.prefix}/list/{i:03d}.json" for i in range(25)]
+    for n in names:
+        backend.store.write_object(n, b"x", 0)
+    listed = backend.store.list_objects(f"{backend.prefix}/list/")
+    assert [o.name for o in listed] == names  # strongly consistent, in name order
+    assert all(o.size == 1 and o.generation > 0 for o in listed)
+    assert all(abs(o.created - time.time()) < 300 for o in listed)
+    assert backend.store.list_objects(f"{backend.prefix}/nothing/") == []
+
+
+def test_a_move_copies_then_deletes_and_is_safe_to_repeat(backend, tmp_path):
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"parquet" * 50)
+    src, dst = f"{backend.prefix}/staged/m.parquet", f"{backend.prefix}/archive/m.parquet"
+    backend.store.upload(src, path)
+    assert backend.store.move_object(src, dst) is True
+    assert backend.store.move_object(src, dst) is False  # a retry after a crash
+    assert [o.name for o in backend.store.list_objects(f"{backend.prefix}/staged/")] == []
+    out = tmp_path / "back.bin"
+    backend.store.download(dst, out)
+    assert out.read_bytes() == path.read_bytes()
+    with pytest.raises(BackendError):
+        backend.store.move_object(f"{backend.prefix}/none", f"{backend.prefix}/none2")
 
 
 # -- load jobs ---------------------------------------------------------------------
