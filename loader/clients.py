@@ -74,22 +74,39 @@ def make_object_store(config: Config):
     return GcsStore(storage_client(config), config.bucket, _retry(config))
 
 
-def make_drainer(config: Config, **kw):
-    """A Drainer wired to GCS and BigQuery as configured."""
+def make_drainer(config: Config, *, commit: bool = True, **kw):
+    """A Drainer wired to GCS and, unless it only ships (``commit=False``), BigQuery, as configured."""
     from bqspool.schemas import load_schema_set
 
     from .drain import Drainer
 
-    config.require("schemas", "project", "dataset", "bucket")
+    config.require("schemas", "bucket", *(("project", "dataset") if commit else ()))
     assert config.schemas is not None
     return Drainer(
         config.buffer,
         load_schema_set(config.schemas),
         make_object_store(config),
-        make_warehouse(config),
+        make_warehouse(config) if commit else None,
         prefix=config.prefix,
         batch_rows=config.batch_rows,
         batch_bytes=config.batch_bytes,
+        per_job=config.batch_per_job,
+        quota_per_table_day=config.quota_jobs_per_table_day,
+        pace_jobs=config.quota_jobs_per_table_10s,
+        lease_seconds=config.lease_seconds,
+        **kw,
+    )
+
+
+def make_committer(config: Config, **kw):
+    """A Committer of the configured prefix, wired to GCS and BigQuery: it needs no buffer."""
+    from .commit import Committer
+
+    config.require("project", "dataset", "bucket")
+    return Committer(
+        make_object_store(config),
+        make_warehouse(config),
+        prefix=config.prefix,
         per_job=config.batch_per_job,
         quota_per_table_day=config.quota_jobs_per_table_day,
         pace_jobs=config.quota_jobs_per_table_10s,

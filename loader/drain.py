@@ -1,30 +1,27 @@
-"""The drain: buffer -> Parquet -> GCS -> BigQuery load job -> ack, exactly once.
+"""The drain: buffer -> Parquet -> GCS (ship), then GCS -> BigQuery (commit), exactly once.
 
-``Drainer.drain_once()`` does all the work and returns a report; the CLI
-and the scheduler are thin layers over it. Each step is recorded in the
-buffer file (see :mod:`.ledger`) before the next one starts, each is safe
-to repeat, and each is fenced by the drain lease (see :mod:`.lease`), so a
-drain killed at any instant is finished by the next one with nothing lost
-and nothing loaded twice, and a drain paused past its lease stops at its
-next step without changing anything:
+A drain is two stages on one path. *Ship* runs on every host, on its own
+buffer file; *commit* runs once per dataset, on what every host shipped
+(see :mod:`.commit`). ``Drainer.ship_once()`` ships, ``commit_once()``
+commits and ``drain_once()`` does both in one process, as a single host
+does. Each ship step is recorded in the buffer file (see :mod:`.ledger`)
+before the next one starts, each is safe to repeat, and each is fenced by
+the buffer's drain lease (see :mod:`.lease`):
 
 1. seal: unsealed rows of each stream become batches (fixed seq ranges);
 2. stage: a batch becomes a deterministic local Parquet file, whose digest
    goes into its object name; a batch that cannot be staged is quarantined
    with its reason and the others go on;
-3. upload: ``if_generation_match=0``; a 412 with matching size and crc32c
-   means an earlier attempt already uploaded it;
-4. group: uploaded batches of one table are recorded as one load, whose job
-   id derives from the objects' names, before anything is submitted;
-5. load: look the job id up first (a 409 on insert means the same); adopt
-   an existing job's outcome only if it loaded exactly our objects; every
-   pending load is submitted before the drain waits for any; a transient
-   failure retries under the next attempt number; a data failure is
-   narrowed down to the bad rows (:mod:`.bisect`);
-6. ack: delete the batch's rows and mark it loaded in one transaction.
+3. upload to ``PREFIX/staged/``: ``if_generation_match=0``; a 412 with
+   matching size and crc32c means an earlier attempt already uploaded it.
+   A batch that was staged before this run may have been uploaded, loaded
+   and archived meanwhile: it is looked for in every area first;
+4. hand over: the object is the durable copy now, so the batch's rows
+   leave the buffer, in the transaction that marks it ``shipped``.
 
-On a full disk the drain releases the buffer's reserve file and works in
-small batches until the acks have made room (see ``store.RESERVE_BYTES``).
+A host never waits for BigQuery: it ships while BigQuery is down. On a full
+disk the ship releases the buffer's reserve file and works in small
+batches until the hand-overs have made room (see ``store.RESERVE_BYTES``).
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +43,8 @@ from bqspool.schemas import SchemaSet
 from bqspool.schemas.errors import DiskFullError, LeaseLostError, ObjectConflictError
 
 from . import faults, ledger
-from .loads import LoadSteps, round_robin
+from .commit import CommitReport, Committer
+from .commitlog import Layout, already_handed_over
 from .progress import Progress, peak_rss_mb
 from .stage import Stager, read_batch_payloads
 
@@ -60,19 +57,63 @@ TIGHT_BATCH_BYTES = 256 * 1024  # batch size while the disk is full: its Parquet
 
 
 @dataclass
-class DrainReport:
-    events_loaded: int = 0
-    batches_loaded: int = 0
-    jobs_submitted: int = 0
-    quarantined: list[str] = field(default_factory=list)
-    dead_lettered: int = 0  # events a load job rejected, found by bisecting their batch
-    deferred: dict[str, str] = field(default_factory=dict)
+class ShipReport:
+    events_shipped: int = 0
+    batches_shipped: int = 0
+    bytes_shipped: int = 0
+    quarantined: list[str] = field(default_factory=list)  # batches that cannot be staged
     undrainable: dict[str, int] = field(default_factory=dict)  # streams with pending events but no table
     seconds: float = 0.0
     peak_rss_mb: float = 0.0  # of this process so far, for operators watching memory
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass
+class DrainReport:
+    """What one drain did: each stage's report, and the totals a caller checks."""
+
+    ship: ShipReport = field(default_factory=ShipReport)
+    commit: CommitReport = field(default_factory=CommitReport)
+    seconds: float = 0.0
+
+    @property
+    def events_loaded(self) -> int:
+        return self.commit.events_loaded
+
+    @property
+    def jobs_submitted(self) -> int:
+        return self.commit.jobs_submitted
+
+    @property
+    def quarantined(self) -> list[str]:
+        return self.ship.quarantined + self.commit.quarantined
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.commit.dead_lettered
+
+    @property
+    def deferred(self) -> dict[str, str]:
+        return self.commit.deferred
+
+    @property
+    def undrainable(self) -> dict[str, int]:
+        return self.ship.undrainable
+
+    def as_dict(self) -> dict:
+        return {
+            "events_loaded": self.events_loaded,
+            "jobs_submitted": self.jobs_submitted,
+            "quarantined": self.quarantined,
+            "dead_lettered": self.dead_lettered,
+            "deferred": self.deferred,
+            "undrainable": self.undrainable,
+            "seconds": self.seconds,
+            "ship": self.ship.as_dict(),
+            "commit": self.commit.as_dict(),
+        }
 
 
 def _staging_error(exc: BaseException) -> bool:
@@ -94,14 +135,14 @@ def _staging_error(exc: BaseException) -> bool:
     ) or type(exc).__module__.startswith("pyarrow")
 
 
-class Drainer(LoadSteps):
-    """Drains one buffer file into one dataset.
+class Drainer:
+    """Ships one buffer file, and commits what every host shipped, into one dataset.
 
     ``objects`` and ``warehouse`` implement the interfaces of
     :mod:`.interfaces` (the Google adapters, or the fakes of
-    :mod:`.testing`): the drain never imports a cloud SDK itself. Its
-    budget and pacing are the configured ones, capped by the warehouse's
-    declared ``limits``.
+    :mod:`.testing`): the drain never imports a cloud SDK itself. A host
+    that only ships passes ``warehouse=None``. The commit's budget and
+    pacing are the configured ones, capped by the warehouse's ``limits``.
     """
 
     def __init__(
@@ -109,7 +150,7 @@ class Drainer(LoadSteps):
         buffer_path: str | Path,
         schemas: SchemaSet,
         objects: ObjectStore,
-        warehouse: Warehouse,
+        warehouse: Warehouse | None,
         *,
         prefix: str = "bqspool",
         batch_rows: int = 500_000,
@@ -121,7 +162,7 @@ class Drainer(LoadSteps):
         staging_dir: str | Path | None = None,
         progress: bool = True,
         should_stop: Callable[[], bool] = lambda: False,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.path = Path(buffer_path)
@@ -129,44 +170,69 @@ class Drainer(LoadSteps):
         self.objects = objects
         self.warehouse = warehouse
         self.prefix = prefix
+        self.layout = Layout(prefix)
         self.batch_rows, self.batch_bytes = batch_rows, batch_bytes
-        limits = warehouse.limits
-        self.quota = min(quota_per_table_day, limits.jobs_per_table_day)
-        self.per_job = min(per_job, limits.uris_per_job)
-        self.max_per_job = limits.uris_per_job
         self.lease_seconds = lease_seconds
-        self.pace_jobs = pace_jobs or limits.jobs_per_table_10s
         self.staging = Path(staging_dir) if staging_dir else self.path.with_name(self.path.name + ".staging")
         self.progress_enabled = progress
         self.should_stop = should_stop
         self.holder = ledger.new_holder()
         self.fence: ledger.Fence | None = None
         self._stagers: dict[str, Stager] = {}
-        self.clock, self.sleep = clock, sleep
-        self._recent_jobs: dict[str, deque[float]] = {}
         self._tight = False
+        self.committer = (
+            None
+            if warehouse is None
+            else Committer(
+                objects,
+                warehouse,
+                prefix=prefix,
+                per_job=per_job,
+                quota_per_table_day=quota_per_table_day,
+                pace_jobs=pace_jobs,
+                lease_seconds=lease_seconds,
+                should_stop=should_stop,
+                clock=clock,
+                sleep=sleep,
+            )
+        )
 
-    # -- the whole drain ----------------------------------------------------
+    # -- the stages ---------------------------------------------------------
 
     def drain_once(self) -> DrainReport:
-        """Drain everything pending now. Raises LeaseHeldError if another
-        loader is at it, LeaseLostError if this one lost its lease midway,
-        BackendUnavailableError if GCS/BigQuery stay down, DiskFullError if
-        the disk stays full."""
+        """Ship, then commit: what a single host runs. The errors of both."""
         started = time.monotonic()
-        report = DrainReport()
+        report = DrainReport(ship=self.ship_once())
+        report.commit = self.commit_once()
+        report.seconds = round(time.monotonic() - started, 3)
+        return report
+
+    def commit_once(self) -> CommitReport:
+        """Load everything shipped under the prefix, by any host (see :class:`.commit.Committer`)."""
+        if self.committer is None:
+            raise ValueError("this drainer has no warehouse: it only ships")
+        return self.committer.commit_once()
+
+    def ship_once(self, deadline: float | None = None) -> ShipReport:
+        """Ship everything pending now, or until ``deadline`` (a ``time.monotonic()``
+        instant) passes. Raises LeaseHeldError if another loader ships this
+        buffer, LeaseLostError if this one lost its lease midway,
+        BackendUnavailableError if GCS stays down, DiskFullError if the disk
+        stays full."""
+        started = time.monotonic()
+        report = ShipReport()
         self._tight = False
         _, in_use = opening.open_file(self.path, check="none")
         conn = store.connect(self.path, synchronous="FULL")
         # Some SQLite builds default to secure_delete=ON, which zeroes every
-        # page an ack frees and so writes (and fsyncs) the loaded data a
-        # second time. FAST zeroes what costs no extra I/O; the freed pages
-        # go back to the filesystem in _housekeeping right after.
+        # page a hand-over frees and so writes (and fsyncs) the data a second
+        # time. FAST zeroes what costs no extra I/O; the freed pages go back
+        # to the filesystem in _housekeeping right after.
         conn.execute("PRAGMA secure_delete = FAST")
         try:
             self.fence = self._make_room(conn, lambda: self._take_lease(conn))
             try:
-                self._make_room(conn, lambda: self._drain(conn, report))
+                self._make_room(conn, lambda: self._ship(conn, report, deadline))
             except Exception as exc:
                 self._lost_lease_behind(conn, exc)
                 raise
@@ -179,16 +245,14 @@ class Drainer(LoadSteps):
             opening.release(in_use)
         report.seconds = round(time.monotonic() - started, 3)
         report.peak_rss_mb = peak_rss_mb()
-        if report.events_loaded or report.quarantined or report.deferred or report.dead_lettered:
+        if report.batches_shipped or report.quarantined:
             log.info(
-                "drain: %d events in %d batches loaded with %d jobs in %.1fs%s%s%s",
-                report.events_loaded,
-                report.batches_loaded,
-                report.jobs_submitted,
+                "ship: %d events in %d batches (%d bytes) shipped in %.1fs%s",
+                report.events_shipped,
+                report.batches_shipped,
+                report.bytes_shipped,
                 report.seconds,
                 f"; quarantined {report.quarantined}" if report.quarantined else "",
-                f"; {report.dead_lettered} rejected events dead-lettered" if report.dead_lettered else "",
-                f"; deferred {report.deferred}" if report.deferred else "",
             )
         return report
 
@@ -240,47 +304,38 @@ class Drainer(LoadSteps):
         assert self.fence is not None
         ledger.renew_lease(conn, self.fence, self.lease_seconds)
 
-    def _drain(self, conn: sqlite3.Connection, report: DrainReport) -> None:
+    def _ship(self, conn: sqlite3.Connection, report: ShipReport, deadline: float | None) -> None:
         buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
         batch_bytes = min(self.batch_bytes, TIGHT_BATCH_BYTES) if self._tight else self.batch_bytes
-        streams = rows.streams_pending(conn)
-        for stream, n in streams:
+        # Batches staged before this run may have been uploaded by it, and
+        # loaded and archived since: those are looked for before uploading.
+        self._recovering = {b.batch_id for b in ledger.batches(conn, "staged")}
+        adopted, left = ledger.adopt_legacy(conn, self.layout.staged(), self.fence)
+        if adopted:
+            log.warning("%d batches uploaded by an earlier version but never loaded are shipped again", adopted)
+        if left:
+            log.error(
+                "%d batches of %s are in load jobs of an earlier version of bqspool: drain them with that "
+                "version; their events stay in the buffer until then",
+                left,
+                self.path,
+            )
+        for stream, n in rows.streams_pending(conn):
             if stream in self.schemas:
-                ledger.seal(conn, stream, buffer_id, self.prefix, self.batch_rows, batch_bytes, self.fence)
+                ledger.seal(conn, stream, buffer_id, self.layout.staged(), self.batch_rows, batch_bytes, self.fence)
             else:
                 report.undrainable[stream] = n
-                log.error("stream %r has %d pending events but no table in the schema set; not draining it", stream, n)
+                log.error("stream %r has %d pending events but no table in the schema set; not shipping it", stream, n)
         faults.hit("after_seal")
-        pending = [b for b in ledger.batches(conn) if b.state in ledger.LIVE_STATES]
-        progress = Progress(sum(b.rows for b in pending if b.parent is None), self.progress_enabled)
+        pending = [b for b in ledger.batches(conn) if b.state in ("sealed", "staged")]
+        progress = Progress(sum(b.rows for b in pending), self.progress_enabled)
         try:
-            while not self.should_stop():
-                for b in ledger.batches(conn):
-                    if b.state in ("sealed", "staged"):
-                        if self.should_stop():
-                            return
-                        self._renew(conn)
-                        self._stage_and_upload(conn, b, report)
-                self._group(conn, report)
-                todo = round_robin(ledger.loads(conn, ("pending",)))
-                if not todo:
-                    break
-                # Submit every load before waiting for any: BigQuery runs
-                # them side by side, so a drain over many tables waits about
-                # as long as its slowest job rather than the sum of them all.
-                running = []
-                for load in todo:
-                    if self.should_stop():
-                        break
-                    self._renew(conn)
-                    outcome = self._submit(conn, load, report)
-                    if outcome is not None:
-                        running.append((load, outcome))
-                for load, outcome in running:  # submitted jobs run anyway: finish them even when stopping
-                    self._renew(conn)
-                    self._finish(conn, load, outcome, report, progress)
-                if not running:
-                    break  # all deferred: nothing changes until the budget frees up
+            for b in pending:
+                if self.should_stop() or (deadline is not None and time.monotonic() > deadline):
+                    return
+                self._renew(conn)
+                self._ship_batch(conn, b, report)
+                progress.advance(b.rows)
         finally:
             progress.close()
 
@@ -306,11 +361,15 @@ class Drainer(LoadSteps):
             self._stager(b.stream).write(chunks, path)
         return path
 
-    def _stage_and_upload(self, conn: sqlite3.Connection, b: ledger.Batch, report: DrainReport) -> None:
+    def _ship_batch(self, conn: sqlite3.Connection, b: ledger.Batch, report: ShipReport) -> None:
         fresh = ledger.batch(conn, b.batch_id)  # as it is now, not as the list we started from says
         if fresh is None or fresh.state not in ("sealed", "staged"):
             return
         b = fresh
+        if b.state == "staged" and b.batch_id in self._recovering:
+            if already_handed_over(self.objects, self.layout, b.object_name):
+                self._handed_over(conn, b, "", report)
+                return
         try:
             path = self._stage_file(conn, b)
         except OSError as exc:
@@ -344,10 +403,19 @@ class Drainer(LoadSteps):
             self._quarantine(conn, b, str(exc), report)
             return
         faults.hit("after_upload")
-        ledger.mark_uploaded(conn, b.batch_id, stored.checksum, self.fence)
+        self._handed_over(conn, b, stored.checksum, report)
         path.unlink(missing_ok=True)
 
-    def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: DrainReport) -> None:
+    def _handed_over(self, conn: sqlite3.Connection, b: ledger.Batch, checksum: str, report: ShipReport) -> None:
+        events = ledger.mark_shipped(conn, b, checksum, fault=faults.hit, fence=self.fence)
+        if events is None:
+            return
+        faults.hit("after_ship")
+        report.events_shipped += events
+        report.batches_shipped += 1
+        report.bytes_shipped += b.object_size or 0
+
+    def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: ShipReport) -> None:
         if ledger.quarantine(conn, b.batch_id, error, self.fence):
             report.quarantined.append(b.batch_id)
             log.error("batch %s quarantined: %s", b.batch_id, error)

@@ -1,4 +1,4 @@
-"""Fault points: named places in the drain where tests inject a crash.
+"""Fault points: named places in the ship and commit stages where tests inject a crash.
 
 Inert in production: ``hit(name)`` does nothing unless the environment
 variable ``BQSPOOL_FAULT`` names that point when the process starts
@@ -18,12 +18,14 @@ POINTS = (
     "after_seal",
     "after_stage",
     "after_upload",
-    "after_group",
+    "mid_ship",
+    "after_ship",
+    # the commit stage's step boundaries
+    "after_record",
     "after_submit",
     "after_job_done",
-    "mid_ack",
-    "after_ack",
-    "after_reject",
+    "after_archive",
+    "after_split",
 )
 
 _spec = os.environ.get("BQSPOOL_FAULT", "").split(":")

@@ -1,25 +1,24 @@
-"""The loader's durable state in the buffer file: lease, batches, loads, jobs.
+"""The ship stage's durable state in the buffer file: lease and batches.
 
-Every function here is one transaction, so every step of the drain is
+Every function here is one transaction, so every step of the ship is
 recorded before the next begins and is safe to repeat after a crash. Every
-state change is conditional on the state it expects (a batch that was
-loaded is never staged, quarantined or acked again) and, given a
-:class:`Fence`, on the caller still holding the drain lease (see
-:mod:`.lease`).
+state change is conditional on the state it expects (a shipped batch is
+never staged, quarantined or shipped again) and, given a :class:`Fence`, on
+the caller still holding the buffer's lease (see :mod:`.lease`).
 
 Batch states: ``sealed`` (range fixed) -> ``staged`` (Parquet written
-locally; size, crc32c and the object name, which carries a digest of the
-content, recorded) -> ``uploaded`` (object in GCS) -> ``loaded`` (rows
-deleted from ``events``). Held back: ``quarantined`` (kept with the error,
-and the state it was held in, until retried or dropped). A batch whose
-data a load job rejected is bisected into *parts* (``split``; see
-:mod:`.bisect`). A batch in a load group has ``load_id`` set; a load's id
-derives from its objects' names, its job id from the load id and attempt.
+locally; size and the object name, which carries a digest of the content,
+recorded) -> ``shipped`` (the object is in the bucket, verified; the rows
+are gone from ``events``). Held back: ``quarantined`` (kept with the error,
+and the state it was held in, until retried or dropped). What happens to a
+shipped object is the commit stage's business, recorded in the bucket (see
+:mod:`.commitlog`). Files written by earlier versions may hold batches in
+the states ``uploaded``, ``loaded``, ``split`` and ``dead`` and their
+``loads`` and ``jobs`` tables, which nothing reads any more.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from bqspool.buffer.store import now_us, transaction
 from .lease import Fence, acquire_lease, check_fence, new_holder, release_lease, renew_lease  # noqa: F401
 
 LOADED_RETENTION_US = 7 * 86_400 * 1_000_000  # loaded batch rows kept this long for `status`
-LIVE_STATES = ("sealed", "staged", "uploaded")  # a batch in one of these may still be loaded
+LIVE_STATES = ("sealed", "staged", "uploaded")  # a batch in one of these may still be shipped
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,6 @@ _BATCH_COLS = (
     "batch_id, stream, seq_lo, seq_hi, rows, nbytes, day, state, object_name, object_size, "
     "object_crc32c, load_id, solo, error, parent, part_lo, part_hi, held_from"
 )
-
-
-@dataclass(frozen=True)
-class Load:
-    load_id: str
-    stream: str
-    attempt: int
-    job_id: str
-    state: str
-    error: str | None
 
 
 # The ledger's own changes to its tables, applied by prepare() in order and
@@ -105,38 +94,30 @@ def prepare(conn: sqlite3.Connection) -> None:
 
 
 def summary(conn: sqlite3.Connection) -> dict:
-    """What ``bqspool status`` shows of the loader: batches by state, load jobs
-    per table in the last 24 h (the daily budget counts them) and who drains."""
+    """What ``bqspool status`` shows of the ship stage: batches by state, and who ships.
+    (The commit stage's view, load jobs and budgets, is in the bucket: ``commitlog.status``.)"""
     states = dict(conn.execute("SELECT state, count(*) FROM batches GROUP BY state").fetchall())
-    since = now_us() - 86_400 * 1_000_000
-    jobs = dict(
-        conn.execute("SELECT stream, count(*) FROM jobs WHERE submitted_us > ? GROUP BY stream", (since,)).fetchall()
-    )
     lease_row = conn.execute(
         "SELECT holder FROM lease WHERE name = 'drain' AND holder != '' AND expires_us > ?", (now_us(),)
     ).fetchone()
     return {
         "batches": states,
         "quarantined": states.get("quarantined", 0),
-        "jobs_24h": jobs,
-        "draining": lease_row[0] if lease_row else None,
+        "shipping": lease_row[0] if lease_row else None,
     }
 
 
-def job_id_for(stream: str, load_id: str, attempt: int) -> str:
-    # Letters, digits, _ and - only, well under 1,024 characters.
-    return f"bqspool_{stream}_{load_id}_{attempt}"
-
-
-def content_name(placeholder: str, batch_id: str, digest: str) -> str:
-    """A staged batch's object name: its seal-time name with a digest of its bytes.
+def content_name(placeholder: str, batch_id: str, digest: str, events: int) -> str:
+    """A staged batch's object name: its seal-time name with a digest of its
+    bytes and its number of events (``-nEVENTS``, which the committer counts
+    by: see ``commitlog.events_in``).
 
     Two different batches never share an object name (nor, so, a job id)
     even when two hosts run copies of one buffer file, whose batch ids
     coincide; the same batch staged again gets the same name.
     """
     folder = placeholder.rpartition("/")[0]
-    return f"{folder}/{batch_id}-{digest[:20]}.parquet"
+    return f"{folder}/{batch_id}-{digest[:20]}-n{events}.parquet"
 
 
 # -- sealing ------------------------------------------------------------------
@@ -219,34 +200,6 @@ def batch(conn: sqlite3.Connection, batch_id: str) -> Batch | None:
     return Batch(*row) if row else None
 
 
-def loads(conn: sqlite3.Connection, states: tuple[str, ...] = ("pending",)) -> list[Load]:
-    marks = ",".join("?" * len(states))
-    return [
-        Load(*r)
-        for r in conn.execute(
-            f"SELECT load_id, stream, attempt, job_id, state, error FROM loads WHERE state IN ({marks}) "
-            "ORDER BY created_us",
-            states,
-        )
-    ]
-
-
-def load_batches(conn: sqlite3.Connection, load_id: str) -> list[Batch]:
-    return [
-        Batch(*r)
-        for r in conn.execute(
-            f"SELECT {_BATCH_COLS} FROM batches WHERE load_id = ? ORDER BY seq_lo, part_lo", (load_id,)
-        )
-    ]
-
-
-def jobs_last_day(conn: sqlite3.Connection, stream: str) -> int:
-    since = now_us() - 86_400 * 1_000_000
-    return conn.execute("SELECT count(*) FROM jobs WHERE stream = ? AND submitted_us > ?", (stream, since)).fetchone()[
-        0
-    ]
-
-
 # -- transitions --------------------------------------------------------------
 
 
@@ -264,7 +217,7 @@ def _set_state(conn: sqlite3.Connection, batch_id: str, expect: tuple[str, ...],
 
 def mark_staged(conn: sqlite3.Connection, b: Batch, size: int, digest: str, fence: Fence | None = None) -> str | None:
     """Record the staged file; returns the batch's object name, or None if it was not ``sealed`` any more."""
-    name = content_name(b.object_name, b.batch_id, digest)
+    name = content_name(b.object_name, b.batch_id, digest, b.rows)
     with transaction(conn):
         check_fence(conn, fence)
         ok = _set_state(
@@ -273,66 +226,34 @@ def mark_staged(conn: sqlite3.Connection, b: Batch, size: int, digest: str, fenc
     return name if ok else None
 
 
-def mark_uploaded(conn: sqlite3.Connection, batch_id: str, checksum: str, fence: Fence | None = None) -> bool:
-    """The object is in the store, verified; ``checksum`` is the store's (crc32c for GCS)."""
-    with transaction(conn):
-        check_fence(conn, fence)
-        return _set_state(conn, batch_id, ("staged",), "state = 'uploaded', object_crc32c = ?", (checksum,))
+def adopt_legacy(conn: sqlite3.Connection, staged_prefix: str, fence: Fence | None = None) -> tuple[int, int]:
+    """Batches an earlier version staged or uploaded but never loaded go back to
+    ``sealed``, named for ``staged/``, to be shipped like any other; returns
+    (adopted, left).
 
-
-def group(conn: sqlite3.Connection, stream: str, members: list[Batch], fence: Fence | None = None) -> Load:
-    """Record a load group durably, before its job is ever submitted.
-
-    The load id derives from the members' object names, which carry their
-    content's digest: a job id never covers other bytes than these.
+    One that was already in a load group is left alone and counted: its job
+    may have loaded it, and only the version that submitted it can tell.
     """
-    load_id = hashlib.sha256("\n".join(sorted(b.object_name for b in members)).encode()).hexdigest()[:32]
-    now = now_us()
     with transaction(conn):
         check_fence(conn, fence)
-        old = conn.execute("SELECT attempt, state FROM loads WHERE load_id = ?", (load_id,)).fetchone()
-        if old is None:
-            conn.execute(
-                "INSERT INTO loads VALUES (?, ?, 0, ?, 'pending', NULL, ?, ?)",
-                (load_id, stream, job_id_for(stream, load_id, 0), now, now),
+        # Staged under the old layout too: their objects, if any, were never loaded.
+        old_staged = conn.execute(
+            "SELECT batch_id, stream, day FROM batches WHERE state = 'staged' AND parent IS NULL "
+            "AND substr(object_name, 1, ?) != ?",
+            (len(staged_prefix.strip("/")) + 1, staged_prefix.strip("/") + "/"),
+        ).fetchall()
+        rows_ = conn.execute(
+            "SELECT batch_id, stream, day, load_id FROM batches WHERE state = 'uploaded' AND parent IS NULL"
+        ).fetchall()
+        adopted = 0
+        for batch_id, stream, day, load_id in [(*r, None) for r in old_staged] + rows_:
+            if load_id is not None:
+                continue
+            name = f"{staged_prefix.strip('/')}/{stream}/{day}/{batch_id}.parquet"
+            adopted += _set_state(
+                conn, batch_id, ("uploaded", "staged"), "state = 'sealed', object_name = ?, object_size = NULL", (name,)
             )
-        elif old[1] == "failed":
-            # The same objects again (a quarantined batch retried): the old
-            # job id belongs to the failed job, so take the next attempt.
-            conn.execute(
-                "UPDATE loads SET state = 'pending', attempt = ?, job_id = ?, updated_us = ? WHERE load_id = ?",
-                (old[0] + 1, job_id_for(stream, load_id, old[0] + 1), now, load_id),
-            )
-        conn.executemany(
-            "UPDATE batches SET load_id = ?, updated_us = ? WHERE batch_id = ? AND state = 'uploaded'",
-            [(load_id, now, b.batch_id) for b in members],
-        )
-    row = conn.execute(
-        "SELECT load_id, stream, attempt, job_id, state, error FROM loads WHERE load_id = ?", (load_id,)
-    ).fetchone()
-    return Load(*row)
-
-
-def record_submission(conn: sqlite3.Connection, load: Load, fence: Fence | None = None) -> None:
-    with transaction(conn):
-        check_fence(conn, fence)
-        conn.execute(
-            "INSERT INTO jobs VALUES (?, ?, ?) ON CONFLICT(job_id) DO NOTHING", (load.job_id, load.stream, now_us())
-        )
-
-
-def next_attempt(conn: sqlite3.Connection, load: Load, error: str, fence: Fence | None = None) -> Load:
-    """A job that failed transiently wrote nothing: retry under a new job id."""
-    attempt = load.attempt + 1
-    job_id = job_id_for(load.stream, load.load_id, attempt)
-    with transaction(conn):
-        check_fence(conn, fence)
-        conn.execute(
-            "UPDATE loads SET attempt = ?, job_id = ?, error = ?, updated_us = ? WHERE load_id = ? "
-            "AND attempt = ? AND state = 'pending'",
-            (attempt, job_id, error, now_us(), load.load_id, load.attempt),
-        )
-    return Load(load.load_id, load.stream, attempt, job_id, load.state, error)
+    return adopted, len(old_staged) + len(rows_) - adopted
 
 
 def delete_rows(conn: sqlite3.Connection, b: Batch) -> int:
@@ -347,41 +268,25 @@ def event_lines(conn: sqlite3.Connection, b: Batch) -> list[str]:
     return rows.lines(conn, b.stream, b.seq_lo, b.seq_hi, first, last)
 
 
-def ack(conn: sqlite3.Connection, load: Load, fault=None, fence: Fence | None = None) -> int:
-    """The load is DONE without error: delete its rows and mark its batches
-    loaded, in one transaction. Returns the number of events loaded.
-
-    Only batches still ``uploaded`` in this load are acked; a part marks
-    itself loaded and its root's rows go once every part is done (see
-    :func:`.bisect.settle`).
-    """
-    from .bisect import settle
-
-    acked = 0
+def mark_shipped(
+    conn: sqlite3.Connection, b: Batch, checksum: str, fault=None, fence: Fence | None = None
+) -> int | None:
+    """The batch's object is in the bucket, verified: the object is the durable
+    copy now, so the batch's rows leave the buffer in the transaction that marks
+    it ``shipped``. Returns the events handed over, or None if it was not ``staged``."""
     with transaction(conn):
         check_fence(conn, fence)
-        for b in load_batches(conn, load.load_id):
-            if b.state != "uploaded":
-                continue
-            if b.parent is None:
-                deleted = delete_rows(conn, b)
-                if fault:
-                    fault("mid_ack")
-            else:
-                deleted = b.rows
-            _set_state(conn, b.batch_id, ("uploaded",), "state = 'loaded', error = NULL", ())
-            if b.parent is not None:
-                settle(conn, b.parent)
-            acked += deleted
-        conn.execute("UPDATE loads SET state = 'done', updated_us = ? WHERE load_id = ?", (now_us(), load.load_id))
+        now = now_us()
+        if not _set_state(conn, b.batch_id, ("staged",), "state = 'shipped', object_crc32c = ?", (checksum,)):
+            return None
+        if fault:
+            fault("mid_ship")
+        events = delete_rows(conn, b)
         conn.execute(
-            "DELETE FROM batches WHERE state IN ('loaded', 'dead', 'dropped') AND updated_us < ?",
-            (now_us() - LOADED_RETENTION_US,),
+            "DELETE FROM batches WHERE state IN ('shipped', 'loaded', 'dead', 'dropped') AND updated_us < ?",
+            (now - LOADED_RETENTION_US,),
         )
-        conn.execute(
-            "DELETE FROM loads WHERE state IN ('done', 'failed') AND updated_us < ?", (now_us() - LOADED_RETENTION_US,)
-        )
-    return acked
+    return events
 
 
 def quarantine(conn: sqlite3.Connection, batch_id: str, error: str, fence: Fence | None = None) -> bool:

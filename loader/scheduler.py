@@ -1,7 +1,11 @@
-"""``bqspool run``: the drain on an APScheduler schedule, one at a time.
+"""``bqspool run``: ship, commit or both on an APScheduler schedule, one at a time.
 
-Scheduling is a thin layer: each tick calls ``Drainer.drain_once()``. A
-SIGTERM or SIGINT lets the current step finish, then the loop exits.
+Scheduling is a thin layer: each tick calls ``Drainer.ship_once()``,
+``Committer.commit_once()`` or ``Drainer.drain_once()``, by role. A
+SIGTERM or SIGINT lets the current step finish; then a shipping role ships
+everything pending within the shutdown deadline (:data:`SHUTDOWN_DEADLINE_S`,
+inside the 10 s Cloud Run and Kubernetes give before SIGKILL), and the
+loop exits.
 """
 
 from __future__ import annotations
@@ -9,37 +13,45 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 
 from bqspool.schemas.errors import BqspoolError
 
-from .clients import make_drainer
+from .clients import make_committer, make_drainer
 from .config import Config
 
 log = logging.getLogger("bqspool.loader")
 
+SHUTDOWN_DEADLINE_S = 8.0
 
-def run_forever(config: Config, stop: threading.Event | None = None) -> None:
+
+def run_forever(config: Config, stop: threading.Event | None = None, role: str = "all") -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
     stop = stop or threading.Event()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
-    drainer = make_drainer(config, should_stop=stop.is_set, progress=True)
+    if role == "commit":
+        committer = make_committer(config, should_stop=stop.is_set)
+        step, drainer = committer.commit_once, None
+    else:
+        drainer = make_drainer(config, commit=role == "all", should_stop=stop.is_set, progress=True)
+        step = drainer.drain_once if role == "all" else drainer.ship_once
     seconds = config.schedule_seconds()
     trigger = IntervalTrigger(seconds=seconds) if seconds else CronTrigger.from_crontab(config.schedule)
     scheduler = BlockingScheduler()
 
     def tick() -> None:
         try:
-            drainer.drain_once()
+            step()
         except BqspoolError as exc:
-            # The buffer keeps everything; the next tick tries again.
-            log.error("drain failed (%s): %s", "will retry" if exc.retryable else "needs attention", exc)
+            # The buffer and the bucket keep everything; the next tick tries again.
+            log.error("%s failed (%s): %s", role, "will retry" if exc.retryable else "needs attention", exc)
 
-    # One job: max_instances=1 and coalesce mean never two drains at once and
-    # no backlog of missed ticks; the first drain runs at start.
+    # One job: max_instances=1 and coalesce mean never two runs at once and
+    # no backlog of missed ticks; the first runs at start.
     scheduler.add_job(tick, trigger, max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
 
     def on_signal(signum, frame) -> None:
@@ -49,5 +61,19 @@ def run_forever(config: Config, stop: threading.Event | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.warning("bqspool run: draining %s every %s", config.buffer, config.schedule)
+    log.warning(
+        "bqspool run --role %s: %s every %s", role, config.buffer if drainer else config.prefix, config.schedule
+    )
     scheduler.start()
+    if drainer is not None:
+        last_ship(drainer, stop)
+
+
+def last_ship(drainer, stop: threading.Event, deadline_s: float = SHUTDOWN_DEADLINE_S) -> None:
+    """Ship what is pending before the process goes: within ``deadline_s``, whatever stopped it."""
+    drainer.should_stop = lambda: False  # the stop was for the schedule, not for this
+    try:
+        report = drainer.ship_once(deadline=time.monotonic() + deadline_s)
+        log.warning("shipped %d events on the way out", report.events_shipped)
+    except BqspoolError as exc:
+        log.error("could not ship on the way out (%s); the buffer keeps the events", exc)

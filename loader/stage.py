@@ -140,16 +140,7 @@ class Stager:
         # Created owner-only before Arrow opens it (truncating keeps the
         # mode): the file holds the same data as the 0600 buffer.
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
-        with pq.ParquetWriter(
-            tmp,
-            self.schema,
-            compression="zstd",
-            use_dictionary=True,
-            write_statistics=True,
-            data_page_version="1.0",
-            version="2.6",
-            store_schema=True,
-        ) as writer:
+        with parquet_writer(tmp, self.schema) as writer:
             pending: list[pa.Table] = []
             pending_rows = 0
             for payloads in chunks:
@@ -168,6 +159,29 @@ class Stager:
                 writer.write_table(pa.concat_tables(pending), row_group_size=pending_rows)
         tmp.replace(path)  # a crash mid-write never leaves a partial file under the final name
         return rows
+
+
+def parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """The one way bqspool writes Parquet: the same rows give the same bytes."""
+    return pq.ParquetWriter(
+        path,
+        schema,
+        compression="zstd",
+        use_dictionary=True,
+        write_statistics=True,
+        data_page_version="1.0",
+        version="2.6",
+        store_schema=True,
+    )
+
+
+def write_rows(table: pa.Table, path: Path) -> None:
+    """Write ``table`` (a slice of a staged file) deterministically to ``path``, owner-only."""
+    tmp = path.with_name(path.name + ".tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
+    with parquet_writer(tmp, table.schema) as writer:
+        writer.write_table(table, row_group_size=max(table.num_rows, 1))
+    tmp.replace(path)
 
 
 def read_batch_payloads(conn: sqlite3.Connection, stream: str, lo: int, hi: int, chunk: int = CHUNK_ROWS):

@@ -281,6 +281,7 @@ class MemoryWarehouse(_Faulty):
         return self.knobs.call(f"start load {job_id}", attempt)
 
     def _run(self, job_id: str, table: str, uris: list[str]) -> JobOutcome:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         sources = tuple(uris)
@@ -297,6 +298,8 @@ class MemoryWarehouse(_Faulty):
                 data = pq.read_table(io.BytesIO(self.store.read_uri(uri)))
             except KeyError:
                 return JobOutcome(job_id, True, JobError("data", "notFound", f"not found: {uri}"), source_uris=sources)
+            except (pa.ArrowException, OSError) as exc:  # as BigQuery: a file it cannot read fails the job
+                return JobOutcome(job_id, True, JobError("data", "invalid", f"{uri}: {exc}"), source_uris=sources)
             # As BigQuery does: columns by name, none the table lacks.
             extra = set(data.column_names) - want
             if extra:

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from bqspool.loader.clients import bigquery_client, make_drainer, make_warehouse
+from bqspool.loader.clients import bigquery_client, make_committer, make_drainer, make_object_store, make_warehouse
 from bqspool.loader.config import Config, load_config
 from bqspool.schemas import load_schema_set
 
@@ -37,8 +37,15 @@ class Env:
             retry_deadline=3.0,
             lease_seconds=10.0,
         )
+        # A bucket of its own: fake-gcs-server's listings walk the whole
+        # bucket on every call, so a bucket shared by the session slows down
+        # every committer with every earlier test's objects.
+        if base.bucket == "bqspool-local":
+            settings["bucket"] = f"t-{self.dataset.removeprefix('t_').replace('_', '-')}"
         settings.update(overrides)
         self.config: Config = replace(base, **settings)
+        if self.config.bucket != base.bucket:
+            make_object_store(self.config).ensure_bucket(self.config.location)
         self.schemas = load_schema_set(schemas)
         wh = make_warehouse(self.config)
         wh.ensure_dataset()
@@ -78,6 +85,32 @@ class Env:
     def drainer(self, **kw):
         return make_drainer(self.config, progress=False, **kw)
 
+    def committer(self, **kw):
+        return make_committer(self.config, **kw)
+
+    def bucket(self, area: str) -> list[str]:
+        """Object names under ``PREFIX/AREA/``, straight from fake-gcs-server's listing."""
+        store = make_object_store(self.config)
+        return [o.name for o in store.list_objects(f"{self.config.prefix}/{area}/")]
+
+    def dead_in_bucket(self) -> dict[str, str]:
+        """Events the commit stage dead-lettered (objects of one row in dead/): id -> reason."""
+        import tempfile
+
+        import pyarrow.parquet as pq
+
+        store = make_object_store(self.config)
+        out = {}
+        for name in self.bucket("dead"):
+            if name.endswith(".reason"):
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                store.download(name, Path(tmp) / "d.parquet")
+                (row,) = pq.read_table(Path(tmp) / "d.parquet").to_pylist()
+            found = store.read_object(name + ".reason")
+            out[row["_event_id"]] = found[0].decode() if found else ""
+        return out
+
     def drain_cli(self, *args: str, fault: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         extra = {"BQSPOOL_FAULT": fault} if fault else {}
         return subprocess.run(
@@ -112,6 +145,8 @@ def assert_exactly_once(env: Env, appended: dict[str, list[str]]) -> None:
         assert not doubled, f"{table}: {len(doubled)} events loaded more than once"
         assert not extra, f"{table}: {len(extra)} unexpected events"
     assert env.pending() == 0
+    # Nothing left behind: every shipped object loaded and archived, every commit closed.
+    assert env.bucket("staged") == [] and env.bucket("commits") == []
 
 
 def append_in_calls(buf, stream: str, events: list, per_call: int = 5) -> list:

@@ -26,8 +26,12 @@ def fill(env, n, seed):
 
 # Every fault point is crashed at, twice, on the in-memory fakes
 # (test_drain_logic.py); on the real stack, the points where a real server's
-# state matters: an object uploaded, a job submitted or done, an ack midway.
-@pytest.mark.parametrize("point", ["after_seal", "after_upload", "after_submit", "after_job_done", "mid_ack"])
+# state matters: an object uploaded, a hand-over midway, a commit recorded,
+# a job submitted or done, objects archived.
+@pytest.mark.parametrize(
+    "point",
+    ["after_seal", "after_upload", "mid_ship", "after_record", "after_submit", "after_job_done", "after_archive"],
+)
 def test_crash_at_each_step_then_drain_again(stack, tmp_path, point):
     env = Env(tmp_path, "eixa", batch_rows=40, batch_per_job=2)
     appended = fill(env, 100, point)

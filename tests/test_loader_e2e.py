@@ -34,7 +34,7 @@ def test_bundled_set_loads_end_to_end(stack, tmp_path, set_name):
     assert report.events_loaded == sum(len(v) for v in appended.values())
     assert report.quarantined == [] and report.deferred == {}
     assert_exactly_once(env, appended)
-    assert set(env.batch_states()) == {"loaded"}
+    assert set(env.batch_states()) == {"shipped"}
     # The space of loaded rows goes back to the filesystem.
     db = Path(env.config.buffer)
     wal = db.with_name(db.name + "-wal")

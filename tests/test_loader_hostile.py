@@ -85,11 +85,11 @@ def test_a_loader_paused_past_its_lease_stops_and_nothing_is_doubled(stack, tmp_
     # The operator's usual next steps find nothing to redo.
     retry = subprocess.run([BQSPOOL, "quarantine", "retry"], env=env.env(), capture_output=True, text=True)
     assert retry.returncode == 0 and retry.stdout.startswith("0 batches")
-    loaded = [b for b in sqlite_utils_db(env.config.buffer)["batches"].rows if b["state"] == "loaded"]
+    shipped = [b for b in sqlite_utils_db(env.config.buffer)["batches"].rows if b["state"] == "shipped"]
     drop = subprocess.run(
-        [BQSPOOL, "quarantine", "drop", loaded[0]["batch_id"]], env=env.env(), capture_output=True, text=True
+        [BQSPOOL, "quarantine", "drop", shipped[0]["batch_id"]], env=env.env(), capture_output=True, text=True
     )
-    assert drop.returncode == 0 and drop.stdout.startswith("0 batches dropped")  # a loaded batch is never dropped
+    assert drop.returncode == 2 and "not held back" in drop.stderr  # a shipped batch is never dropped
     again = env.drain_cli("--json")
     assert again.returncode == 0 and json.loads(again.stdout)["events_loaded"] == 0
     assert_exactly_once(env, appended)
@@ -217,11 +217,9 @@ def test_a_column_removed_under_pending_events_quarantines_that_batch_only(stack
     held = json.loads(
         subprocess.run([BQSPOOL, "quarantine", "list", "--json"], env=env.env(), capture_output=True, text=True).stdout
     )
-    assert [h["stream"] for h in held] == ["tasks"] and SECRET not in json.dumps(held)
+    assert [(h["where"], h["table"]) for h in held] == [("buffer", "tasks")] and SECRET not in json.dumps(held)
     # Dropping it keeps every event, as a dead letter, with the bytes counted right.
-    drop = subprocess.run(
-        [BQSPOOL, "quarantine", "drop", held[0]["batch_id"]], env=env.env(), capture_output=True, text=True
-    )
+    drop = subprocess.run([BQSPOOL, "quarantine", "drop", held[0]["id"]], env=env.env(), capture_output=True, text=True)
     assert drop.returncode == 0 and "20 events" in drop.stdout
     dead = sqlite3.connect(env.config.buffer).execute("SELECT event_id FROM dead_letters").fetchall()
     assert {d[0] for d in dead} == set(tasks)
@@ -283,7 +281,7 @@ def _poison_one(env, position, value):
     return row["_event_id"]
 
 
-@pytest.mark.parametrize("crash", [None, "after_reject:2"])
+@pytest.mark.parametrize("crash", [None, "after_split:2"])
 def test_one_bad_geography_costs_only_itself(stack, tmp_path, crash):
     env = Env(tmp_path, _places(tmp_path), quota_jobs_per_table_10s=100)
     with Buffer(env.config.buffer, env.config.schemas, strict=True) as buf:
@@ -299,8 +297,8 @@ def test_one_bad_geography_costs_only_itself(stack, tmp_path, crash):
     got = env.bq_ids("places")
     assert set(got) == set(ids) - {bad} and all(n == 1 for n in got.values())
     assert env.pending() == 0
-    (dead,) = sqlite3.connect(env.config.buffer).execute("SELECT event_id, reason FROM dead_letters").fetchall()
-    assert dead[0] == bad and "rejected by load job" in dead[1]
+    dead = env.dead_in_bucket()
+    assert list(dead) == [bad] and "rejected by load job" in dead[bad]
     assert counters(env)["pending_bytes"] == 0
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 from bqspool.buffer import Buffer
-from bqspool.buffer.store import connect, now_us
+from bqspool.buffer.store import connect
 from bqspool.loader import holdback, ledger, localstack
+from bqspool.loader.clients import make_object_store
+from bqspool.loader.commitlog import Record
 from bqspool.loader.config import load_config
 from bqspool.loader.progress import Progress
 from bqspool.schemas.errors import BackendUnavailableError, ConfigError, LeaseHeldError
@@ -58,7 +60,9 @@ def test_outage_mid_drain_then_redrain(stack, tmp_path, service, method, n):
     appended = fill(env, {"user_interactions": 150, "tasks": 50})
     drainer = env.drainer()
     attr = "objects" if service == "gcs" else "warehouse"
-    setattr(drainer, attr, StopServerAfter(getattr(drainer, attr), method, n, service, stack["folder"]))
+    stopping = StopServerAfter(getattr(drainer.committer, attr), method, n, service, stack["folder"])
+    for stage in (drainer, drainer.committer):
+        setattr(stage, attr, stopping)
     try:
         with pytest.raises(BackendUnavailableError):
             drainer.drain_once()
@@ -84,8 +88,9 @@ def test_drain_exit_code_when_backend_stays_down(stack, tmp_path):
         localstack.start_service("bigquery", stack["folder"])
     assert res.returncode == 3, res.stderr
     assert "unavailable" in res.stderr and "nothing was lost" in res.stderr
-    assert env.pending() == 5
-    assert env.drain_cli().returncode == 0 and env.pending() == 0
+    # BigQuery's outage does not stop the host: its events are shipped, waiting in the bucket.
+    assert env.pending() == 0 and len(env.bucket("staged")) == 1
+    assert env.drain_cli().returncode == 0 and env.bucket("staged") == []
 
 
 def test_poison_batch_is_quarantined_while_others_load(stack, tmp_path):
@@ -101,7 +106,8 @@ def test_poison_batch_is_quarantined_while_others_load(stack, tmp_path):
     )
     listed = subprocess.run([BQSPOOL, "quarantine", "list", "--json"], env=env.env(), capture_output=True, text=True)
     held = json.loads(listed.stdout)
-    assert len(held) == 1 and held[0]["stream"] == "tasks" and held[0]["rows"] == 30 and held[0]["error"]
+    assert len(held) == 1 and held[0]["table"] == "tasks" and held[0]["area"] == "quarantine"
+    assert "both halves" in held[0]["reason"] and "rejected by load job" in held[0]["reason"]
     # The operator fixes the table, then retries: the batch loads once.
     env.query("ALTER TABLE {ds}.tasks ADD COLUMN updated_at TIMESTAMP")
     subprocess.run([BQSPOOL, "quarantine", "retry"], env=env.env(), check=True, capture_output=True)
@@ -136,9 +142,9 @@ def test_poison_inside_a_group_is_isolated(stack, tmp_path):
     """A group of batches fails: each loads alone, and only the bad one is narrowed down further."""
     env = Env(tmp_path, "eixa", batch_rows=10, batch_per_job=10)
     fill(env, {"tasks": 50})
-    clock = [0.0]
+    clock = [time.time()]
     drainer = env.drainer(clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
-    real = drainer.warehouse
+    real = drainer.committer.warehouse
     bad_uri = {}
 
     class FailOneBatch:
@@ -157,17 +163,16 @@ def test_poison_inside_a_group_is_isolated(stack, tmp_path):
         def get_job(self, job_id):
             return real.get_job(job_id)
 
-    drainer.warehouse = FailOneBatch()
+    drainer.committer.warehouse = FailOneBatch()
     report = drainer.drain_once()
-    # The group's job fails, so each batch is loaded alone: four load; the
+    # The group's job fails, so each object is loaded alone: four load; the
     # fifth, whose own job is rejected too, is loaded in halves (which this
     # stand-in accepts: it rejects that one file only).
     assert report.quarantined == [] and report.events_loaded == 50
-    assert env.batch_states() == {"loaded": 7}
-    conn = sqlite3.connect(env.config.buffer)
-    parts = conn.execute("SELECT batch_id, parent, rows FROM batches WHERE parent IS NOT NULL").fetchall()
-    conn.close()
-    assert len(parts) == 2 and parts[0][1] == parts[1][1] and sum(p[2] for p in parts) == 10
+    assert env.batch_states() == {"shipped": 5}
+    halves = [n for n in env.bucket("archive") if "~" in n]
+    assert len(halves) == 2 and {n.rpartition("~")[2] for n in halves} == {"a5.parquet", "b5.parquet"}
+    assert [n.rpartition("/")[2] for n in env.bucket("split")] == [halves[0].rpartition("/")[2].replace("~a5", "")]
 
 
 def test_quota_budget_defers_and_groups(stack, tmp_path):
@@ -176,21 +181,29 @@ def test_quota_budget_defers_and_groups(stack, tmp_path):
     report = env.drainer().drain_once()
     assert report.jobs_submitted == 3 and report.events_loaded == 30
     assert "tasks" in report.deferred
-    assert env.pending() == 30
+    # Every host ships regardless: the rest waits in the bucket for the budget.
+    assert env.pending() == 0 and len(env.bucket("staged")) == 3
     again = env.drainer().drain_once()
     assert again.jobs_submitted == 0 and "budget" in again.deferred["tasks"]
     shown = subprocess.run([BQSPOOL, "status"], env=env.env(), capture_output=True, text=True).stdout
-    assert "load jobs in 24h: tasks: 3 of 3 budget  (deferring loads)" in shown
+    commit_stage = shown.split("commit stage (the bucket):")[1]
+    row = next(line for line in commit_stage.splitlines() if line.startswith("tasks "))
+    assert row.split()[1:4] == ["3", row.split()[2], "3/3"] and "(deferring loads)" in row
     stats = json.loads(
         subprocess.run([BQSPOOL, "status", "--json"], env=env.env(), capture_output=True, text=True).stdout
     )
-    assert stats["loader"]["jobs_24h"] == {"tasks": 3} and stats["loader"]["batches"]["uploaded"] == 3
-    # Near the budget, everything waiting goes into one job.
+    tasks = stats["commit"]["tables"]["tasks"]
+    assert tasks["jobs_24h"] == 3 and tasks["budget"] == 3 and tasks["waiting"] == 3 and tasks["oldest_age_s"] >= 0
+    assert stats["loader"]["batches"] == {"shipped": 6}
+    # Near the budget, everything waiting goes into one job. The budget is
+    # counted from the commit log: plant 8 records of earlier commits there.
     env2 = Env(tmp_path / "two", "eixa", batch_rows=10, batch_per_job=1, quota_jobs_per_table_day=10)
     fill(env2, {"tasks": 60})
-    conn = connect(env2.config.buffer)
-    conn.executemany("INSERT INTO jobs VALUES (?, 'tasks', ?)", [(f"old{i}", now_us()) for i in range(8)])
-    conn.close()
+    store = make_object_store(env2.config)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    for i in range(8):
+        record = Record("tasks", f"old{i}", 0, (f"{env2.config.prefix}/staged/tasks/{day}/gone{i}.parquet",))
+        store.write_object(f"{env2.config.prefix}/commit-archive/tasks/{day}/old{i}-0.json", record.to_json(), 0)
     report = env2.drainer().drain_once()
     assert report.jobs_submitted == 1 and report.events_loaded == 60
 
@@ -308,6 +321,9 @@ def test_run_drains_on_schedule_and_stops_on_sigterm(stack, tmp_path):
         code = proc.wait(20)
     assert code == 0, proc.stderr.read()
     appended["tasks"] += more["tasks"]
+    # `pending == 0` means shipped; a stop between a ship and its commit leaves
+    # objects waiting in the bucket, for the next commit.
+    assert env.committer().commit_once() is not None
     assert_exactly_once(env, appended)
 
 
@@ -381,17 +397,18 @@ def test_load_jobs_are_paced_per_table(stack, tmp_path):
     collect rateLimitExceeded failures that still count against the quota."""
     env = Env(tmp_path, "eixa", batch_rows=10, batch_per_job=1)
     appended = fill(env, {"tasks": 70, "user_interactions": 20})
-    now = [1000.0]
+    slept = [0.0]  # the commit log's times are the bucket's: a wall clock, moved on by each wait
     waits = []
 
     def sleep(seconds):
         waits.append(round(seconds, 3))
-        now[0] += seconds
+        slept[0] += seconds
 
-    report = env.drainer(clock=lambda: now[0], sleep=sleep).drain_once()
+    report = env.drainer(clock=lambda: time.time() + slept[0], sleep=sleep).drain_once()
     assert report.jobs_submitted == 9
-    # tasks has 7 jobs: the 6th waits out the window; the 7th finds it clear again.
-    assert waits == [10.0]
+    # tasks has 7 jobs: the 6th waits out the window (less the moments the
+    # first jobs took in real time); the 7th finds it clear again.
+    assert len(waits) == 1 and 9.0 < waits[0] <= 10.0
     assert_exactly_once(env, appended)
 
 
@@ -404,7 +421,7 @@ def test_every_load_is_submitted_before_the_drain_waits_for_any(stack, tmp_path)
     env = Env(tmp_path, "eixa", batch_rows=20, batch_per_job=2)
     appended = fill(env, {"user_interactions": 60, "tasks": 40, "emotional_memories": 30})
     drainer = env.drainer()
-    real = drainer.warehouse
+    real = drainer.committer.warehouse
     calls = []
 
     class StillRunning:
@@ -426,7 +443,7 @@ def test_every_load_is_submitted_before_the_drain_waits_for_any(stack, tmp_path)
             calls.append(("wait", job_id))
             return real.wait(job_id, **kw)
 
-    drainer.warehouse = StillRunning()
+    drainer.committer.warehouse = StillRunning()
     report = drainer.drain_once()
     starts = [i for i, (kind, _) in enumerate(calls) if kind == "start"]
     waits = [i for i, (kind, _) in enumerate(calls) if kind == "wait"]

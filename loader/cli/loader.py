@@ -1,4 +1,4 @@
-"""Loader commands: ``setup``, ``drain``, ``run`` and the ``local`` stack."""
+"""Loader commands: ``setup``, ``ship``, ``commit``, ``drain``, ``run`` and the ``local`` stack."""
 
 from __future__ import annotations
 
@@ -55,44 +55,35 @@ def _loader_process() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
-def _print_report(report) -> None:
+def _print_ship(report) -> None:
     click.echo(
-        f"loaded {report.events_loaded} events in {report.batches_loaded} batches with "
-        f"{report.jobs_submitted} load jobs in {report.seconds:.1f}s",
+        f"shipped {report.events_shipped} events in {report.batches_shipped} batches "
+        f"({report.bytes_shipped} bytes) in {report.seconds:.1f}s",
+        err=True,
+    )
+
+
+def _print_commit(report) -> None:
+    waiting = sum(report.waiting.values())
+    click.echo(
+        f"committed {report.objects_loaded} objects ({report.events_loaded} events) with "
+        f"{report.jobs_submitted} load jobs in {report.seconds:.1f}s; {waiting} objects still waiting",
         err=True,
     )
     if report.dead_lettered:
         click.echo(
-            f"{report.dead_lettered} events a load job rejected are dead letters now: see `bqspool dead-letters list`",
+            f"{report.dead_lettered} events a load job rejected are dead letters in the bucket: "
+            "see `bqspool quarantine list`",
             err=True,
         )
-    for stream, why in report.deferred.items():
-        click.echo(f"deferred {stream}: {why}", err=True)
+    for table, why in report.deferred.items():
+        click.echo(f"deferred {table}: {why}", err=True)
 
 
-@main.command()
-@config_option
-@click.option("--once", is_flag=True, required=True, help="Drain everything pending now, then exit.")
-@click.option("--json", "as_json", is_flag=True, help="Print the drain report as JSON.")
-def drain(config_path: str | None, once: bool, as_json: bool) -> None:
-    """Drain the buffer into BigQuery once (for cron, systemd timers, CronJobs).
-
-    Exits 0 when everything pending was loaded, 2 when a batch is in
-    quarantine, 3 when something that passes stopped it (GCS or BigQuery
-    unreachable past the retry policy, a full disk, a locked file), 4 when
-    another loader holds the buffer or took it over, 5 when a stream has
-    pending events but no table in the schema set.
-    """
+def _ship_exit(cfg, report) -> None:
+    """Exit 2 for batches the ship held back, 5 for streams without a table."""
     from .. import holdback
-    from ..clients import make_drainer
 
-    cfg = load_config(config_path)
-    _loader_process()
-    report = make_drainer(cfg).drain_once()
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        _print_report(report)
     held = holdback.list_held(cfg.buffer)
     if held:
         for b in held:
@@ -102,21 +93,118 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
     if report.undrainable:
         for stream, n in report.undrainable.items():
             click.echo(
-                f"not drained: stream {stream!r} has {n} pending events but no table in schema set {cfg.schemas}",
+                f"not shipped: stream {stream!r} has {n} pending events but no table in schema set {cfg.schemas}",
                 err=True,
             )
         sys.exit(EXIT_UNDRAINABLE)
 
 
+def _commit_exit(report) -> None:
+    """Exit 2 when this commit quarantined an object."""
+    if report.quarantined:
+        for name in report.quarantined:
+            click.echo(f"quarantined: {name}", err=True)
+        click.echo("see `bqspool quarantine list`; fix the cause, then `bqspool quarantine retry`", err=True)
+        sys.exit(EXIT_QUARANTINE)
+
+
+once_option = click.option("--once", is_flag=True, required=True, help="Do everything pending now, then exit.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
+
 @main.command()
 @config_option
-def run(config_path: str | None) -> None:
-    """Run the drain on the configured schedule until SIGTERM/SIGINT."""
+@once_option
+@json_option
+def ship(config_path: str | None, once: bool, as_json: bool) -> None:
+    """Ship the buffer to the bucket once: seal, stage, upload, hand over.
+
+    Runs on every host; needs only the bucket, never BigQuery. A batch's
+    rows leave the buffer once its object is in the bucket, verified.
+    Exits 0 when everything pending was shipped, 2 when a batch cannot be
+    staged (quarantined), 3 when something that passes stopped it (GCS
+    unreachable, a full disk, a locked file), 4 when another loader ships
+    this buffer, 5 when a stream has pending events but no table.
+    """
+    from ..clients import make_drainer
+
+    cfg = load_config(config_path)
+    _loader_process()
+    report = make_drainer(cfg, commit=False).ship_once()
+    click.echo(json.dumps(report.as_dict(), indent=2)) if as_json else _print_ship(report)
+    _ship_exit(cfg, report)
+
+
+@main.command()
+@config_option
+@once_option
+@json_option
+def commit(config_path: str | None, once: bool, as_json: bool) -> None:
+    """Load what every host shipped into BigQuery once, exactly once.
+
+    Runs once per dataset (one committer at a time holds the bucket's
+    lease); needs no buffer. Exits 0 when everything waiting was loaded or
+    deferred by the budget, 2 when an object was quarantined, 3 when GCS or
+    BigQuery stayed unreachable, 4 when another committer holds the lease
+    or took it over.
+    """
+    from ..clients import make_committer
+
+    cfg = load_config(config_path)
+    _loader_process()
+    report = make_committer(cfg).commit_once()
+    click.echo(json.dumps(report.as_dict(), indent=2)) if as_json else _print_commit(report)
+    _commit_exit(report)
+
+
+@main.command()
+@config_option
+@once_option
+@json_option
+def drain(config_path: str | None, once: bool, as_json: bool) -> None:
+    """Ship, then commit, in one process: what a single host runs (cron, timers, CronJobs).
+
+    The same two stages as `ship` and `commit`, with the same guarantee.
+    Exits 0 when everything pending was loaded, 2 when a batch or an object
+    is in quarantine, 3 when something that passes stopped it (GCS or
+    BigQuery unreachable past the retry policy, a full disk, a locked
+    file), 4 when another loader or committer holds its lease or took it
+    over, 5 when a stream has pending events but no table in the schema set.
+    """
+    from ..clients import make_drainer
+
+    cfg = load_config(config_path)
+    _loader_process()
+    report = make_drainer(cfg).drain_once()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_ship(report.ship)
+        _print_commit(report.commit)
+    _ship_exit(cfg, report.ship)
+    _commit_exit(report.commit)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--role",
+    type=click.Choice(["all", "ship", "commit"]),
+    default="all",
+    show_default=True,
+    help="ship: this host's buffer only (a sidecar, a VM); commit: the dataset's committer; all: both.",
+)
+def run(config_path: str | None, role: str) -> None:
+    """Run ship, commit or both on the configured schedule until SIGTERM/SIGINT.
+
+    On SIGTERM a shipping role ships everything pending within the
+    shutdown deadline (8 s, inside Cloud Run's 10), then exits.
+    """
     from ..scheduler import run_forever
 
     cfg = load_config(config_path)
     _loader_process()
-    run_forever(cfg)
+    run_forever(cfg, role=role)
 
 
 @main.group()

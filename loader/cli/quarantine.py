@@ -1,7 +1,11 @@
-"""``bqspool quarantine list|retry|drop``: batches held back from loading.
+"""``bqspool quarantine list|retry|drop``: what is held back from loading.
 
-Retry and drop take the drain lease, so they never race a running drain
-(exit 4 while one runs).
+Two places hold things back. The buffer holds batches the ship stage
+cannot stage (a row that no longer fits its table); retry and drop take
+the buffer's lease, so they never race a running ship (exit 4 while one
+runs). The bucket holds objects the commit stage held back: a shipped
+object both of whose halves a load job rejected (``quarantine``), and
+single events a load job rejected alone (``dead``).
 """
 
 from __future__ import annotations
@@ -11,48 +15,98 @@ from pathlib import Path
 
 import click
 
-from .base import config_option, existing_buffer, load_config, main
+from .base import config_option, load_config, main
+
+
+def _bucket(cfg):
+    """(store, layout) where a bucket is configured, else None."""
+    if not cfg.bucket:
+        return None
+    from ..clients import make_object_store
+    from ..commitlog import Layout
+
+    return make_object_store(cfg), Layout(cfg.prefix)
+
+
+def _held(cfg) -> list[dict]:
+    from .. import held, holdback
+
+    out = []
+    if Path(cfg.buffer).exists():
+        for b in holdback.list_held(cfg.buffer):
+            out.append({"where": "buffer", "id": b.batch_id, "table": b.stream, "events": b.rows, "reason": b.error})
+    bucket = _bucket(cfg)
+    if bucket:
+        for h in held.held(bucket[0], bucket[1]):
+            table = bucket[1].split(h.name)[0]
+            out.append(
+                {"where": "bucket", "id": h.name, "table": table, "area": h.area, "bytes": h.size, "reason": h.reason}
+            )
+    return out
 
 
 @main.group()
 def quarantine() -> None:
-    """List, retry or drop batches a load job rejected."""
+    """List, retry or drop what is held back from loading (in the buffer and in the bucket)."""
 
 
 @quarantine.command("list")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of batches.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of held items.")
 def quarantine_list(config_path: str | None, as_json: bool) -> None:
-    """List quarantined batches with their reasons."""
-    from .. import holdback
-
-    held = holdback.list_held(existing_buffer(Path(load_config(config_path).buffer)))
+    """List held-back batches (buffer) and objects (bucket) with their reasons."""
+    items = _held(load_config(config_path))
     if as_json:
-        click.echo(json.dumps([b.__dict__ for b in held], indent=2))
+        click.echo(json.dumps(items, indent=2))
         return
-    if not held:
-        click.echo("no quarantined batches")
-    for b in held:
-        click.echo(f"{b.batch_id}  {b.stream}  {b.rows} events  {b.error}")
+    if not items:
+        click.echo("nothing is held back")
+    for h in items:
+        what = f"{h['events']} events" if h["where"] == "buffer" else f"{h['area']}, {h['bytes']} bytes"
+        click.echo(f"{h['where']:6s}  {h['id']}  {h['table']}  {what}  {h['reason']}")
 
 
 @quarantine.command("retry")
 @config_option
-@click.argument("batch_ids", nargs=-1)
-def quarantine_retry(config_path: str | None, batch_ids: tuple[str, ...]) -> None:
-    """Put quarantined batches (all, or those named) back in line for the next drain."""
-    from .. import holdback
+@click.argument("ids", nargs=-1)
+def quarantine_retry(config_path: str | None, ids: tuple[str, ...]) -> None:
+    """Put held items (all, or those named) back in line: batches for the next ship,
+    objects for the next commit (each loaded alone)."""
+    from .. import held, holdback
 
-    n = holdback.retry_held(existing_buffer(Path(load_config(config_path).buffer)), list(batch_ids) or None)
-    click.echo(f"{n} batches will be loaded by the next drain")
+    cfg = load_config(config_path)
+    items = _held(cfg)
+    named = set(ids)
+    in_buffer = [h["id"] for h in items if h["where"] == "buffer" and (not named or h["id"] in named)]
+    in_bucket = [h["id"] for h in items if h["where"] == "bucket" and (not named or h["id"] in named)]
+    unknown = named - set(in_buffer) - set(in_bucket)
+    if unknown:
+        raise click.BadParameter(f"not held back: {', '.join(sorted(unknown))}", param_hint="IDS")
+    n = holdback.retry_held(cfg.buffer, in_buffer) if in_buffer else 0
+    bucket = _bucket(cfg)
+    m = held.retry(bucket[0], bucket[1], in_bucket) if bucket and in_bucket else 0
+    click.echo(f"{n} batches will be shipped by the next ship, {m} objects loaded by the next commit")
 
 
 @quarantine.command("drop")
 @config_option
-@click.argument("batch_ids", nargs=-1, required=True)
-def quarantine_drop(config_path: str | None, batch_ids: tuple[str, ...]) -> None:
-    """Give up on quarantined batches: their events move to dead letters."""
-    from .. import holdback
+@click.argument("ids", nargs=-1, required=True)
+def quarantine_drop(config_path: str | None, ids: tuple[str, ...]) -> None:
+    """Give up on held items: a batch's events move to the buffer's dead letters; an
+    object moves to the bucket's dropped/ area, never to be loaded."""
+    from .. import held, holdback
 
-    n, events = holdback.drop_held(existing_buffer(Path(load_config(config_path).buffer)), list(batch_ids))
-    click.echo(f"{n} batches dropped; their {events} events are in the dead letters")
+    cfg = load_config(config_path)
+    items = {h["id"]: h for h in _held(cfg)}
+    unknown = [i for i in ids if i not in items]
+    if unknown:
+        raise click.BadParameter(f"not held back: {', '.join(unknown)}", param_hint="IDS")
+    in_buffer = [i for i in ids if items[i]["where"] == "buffer"]
+    in_bucket = [i for i in ids if items[i]["where"] == "bucket"]
+    if in_buffer:
+        n, events = holdback.drop_held(cfg.buffer, in_buffer)
+        click.echo(f"{n} batches dropped; their {events} events are in the dead letters")
+    if in_bucket:
+        bucket = _bucket(cfg)
+        assert bucket is not None
+        click.echo(f"{held.drop(bucket[0], bucket[1], in_bucket)} objects moved to dropped/")

@@ -72,13 +72,26 @@ def append(stream: str, buffer_path: Path, schemas: str | None, dead_letter: boo
 @schemas_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(buffer_path: Path, schemas: str | None, as_json: bool) -> None:
-    """Pending events per stream, dead letters, drops and file size."""
-    buf = open_buffer(existing_buffer(buffer_path), schemas)
+    """Pending events per stream, dead letters, drops and file size; and, where a
+    bucket is configured, the commit stage per table: objects waiting, the
+    oldest one's age, load jobs in the last 24 h against the budget, and
+    objects held back."""
+    if not buffer_path.exists():  # a committer's host: the bucket's view alone
+        commit = _commit_summary()
+        if commit is None:
+            existing_buffer(buffer_path)  # says there is no buffer, and exits
+        if as_json:
+            click.echo(json.dumps({"commit": commit}, indent=2, sort_keys=True))
+        else:
+            _print_commit_summary(commit)
+        return
+    buf = open_buffer(buffer_path, schemas)
     try:
         stats = buf.stats()
     finally:
         buf.close()
     stats["loader"] = _loader_summary(buffer_path)
+    stats["commit"] = _commit_summary()
     if as_json:
         click.echo(json.dumps(stats, indent=2, sort_keys=True))
         return
@@ -102,6 +115,7 @@ def status(buffer_path: Path, schemas: str | None, as_json: bool) -> None:
     if stats["dead_letters"]:
         click.echo("  see `bqspool dead-letters list`; `bqspool dead-letters replay` once they are fixed")
     _print_loader_summary(buffer_path)
+    _print_commit_summary(stats["commit"])
     if stats["recovered_from"]:
         click.echo(f"warning: a corrupt buffer was moved aside to {stats['recovered_from']}")
 
@@ -228,29 +242,61 @@ def _loader_summary(buffer_path: Path) -> dict:
         conn.close()
 
 
-def _quota_budget() -> int | None:
+def _commit_summary() -> dict | None:
+    """The commit stage's view from the bucket, where a bucket is configured; None if none is."""
+    from dataclasses import replace
+
     try:
         from ..config import load_config
 
-        return load_config().quota_jobs_per_table_day
+        cfg = load_config()
     except BqspoolError:
         return None
+    if not cfg.bucket:
+        return None
+    from ..clients import make_object_store
+    from ..commitlog import Layout, status
+
+    try:
+        # A status check answers in seconds or says why not: a short retry deadline.
+        store = make_object_store(replace(cfg, retry_deadline=min(cfg.retry_deadline, 10.0)))
+        return status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day)
+    except BqspoolError as exc:
+        return {"error": str(exc)}
+
+
+def _print_commit_summary(commit: dict | None) -> None:
+    if commit is None:
+        return
+    if "error" in commit:
+        click.echo(f"commit stage: cannot read the bucket: {commit['error']}")
+        return
+    if commit["tables"]:
+        click.echo("commit stage (the bucket):")
+        click.echo(f"{'table':32s} {'waiting':>8s} {'oldest':>8s} {'jobs 24h':>14s} {'quarantined':>12s} {'dead':>6s}")
+    for table, t in commit["tables"].items():
+        age = "-" if t["oldest_age_s"] is None else f"{t['oldest_age_s']:.0f}s"
+        jobs = f"{t['jobs_24h']}/{t['budget']}"
+        note = (
+            "  (deferring loads)"
+            if t["jobs_24h"] >= t["budget"]
+            else "  (near budget: grouping)"
+            if t["jobs_24h"] >= 0.8 * t["budget"]
+            else ""
+        )
+        click.echo(
+            f"{table:32s} {t['waiting']:>8d} {age:>8s} {jobs:>14s} {t['quarantined']:>12d} {t['dead_letters']:>6d}{note}"
+        )
+    if commit["committing"]:
+        click.echo(f"committing now: {commit['committing']}")
 
 
 def _print_loader_summary(buffer_path: Path) -> None:
     loader = _loader_summary(buffer_path)
-    if loader["batches"] or loader["jobs_24h"]:
+    if loader["batches"]:
         states = ", ".join(f"{n} {s}" for s, n in sorted(loader["batches"].items())) or "none"
         click.echo(f"batches: {states}")
-        budget = _quota_budget()
-        for stream, n in sorted(loader["jobs_24h"].items()):
-            note = ""
-            if budget:
-                note = f" of {budget} budget" + (
-                    "  (deferring loads)" if n >= budget else "  (near budget: grouping)" if n >= 0.8 * budget else ""
-                )
-            click.echo(f"load jobs in 24h: {stream}: {n}{note}")
     if loader["quarantined"]:
         click.echo(f"warning: {loader['quarantined']} batches quarantined: see `bqspool quarantine list`")
-    if loader["draining"]:
-        click.echo(f"draining now: {loader['draining']}")
+    if loader["shipping"]:
+        click.echo(f"shipping now: {loader['shipping']}")

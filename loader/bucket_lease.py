@@ -1,0 +1,156 @@
+"""The committer's lease: one object in the bucket, renewed under generation preconditions.
+
+One committer per prefix (so per dataset) submits load jobs at a time. The
+lease is the object ``PREFIX/committer.lease``: a JSON document with the
+holder, a wall-clock expiry and a token that grows by one each time the
+lease changes hands. It is taken with ``if_generation_match`` (0 when there
+is no lease object yet, else the generation read, and only when the lease
+read has expired or was released), renewed with the generation our last
+write produced, and released by writing an expired lease under the same
+precondition. Nothing is ever deleted (fake-gcs-server ignores delete
+preconditions, so nothing may depend on them).
+
+A committer paused past its expiry (SIGSTOP, a frozen VM) and resumed
+finds, at its next renewal, that the generation moved on: the write is
+refused, it raises :class:`LeaseLostError` and stops before its next step.
+Every step that changes anything renews first. The commit log's own rule
+(see :mod:`.commitlog`) keeps even a committer that pauses between its
+renewal and its next request from loading anything twice.
+
+A committer killed with kill -9 on another host holds the lease until it
+expires: keep ``lease_seconds`` short enough for the schedule (the default
+is 120 s). One that died on *this* host (the same hostname and PID
+namespace, and its PID gone or now another process, by start time) is
+known dead, and its lease is taken at once.
+Expiry compares wall clocks of different hosts: they are assumed to agree
+to well within the lease (NTP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bqspool.schemas.errors import LeaseHeldError, LeaseLostError, PreconditionFailedError
+
+from .interfaces import ObjectStore
+
+log = logging.getLogger("bqspool.loader")
+
+
+@dataclass
+class BucketLease:
+    """A held lease: the object's name, our generation of it, and our token."""
+
+    name: str
+    holder: str
+    token: int
+    generation: int
+    expires: float
+
+
+def _read(store: ObjectStore, name: str) -> tuple[dict, int]:
+    found = store.read_object(name)
+    if found is None:
+        return {}, 0
+    data, generation = found
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = {}  # a damaged lease is an expired one: its generation still guards the takeover
+    return (doc if isinstance(doc, dict) else {}), generation
+
+
+def acquire(
+    store: ObjectStore, name: str, holder: str, ttl_s: float, clock: Callable[[], float] = time.time
+) -> BucketLease:
+    """Take the lease; LeaseHeldError if another holder's has not expired or it was taken meanwhile."""
+    doc, generation = _read(store, name)
+    now = clock()
+    if doc.get("holder") and float(doc.get("expires", 0)) > now and not _died_here(doc.get("process")):
+        raise LeaseHeldError(
+            f"another committer ({doc['holder']}) holds {name}; it expires in {float(doc['expires']) - now:.0f}s"
+        )
+    token = int(doc.get("token", 0)) + 1
+    expires = now + ttl_s
+    try:
+        written = store.write_object(name, _doc(holder, expires, token), generation)
+    except PreconditionFailedError as exc:
+        raise LeaseHeldError(f"another committer took {name} at the same moment") from exc
+    return BucketLease(name, holder, token, written.generation, expires)
+
+
+def renew(store: ObjectStore, lease: BucketLease, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+    """Extend the lease from now; LeaseLostError if anyone wrote it since our last write."""
+    expires = clock() + ttl_s
+    try:
+        written = store.write_object(lease.name, _doc(lease.holder, expires, lease.token), lease.generation)
+    except PreconditionFailedError as exc:
+        doc, _ = _read(store, lease.name)
+        now_held = f"; it is now held by {doc.get('holder')} (token {doc.get('token')})" if doc.get("holder") else ""
+        raise LeaseLostError(
+            f"this committer ({lease.holder}, token {lease.token}) lost its lease{now_held}. "
+            "It stopped before its next step; nothing was lost, run the commit again"
+        ) from exc
+    lease.generation, lease.expires = written.generation, expires
+
+
+def release(store: ObjectStore, lease: BucketLease) -> None:
+    """Give the lease up if it is still ours (a conditional write of an expired lease)."""
+    try:
+        store.write_object(lease.name, _doc("", 0.0, lease.token), lease.generation)
+    except PreconditionFailedError:
+        pass  # taken over meanwhile: not ours to release
+    except Exception as exc:  # it expires by itself; the next committer waits at most the lease
+        log.warning("could not release the committer lease %s: %s", lease.name, exc)
+
+
+def holder_of(store: ObjectStore, name: str, clock: Callable[[], float] = time.time) -> str | None:
+    """Who holds the lease now, or None."""
+    doc, _ = _read(store, name)
+    return doc.get("holder") if doc.get("holder") and float(doc.get("expires", 0)) > clock() else None
+
+
+def _doc(holder: str, expires: float, token: int) -> bytes:
+    return json.dumps({"holder": holder, "expires": expires, "token": token, "process": _me()}).encode()
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot), or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def _me() -> dict:
+    return {
+        "host": socket.gethostname(),
+        "pidns": _pid_namespace(),
+        "pid": os.getpid(),
+        "start": _start_time(os.getpid()),
+    }
+
+
+def _died_here(process: object) -> bool:
+    """Whether the holder ran on this host, in this PID namespace, and is gone."""
+    if not isinstance(process, dict) or not process.get("start") or not _pid_namespace():
+        return False
+    me = _me()
+    if process.get("host") != me["host"] or process.get("pidns") != me["pidns"]:
+        return False  # another host or container: only the expiry tells
+    pid = process.get("pid")
+    return not isinstance(pid, int) or _start_time(pid) != process["start"]

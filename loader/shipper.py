@@ -1,0 +1,152 @@
+"""The in-process shipper, for apps on hosts that lose their disk (Cloud Run, autoscaled pods).
+
+::
+
+    from bqspool.buffer import Buffer
+    from bqspool.loader import Shipper, load_config
+
+    buffer = Buffer("/tmp/bqspool/buffer.db", "eixa")
+    shipper = Shipper(buffer, load_config()).start()   # ships every 30 s from a thread
+    ...
+    buffer.append("user_interactions", event)
+
+A background thread ships the buffer every ``interval`` seconds. On
+SIGTERM (a scale-in, a rolling update) the shipper closes the buffer to
+new appends, flushes what was acknowledged, ships everything pending
+within ``deadline`` seconds (default 8, inside the 10 s Cloud Run and
+Kubernetes give before SIGKILL), and then hands the signal on to whatever
+handler the app had installed (or to the default, which ends the
+process). It ships the same way at interpreter exit.
+
+What the deadline cannot cover stays in the buffer file: on a disk that
+survives (a VM, a pod's volume) the next start ships it; on Cloud Run's
+in-memory disk it is lost with the instance. ``scripts/bench_fleet.py``
+measures how much one instance hands over in its 10 s (docs/deploy.md).
+
+With request-based billing, Cloud Run throttles the CPU outside requests:
+the background thread then barely runs, and shipping happens on SIGTERM.
+Use instance-based billing for steady shipping.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bqspool.schemas.errors import BqspoolError
+
+from .config import Config
+
+log = logging.getLogger("bqspool.loader")
+
+DEFAULT_INTERVAL_S = 30.0
+DEFAULT_DEADLINE_S = 8.0
+
+
+class Shipper:
+    """Ships a buffer from a background thread; ships everything on SIGTERM and at exit.
+
+    ``buffer_or_path`` is the app's :class:`~bqspool.buffer.Buffer` (then
+    SIGTERM closes it to new appends first, so every event the app was told
+    is stored gets shipped) or the path of its file. ``config`` names the
+    bucket and prefix (``bucket``, ``prefix``, ``schemas``); a shipper
+    never needs BigQuery. ``drainer`` replaces the one built from
+    ``config`` (tests pass one on the in-memory fakes).
+    """
+
+    def __init__(
+        self,
+        buffer_or_path: Any,
+        config: Config | None = None,
+        *,
+        interval: float = DEFAULT_INTERVAL_S,
+        deadline: float = DEFAULT_DEADLINE_S,
+        handle_signals: bool = True,
+        drainer: Any = None,
+    ):
+        from dataclasses import replace
+
+        from bqspool.buffer import Buffer
+
+        self.buffer = buffer_or_path if isinstance(buffer_or_path, Buffer) else None
+        path = Path(self.buffer.path if self.buffer is not None else buffer_or_path)
+        if drainer is None:
+            from .clients import make_drainer
+            from .config import load_config
+
+            cfg = replace(config or load_config(), buffer=str(path))
+            drainer = make_drainer(cfg, commit=False, progress=False)
+        self.drainer = drainer
+        self.interval, self.deadline = interval, deadline
+        self.handle_signals = handle_signals
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._previous: Any = None
+        self._lock = threading.Lock()  # one ship at a time: the thread's, or the last one
+        self.last_error: BqspoolError | None = None
+        self.shipped = 0  # events shipped by this shipper
+
+    def start(self) -> Shipper:
+        """Start the background thread and, from the main thread, the SIGTERM handler."""
+        self._thread = threading.Thread(target=self._loop, name="bqspool-shipper", daemon=True)
+        self._thread.start()
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        atexit.register(self.stop)
+        return self
+
+    def ship_now(self, deadline: float | None = None) -> int:
+        """Ship what is pending (within ``deadline`` seconds if given); the events shipped."""
+        with self._lock:
+            until = None if deadline is None else time.monotonic() + deadline
+            try:
+                report = self.drainer.ship_once(deadline=until)
+            except BqspoolError as exc:
+                self.last_error = exc
+                log.error("shipping failed (%s): %s", "will retry" if exc.retryable else "needs attention", exc)
+                return 0
+            self.last_error = None
+            self.shipped += report.events_shipped
+            return report.events_shipped
+
+    def stop(self, deadline: float | None = None) -> int:
+        """Stop the thread and ship everything pending within ``deadline`` (default: the
+        shipper's); the events shipped by this last ship. Safe to call twice."""
+        if self._stop.is_set():
+            return 0
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.deadline)
+        if self.buffer is not None:
+            self.buffer.close()  # no new appends; what was acknowledged is in the file now
+        return self.ship_now(self.deadline if deadline is None else deadline)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.ship_now()
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        # The work runs in a thread of its own and the handler waits for it,
+        # bounded: the handler interrupts the main thread wherever it was,
+        # perhaps holding a lock the last ship needs, and must never hang there.
+        started = time.monotonic()
+        shipped: list[int] = []
+        last = threading.Thread(target=lambda: shipped.append(self.stop()), name="bqspool-last-ship", daemon=True)
+        last.start()
+        last.join(timeout=self.deadline + 1.0)
+        if shipped:
+            log.warning("SIGTERM: shipped %d events in %.1fs on the way out", shipped[0], time.monotonic() - started)
+        else:
+            log.error("SIGTERM: the last ship did not finish within %.0fs; the buffer keeps the rest", self.deadline)
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
