@@ -269,10 +269,13 @@ def already_handed_over(store: ObjectStore, layout: Layout, name: str) -> bool:
     return False
 
 
-def status(store: ObjectStore, layout: Layout, budget: int, now: float | None = None) -> dict:
+def status(
+    store: ObjectStore, layout: Layout, budget: int, tables: list[str] | None = None, now: float | None = None
+) -> dict:
     """What ``bqspool status`` shows of the commit stage, per table: objects
     waiting and the oldest one's age, load jobs in the last 24 h against the
-    budget, and objects held back (quarantined, dead letters)."""
+    budget, and objects held back (quarantined, dead letters). ``tables``
+    (the schema set's) are shown even when nothing of theirs waits."""
     from . import bucket_lease
 
     now = time.time() if now is None else now
@@ -284,11 +287,11 @@ def status(store: ObjectStore, layout: Layout, budget: int, now: float | None = 
                 table = o.name[len(layout._p(area, "")) :].split("/")[0]
                 held.setdefault(table, {}).setdefault(area, 0)
                 held[table][area] += 1
-    tables = {}
-    for table in sorted(set(layout.tables(store)) | set(held)):
+    out = {}
+    for table in sorted(set(layout.tables(store)) | set(held) | set(tables or ())):
         staged = store.list_objects(layout.staged(table))
         jobs = reader.jobs_since(table, now - DAY_S, reader.table(table), now)
-        tables[table] = {
+        out[table] = {
             "waiting": len(staged),
             "oldest_age_s": round(now - min(o.created for o in staged), 1) if staged else None,
             "jobs_24h": len(jobs),
@@ -296,4 +299,4 @@ def status(store: ObjectStore, layout: Layout, budget: int, now: float | None = 
             "quarantined": held.get(table, {}).get("quarantine", 0),
             "dead_letters": held.get(table, {}).get("dead", 0),
         }
-    return {"tables": tables, "committing": bucket_lease.holder_of(store, layout.lease)}
+    return {"tables": out, "committing": bucket_lease.holder_of(store, layout.lease)}

@@ -239,7 +239,9 @@ class Drainer:
             finally:
                 ledger.release_lease(conn, self.fence)
                 self.fence = None
-            self._housekeeping(conn)
+            # On the way out (a deadline: SIGTERM) the file is not worth compacting:
+            # the instance is going, and handing a large backlog's pages back takes seconds.
+            self._housekeeping(conn, compact=deadline is None)
         finally:
             conn.close()
             opening.release(in_use)
@@ -420,15 +422,16 @@ class Drainer:
             report.quarantined.append(b.batch_id)
             log.error("batch %s quarantined: %s", b.batch_id, error)
 
-    def _housekeeping(self, conn: sqlite3.Connection) -> None:
+    def _housekeeping(self, conn: sqlite3.Connection, compact: bool = True) -> None:
         # Give the space of acked rows back: free pages to the filesystem,
         # then checkpoint and truncate the WAL. A short busy timeout keeps
         # appenders from waiting on us; if they are busy, the next drain
         # finishes the job. Then put the disk reserve back if it was used.
         try:
-            store.release_free_pages(conn)
-            conn.execute("PRAGMA busy_timeout = 200")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            if compact:
+                store.release_free_pages(conn)
+                conn.execute("PRAGMA busy_timeout = 200")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except (sqlite3.OperationalError, DiskFullError) as exc:
             log.debug("housekeeping skipped: %s", exc)
         opening.ensure_reserve(self.path)

@@ -8,7 +8,7 @@ On the local stack (started and stopped here), in one run:
   host      one host's ship of a larger buffer, against the drain's local
             stage (Stager, Parquet only) on the same events
   handover  how many events one instance hands over in Cloud Run's 10 s:
-            a buffer filled, then `ship_once(deadline=8)` as on SIGTERM
+            a buffer of 3M events, then `ship_once(deadline=8)` as on SIGTERM
 and the checks:
   load jobs per table per commit == ceil(objects / 10,000) (one host's cost)
   committer CPU time (its own work: listing, grouping, records, moves) <= 10 s
@@ -157,6 +157,7 @@ def main() -> int:
     ap.add_argument("--events-per-object", type=int, default=20)
     ap.add_argument("--workers", type=int, default=4, help="processes shipping the hosts")
     ap.add_argument("--host-events", type=int, default=200_000, help="events for the one-host throughput run")
+    ap.add_argument("--handover-events", type=int, default=3_000_000, help="buffer for the 8-s SIGTERM hand-over")
     args = ap.parse_args()
 
     from bqspool.loader import localstack
@@ -222,7 +223,7 @@ def main() -> int:
 
             # The 10-s hand-over: as much as an instance ships in its SIGTERM deadline.
             big = d / "handover.db"
-            fill(big, 1_000_000, 500)
+            fill(big, args.handover_events, 500)
             drainer = make_drainer(config(env, big, "bench_handover", batch_rows=50_000), commit=False, progress=False)
             t = time.perf_counter()
             handover = drainer.ship_once(deadline=time.monotonic() + 8.0)

@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""The main job, end to end on the local stack, with an outage in the middle.
+"""The main job, end to end on the local stack: a fleet, with an outage in the middle.
 
 1. start the local stack (fake-gcs-server + BigQuery emulator) and run
    `bqspool setup` for the bundled leafloaf tables in a fresh dataset;
-2. start producers (several processes, several threads each) appending
-   events to several tables, and the loader (`bqspool run`) on a short
-   schedule;
+2. start hosts: each a producer process (several threads) appending to its
+   own buffer, with its own shipper (`bqspool run --role ship`, as a
+   sidecar runs); and one committer for them all (`bqspool run --role
+   commit`), each on a short schedule;
 3. stop both GCS and BigQuery for a while; the producers keep appending;
-4. bring them back; the loader re-drains;
-5. stop the producers, let the loader finish, stop it with SIGTERM, and
-   check through the BigQuery client: per-table row counts equal the
-   events appended, and no `_event_id` twice.
+4. bring them back; the shippers and the committer catch up;
+5. stop the producers, let every buffer ship and the committer load it,
+   stop them with SIGTERM, and check through the BigQuery client: per-table
+   row counts equal the events appended, no `_event_id` twice; then the
+   load jobs each table cost, from the commit log.
 
-    python scripts/demo.py [--seconds 24] [--outage 8] [--procs 2] [--threads 2] [--keep-stack]
+    python scripts/demo.py [--seconds 24] [--outage 8] [--procs 3] [--threads 2] [--keep-stack]
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=24, help="how long producers append")
     ap.add_argument("--outage", type=float, default=8, help="how long GCS and BigQuery are down")
-    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--procs", type=int, default=3, help="hosts: producer processes, each with its buffer and shipper")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dir", default=str(ROOT / ".bqspool" / "demo"))
     ap.add_argument("--keep-stack", action="store_true", help="leave the local stack running at the end")
@@ -145,12 +147,12 @@ def main() -> int:
     say(f"starting the local stack in {stack_dir} ...")
     state = localstack.up(stack_dir)
     os.environ.update(state.env())
-    buffer = folder / run_id / "buffer.db"
+    buffers = [folder / run_id / f"host{k}.db" for k in range(args.procs)]
     env = dict(
         os.environ,
-        BQSPOOL_BUFFER=str(buffer),
         BQSPOOL_SCHEMAS="leafloaf",
         BQSPOOL_DATASET=f"demo_{run_id}",
+        BQSPOOL_PREFIX=f"demo/{run_id}",
         BQSPOOL_SCHEDULE="3s",
         BQSPOOL_RETRY_DEADLINE="2",
         BQSPOOL_RETRY_MAXIMUM="1",
@@ -163,14 +165,18 @@ def main() -> int:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     producers = [
-        ctx.Process(target=producer_process, args=(str(buffer), args.seconds, args.threads, k, out))
+        ctx.Process(target=producer_process, args=(str(buffers[k]), args.seconds, args.threads, k, out))
         for k in range(args.procs)
     ]
     for p in producers:
         p.start()
     time.sleep(1)
-    say("starting the loader: bqspool run (every 3s)")
-    loader = subprocess.Popen([bqspool, "-v", "run"], env=env)
+    say(f"starting {args.procs} shippers (bqspool run --role ship) and one committer (--role commit), every 3s")
+    shippers = [
+        subprocess.Popen([bqspool, "run", "--role", "ship"], env=dict(env, BQSPOOL_BUFFER=str(b))) for b in buffers
+    ]
+    committer = subprocess.Popen([bqspool, "-v", "run", "--role", "commit"], env=env)
+    loaders = [*shippers, committer]
     ok = False
     try:
         time.sleep(max(1.0, args.seconds / 4))
@@ -191,16 +197,24 @@ def main() -> int:
         cfg = load_config(env=env)
         import sqlite3
 
+        from bqspool.loader.clients import make_object_store
+
+        store = make_object_store(cfg)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            pending = sqlite3.connect(buffer).execute("SELECT coalesce(sum(n), 0) FROM events").fetchone()[0]
-            if pending == 0:
+            pending = sum(
+                sqlite3.connect(b).execute("SELECT coalesce(sum(n), 0) FROM events").fetchone()[0] for b in buffers
+            )
+            waiting = len(store.list_objects(f"{cfg.prefix}/staged/"))
+            if pending == 0 and waiting == 0:
                 break
-            say(f"waiting for the loader: {pending} events pending")
+            say(f"waiting: {pending} events in the hosts' buffers, {waiting} objects for the committer")
             time.sleep(2)
-        say("stopping the loader with SIGTERM")
-        loader.send_signal(signal.SIGTERM)
-        loader.wait(60)
+        say("stopping the shippers and the committer with SIGTERM")
+        for p in loaders:
+            p.send_signal(signal.SIGTERM)
+        for p in loaders:
+            p.wait(60)
         say("checking BigQuery through the client:")
         client = bigquery_client(cfg)
         ok = True
@@ -214,10 +228,18 @@ def main() -> int:
             good = row["n"] == counts[s] == row["d"]
             ok &= good
             print(f"  {s:30s} {counts[s]:9d} {row['n']:12d} {row['d']:13d}  {'ok' if good else 'MISMATCH'}")
-        subprocess.run([bqspool, "status"], env=env)
+        from bqspool.loader.commitlog import Layout, status
+
+        jobs = {
+            t: v["jobs_24h"]
+            for t, v in status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day)["tables"].items()
+        }
+        print(f"  load jobs per table, from the commit log: {jobs}")
+        subprocess.run([bqspool, "status", "--buffer", str(buffers[0])], env=env)
     finally:
-        if loader.poll() is None:
-            loader.kill()
+        for p in loaders:
+            if p.poll() is None:
+                p.kill()
         if not args.keep_stack:
             localstack.down(stack_dir)
     say("every appended event is in BigQuery exactly once" if ok else "MISMATCH: see above")

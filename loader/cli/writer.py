@@ -260,7 +260,12 @@ def _commit_summary() -> dict | None:
     try:
         # A status check answers in seconds or says why not: a short retry deadline.
         store = make_object_store(replace(cfg, retry_deadline=min(cfg.retry_deadline, 10.0)))
-        return status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day)
+        tables = None
+        if cfg.schemas:
+            from bqspool.schemas import load_schema_set
+
+            tables = [t.name for t in load_schema_set(cfg.schemas).tables()]
+        return status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day, tables)
     except BqspoolError as exc:
         return {"error": str(exc)}
 
