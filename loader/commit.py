@@ -115,7 +115,7 @@ class Committer:
         if GCS or BigQuery stay down. Safe to kill at any instant."""
         started = time.monotonic()
         report = CommitReport()
-        self._renewed = time.monotonic()  # before the request: its time counts against the lease
+        self._renewed = _since_boot()  # before the request: its time counts against the lease
         self.lease = bucket_lease.acquire(self.objects, self.layout.lease, self.holder, self.lease_seconds, self.clock)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="bqspool-move") as self._pool:
@@ -141,15 +141,15 @@ class Committer:
         """Before every step that changes anything: still ours? (LeaseLostError if not).
 
         Nobody may take the lease before it expires, so within the first third
-        of it since our last write (by this process's monotonic clock, which a
-        pause cannot fool) it is certainly ours; past that, a conditional write
-        extends it or finds it lost.
+        of it since our last write (by the boot-time clock, which a stopped
+        process or a suspended machine cannot fool) it is certainly ours; past
+        that, a conditional write extends it or finds it lost.
         """
         assert self.lease is not None
-        if time.monotonic() - self._renewed < self.lease_seconds / 3:
+        if _since_boot() - self._renewed < self.lease_seconds / 3:
             return
         bucket_lease.renew(self.objects, self.lease, self.lease_seconds, self.clock)
-        self._renewed = time.monotonic()
+        self._renewed = _since_boot()
 
     def _commit_tables(self, tables: list[str], report: CommitReport) -> None:
         """Rounds over every table at once: pacing waits per table, so one table's
@@ -445,6 +445,12 @@ class Committer:
     def _archived(self, table: str, name: str, created: float) -> str:
         day = time.strftime("%Y-%m-%d", time.gmtime(created))
         return self.layout.commit_archive(table, day) + name.rpartition("/")[2]
+
+
+def _since_boot() -> float:
+    """Seconds on a clock that keeps counting while the machine sleeps (Linux), else monotonic."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def _eligible(name: str, eligible: set[str]) -> bool:
