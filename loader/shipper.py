@@ -55,8 +55,8 @@ class Shipper:
     ``buffer_or_path`` is the app's :class:`~bqspool.buffer.Buffer` (then
     SIGTERM closes it to new appends first, so every event the app was told
     is stored gets shipped) or the path of its file. ``config`` names the
-    bucket and prefix (``bucket``, ``prefix``, ``schemas``); a shipper
-    never needs BigQuery. ``drainer`` replaces the one built from
+    bucket and prefix (and ``schemas``, unless the buffer's own are used);
+    a shipper never needs BigQuery. ``drainer`` replaces the one built from
     ``config`` (tests pass one on the in-memory fakes).
     """
 
@@ -81,7 +81,25 @@ class Shipper:
             from .config import load_config
 
             cfg = replace(config or load_config(), buffer=str(path))
-            drainer = make_drainer(cfg, commit=False, progress=False)
+            if cfg.schemas is None and self.buffer is not None and self.buffer.schemas is not None:
+                # The app's buffer knows its schema set: no need to configure it twice.
+                from .clients import make_object_store
+                from .drain import Drainer
+
+                cfg.require("bucket")
+                drainer = Drainer(
+                    path,
+                    self.buffer.schemas,
+                    make_object_store(cfg),
+                    None,
+                    prefix=cfg.prefix,
+                    batch_rows=cfg.batch_rows,
+                    batch_bytes=cfg.batch_bytes,
+                    lease_seconds=cfg.lease_seconds,
+                    progress=False,
+                )
+            else:
+                drainer = make_drainer(cfg, commit=False, progress=False)
         self.drainer = drainer
         self.interval, self.deadline = interval, deadline
         self.handle_signals = handle_signals

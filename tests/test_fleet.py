@@ -357,3 +357,27 @@ def test_of_two_overlapping_records_only_the_older_is_ever_submitted(tmp_path):
     Committer(store, warehouse).commit_once()
     assert warehouse.ids("tasks") == Counter({i: 1 for i in ids})
     assert [n for n in store.objects if "/staged/" in n or "/commits/" in n] == []
+
+
+def test_an_in_process_shipper_ships_on_its_interval_and_on_stop(stack, tmp_path):
+    from dataclasses import replace
+
+    from bqspool.loader import Shipper
+
+    env = Env(tmp_path, "eixa")
+    rng = random.Random(12)
+    buf = Buffer(env.config.buffer, "eixa", strict=True)
+    # No schema set configured: the shipper takes the buffer's own.
+    shipper = Shipper(buf, replace(env.config, schemas=None), interval=0.2, handle_signals=False).start()
+    first = buf.append_many("tasks", [make_event(env.schemas["tasks"], rng) for _ in range(10)])
+    deadline = time.monotonic() + 20
+    while not env.bucket("staged") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert env.bucket("staged"), "the background thread never shipped"
+    last = buf.append_many("tasks", [make_event(env.schemas["tasks"], rng) for _ in range(7)])
+    shipper.stop()  # closes the buffer, then ships what is left
+    assert stored.pending_events(env.config.buffer) == 0 and shipper.shipped == 17
+    with pytest.raises(Exception, match="closed"):
+        buf.append("tasks", make_event(env.schemas["tasks"], rng))
+    assert commit_cli(env).returncode == 0
+    assert set(env.bq_ids("tasks")) == set(first + last)
