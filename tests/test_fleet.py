@@ -381,3 +381,23 @@ def test_an_in_process_shipper_ships_on_its_interval_and_on_stop(stack, tmp_path
         buf.append("tasks", make_event(env.schemas["tasks"], rng))
     assert commit_cli(env).returncode == 0
     assert set(env.bq_ids("tasks")) == set(first + last)
+
+
+def test_an_app_that_simply_exits_ships_what_it_acknowledged(stack, tmp_path):
+    env = Env(tmp_path, "eixa")
+    code = (
+        "import random\n"
+        "from bqspool.buffer import Buffer\n"
+        "from bqspool.loader import Shipper, load_config\n"
+        "from tests.events import make_event\n"
+        "buf = Buffer(load_config().buffer, 'eixa', strict=True)\n"
+        "Shipper(buf, load_config(), interval=3600).start()\n"
+        "rng = random.Random(1)\n"
+        "print('\\n'.join(buf.append_many('tasks', [make_event(buf.schemas['tasks'], rng) for _ in range(40)])))\n"
+    )  # no stop(), no signal: the interpreter's exit ships
+    res = subprocess.run([sys.executable, "-c", code], env=env.env(), cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    acked = res.stdout.split()
+    assert len(acked) == 40 and stored.pending_events(env.config.buffer) == 0
+    assert commit_cli(env).returncode == 0
+    assert sorted(env.bq_ids("tasks")) == sorted(acked)
