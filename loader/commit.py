@@ -105,6 +105,7 @@ class Committer:
         self.holder = new_holder()
         self.lease: bucket_lease.BucketLease | None = None
         self._renewed = 0.0
+        self._report: CommitReport | None = None
         self.splitter = Splitter(objects, self.layout)
 
     # -- the whole commit -------------------------------------------------------
@@ -115,6 +116,7 @@ class Committer:
         if GCS or BigQuery stay down. Safe to kill at any instant."""
         started = time.monotonic()
         report = CommitReport()
+        self._report = report
         self._renewed = _since_boot()  # before the request: its time counts against the lease
         self.lease = bucket_lease.acquire(self.objects, self.layout.lease, self.holder, self.lease_seconds, self.clock)
         try:
@@ -224,6 +226,8 @@ class Committer:
         self, table: str, tlog: TableLog, staged: dict, report: CommitReport, recent: list[float]
     ) -> tuple[list[Record], float]:
         claimed = {s for r in tlog.claiming() for s in r.sources}
+        # A commit whose job failed transiently keeps its objects for its next attempt.
+        claimed |= {s for r in tlog.latest().values() if tlog.outcome(r.key) == "failed-backend" for s in r.sources}
         eligible = self._eligible.get(table, set())
         free = [n for n in staged if n not in claimed and _eligible(n, eligible)]
         if not free:
@@ -265,9 +269,21 @@ class Committer:
         ]
         return records, (wait if room < len(groups) else 0.0)
 
+    def _defer(self, table: str, why: str) -> None:
+        if self._report is not None and table not in self._report.deferred:
+            self._report.deferred[table] = why
+            log.warning("table %s: %s", table, why)
+
     def _next_attempts(self, table: str, tlog: TableLog, recent: list[float]) -> tuple[list[Record], float]:
         """A job that failed transiently wrote nothing: its commit's next attempt."""
         due = [r for r in tlog.latest().values() if tlog.outcome(r.key) == "failed-backend"]
+        if not due:
+            return [], 0.0
+        now = self.clock()
+        used = len(self.reader.jobs_since(table, now - DAY_S, tlog, now))
+        if used + len(due) > self.quota:  # a retry is a job like any other
+            due = due[: max(0, self.quota - used)]
+            self._defer(table, f"load job budget used: {used} of {self.quota} in the last 24h; retries wait")
         room, wait = self._room(recent)
         out = [self._create(replace(rec, attempt=rec.attempt + 1, holder=self.holder)) for rec in due[:room]]
         return out, (wait if room < len(due) else 0.0)

@@ -349,3 +349,14 @@ def test_batches_an_earlier_version_staged_or_uploaded_are_shipped_under_the_new
     assert loaded == set(appended["tasks"][:20])  # the third was in an old load job: left, and said so
     assert pending_events(sqlite_utils_db(rig.path)) == 10
     assert all("/staged/" not in n for n in rig.store.objects if n.endswith(".parquet"))
+
+
+def test_retries_of_failed_jobs_count_against_the_budget_too(rig):
+    appended = rig.fill({"tasks": 10})
+    rig.warehouse.job_errors = [JobError("backend", "backendError", "try again")] * 3
+    report = rig.drainer(quota_per_table_day=2).drain_once()
+    assert len(rig.warehouse.inserts) == 2 and "retries wait" in report.deferred["tasks"]
+    rig.clock.now += 86_401  # a day later the budget is free again
+    rig.warehouse.job_errors = []
+    rig.drainer(quota_per_table_day=2).drain_once()
+    exactly_once(rig, appended)
