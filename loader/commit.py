@@ -85,7 +85,7 @@ class Committer:
         quota_per_table_day: int = 1000,
         pace_jobs: int | None = None,
         lease_seconds: float = 120.0,
-        workers: int = 16,
+        workers: int = 8,  # the storage client keeps 10 connections per pool: more threads only churn them
         should_stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
