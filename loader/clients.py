@@ -74,17 +74,22 @@ def make_object_store(config: Config):
     return GcsStore(storage_client(config), config.bucket, _retry(config))
 
 
-def make_drainer(config: Config, *, commit: bool = True, **kw):
-    """A Drainer wired to GCS and, unless it only ships (``commit=False``), BigQuery, as configured."""
+def make_drainer(config: Config, *, commit: bool = True, schemas=None, **kw):
+    """A Drainer wired to GCS and, unless it only ships (``commit=False``), BigQuery, as
+    configured; ``schemas`` (a SchemaSet) instead of the configured schema set."""
     from bqspool.schemas import load_schema_set
 
     from .drain import Drainer
 
-    config.require("schemas", "bucket", *(("project", "dataset") if commit else ()))
-    assert config.schemas is not None
+    config.require(
+        "bucket", *(() if schemas is not None else ("schemas",)), *(("project", "dataset") if commit else ())
+    )
+    if schemas is None:
+        assert config.schemas is not None
+        schemas = load_schema_set(config.schemas)
     return Drainer(
         config.buffer,
-        load_schema_set(config.schemas),
+        schemas,
         make_object_store(config),
         make_warehouse(config) if commit else None,
         prefix=config.prefix,

@@ -410,14 +410,16 @@ class Committer:
         """Split the object, dead-letter its one row, or quarantine its shipped object
         whole (see :mod:`.split`); whether it was split."""
         (src,) = rec.sources
-        if src not in staged and not self.splitter.quarantine_under_way(src):
+        under_way = self.splitter.quarantine_under_way(src)
+        if src not in staged and not under_way:
             return False
         marker = tlog.outcomes[rec.key]["failed-data"]
         found = self.objects.read_object(marker.name)
         error = json.loads(found[0]).get("error", "") if found else ""
         reason = f"rejected by load job {rec.job_id}: {error}"
         self._renew()
-        if self.splitter.quarantine_under_way(src) or self.splitter.whole_rejected(src, rejected):
+        staged.pop(src, None)
+        if under_way or self.splitter.whole_rejected(src, rejected):
             root = self.splitter.quarantine_whole(
                 src, f"both halves were rejected, so not a few bad rows: {reason}", staged
             )
@@ -426,22 +428,18 @@ class Committer:
                 log.error(
                     "object %s quarantined: load jobs rejected both its halves; see `bqspool quarantine list`", root
                 )
-        elif (rows := self.splitter.rows(src)) is None:
-            self.splitter.quarantine_one(src, f"not a Parquet file bqspool can read, and {reason}")
+            return False
+        done = self.splitter.narrow(src, reason)
+        if done == "unreadable":
             report.quarantined.append(src)
             log.error("object %s quarantined: it is not a readable Parquet file; see `bqspool quarantine list`", src)
-        elif rows <= 1:
-            self.splitter.dead_letter(src, reason)
+        elif done == "dead":
             report.dead_lettered += 1
             log.error("load job %s rejected the one event of %s; it is a dead letter with the reason", rec.job_id, src)
         else:
-            self.splitter.split(src)
             faults.hit("after_split")
             log.warning("load job %s rejected %s alone; loading it in halves to find the bad rows", rec.job_id, src)
-            staged.pop(src, None)
-            return True
-        staged.pop(src, None)
-        return False
+        return done == "split"
 
     def _move_all(self, names: list[str], area: str, staged: dict) -> None:
         if not names:

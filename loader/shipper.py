@@ -81,25 +81,9 @@ class Shipper:
             from .config import load_config
 
             cfg = replace(config or load_config(), buffer=str(path))
-            if cfg.schemas is None and self.buffer is not None and self.buffer.schemas is not None:
-                # The app's buffer knows its schema set: no need to configure it twice.
-                from .clients import make_object_store
-                from .drain import Drainer
-
-                cfg.require("bucket")
-                drainer = Drainer(
-                    path,
-                    self.buffer.schemas,
-                    make_object_store(cfg),
-                    None,
-                    prefix=cfg.prefix,
-                    batch_rows=cfg.batch_rows,
-                    batch_bytes=cfg.batch_bytes,
-                    lease_seconds=cfg.lease_seconds,
-                    progress=False,
-                )
-            else:
-                drainer = make_drainer(cfg, commit=False, progress=False)
+            # The app's buffer knows its schema set: no need to configure it twice.
+            own = self.buffer.schemas if cfg.schemas is None and self.buffer is not None else None
+            drainer = make_drainer(cfg, commit=False, schemas=own, progress=False)
         self.drainer = drainer
         self.interval, self.deadline = interval, deadline
         self.handle_signals = handle_signals

@@ -72,19 +72,6 @@ class Splitter:
     def quarantine_under_way(self, src: str) -> bool:
         return exists(self.store, self.reason_name(root_of(src), QUARANTINE))
 
-    def rows(self, name: str) -> int | None:
-        """How many rows the object holds; None if it is no Parquet file (someone else's bytes)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        with tempfile.TemporaryDirectory(prefix="bqspool-split-") as tmp:
-            path = Path(tmp) / "o.parquet"
-            self.store.download(name, path)
-            try:
-                return pq.read_metadata(path).num_rows
-            except (pa.ArrowException, OSError):
-                return None
-
     def whole_rejected(self, src: str, rejected: set[str]) -> bool:
         """Both halves of a shipped object rejected (the other now, in ``rejected``, or
         before, in ``split/``), and none of its rows loaded yet."""
@@ -97,8 +84,11 @@ class Splitter:
         loaded = self.layout.moved(root_of(src), "archive").removesuffix(".parquet") + "~"
         return not self.store.list_objects(loaded)
 
-    def split(self, src: str) -> tuple[str, str]:
-        """Upload ``src``'s two halves to ``staged/``, then move it to ``split/``."""
+    def narrow(self, src: str, reason: str) -> str:
+        """Deal with ``src``, rejected alone, from one download of it: ``"unreadable"``
+        (no Parquet file: quarantined), ``"dead"`` (one event: a dead letter) or
+        ``"split"`` (its halves uploaded to ``staged/``, it moved to ``split/``)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from .stage import write_rows
@@ -106,7 +96,14 @@ class Splitter:
         with tempfile.TemporaryDirectory(prefix="bqspool-split-") as tmp:
             path = Path(tmp) / "o.parquet"
             self.store.download(src, path)
-            table = pq.read_table(path)
+            try:
+                table = pq.read_table(path)
+            except (pa.ArrowException, OSError):  # someone else's bytes under our name
+                self.quarantine_one(src, f"not a Parquet file bqspool can read, and {reason}")
+                return "unreadable"
+            if table.num_rows <= 1:
+                self.dead_letter(src, reason)
+                return "dead"
             mid = table.num_rows // 2
             a, b = halves(src, mid, table.num_rows - mid)
             for name, part in ((a, table.slice(0, mid)), (b, table.slice(mid))):
@@ -114,7 +111,7 @@ class Splitter:
                 write_rows(part, out)
                 self.store.upload(name, out)
         self.store.move_object(src, self.layout.moved(src, SPLIT))
-        return a, b
+        return "split"
 
     def dead_letter(self, src: str, reason: str) -> None:
         write_reason(self.store, self.reason_name(src, DEAD), reason)
