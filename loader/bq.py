@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from google.api_core import exceptions as gexc
 
+from .bq_queries import QueriesMixin
 from .bq_tables import TablesMixin
 from .google_errors import TRANSIENT_REASONS
 from .interfaces import JobError, JobFailure, JobOutcome, WarehouseLimits
@@ -46,7 +47,7 @@ def _outcome(job) -> JobOutcome:
     )
 
 
-class BigQueryWarehouse(TablesMixin):
+class BigQueryWarehouse(TablesMixin, QueriesMixin):
     """A dataset in one location; its limits are BigQuery's documented ones."""
 
     limits = WarehouseLimits(jobs_per_table_day=1500, jobs_per_table_10s=5, uris_per_job=10_000)

@@ -19,6 +19,7 @@ class TablesMixin:
     dataset: str
     location: str
     retry: Any
+    query: Any  # from QueriesMixin
 
     def table_ref(self, table: str) -> str:
         return f"{self.project}.{self.dataset}.{table}"
@@ -93,14 +94,18 @@ class TablesMixin:
         if problems:
             raise SetupError("; ".join(problems))
         for f in additions:
-            # DDL rather than tables.patch: it reaches the storage of the
-            # emulator too, and is equally right on BigQuery.
-            sql = f"ALTER TABLE `{ref}` ADD COLUMN `{f.name}` {_ddl_type(f)}"
-            self.retry.call(
-                f"add column {table.name}.{f.name}",
-                lambda sql=sql: self.client.query(sql, location=self.location, retry=None, timeout=60).result(),
-            )
+            self.add_column(table.name, f)
         return [f"added column {table.name}.{f.name}" for f in additions]
+
+    def add_column(self, table: str, column: Field) -> None:
+        """Add a NULLABLE (or REPEATED) top-level column."""
+        # DDL rather than tables.patch: it reaches the storage of the
+        # emulator too, and is equally right on BigQuery.
+        sql = f"ALTER TABLE `{self.table_ref(table)}` ADD COLUMN `{column.name}` {_ddl_type(column)}"
+        self.retry.call(
+            f"add column {table}.{column.name}",
+            lambda: self.client.query(sql, location=self.location, retry=None, timeout=60).result(),
+        )
 
     def _stored_columns(self, ref: str) -> list:
         """The columns a query of the table sees, from a free dry run.
@@ -119,16 +124,28 @@ class TablesMixin:
         )
         return list(job.schema or [])
 
-    def table_options(self, table: str) -> dict:
-        """Columns (as a query sees them), partitioning, clustering and labels of ``table``."""
+    def table_options(self, table: str) -> dict | None:
+        """Columns (as a query sees them), partitioning, clustering and labels of ``table``; None if missing."""
         ref = self.table_ref(table)
-        t = self.retry.call(f"get table {ref}", lambda: self.client.get_table(ref, retry=None, timeout=30))
+
+        def attempt():
+            try:
+                return self.client.get_table(ref, retry=None, timeout=30)
+            except gexc.NotFound:
+                return None
+
+        t = self.retry.call(f"get table {ref}", attempt)
+        if t is None:
+            return None
         part = t.time_partitioning
+        # Columns and types from what a query sees (the emulator's metadata lags
+        # behind DDL); modes from the table's metadata where it has the column
+        # (a query's schema drops REQUIRED, nested ones included).
+        meta = {f.name.lower(): f for f in t.schema}
+        stored = t.schema if t.table_type == "VIEW" else self._stored_columns(ref)
         return {
-            "columns": {
-                f.name: {"type": _TYPE_NAMES.get(f.field_type, f.field_type), "mode": f.mode or "NULLABLE"}
-                for f in self._stored_columns(ref)
-            },
+            "kind": "view" if t.table_type == "VIEW" else "table",
+            "columns": {f.name: _column(f, meta.get(f.name.lower())) for f in stored},
             "partitioning": None
             if part is None
             else {
@@ -141,18 +158,58 @@ class TablesMixin:
             "labels": dict(t.labels or {}),
         }
 
+    def update_options(self, table: str, options: dict) -> None:
+        from google.cloud import bigquery
+
+        ref = self.table_ref(table)
+
+        def attempt() -> None:
+            t = self.client.get_table(ref, retry=None, timeout=30)
+            fields = []
+            if "labels" in options:
+                # A label missing from the new dict is removed by setting it to None.
+                t.labels = {**{k: None for k in t.labels or {}}, **options["labels"]}
+                fields.append("labels")
+            if "clustering" in options:
+                t.clustering_fields = list(options["clustering"]) or None
+                fields.append("clustering_fields")
+            if "expiration_days" in options:
+                days = options["expiration_days"]
+                part = t.time_partitioning or bigquery.TimePartitioning()
+                part.expiration_ms = int(days * 86_400_000) if days else None
+                t.time_partitioning = part
+                fields.append("time_partitioning")
+            if "require_partition_filter" in options:
+                t.require_partition_filter = bool(options["require_partition_filter"])
+                fields.append("require_partition_filter")
+            self.client.update_table(t, fields, retry=None, timeout=30)
+
+        self.retry.call(f"update options of {ref}", attempt)
+
+    def relax_column(self, table: str, column: str) -> None:
+        sql = f"ALTER TABLE `{self.table_ref(table)}` ALTER COLUMN `{column}` DROP NOT NULL"
+        self.retry.call(
+            f"relax {table}.{column}",
+            lambda: self.client.query(sql, location=self.location, retry=None, timeout=60).result(),
+        )
+
     def fetch_rows(self, table: str) -> list[dict]:
         """Every row of ``table`` (for tests and small audits; a query is billed)."""
         return self.query(f"SELECT * FROM `{self.table_ref(table)}`")
 
-    def query(self, sql: str) -> list[dict]:
-        return self.retry.call(
-            "query",
-            lambda: [dict(r) for r in self.client.query(sql, location=self.location, retry=None, timeout=120).result()],
-        )
-
 
 _TYPE_NAMES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN", "STRUCT": "RECORD"}
+
+
+def _column(f, meta=None) -> dict:
+    """A column as ``table_options`` reports it: its type from ``f`` (what a query
+    sees), its mode from ``meta`` (the table's metadata) where that has it, and
+    for a RECORD its fields alike."""
+    out: dict = {"type": _TYPE_NAMES.get(f.field_type, f.field_type), "mode": (meta or f).mode or "NULLABLE"}
+    if f.fields:
+        subs = {s.name.lower(): s for s in (meta.fields if meta is not None else ())}
+        out["fields"] = {sub.name: _column(sub, subs.get(sub.name.lower())) for sub in f.fields}
+    return out
 
 
 def _differences(table: str, want: Field, have, mode: str | None = None) -> list[str]:

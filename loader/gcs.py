@@ -12,7 +12,7 @@ from pathlib import Path
 from bqspool.schemas.errors import BackendError, ObjectConflictError, PreconditionFailedError
 from google.api_core import exceptions as gexc
 
-from .interfaces import StoredObject
+from .interfaces import LifecycleRule, StoredObject
 from .retry import RetryPolicy
 
 
@@ -29,7 +29,28 @@ def crc32c_of(path: Path) -> str:
 
 def _stored(blob) -> StoredObject:
     created = blob.time_created.timestamp() if blob.time_created else 0.0
-    return StoredObject(blob.name, int(blob.size or 0), blob.crc32c or "", int(blob.generation or 0), created)
+    return StoredObject(
+        blob.name,
+        int(blob.size or 0),
+        blob.crc32c or "",
+        int(blob.generation or 0),
+        created,
+        blob.storage_class or "STANDARD",
+    )
+
+
+def _rules(found) -> list[LifecycleRule]:
+    out = []
+    for rule in found:
+        action, cond = rule.get("action", {}), rule.get("condition", {})
+        for prefix in cond.get("matchesPrefix") or [""]:
+            if action.get("type") == "Delete":
+                out.append(LifecycleRule("delete", int(cond.get("age", 0)), prefix))
+            else:
+                out.append(
+                    LifecycleRule("set-storage-class", int(cond.get("age", 0)), prefix, action.get("storageClass"))
+                )
+    return out
 
 
 UPLOAD_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
@@ -136,6 +157,39 @@ class GcsStore:
                 raise BackendError(f"{self.uri(name)} does not exist") from None
 
         self.retry.call(f"download {self.uri(name)}", attempt)
+
+    def copy_object(self, name: str, to: str) -> bool:
+        def attempt() -> bool:
+            # Looked up first: fake-gcs-server ignores the precondition on a copy.
+            if self.bucket.get_blob(to, retry=None, timeout=30) is not None:
+                return False
+            try:
+                self.bucket.copy_blob(
+                    self.bucket.blob(name), self.bucket, to, if_generation_match=0, retry=None, timeout=60
+                )
+            except gexc.PreconditionFailed:
+                return False  # there already: an earlier attempt's copy
+            except gexc.NotFound:
+                raise BackendError(f"cannot copy {self.uri(name)}: it does not exist") from None
+            return True
+
+        return self.retry.call(f"copy {self.uri(name)}", attempt)
+
+    def set_lifecycle(self, rules: list[LifecycleRule]) -> list[LifecycleRule]:
+        def attempt() -> list[LifecycleRule]:
+            bucket = self.client.get_bucket(self.bucket_name, retry=None, timeout=30)
+            bucket.clear_lifecycle_rules()
+            for r in rules:
+                if r.action == "delete":
+                    bucket.add_lifecycle_delete_rule(age=r.age_days, matches_prefix=[r.prefix])
+                else:
+                    bucket.add_lifecycle_set_storage_class_rule(
+                        r.storage_class, age=r.age_days, matches_prefix=[r.prefix]
+                    )
+            bucket.patch(retry=None, timeout=30)
+            return _rules(self.client.get_bucket(self.bucket_name, retry=None, timeout=30).lifecycle_rules)
+
+        return self.retry.call(f"set the lifecycle of {self.bucket_name}", attempt)
 
     def _check_existing(self, name: str, size: int, crc32c: str) -> None:
         blob = self.bucket.get_blob(name, retry=None, timeout=30)

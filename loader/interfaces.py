@@ -17,12 +17,13 @@ warehouse's :class:`WarehouseLimits`, and run the contract suite against it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from bqspool.schemas.definition import TableDef
+    from bqspool.schemas.definition import Field, TableDef
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class StoredObject:
     checksum: str
     generation: int = 0
     created: float = 0.0
+    storage_class: str = "STANDARD"
 
 
 @runtime_checkable
@@ -87,6 +89,31 @@ class ObjectStore(Protocol):
     def download(self, name: str, path: Path) -> None:
         """Write the object's bytes to ``path``; ``BackendError`` if there is none."""
         ...
+
+    def copy_object(self, name: str, to: str) -> bool:
+        """Copy ``name`` to ``to`` unless ``to`` exists (True if copied now);
+        ``BackendError`` if ``name`` does not exist. Safe to repeat."""
+        ...
+
+    def set_lifecycle(self, rules: list[LifecycleRule]) -> list[LifecycleRule]:
+        """Make ``rules`` the bucket's lifecycle; returns the rules the bucket
+        holds afterwards, so a caller can tell a store that ignores them."""
+        ...
+
+
+@dataclass(frozen=True)
+class LifecycleRule:
+    """One bucket lifecycle rule: after ``age_days``, objects under ``prefix``
+    move to ``storage_class``, or are deleted when ``action`` is ``delete``."""
+
+    action: Literal["set-storage-class", "delete"]
+    age_days: int
+    prefix: str
+    storage_class: str | None = None
+
+    def __str__(self) -> str:
+        what = f"move to {self.storage_class}" if self.action == "set-storage-class" else "delete"
+        return f"{what} after {self.age_days} days: {self.prefix}*"
 
 
 JobFailure = Literal["backend", "data"]
@@ -168,8 +195,83 @@ class Warehouse(Protocol):
         """Every row of ``table`` as Python values (for tests and small audits; may be billed)."""
         ...
 
-    def table_options(self, table: str) -> dict:
-        """What the warehouse holds for ``table``: ``columns`` (name to type
-        and mode), ``partitioning`` (type, field, expiration_days,
-        require_partition_filter), ``clustering`` and ``labels``."""
+    def table_options(self, table: str) -> dict | None:
+        """What the warehouse holds for ``table``, or None if there is no such
+        table: ``columns`` (name to ``type``, ``mode`` and, for RECORDs,
+        ``fields`` alike), ``partitioning`` (type, field, expiration_days,
+        require_partition_filter), ``clustering``, ``labels`` and ``kind``
+        (``table`` or ``view``)."""
         ...
+
+    def update_options(self, table: str, options: dict) -> None:
+        """Set options of an existing table: any of ``labels``, ``clustering``,
+        ``expiration_days`` (of its partitions; None for never) and
+        ``require_partition_filter``."""
+        ...
+
+    def add_column(self, table: str, column: Field) -> None:
+        """Add a NULLABLE or REPEATED top-level column to an existing table."""
+        ...
+
+    def relax_column(self, table: str, column: str) -> None:
+        """Make a REQUIRED top-level column NULLABLE (always allowed)."""
+        ...
+
+    def query(self, sql: str, params: Sequence[QueryParam] = ()) -> list[dict]:
+        """Run ``sql`` with named parameters (``@name``), tables resolved in the
+        dataset; the rows as dicts. Billed by what it scans.
+        ``NotAvailableError`` from a backend that runs no SQL."""
+        ...
+
+    def dry_run(self, sql: str, params: Sequence[QueryParam] = ()) -> int | None:
+        """The bytes ``sql`` would scan (and be billed for), without running it;
+        None where the backend does not say."""
+        ...
+
+    def table_storage(self, table: str) -> TableStorage | None:
+        """The table's size as the warehouse bills it, or None if there is no such table."""
+        ...
+
+    def query_history(self, since: float) -> list[QueryStat]:
+        """Query jobs run in the project since ``since`` (epoch seconds): bytes
+        billed and how long each ran. ``NotAvailableError`` where the backend
+        keeps no such history."""
+        ...
+
+    def create_view(self, name: str, sql: str) -> bool:
+        """Create or replace the view ``name`` over ``sql``; whether it changed."""
+        ...
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    """A named query parameter: ``type`` is a BigQuery type name (STRING, INT64,
+    FLOAT64, BOOL, DATE, TIMESTAMP), ``value`` a Python value of that type."""
+
+    name: str
+    type: str
+    value: object
+
+
+@dataclass(frozen=True)
+class TableStorage:
+    """A table's rows and bytes as the warehouse bills storage: ``active_bytes``
+    were changed in the last 90 days, ``long_term_bytes`` not."""
+
+    rows: int
+    active_bytes: int
+    long_term_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.active_bytes + self.long_term_bytes
+
+
+@dataclass(frozen=True)
+class QueryStat:
+    """One query job: when it started, its id, bytes billed and seconds it ran."""
+
+    started: float
+    job_id: str
+    bytes_billed: int
+    seconds: float

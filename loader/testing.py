@@ -21,25 +21,37 @@ what a load job "loads" is exactly what was staged.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
+import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bqspool.schemas import SchemaSet
 from bqspool.schemas.errors import (
     BackendError,
+    NotAvailableError,
     ObjectConflictError,
     PreconditionFailedError,
     RetryableError,
     SetupError,
 )
 
-from .interfaces import JobError, JobOutcome, StoredObject, WarehouseLimits
+from .interfaces import (
+    JobError,
+    JobOutcome,
+    LifecycleRule,
+    QueryParam,
+    QueryStat,
+    StoredObject,
+    TableStorage,
+    WarehouseLimits,
+)
 from .retry import RetryPolicy
 
 
@@ -109,6 +121,7 @@ class MemoryObjectStore(_Faulty):
         self.knobs = _Knobs(retry, latency, sleep)
         self.clock = clock
         self._generation = 0
+        self.lifecycle: list[LifecycleRule] = []
         self._lock = threading.Lock()  # committers in threads share one store in tests
 
     def uri(self, name: str) -> str:
@@ -197,6 +210,24 @@ class MemoryObjectStore(_Faulty):
             Path(path).write_bytes(self.objects[name])
 
         self.knobs.call(f"download {name}", attempt)
+
+    def copy_object(self, name: str, to: str) -> bool:
+        def attempt() -> bool:
+            with self._lock:
+                if name not in self.objects:
+                    raise BackendError(f"cannot copy {self.uri(name)}: it does not exist")
+                if to in self.objects:
+                    return False
+                self._generation += 1
+                self.objects[to] = self.objects[name]
+                self.meta[to] = (self._generation, self.clock())
+                return True
+
+        return self.knobs.call(f"copy {name}", attempt)
+
+    def set_lifecycle(self, rules: list[LifecycleRule]) -> list[LifecycleRule]:
+        self.lifecycle = list(rules)
+        return list(self.lifecycle)
 
 
 @dataclass
@@ -365,9 +396,50 @@ class MemoryWarehouse(_Faulty):
                 )
         return added
 
-    def table_options(self, table: str) -> dict:
-        t = self.tables[table]
-        return {"columns": {n: {"type": ty, "mode": m} for n, (ty, m) in t.columns.items()}, **t.options}
+    def table_options(self, table: str) -> dict | None:
+        t = self.tables.get(table)
+        if t is None:
+            return None
+        columns = {"_event_id": {"type": "STRING", "mode": "REQUIRED"}}  # every table has it, first
+        columns.update({n: {"type": ty, "mode": m} for n, (ty, m) in t.columns.items()})
+        return {"kind": "table", "columns": columns, **copy.deepcopy(t.options)}
+
+    def update_options(self, table: str, options: dict) -> None:
+        opts = self.tables[table].options
+        for key in ("labels", "clustering"):
+            if key in options:
+                opts[key] = copy.deepcopy(options[key])
+        if opts["partitioning"] is not None:
+            for key in ("expiration_days", "require_partition_filter"):
+                if key in options:
+                    opts["partitioning"][key] = options[key]
+
+    def add_column(self, table: str, column) -> None:
+        self.tables[table].columns[column.name] = (column.type, column.mode)
+
+    def relax_column(self, table: str, column: str) -> None:
+        typ, _ = self.tables[table].columns[column]
+        self.tables[table].columns[column] = (typ, "NULLABLE")
+
+    def query(self, sql: str, params: Sequence[QueryParam] = ()) -> list[dict]:
+        raise NotAvailableError("the in-memory warehouse runs no SQL")
+
+    def dry_run(self, sql: str, params: Sequence[QueryParam] = ()) -> int | None:
+        return None
+
+    def table_storage(self, table: str) -> TableStorage | None:
+        t = self.tables.get(table)
+        if t is None:
+            return None
+        # Roughly BigQuery's logical size: the rows' JSON (its numbers per row are close for strings).
+        size = sum(len(json.dumps(r, default=str)) for r in t.rows)
+        return TableStorage(len(t.rows), size, 0)
+
+    def query_history(self, since: float) -> list[QueryStat]:
+        raise NotAvailableError("the in-memory warehouse keeps no query history")
+
+    def create_view(self, name: str, sql: str) -> bool:
+        raise NotAvailableError("the in-memory warehouse runs no SQL, so it has no views")
 
     # -- for assertions -----------------------------------------------------------
 

@@ -25,7 +25,9 @@ re-export it.
         ├── BufferFormatError   the file was written by a newer bqspool
         ├── BackendError        GCS/BigQuery refused a request for good (permissions, not found)
         │   ├── ObjectConflictError  an object exists with other content than ours
-        │   └── PreconditionFailedError  a conditional write met another generation: someone wrote first
+        │   ├── PreconditionFailedError  a conditional write met another generation: someone wrote first
+        │   └── NotAvailableError  the backend does not offer this (the emulator's missing job history)
+        ├── RestoreRefusedError the restore target already holds rows of those batches
         └── SetupError          a table cannot be brought to its schema
 
 Third-party errors (sqlite3, google clients) are translated at the boundary
@@ -140,6 +142,15 @@ class ObjectConflictError(BackendError):
 class PreconditionFailedError(BackendError):
     """A write conditional on an object's generation (or its absence) found
     another generation: someone else wrote the object first."""
+
+
+class NotAvailableError(BackendError):
+    """The backend does not offer what was asked (the emulator has no job
+    history, say); the message says what and where it is available."""
+
+
+class RestoreRefusedError(PermanentError):
+    """A restore's target already holds rows of the batches it would load."""
 
 
 class SetupError(PermanentError):

@@ -83,6 +83,12 @@ LOCAL_DIFFERENCES: dict[str, str] = {
     "test_require_partition_filter_is_kept": "the emulator does not keep a table's require_partition_filter (setup sets it; verify cannot see it)",
     "test_each_type_round_trips[GEOGRAPHY]": "the emulator's REST answers mangle GEOGRAPHY cells (tests elsewhere read them with ST_ASTEXT)",
     "test_each_type_round_trips[BIGNUMERIC]": "the emulator's DuckDB has no 76-digit decimal for BIGNUMERIC",
+    "test_a_dry_run_says_what_a_query_scans": "the emulator's dry runs report 0 bytes: `verify` prints what it is told",
+    "test_table_storage_is_reported": "the emulator reports 0 rows and 0 bytes for every table: `cost` says storage "
+    "is not available here",
+    "test_query_history_is_kept": "the emulator has no INFORMATION_SCHEMA.JOBS: `cost` says query cost is not "
+    "available here",
+    "test_the_bucket_keeps_lifecycle_rules": "fake-gcs-server accepts lifecycle rules and forgets them: `setup` warns",
 }
 
 
@@ -394,3 +400,93 @@ def test_setup_adds_a_nullable_column(backend):
 def test_the_warehouse_declares_its_limits(backend):
     limits = backend.warehouse.limits
     assert limits.jobs_per_table_day == 1500 and limits.jobs_per_table_10s == 5 and limits.uris_per_job == 10_000
+
+
+# -- what the operator commands rely on ---------------------------------------------------
+
+
+def _sql(backend):
+    if backend.kind == "fake":
+        pytest.skip("the in-memory warehouse runs no SQL (it says so: NotAvailableError)")
+
+
+def test_a_copy_is_made_once_and_a_missing_source_is_an_error(backend):
+    src, dst = f"{backend.prefix}/a", f"{backend.prefix}/b"
+    backend.store.write_object(src, b"data", 0)
+    assert backend.store.copy_object(src, dst) is True
+    assert backend.store.copy_object(src, dst) is False
+    assert backend.store.read_object(dst)[0] == b"data" and backend.store.read_object(src)[0] == b"data"
+    with pytest.raises(BackendError):
+        backend.store.copy_object(f"{backend.prefix}/missing", f"{backend.prefix}/c")
+
+
+def test_a_missing_table_has_no_options_and_options_can_be_changed(backend):
+    assert backend.warehouse.table_options(_fresh("none")) is None
+    table = _table(
+        _fresh("upd"),
+        [{"name": "ts", "type": "TIMESTAMP", "mode": "REQUIRED"}, {"name": "u", "type": "STRING"}],
+        time_partitioning={"field": "ts", "expiration_days": 90},
+        labels={"app": "x"},
+    )
+    backend.warehouse.ensure_table(table)
+    backend.warehouse.update_options(table.name, {"labels": {"app": "y"}, "expiration_days": 30, "clustering": ["u"]})
+    opts = backend.warehouse.table_options(table.name)
+    assert opts["labels"] == {"app": "y"} and opts["clustering"] == ["u"]
+    assert opts["partitioning"]["expiration_days"] == 30
+
+
+def test_queries_take_typed_parameters(backend):
+    from bqspool.loader.interfaces import QueryParam
+
+    _sql(backend)
+    rows = backend.warehouse.query(
+        "SELECT @s AS s, @n + 1 AS n, @d AS d, x FROM UNNEST(@xs) AS x ORDER BY x",
+        [
+            QueryParam("s", "STRING", "it's"),
+            QueryParam("n", "INT64", 41),
+            QueryParam("d", "DATE", dt.date(2026, 1, 2)),
+            QueryParam("xs", "STRING", ["b", "a"]),
+        ],
+    )
+    assert rows == [
+        {"s": "it's", "n": 42, "d": dt.date(2026, 1, 2), "x": "a"},
+        {"s": "it's", "n": 42, "d": dt.date(2026, 1, 2), "x": "b"},
+    ]
+
+
+def test_a_dry_run_says_what_a_query_scans(backend, tmp_path):
+    _sql(backend)
+    table = _table(_fresh("dry"), SIMPLE)
+    backend.warehouse.ensure_table(table)
+    outcome = _load(
+        backend, tmp_path, table, [{"_event_id": "1", "id": "x" * 100, "n": 1}], f"bqspool_c_{uuid.uuid4().hex}"
+    )
+    assert backend.warehouse.wait(outcome.job_id, timeout=120).error is None
+    assert (backend.warehouse.dry_run(f"SELECT id FROM `{table.name}`") or 0) > 0
+
+
+def test_table_storage_is_reported(backend, tmp_path):
+    table = _table(_fresh("size"), SIMPLE)
+    backend.warehouse.ensure_table(table)
+    outcome = _load(backend, tmp_path, table, [{"_event_id": "1", "id": "x", "n": 1}], f"bqspool_c_{uuid.uuid4().hex}")
+    assert backend.warehouse.wait(outcome.job_id, timeout=120).error is None
+    stored = backend.warehouse.table_storage(table.name)
+    assert stored is not None and stored.rows == 1 and stored.total_bytes > 0
+
+
+def test_query_history_is_kept(backend):
+    _sql(backend)
+    import time
+
+    since = time.time() - 60
+    backend.warehouse.query("SELECT 1 AS one")
+    assert backend.warehouse.query_history(since)
+
+
+def test_the_bucket_keeps_lifecycle_rules(backend):
+    from bqspool.loader.interfaces import LifecycleRule
+
+    rules = [LifecycleRule("set-storage-class", 30, f"{backend.prefix}/archive/", "COLDLINE")]
+    if backend.kind == "gcp":
+        pytest.skip("setting a real bucket's lifecycle would replace its owner's rules")
+    assert backend.store.set_lifecycle(rules) == rules
