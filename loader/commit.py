@@ -39,7 +39,7 @@ from bqspool.schemas.display import safe_text
 from bqspool.schemas.errors import BackendUnavailableError, ObjectConflictError, PreconditionFailedError
 
 from . import bucket_lease, faults
-from .commitlog import DAY_S, Layout, LogReader, Record, TableLog, events_in
+from .commitlog import DAY_S, Layout, LogReader, Record, TableLog
 from .ledger import new_holder
 from .progress import peak_rss_mb
 from .split import Splitter
@@ -87,10 +87,12 @@ class Committer:
         lease_seconds: float = 120.0,
         workers: int = 8,  # the storage client keeps 10 connections per pool: more threads only churn them
         should_stop: Callable[[], bool] = lambda: False,
+        on_loaded: Callable[[list[str]], None] | None = None,  # told the objects of each job done (progress)
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ):
         limits = warehouse.limits
+        self.on_loaded = on_loaded
         self.objects, self.warehouse = objects, warehouse
         self.layout = Layout(prefix)
         self.reader = LogReader(objects, self.layout)
@@ -265,7 +267,17 @@ class Committer:
         if room < len(groups):
             log.info("table %s: %d load jobs in the last %.0fs; the rest waits", table, self.pace_jobs, PACE_WINDOW_S)
         records = [
-            self._create(Record(table, uuid.uuid4().hex[:20], 0, tuple(g), holder=self.holder)) for g in groups[:room]
+            self._create(
+                Record(
+                    table,
+                    uuid.uuid4().hex[:20],
+                    0,
+                    tuple(g),
+                    holder=self.holder,
+                    nbytes=sum(staged[n].size for n in g if n in staged),
+                )
+            )
+            for g in groups[:room]
         ]
         return records, (wait if room < len(groups) else 0.0)
 
@@ -333,13 +345,14 @@ class Committer:
             raise BackendUnavailableError(f"load job {rec.job_id} did not finish in time")
         faults.hit("after_job_done")
         if outcome.error is None:
-            counted = [events_in(s) for s in rec.sources]
             # The names say how many events each object holds; the job's own
             # count is the fallback (the emulator's counts the whole table).
-            events = sum(n for n in counted if n is not None) if None not in counted else outcome.output_rows or 0
-            self._mark(rec, "done", {"rows": outcome.output_rows, "events": events})
+            events = rec.events if rec.events is not None else outcome.output_rows or 0
+            self._mark(rec, "done", {"rows": outcome.output_rows, "events": events, "bytes": rec.nbytes})
             report.objects_loaded += len(rec.sources)
             report.events_loaded += events
+            if self.on_loaded is not None:
+                self.on_loaded(list(rec.sources))
             return "done"
         error = safe_text(str(outcome.error), 1000)
         if outcome.transient:
@@ -453,8 +466,11 @@ class Committer:
         """Move a finished record, then its outcomes, to ``commit-archive/``."""
         self._renew()
         self.objects.move_object(rec.name, self._archived(rec.table, rec.name, rec.created))
-        for marker in tlog.outcomes.get(rec.key, {}).values():
-            self.objects.move_object(marker.name, self._archived(rec.table, marker.name, rec.created))
+        for outcome, marker in tlog.outcomes.get(rec.key, {}).items():
+            file = marker.name.rpartition("/")[2]
+            if outcome == "done" and rec.events is not None:  # what it loaded, in the name (see commitlog)
+                file = f"{rec.key}.e{rec.events}.b{rec.nbytes}.done"
+            self.objects.move_object(marker.name, self._archived(rec.table, file, rec.created))
 
     def _archived(self, table: str, name: str, created: float) -> str:
         day = time.strftime("%Y-%m-%d", time.gmtime(created))

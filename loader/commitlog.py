@@ -10,7 +10,9 @@ Under the configured prefix::
     dropped/TABLE/DAY/FILE.parquet         given up on by an operator
     commits/TABLE/ID-ATTEMPT.json          the commit log: one record per load job
     commits/TABLE/ID-ATTEMPT.OUTCOME       its outcome: done, void, failed-data, failed-backend
-    commit-archive/TABLE/YYYY-MM-DD/...    records whose work is finished, by creation day
+    commit-archive/TABLE/YYYY-MM-DD/...    records whose work is finished, by creation day; a done
+                                           marker there is ID-ATTEMPT.eEVENTS.bBYTES.done, so a
+                                           listing alone tells what was loaded (see :mod:`.history`)
     committer.lease                        see :mod:`.bucket_lease`
 
 A *record* is created (``if_generation_match=0``) before its job is
@@ -110,6 +112,13 @@ class Record:
     name: str = ""
     created: float = 0.0
     holder: str = ""
+    nbytes: int = 0  # the sources' stored size, for `cost` and the audit
+
+    @property
+    def events(self) -> int | None:
+        """The events its objects hold, by their names; None if a name does not say."""
+        counts = [events_in(s) for s in self.sources]
+        return None if None in counts else sum(n for n in counts if n is not None)
 
     @property
     def key(self) -> str:
@@ -128,6 +137,7 @@ class Record:
                 "attempt": self.attempt,
                 "job_id": self.job_id,
                 "holder": self.holder,
+                "bytes": self.nbytes,
                 "sources": list(self.sources),
             },
             separators=(",", ":"),
@@ -144,6 +154,7 @@ class Record:
             obj.name,
             obj.created,
             doc["holder"],
+            int(doc.get("bytes", 0)),
         )
 
 
