@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .definition import TableDef, load_table_file
 from .errors import SchemaError
+from .queries import NamedQuery, load_queries
 
 BUNDLED_DIR = Path(__file__).with_name("sets")
 
@@ -20,10 +21,13 @@ def bundled_names() -> list[str]:
 class SchemaSet:
     """An immutable mapping of table name to :class:`TableDef`."""
 
-    def __init__(self, tables: dict[str, TableDef], name: str, source: str):
+    def __init__(
+        self, tables: dict[str, TableDef], name: str, source: str, queries: dict[str, NamedQuery] | None = None
+    ):
         self._tables = dict(tables)
         self.name = name
         self.source = source
+        self.queries: dict[str, NamedQuery] = dict(queries or {})  # queries/NAME.sql, see .queries
 
     def __getitem__(self, table: str) -> TableDef:
         return self._tables[table]
@@ -64,7 +68,8 @@ def load_schema_set(spec: str | os.PathLike[str] | SchemaSet) -> SchemaSet:
     """Load and validate a schema set.
 
     ``spec`` is a bundled set's name (``"leafloaf"``), a directory of
-    ``NAME.json`` table files, or an already loaded :class:`SchemaSet`.
+    ``NAME.json`` table files (and optionally ``queries/NAME.sql``, see
+    :mod:`.queries`), or an already loaded :class:`SchemaSet`.
     Raises :class:`SchemaError` naming the file and field of the first problem.
     """
     if isinstance(spec, SchemaSet):
@@ -82,4 +87,4 @@ def load_schema_set(spec: str | os.PathLike[str] | SchemaSet) -> SchemaSet:
             raise SchemaError(f"table name clashes with {lowered[key]}", source=str(path))
         lowered[key] = str(path)
         tables[table.name] = table
-    return SchemaSet(tables, directory.name, str(directory))
+    return SchemaSet(tables, directory.name, str(directory), load_queries(directory))
