@@ -26,6 +26,20 @@
     jobs_per_table_day = 1000  # our budget under BigQuery's 1,500
     jobs_per_table_10s = 5     # load jobs per table per 10 s; default: the warehouse's limit (BigQuery: 5)
 
+    [archive]                  # loaded objects under PREFIX/archive/ (`setup` applies this)
+    coldline_days = 30         # move to COLDLINE after this many days
+    delete_days = 3650         # delete after this many days; unset: never
+
+    [price]                    # USD list prices `bqspool cost` uses; defaults dated by as_of
+    as_of = "2026-11-01"
+    streaming_per_200mib = 0.01
+    storage_write_per_gib = 0.025
+    storage_write_free_tib = 2.0
+    active_storage_gib_month = 0.02
+    long_term_storage_gib_month = 0.01
+    query_per_tib = 6.25
+    gcs_standard_gib_month = 0.02    # also gcs_nearline_, gcs_coldline_, gcs_archive_gib_month
+
 Every key can be overridden by an environment variable: ``BQSPOOL_`` plus
 the key in capitals, sections joined with ``_`` (``BQSPOOL_BATCH_ROWS``).
 Credentials never come from here: the Google clients use Application
@@ -69,6 +83,20 @@ class Config:
     quota_jobs_per_table_day: int = 1000
     quota_jobs_per_table_10s: int | None = None  # default: the warehouse's own limit
     lease_seconds: float = 120.0
+    archive_coldline_days: int = 30  # loaded objects move to COLDLINE after this many days
+    archive_delete_days: int | None = None  # and are deleted after this many; None: kept for ever
+    # List prices in USD, as of price_as_of; `bqspool cost` computes with them.
+    price_as_of: str = "2026-11-01"
+    price_streaming_per_200mib: float = 0.01  # legacy streaming inserts, each row counted as >= 1 KB
+    price_storage_write_per_gib: float = 0.025  # Storage Write API, after the free amount
+    price_storage_write_free_tib: float = 2.0  # a month
+    price_active_storage_gib_month: float = 0.02  # BigQuery logical storage
+    price_long_term_storage_gib_month: float = 0.01
+    price_query_per_tib: float = 6.25  # on-demand queries
+    price_gcs_standard_gib_month: float = 0.02
+    price_gcs_nearline_gib_month: float = 0.01
+    price_gcs_coldline_gib_month: float = 0.004
+    price_gcs_archive_gib_month: float = 0.0012
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def require(self, *names: str) -> None:

@@ -26,6 +26,8 @@ POINTS = (
     "after_job_done",
     "after_archive",
     "after_split",
+    # restore: after an archived object is staged again
+    "after_restore_copy",
 )
 
 _spec = os.environ.get("BQSPOOL_FAULT", "").split(":")

@@ -12,7 +12,9 @@
 5. stop the producers, let every buffer ship and the committer load it,
    stop them with SIGTERM, and check through the BigQuery client: per-table
    row counts equal the events appended, no `_event_id` twice; then the
-   load jobs each table cost, from the commit log.
+   load jobs each table cost, from the commit log;
+6. end with `bqspool verify` (schema and exactly-once audit) and two of the
+   seed's queries (`bqspool query popular-products`, `user-engagement`).
 
     python scripts/demo.py [--seconds 24] [--outage 8] [--procs 3] [--threads 2] [--keep-stack]
 """
@@ -236,6 +238,12 @@ def main() -> int:
         }
         print(f"  load jobs per table, from the commit log: {jobs}")
         subprocess.run([bqspool, "status", "--buffer", str(buffers[0])], env=env)
+        say("bqspool verify: the dataset against the schema set, and the exactly-once audit")
+        verified = subprocess.run([bqspool, "verify", "--days", "2"], env=env)
+        ok &= verified.returncode == 0
+        for name in ("popular-products", "user-engagement"):
+            say(f"bqspool query {name} (one of the seed's queries)")
+            subprocess.run([bqspool, "query", name], env=env, check=True)
     finally:
         for p in loaders:
             if p.poll() is None:

@@ -13,11 +13,15 @@ from .base import EXIT_ERROR, EXIT_QUARANTINE, EXIT_UNDRAINABLE, config_option, 
 
 @main.command()
 @config_option
-def setup(config_path: str | None) -> None:
+@click.option(
+    "--views", is_flag=True, help="Also create a view of each of the schema set's queries without parameters."
+)
+def setup(config_path: str | None, views: bool) -> None:
     """Create the dataset and every table of the schema set (idempotent).
 
     New NULLABLE fields are added to existing tables; changes that cannot be
-    made are listed, and the command fails.
+    made are listed, and the command fails. Where a bucket is configured, it
+    sets the archive's lifecycle ([archive] in the configuration).
     """
     from bqspool.schemas.errors import SetupError
 
@@ -41,6 +45,44 @@ def setup(config_path: str | None) -> None:
             click.echo(f"error: {p}", err=True)
         sys.exit(EXIT_ERROR)
     click.echo(f"{len(sset)} tables of {sset.name} ready in {cfg.project}.{cfg.dataset}")
+    if views:
+        _views(wh, sset, cfg)
+    if cfg.bucket:
+        _lifecycle(cfg)
+
+
+def _views(wh, sset, cfg) -> None:
+    from ..queries import qualified, view_name
+
+    made = 0
+    for q in sset.queries.values():
+        if q.params:
+            continue
+        name = view_name(q)
+        if name in sset:
+            click.echo(f"error: query {q.name} would make view {name}, a table of the set; not replacing it", err=True)
+            sys.exit(EXIT_ERROR)
+        changed = wh.create_view(name, qualified(q.sql, list(sset), cfg.project, cfg.dataset))
+        made += 1
+        click.echo(f"{'created' if changed else 'unchanged'} view {name} ({q.name})")
+    skipped = sum(1 for q in sset.queries.values() if q.params)
+    click.echo(f"{made} views; {skipped} queries take parameters and stay queries (`bqspool query NAME`)")
+
+
+def _lifecycle(cfg) -> None:
+    from ..archive import apply_lifecycle
+    from ..clients import make_object_store
+    from ..commitlog import Layout
+
+    rules, kept = apply_lifecycle(make_object_store(cfg), cfg, Layout(cfg.prefix))
+    for rule in rules:
+        click.echo(f"archive lifecycle: {rule}")
+    if not kept:
+        click.echo(
+            f"warning: bucket {cfg.bucket} did not keep the lifecycle rules (fake-gcs-server ignores them); "
+            "the archive stays in its storage class until deleted by hand",
+            err=True,
+        )
 
 
 def _loader_process() -> None:

@@ -265,7 +265,12 @@ def _commit_summary() -> dict | None:
             from bqspool.schemas import load_schema_set
 
             tables = [t.name for t in load_schema_set(cfg.schemas).tables()]
-        return status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day, tables)
+        layout = Layout(cfg.prefix)
+        out = status(store, layout, cfg.quota_jobs_per_table_day, tables)
+        from ..archive import archive_size
+
+        out["archive"] = archive_size(store, layout)
+        return out
     except BqspoolError as exc:
         return {"error": str(exc)}
 
@@ -294,6 +299,16 @@ def _print_commit_summary(commit: dict | None) -> None:
         )
     if commit["committing"]:
         click.echo(f"committing now: {commit['committing']}")
+    archive = commit.get("archive") or {}
+    classes: dict[str, list[int]] = {}
+    for per_table in archive.values():
+        for cls, size in per_table.items():
+            slot = classes.setdefault(cls, [0, 0])
+            slot[0] += size["objects"]
+            slot[1] += size["bytes"]
+    if classes:
+        parts = ", ".join(f"{n} objects, {b / 1e6:.1f} MB {cls}" for cls, (n, b) in sorted(classes.items()))
+        click.echo(f"archive (loaded objects, for restore): {parts}")
 
 
 def _print_loader_summary(buffer_path: Path) -> None:

@@ -1,0 +1,43 @@
+"""The archive of loaded objects: its lifecycle in the bucket, and its size by storage class.
+
+``PREFIX/archive/`` holds every object a load job loaded, which is what
+``bqspool restore`` reloads from. The seed's plan: move it to COLDLINE
+after 30 days; delete it after N days, by default never. The commit log's
+archive (``commit-archive/``) is small and is what ``cost`` and the audit
+read: no rule touches it.
+"""
+
+from __future__ import annotations
+
+from .commitlog import Layout
+from .config import Config
+from .interfaces import LifecycleRule, ObjectStore
+
+
+def lifecycle_rules(config: Config, layout: Layout) -> list[LifecycleRule]:
+    """The bucket lifecycle the configuration asks for."""
+    prefix = layout._p("archive", "")
+    rules = [LifecycleRule("set-storage-class", config.archive_coldline_days, prefix, "COLDLINE")]
+    if config.archive_delete_days:
+        rules.append(LifecycleRule("delete", config.archive_delete_days, prefix))
+    return rules
+
+
+def apply_lifecycle(store: ObjectStore, config: Config, layout: Layout) -> tuple[list[LifecycleRule], bool]:
+    """Set the archive's lifecycle; the rules, and whether the bucket kept them
+    (fake-gcs-server accepts lifecycle rules and forgets them)."""
+    rules = lifecycle_rules(config, layout)
+    kept = store.set_lifecycle(rules)
+    return rules, sorted(map(str, kept)) == sorted(map(str, rules))
+
+
+def archive_size(store: ObjectStore, layout: Layout) -> dict[str, dict[str, dict[str, int]]]:
+    """``{table: {storage_class: {"objects", "bytes"}}}`` of the archive."""
+    root = layout._p("archive", "")
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for o in store.list_objects(root):
+        table = o.name[len(root) :].split("/")[0]
+        slot = out.setdefault(table, {}).setdefault(o.storage_class, {"objects": 0, "bytes": 0})
+        slot["objects"] += 1
+        slot["bytes"] += o.size
+    return out

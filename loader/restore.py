@@ -1,0 +1,285 @@
+"""Restore: load archived objects of a time range back into a table that lacks them.
+
+The archive (``PREFIX/archive/TABLE/YYYY/MM/DD/``, by the day each batch was
+sealed) holds every object a load job loaded. A restore goes through the
+same commit machinery as everything else:
+
+1. select the archived objects of the days asked for (restored copies of an
+   earlier restore are never selected again);
+2. refuse, naming the batches, if the target already holds rows of any of
+   them (checked by a sample of each object's ``_event_id`` values: a load
+   job is atomic, so a batch is there whole or not at all, unless some of its
+   partitions expired);
+3. copy each into ``staged/TARGET/`` under a name of its own, deterministic
+   from the restore's arguments (``...-rRESTORE-nEVENTS.parquet``);
+4. commit: load jobs with deterministic ids, within the load-job budget and
+   the pacing, exactly once. If another committer holds the lease, it loads
+   them, and the restore waits and watches.
+
+Killed and run again with the same arguments, it finds its copies (staged
+or archived under ``TARGET``), skips them, and carries on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bqspool.schemas.definition import EVENT_ID, TableDef
+from bqspool.schemas.errors import ConfigError, LeaseHeldError, NotAvailableError, RestoreRefusedError
+from bqspool.schemas.registry import SchemaSet
+
+from . import faults
+from .commitlog import AREAS_AFTER_STAGED, Layout, events_in
+from .history import days_between
+from .interfaces import ObjectStore, QueryParam, Warehouse
+from .verify import table_drift
+
+log = logging.getLogger("bqspool.loader")
+
+_RESTORED_RE = re.compile(r"-r[0-9a-f]{10}-n\d+\.parquet$")
+_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
+SAMPLE_IDS = 3  # per object: its first, middle and last event
+IDS_PER_QUERY = 10_000
+
+
+@dataclass
+class RestoreReport:
+    table: str
+    target: str
+    since: str
+    until: str
+    selected: int = 0  # archived objects in the range
+    events: int = 0  # events they hold
+    resumed: int = 0  # already copied by an earlier run of this restore
+    copied: int = 0
+    loaded_objects: int = 0  # restore objects in the target's archive now: loaded
+    loaded_events: int = 0
+    quarantined: list[str] = field(default_factory=list)
+    created_table: bool = False
+    committed_by: str = "this process"
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def parse_day(text: str, today: dt.date) -> dt.date:
+    """A day from ``YYYY-MM-DD``, an ISO time (its UTC day), ``today`` or ``Nd`` (N days ago)."""
+    t = text.strip()
+    try:
+        if t == "today":
+            return today
+        if re.fullmatch(r"\d+d", t):
+            return today - dt.timedelta(days=int(t[:-1]))
+        if len(t) == 10:
+            return dt.date.fromisoformat(t)
+        stamp = dt.datetime.fromisoformat(t)
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).date()
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a time: use YYYY-MM-DD, an ISO time, 'today' or Nd (days ago)") from None
+
+
+def restore_id(table: str, target: str, since: dt.date, until: dt.date) -> str:
+    return hashlib.sha256(f"{table}|{target}|{since}|{until}".encode()).hexdigest()[:10]
+
+
+def restored_name(layout: Layout, archived: str, target: str, rid: str) -> str:
+    """Where an archived object is staged again for restore ``rid`` into ``target``."""
+    _, day, file = layout.split(archived)
+    stem = file.removesuffix(".parquet").replace("~", "_h")  # a half loads like any object here
+    n = events_in(file)
+    base = re.sub(r"-n\d+$", "", stem)
+    return layout.staged_name(target, day, f"{base}-r{rid}-n{n}.parquet")
+
+
+class Restore:
+    """One restore of ``table``'s archive, days ``since`` to ``until``, into ``into`` (default: ``table``)."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        warehouse: Warehouse,
+        schemas: SchemaSet,
+        layout: Layout,
+        table: str,
+        since: dt.date,
+        until: dt.date,
+        into: str | None = None,
+        *,
+        commit: Callable[[Callable[[list[str]], None]], object],
+        progress: bool = True,
+        poll_s: float = 2.0,
+    ):
+        if table not in schemas:
+            raise ConfigError(f"schema set {schemas.name} has no table {table!r} (tables: {', '.join(schemas)})")
+        target = into or table
+        if not _TABLE_RE.fullmatch(target):
+            raise ConfigError(f"--into {target!r}: a table name has letters, digits and underscores")
+        if target != table and target in schemas:
+            raise ConfigError(f"--into {target}: that is another table of the schema set; name a new table")
+        if since > until:
+            raise ConfigError(f"--since {since} is after --until {until}")
+        self.store, self.warehouse, self.schemas, self.layout = store, warehouse, schemas, layout
+        self.table, self.target, self.since, self.until = table, target, since, until
+        self.rid = restore_id(table, target, since, until)
+        self.commit = commit
+        self.progress = progress
+        self.poll_s = poll_s
+
+    def run(self) -> RestoreReport:
+        report = RestoreReport(self.table, self.target, self.since.isoformat(), self.until.isoformat())
+        report.created_table = self._prepare_target()
+        sources = self._selected()
+        report.selected = len(sources)
+        report.events = sum(events_in(s) or 0 for s in sources)
+        mine = self._copies()
+        todo = [s for s in sources if restored_name(self.layout, s, self.target, self.rid) not in mine]
+        report.resumed = len(sources) - len(todo)
+        if todo:
+            self._refuse_if_present(todo)
+            report.copied = self._copy(todo)
+        if sources:
+            report.committed_by = self._load(sources)
+        archived = self._in_area("archive")
+        report.loaded_objects = len(archived)
+        report.loaded_events = sum(events_in(n) or 0 for n in archived)
+        report.quarantined = sorted(self._in_area("quarantine") | self._in_area("dead"))
+        return report
+
+    # -- steps ---------------------------------------------------------------------
+
+    def _prepare_target(self) -> bool:
+        """Create ``--into`` with the schema file's options, or check the target matches the schema file."""
+        definition: TableDef = replace(self.schemas[self.table], name=self.target)
+        have = self.warehouse.table_options(self.target)
+        if have is None:
+            if self.target == self.table:
+                raise ConfigError(
+                    f"table {self.table} does not exist: run `bqspool setup` to create it, then restore into it"
+                )
+            self.warehouse.ensure_table(definition)
+            log.info("created table %s as the schema file of %s says", self.target, self.table)
+            return True
+        refused = [d for d in table_drift(definition, have) if d.fix is None]
+        if refused:
+            raise ConfigError(
+                f"table {self.target} does not match the schema file of {self.table}: {refused[0]}; "
+                "see `bqspool verify`"
+            )
+        return False
+
+    def _selected(self) -> list[str]:
+        out = []
+        for day in days_between(self.since, self.until):
+            prefix = self.layout._p("archive", self.table, *day.split("-"), "")
+            out += [o.name for o in self.store.list_objects(prefix) if not _RESTORED_RE.search(o.name)]
+        return sorted(out)
+
+    def _copies(self) -> set[str]:
+        """The staged names of this restore's copies found anywhere under the target."""
+        found = set()
+        marker = f"-r{self.rid}-"
+        for area in ("staged", *AREAS_AFTER_STAGED):
+            for name in self._in_area(area, marker):
+                found.add(self.layout.staged_name(*self.layout.split(name)))
+        return found
+
+    def _in_area(self, area: str, marker: str | None = None) -> set[str]:
+        marker = marker or f"-r{self.rid}-"
+        prefix = self.layout._p(area, self.target, "")
+        return {o.name for o in self.store.list_objects(prefix) if marker in o.name and o.name.endswith(".parquet")}
+
+    def _refuse_if_present(self, sources: list[str]) -> None:
+        """RestoreRefusedError if the target holds rows of any of ``sources``."""
+        import pyarrow.parquet as pq
+
+        sample: dict[str, str] = {}  # event id -> object
+        with tempfile.TemporaryDirectory(prefix="bqspool-restore-") as tmp:
+            for i, name in enumerate(self._bar(sources, "checking")):
+                path = Path(tmp) / f"{i}.parquet"
+                self.store.download(name, path)
+                ids = pq.read_table(path, columns=[EVENT_ID]).column(0).to_pylist()
+                path.unlink()
+                for at in sorted({0, len(ids) // 2, len(ids) - 1}) if ids else ():
+                    sample[ids[at]] = name
+        present = self._present(list(sample))
+        if present:
+            batches = sorted({sample[i] for i in present})
+            raise RestoreRefusedError(
+                f"table {self.target} already holds rows of {len(batches)} of the {len(sources)} archived batches "
+                f"to restore (for example {batches[0].rpartition('/')[2]}): restoring them would load them twice. "
+                f"Restore into a new table with --into NAME, or narrow --since/--until to days it lacks"
+            )
+
+    def _present(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        try:
+            for i in range(0, len(ids), IDS_PER_QUERY):
+                chunk = ids[i : i + IDS_PER_QUERY]
+                rows = self.warehouse.query(
+                    f"SELECT DISTINCT `{EVENT_ID}` AS id FROM `{self.target}` WHERE `{EVENT_ID}` IN UNNEST(@ids)",
+                    [QueryParam("ids", "STRING", chunk)],
+                )
+                found |= {r["id"] for r in rows}
+        except NotAvailableError:  # a backend without SQL: read the table
+            wanted = set(ids)
+            found = {r[EVENT_ID] for r in self.warehouse.fetch_rows(self.target) if r[EVENT_ID] in wanted}
+        return found
+
+    def _copy(self, sources: list[str]) -> int:
+        def one(name: str) -> bool:
+            copied = self.store.copy_object(name, restored_name(self.layout, name, self.target, self.rid))
+            faults.hit("after_restore_copy")
+            return copied
+
+        with ThreadPoolExecutor(8, thread_name_prefix="bqspool-restore") as pool:
+            return sum(1 for copied in self._bar(pool.map(one, sources), "copying", len(sources)) if copied)
+
+    def _load(self, sources: list[str]) -> str:
+        """Commit; if another committer holds the lease, wait for it to load our copies."""
+        marker = f"-r{self.rid}-"
+        bar = self._new_bar(len(sources), "loading")
+        loaded = len(self._in_area("archive"))
+        if bar is not None:
+            bar.update(loaded)
+
+        def on_loaded(names: list[str]) -> None:
+            if bar is not None:
+                bar.update(sum(1 for n in names if marker in n))
+
+        try:
+            self.commit(on_loaded)
+            return "this process"
+        except LeaseHeldError:
+            log.warning("another committer is running: it loads the restored objects; waiting for it")
+            while self._in_area("staged"):
+                time.sleep(self.poll_s)
+                if bar is not None:
+                    bar.n = len(self._in_area("archive"))
+                    bar.refresh()
+            return "the running committer"
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _new_bar(self, total: int, what: str):
+        if not self.progress or not total:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="obj", desc=what, leave=False)
+
+    def _bar(self, items, what: str, total: int | None = None):
+        if not self.progress:
+            return items
+        from tqdm import tqdm
+
+        return tqdm(items, total=total if total is not None else len(items), unit="obj", desc=what, leave=False)
