@@ -112,6 +112,12 @@ def streams_pending(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     return conn.execute("SELECT stream, sum(n) FROM events GROUP BY stream").fetchall()
 
 
+def oldest_created_us(conn: sqlite3.Connection, stream: str, lo: int, hi: int) -> int | None:
+    """When the oldest row of a stream's seq range was appended (epoch microseconds), or None."""
+    row = conn.execute(f"SELECT MIN(created_us) FROM events WHERE {_RANGE}", (stream, lo, hi)).fetchone()
+    return row[0] if row else None
+
+
 def rows_after(conn: sqlite3.Connection, stream: str, seq: int) -> Iterator[tuple[int, int, int]]:
     """(seq, events, bytes) of a stream's rows above ``seq``, in order: what a seal covers."""
     return conn.execute("SELECT seq, n, nbytes FROM events WHERE stream = ? AND seq > ? ORDER BY seq", (stream, seq))

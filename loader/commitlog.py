@@ -267,6 +267,15 @@ def events_in(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+_APPENDED_RE = re.compile(r"-t(\d{10,16})-")
+
+
+def appended_at(name: str) -> float | None:
+    """When an object's oldest event was appended (epoch seconds), from its name; None if it does not say."""
+    m = _APPENDED_RE.search(name.rpartition("/")[2])
+    return int(m.group(1)) / 1000 if m else None
+
+
 def already_handed_over(store: ObjectStore, layout: Layout, name: str) -> bool:
     """Whether a shipped object ``name`` is anywhere in the bucket's areas.
 

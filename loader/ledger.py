@@ -107,17 +107,37 @@ def summary(conn: sqlite3.Connection) -> dict:
     }
 
 
-def content_name(placeholder: str, batch_id: str, digest: str, events: int) -> str:
+def quarantined_rows(conn: sqlite3.Connection) -> dict[str, int]:
+    """Events in quarantined batches, per stream (none where the loader never ran)."""
+    try:
+        found = conn.execute("SELECT stream, SUM(rows) FROM batches WHERE state = 'quarantined' GROUP BY stream")
+        return {stream: int(n) for stream, n in found}
+    except sqlite3.OperationalError:  # no batches table: nothing was ever sealed
+        return {}
+
+
+def content_name(placeholder: str, batch_id: str, digest: str, events: int, appended_ms: int | None = None) -> str:
     """A staged batch's object name: its seal-time name with a digest of its
-    bytes and its number of events (``-nEVENTS``, which the committer counts
-    by: see ``commitlog.events_in``).
+    bytes, when its oldest event was appended (``-tMILLISECONDS``, for the
+    append-to-loaded delay: see ``commitlog.appended_at``) and its number of
+    events (``-nEVENTS``, which the committer counts by: see
+    ``commitlog.events_in``).
 
     Two different batches never share an object name (nor, so, a job id)
     even when two hosts run copies of one buffer file, whose batch ids
-    coincide; the same batch staged again gets the same name.
+    coincide. The name is recorded when the batch is staged, before its
+    upload, so a batch staged again after a crash keeps it.
     """
     folder = placeholder.rpartition("/")[0]
-    return f"{folder}/{batch_id}-{digest[:20]}-n{events}.parquet"
+    appended = f"-t{appended_ms}" if appended_ms is not None else ""
+    return f"{folder}/{batch_id}-{digest[:20]}{appended}-n{events}.parquet"
+
+
+def _oldest_append_ms(conn: sqlite3.Connection, b: Batch) -> int | None:
+    if b.parent is not None:
+        return None  # a part of a split batch: its rows are its parent's
+    oldest = rows.oldest_created_us(conn, b.stream, b.seq_lo, b.seq_hi)
+    return oldest // 1000 if oldest is not None else None
 
 
 # -- sealing ------------------------------------------------------------------
@@ -217,7 +237,7 @@ def _set_state(conn: sqlite3.Connection, batch_id: str, expect: tuple[str, ...],
 
 def mark_staged(conn: sqlite3.Connection, b: Batch, size: int, digest: str, fence: Fence | None = None) -> str | None:
     """Record the staged file; returns the batch's object name, or None if it was not ``sealed`` any more."""
-    name = content_name(b.object_name, b.batch_id, digest, b.rows)
+    name = content_name(b.object_name, b.batch_id, digest, b.rows, _oldest_append_ms(conn, b))
     with transaction(conn):
         check_fence(conn, fence)
         ok = _set_state(
