@@ -154,6 +154,7 @@ class Buffer(AdmissionMixin, InspectMixin):
         self._drop_log = RateLimitedLog(logging.WARNING)
         self._dead_log = RateLimitedLog(logging.WARNING)
         self._closed = False
+        self._observers: list[Callable[[Group], None]] = []  # see observe()
         self._init_process_state()
         _open_buffers.add(self)
 
@@ -194,8 +195,20 @@ class Buffer(AdmissionMixin, InspectMixin):
                 )
             return self._writer
 
+    def observe(self, fn: Callable[[Group], None]) -> None:
+        """Call ``fn(group)`` after each commit attempt of this process (the
+        metrics do): its rows (stream first, event count third), dead letters,
+        drops, ``seconds`` and ``error``. It runs under the writer's lock, so
+        it must be quick and must not append."""
+        self._observers.append(fn)
+
     def _committed(self, group: Group, disk_bytes: int) -> None:
         # Runs after each commit attempt, with the writer's lock held.
+        for fn in self._observers:
+            try:
+                fn(group)
+            except Exception:  # an observer's bug never fails a commit
+                log.exception("a commit observer failed")
         self._inflight -= group.nbytes + group.dead_nbytes
         if group.error is None:
             self._disk_bytes = disk_bytes

@@ -64,6 +64,7 @@ class Group:
         "done",
         "error",
         "started",
+        "seconds",
     )
 
     def __init__(self) -> None:
@@ -86,6 +87,7 @@ class Group:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.started = 0.0
+        self.seconds = 0.0  # how long its commit took (for the metrics)
 
     def events(self) -> int:
         """Events in the group's rows (a row may hold many)."""
@@ -183,6 +185,7 @@ class Writer:
         self.writing = group
         disk_bytes = -1
         self.cond.release()
+        began = time.perf_counter()
         try:
             disk_bytes = self._write(group)
         except BqspoolError as exc:
@@ -193,6 +196,7 @@ class Writer:
         except BaseException as exc:  # never leave callers waiting forever
             group.error = exc
         finally:
+            group.seconds = time.perf_counter() - began
             self.cond.acquire()
         if group.error is not None:
             log.error("buffer commit of %d events failed: %s", group.events() + len(group.dead), group.error)

@@ -39,8 +39,9 @@ from bqspool.schemas.display import safe_text
 from bqspool.schemas.errors import BackendUnavailableError, ObjectConflictError, PreconditionFailedError
 
 from . import bucket_lease, faults
-from .commitlog import DAY_S, Layout, LogReader, Record, TableLog
+from .commitlog import DAY_S, Layout, LogReader, Record, TableLog, appended_at, events_in
 from .ledger import new_holder
+from .logs import fields
 from .progress import peak_rss_mb
 from .split import Splitter
 
@@ -65,11 +66,21 @@ class CommitReport:
     voided: int = 0  # records given up because an older one claimed their objects
     deferred: dict[str, str] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)  # objects still staged per table, after this commit
+    # Per table: events and objects loaded, jobs by outcome, and (seconds, events) from each loaded
+    # object's oldest append to its load, for the metrics.
+    per_table: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def table(self, table: str) -> dict:
+        return self.per_table.setdefault(table, {"events": 0, "objects": 0, "jobs": {}, "delays": []})
+
+    def job(self, table: str, outcome: str) -> None:
+        jobs = self.table(table)["jobs"]
+        jobs[outcome] = jobs.get(outcome, 0) + 1
 
 
 class Committer:
@@ -239,7 +250,9 @@ class Committer:
         remaining = self.quota - len(used)
         if remaining <= 0:
             report.deferred[table] = f"load job budget used: {len(used)} of {self.quota} in the last 24h"
-            log.warning("table %s: %s; deferring %d objects", table, report.deferred[table], len(free))
+            log.warning(
+                "table %s: %s; deferring %d objects", table, report.deferred[table], len(free), extra=fields(table)
+            )
             return [], 0.0
         per_job = self.per_job
         if len(used) >= NEAR_QUOTA * self.quota:
@@ -284,7 +297,7 @@ class Committer:
     def _defer(self, table: str, why: str) -> None:
         if self._report is not None and table not in self._report.deferred:
             self._report.deferred[table] = why
-            log.warning("table %s: %s", table, why)
+            log.warning("table %s: %s", table, why, extra=fields(table))
 
     def _next_attempts(self, table: str, tlog: TableLog, recent: list[float]) -> tuple[list[Record], float]:
         """A job that failed transiently wrote nothing: its commit's next attempt."""
@@ -326,7 +339,13 @@ class Committer:
         if older is not None:
             self._mark(rec, "void", {"claimed_by": older.key})
             report.voided += 1
-            log.info("commit %s is void: the older commit %s claims some of its objects", rec.key, older.key)
+            report.job(table, "void")
+            log.info(
+                "commit %s is void: the older commit %s claims some of its objects",
+                rec.key,
+                older.key,
+                extra=fields(table, job_id=rec.job_id, attempt=rec.attempt),
+            )
             return None
         uris = [self.objects.uri(s) for s in rec.sources]
         outcome = self.warehouse.get_job(rec.job_id)
@@ -351,6 +370,19 @@ class Committer:
             self._mark(rec, "done", {"rows": outcome.output_rows, "events": events, "bytes": rec.nbytes})
             report.objects_loaded += len(rec.sources)
             report.events_loaded += events
+            report.job(rec.table, "done")
+            log.info(
+                "load job %s loaded %d events from %d objects",
+                rec.job_id,
+                events,
+                len(rec.sources),
+                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+            )
+            mine = report.table(rec.table)
+            mine["events"] += events
+            mine["objects"] += len(rec.sources)
+            now = self.clock()
+            mine["delays"] += [(now - at, events_in(s) or 1) for s in rec.sources if (at := appended_at(s)) is not None]
             if self.on_loaded is not None:
                 self.on_loaded(list(rec.sources))
             return "done"
@@ -361,8 +393,10 @@ class Committer:
                 rec.job_id,
                 outcome.error.reason,
                 rec.attempt + 1,
+                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
             )
             self._mark(rec, "failed-backend", {"error": error})
+            report.job(rec.table, "failed-backend")
             return "failed-backend"
         # BigQuery's message may quote a rejected value: it goes into the
         # record and the debug log; the warning names only the reason.
@@ -373,8 +407,10 @@ class Committer:
             len(rec.sources),
             outcome.error.reason,
             "; loading them one by one to find the bad one" if len(rec.sources) > 1 else "",
+            extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
         )
         self._mark(rec, "failed-data", {"error": error})
+        report.job(rec.table, "failed-data")
         return "failed-data"
 
     def _mark(self, rec: Record, outcome: str, doc: dict) -> None:
@@ -445,13 +481,27 @@ class Committer:
         done = self.splitter.narrow(src, reason)
         if done == "unreadable":
             report.quarantined.append(src)
-            log.error("object %s quarantined: it is not a readable Parquet file; see `bqspool quarantine list`", src)
+            log.error(
+                "object %s quarantined: it is not a readable Parquet file; see `bqspool quarantine list`",
+                src,
+                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+            )
         elif done == "dead":
             report.dead_lettered += 1
-            log.error("load job %s rejected the one event of %s; it is a dead letter with the reason", rec.job_id, src)
+            log.error(
+                "load job %s rejected the one event of %s; it is a dead letter with the reason",
+                rec.job_id,
+                src,
+                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+            )
         else:
             faults.hit("after_split")
-            log.warning("load job %s rejected %s alone; loading it in halves to find the bad rows", rec.job_id, src)
+            log.warning(
+                "load job %s rejected %s alone; loading it in halves to find the bad rows",
+                rec.job_id,
+                src,
+                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+            )
         return done == "split"
 
     def _move_all(self, names: list[str], area: str, staged: dict) -> None:

@@ -30,6 +30,12 @@
     coldline_days = 30         # move to COLDLINE after this many days
     delete_days = 3650         # delete after this many days; unset: never
 
+    [monitor]                  # `bqspool monitor`'s thresholds; the seed's values are the defaults
+    no_data_minutes = 15
+    error_rate = 0.01
+    null_columns = ["user_search_events.user_id"]
+    webhook = "https://chat.example/hooks/..."  # Slack-compatible
+
     [price]                    # USD list prices `bqspool cost` uses; defaults dated by as_of
     as_of = "2026-11-01"
     streaming_per_200mib = 0.01
@@ -97,6 +103,23 @@ class Config:
     price_gcs_nearline_gib_month: float = 0.01
     price_gcs_coldline_gib_month: float = 0.004
     price_gcs_archive_gib_month: float = 0.0012
+    # `bqspool monitor`: the seed's alert rules, translated (docs/operations.md)
+    monitor_window_minutes: float = 60.0  # the window error rate and delay are measured over
+    monitor_no_data_minutes: float = 15.0  # critical: nothing loaded this long while events wait
+    monitor_error_rate: float = 0.01  # critical: dead-lettered + quarantined over events
+    monitor_table_bytes: int = 10**12  # critical: a table over 1 TB
+    monitor_query_seconds: float = 30.0  # critical: a query job ran longer
+    monitor_buffer_full: float = 0.9  # critical: the buffer within 10% of its size cap
+    buffer_max_bytes: int = 1024**3  # the size cap the app's Buffer uses (its default: 1 GiB)
+    monitor_delay_p95_minutes: float = 10.0  # warning: p95 append-to-loaded delay
+    monitor_daily_cost_usd: float = 50.0  # warning: estimated daily cost
+    monitor_null_rate: float = 0.05  # warning: NULLs in the columns named below
+    monitor_null_columns: str | None = None  # "table.column, ...", or a TOML list
+    monitor_job_budget: float = 0.8  # warning: load-job budget used in 24 h
+    metrics_address: str | None = None  # `bqspool run` serves /metrics here (HOST:PORT)
+    metrics_textfile: str | None = None  # `drain --once` writes its metrics here (node_exporter's textfile)
+    monitor_webhook: str | None = None  # JSON POST with a `text` field (Slack's incoming webhooks)
+    monitor_state: str = ".bqspool/monitor.json"  # what fired, for notifying once; the page's history
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def require(self, *names: str) -> None:
@@ -144,6 +167,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
             return real
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name} from {source}: {value!r} is not valid ({exc})") from None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
     if not isinstance(value, str):
         raise ConfigError(f"{name} from {source}: expected a string, got {value!r}")
     return value

@@ -45,6 +45,7 @@ from bqspool.schemas.errors import DiskFullError, LeaseLostError, ObjectConflict
 from . import faults, ledger
 from .commit import CommitReport, Committer
 from .commitlog import Layout, already_handed_over
+from .logs import fields
 from .progress import Progress, peak_rss_mb
 from .stage import Stager, read_batch_payloads
 
@@ -63,6 +64,7 @@ class ShipReport:
     bytes_shipped: int = 0
     quarantined: list[str] = field(default_factory=list)  # batches that cannot be staged
     undrainable: dict[str, int] = field(default_factory=dict)  # streams with pending events but no table
+    per_stream: dict[str, dict[str, int]] = field(default_factory=dict)  # events, batches, quarantined
     seconds: float = 0.0
     peak_rss_mb: float = 0.0  # of this process so far, for operators watching memory
 
@@ -416,11 +418,16 @@ class Drainer:
         report.events_shipped += events
         report.batches_shipped += 1
         report.bytes_shipped += b.object_size or 0
+        mine = report.per_stream.setdefault(b.stream, {"events": 0, "batches": 0, "quarantined": 0})
+        mine["events"] += events
+        mine["batches"] += 1
 
     def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: ShipReport) -> None:
         if ledger.quarantine(conn, b.batch_id, error, self.fence):
             report.quarantined.append(b.batch_id)
-            log.error("batch %s quarantined: %s", b.batch_id, error)
+            mine = report.per_stream.setdefault(b.stream, {"events": 0, "batches": 0, "quarantined": 0})
+            mine["quarantined"] += b.rows
+            log.error("batch %s quarantined: %s", b.batch_id, error, extra=fields(b.stream, batch=b.batch_id))
 
     def _housekeeping(self, conn: sqlite3.Connection, compact: bool = True) -> None:
         # Give the space of acked rows back: free pages to the filesystem,

@@ -39,13 +39,16 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     else:
         drainer = make_drainer(config, commit=role == "all", should_stop=stop.is_set, progress=True)
         step = drainer.drain_once if role == "all" else drainer.ship_once
+    metrics = _metrics(config)
     seconds = config.schedule_seconds()
     trigger = IntervalTrigger(seconds=seconds) if seconds else CronTrigger.from_crontab(config.schedule)
     scheduler = BlockingScheduler()
 
     def tick() -> None:
         try:
-            step()
+            report = step()
+            if metrics is not None:
+                record(metrics, report, config if role != "ship" else None)
         except BqspoolError as exc:
             # The buffer and the bucket keep everything; the next tick tries again.
             log.error("%s failed (%s): %s", role, "will retry" if exc.retryable else "needs attention", exc)
@@ -67,6 +70,44 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     scheduler.start()
     if drainer is not None:
         last_ship(drainer, stop)
+
+
+def _metrics(config: Config):
+    """The loader's metrics, served on ``metrics_address`` if one is configured."""
+    if not config.metrics_address:
+        return None
+    from .metrics import LoaderMetrics
+
+    metrics = LoaderMetrics()
+    metrics.serve(config.metrics_address)
+    log.warning("metrics on http://%s/metrics", config.metrics_address)
+    return metrics
+
+
+def record(metrics, report, config: Config | None) -> None:
+    """Feed a ship, commit or drain report to the metrics; with ``config``, the
+    load-job budget per table too (from the commit log: a listing per table)."""
+    from .commit import CommitReport
+    from .drain import DrainReport, ShipReport
+
+    if isinstance(report, DrainReport):
+        metrics.ship(report.ship)
+        metrics.commit(report.commit)
+    elif isinstance(report, ShipReport):
+        metrics.ship(report)
+    elif isinstance(report, CommitReport):
+        metrics.commit(report)
+    if config is not None:
+        from .clients import make_object_store
+        from .commitlog import Layout, status
+
+        tables = None
+        if config.schemas:
+            from bqspool.schemas import load_schema_set
+
+            tables = list(load_schema_set(config.schemas))
+        store = make_object_store(config)
+        metrics.budgets(status(store, Layout(config.prefix), config.quota_jobs_per_table_day, tables))
 
 
 def last_ship(drainer, stop: threading.Event, deadline_s: float = SHUTDOWN_DEADLINE_S) -> None:

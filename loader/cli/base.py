@@ -75,11 +75,20 @@ config_option = click.option(
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="BQSPOOL_LOG_FORMAT",
+    show_envvar=True,
+    help="Log lines as text, or one JSON object per line.",
+)
 @click.version_option(package_name="bqspool")
-def main(verbose: int) -> None:
+def main(verbose: int, log_format: str) -> None:
     """bqspool: a durable local spool for BigQuery."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from bqspool.loader.logs import setup
+
+    setup(logging.WARNING - 10 * min(verbose, 2), log_format)
 
 
 def open_buffer(path: Path, schemas: str | None, **kw: Any):

@@ -218,6 +218,8 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
     cfg = load_config(config_path)
     _loader_process()
     report = make_drainer(cfg).drain_once()
+    if cfg.metrics_textfile:
+        _textfile(cfg, report)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -225,6 +227,16 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
         _print_commit(report.commit)
     _ship_exit(cfg, report.ship)
     _commit_exit(report.commit)
+
+
+def _textfile(cfg, report) -> None:
+    """This drain's metrics, for node_exporter's textfile collector (counters of this run)."""
+    from ..metrics import LoaderMetrics
+    from ..scheduler import record
+
+    metrics = LoaderMetrics()
+    record(metrics, report, cfg)
+    metrics.write_textfile(cfg.metrics_textfile)
 
 
 @main.command()

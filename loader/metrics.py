@@ -1,0 +1,98 @@
+"""Prometheus metrics of the loader: fed from each ship and commit report.
+
+``bqspool run`` serves them on ``metrics_address``; ``drain --once
+--metrics-file PATH`` writes them for node_exporter's textfile collector.
+Names start with ``bqspool_`` and carry ``stream`` and ``table``:
+
+- ``bqspool_shipped_events_total``, ``bqspool_shipped_batches_total``;
+- ``bqspool_loaded_events_total``, ``bqspool_loaded_objects_total``;
+- ``bqspool_load_jobs_total`` (with ``outcome``: done, failed-data,
+  failed-backend, void);
+- ``bqspool_load_jobs_24h`` against ``bqspool_load_job_budget``;
+- ``bqspool_quarantined_events_total`` (batches the ship stage held back);
+- ``bqspool_stage_seconds`` (histogram, with ``stage``: ship or commit;
+  stream and table ``*``);
+- ``bqspool_delay_seconds``: from the append of each loaded object's oldest
+  event to its load (histogram, one observation per object).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bqspool.buffer.metrics import ALL, LABELS, _client
+
+
+class LoaderMetrics:
+    def __init__(self, registry: Any = None):
+        prom = _client()
+        self.prom = prom
+        self.registry = registry if registry is not None else prom.CollectorRegistry()
+
+        def counter(name: str, doc: str, extra: tuple[str, ...] = ()):
+            return prom.Counter(name, doc, (*LABELS, *extra), registry=self.registry)
+
+        self.shipped = counter("bqspool_shipped_events", "Events shipped to the bucket.")
+        self.shipped_batches = counter("bqspool_shipped_batches", "Batches (objects) shipped to the bucket.")
+        self.loaded = counter("bqspool_loaded_events", "Events loaded into BigQuery.")
+        self.loaded_objects = counter("bqspool_loaded_objects", "Objects loaded into BigQuery.")
+        self.jobs = counter("bqspool_load_jobs", "Load jobs by outcome.", ("outcome",))
+        self.quarantined = counter("bqspool_quarantined_events", "Events in batches the ship stage held back.")
+        self.jobs_24h = prom.Gauge(
+            "bqspool_load_jobs_24h", "Load jobs in the last 24 h, from the commit log.", LABELS, registry=self.registry
+        )
+        self.budget = prom.Gauge(
+            "bqspool_load_job_budget", "The daily load-job budget per table.", LABELS, registry=self.registry
+        )
+        self.stage_seconds = prom.Histogram(
+            "bqspool_stage_seconds",
+            "How long a ship or a commit took.",
+            (*LABELS, "stage"),
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900),
+            registry=self.registry,
+        )
+        self.delay = prom.Histogram(
+            "bqspool_delay_seconds",
+            "Seconds from an event's append to its load.",
+            LABELS,
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400),
+            registry=self.registry,
+        )
+
+    def ship(self, report) -> None:
+        for stream, s in report.per_stream.items():
+            self.shipped.labels(stream, stream).inc(s["events"])
+            self.shipped_batches.labels(stream, stream).inc(s["batches"])
+            if s["quarantined"]:
+                self.quarantined.labels(stream, stream).inc(s["quarantined"])
+        self.stage_seconds.labels(ALL, ALL, "ship").observe(report.seconds)
+
+    def commit(self, report) -> None:
+        for table, t in report.per_table.items():
+            self.loaded.labels(table, table).inc(t["events"])
+            self.loaded_objects.labels(table, table).inc(t["objects"])
+            for outcome, n in t["jobs"].items():
+                self.jobs.labels(table, table, outcome).inc(n)
+            hist = self.delay.labels(table, table)
+            for seconds, _events in t["delays"]:
+                hist.observe(max(0.0, seconds))
+        self.stage_seconds.labels(ALL, ALL, "commit").observe(report.seconds)
+
+    def budgets(self, commit_status: dict) -> None:
+        """Jobs used against the budget per table, from ``commitlog.status``."""
+        for table, t in commit_status.get("tables", {}).items():
+            self.jobs_24h.labels(table, table).set(t["jobs_24h"])
+            self.budget.labels(table, table).set(t["budget"])
+
+    def text(self) -> bytes:
+        return self.prom.generate_latest(self.registry)
+
+    def write_textfile(self, path: str) -> None:
+        """For node_exporter's textfile collector (written to a temporary file, then renamed)."""
+        self.prom.write_to_textfile(path, self.registry)
+
+    def serve(self, address: str):
+        """Serve /metrics on ``HOST:PORT`` from a thread; the server."""
+        host, _, port = address.rpartition(":")
+        server, _thread = self.prom.start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)
+        return server
