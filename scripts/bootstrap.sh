@@ -10,3 +10,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
+# The status page's test drives a real headless Chromium: Debian's packages.
+if [ "$extras" = "dev" ] && ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    else
+        echo "warning: chromium and chromium-driver are missing: apt-get install chromium chromium-driver" \
+            "(the status page's test needs them)" >&2
+    fi
+fi

@@ -16,6 +16,10 @@
 6. end with `bqspool verify` (schema and exactly-once audit) and two of the
    seed's queries (`bqspool query popular-products`, `user-engagement`).
 
+Throughout, `bqspool monitor --serve` serves the status page (its address is
+printed); `monitor --once` shows the critical alert during the outage, and
+nothing firing after it.
+
     python scripts/demo.py [--seconds 24] [--outage 8] [--procs 3] [--threads 2] [--keep-stack]
 """
 
@@ -39,6 +43,14 @@ WORDS = ["organic", "milk", "bread", "gluten", "free", "apples", "vegan", "chees
 
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def make(stream: str, rng: random.Random) -> dict:
@@ -158,6 +170,8 @@ def main() -> int:
         BQSPOOL_SCHEDULE="3s",
         BQSPOOL_RETRY_DEADLINE="2",
         BQSPOOL_RETRY_MAXIMUM="1",
+        BQSPOOL_MONITOR_STATE=str(folder / run_id / "monitor.json"),
+        BQSPOOL_MONITOR_NO_DATA_MINUTES="0.1",  # a short demo: 6 s without loads while events wait is critical
     )
     bqspool = str(Path(sys.executable).with_name("bqspool"))
     say(f"bqspool setup: leafloaf tables in dataset demo_{run_id}")
@@ -178,14 +192,27 @@ def main() -> int:
         subprocess.Popen([bqspool, "run", "--role", "ship"], env=dict(env, BQSPOOL_BUFFER=str(b))) for b in buffers
     ]
     committer = subprocess.Popen([bqspool, "-v", "run", "--role", "commit"], env=env)
-    loaders = [*shippers, committer]
+    page = f"127.0.0.1:{_free_port()}"
+    watcher = subprocess.Popen(
+        [bqspool, "monitor", "--serve", page, "--every", "3s", "--buffer", str(buffers[0])],
+        env=dict(env, BQSPOOL_MONITOR_STATE=str(folder / run_id / "monitor-page.json")),
+        stdout=subprocess.DEVNULL,
+    )
+    say(f"status page: http://{page}/ (alerts, backlog and loads per table; /healthz, /metrics)")
+    loaders = [*shippers, committer, watcher]
     ok = False
     try:
         time.sleep(max(1.0, args.seconds / 4))
         say(f"OUTAGE: stopping GCS and BigQuery for {args.outage:.0f}s (producers keep appending)")
         localstack.stop_service("gcs", stack_dir)
         localstack.stop_service("bigquery", stack_dir)
-        time.sleep(args.outage)
+        time.sleep(max(0.0, args.outage - 4))
+        say("bqspool monitor --once, during the outage:")
+        during = subprocess.run([bqspool, "monitor", "--once", "--buffer", str(buffers[0])], env=env)
+        if during.returncode != 2:
+            say("MISMATCH: monitor saw no critical alert during the outage")
+        outage_alert_ok = during.returncode == 2
+        time.sleep(1)
         say("outage over: starting GCS and BigQuery again")
         localstack.start_service("gcs", stack_dir)
         localstack.start_service("bigquery", stack_dir)
@@ -238,6 +265,9 @@ def main() -> int:
         }
         print(f"  load jobs per table, from the commit log: {jobs}")
         subprocess.run([bqspool, "status", "--buffer", str(buffers[0])], env=env)
+        say("bqspool monitor --once, after the outage (what fired is resolved):")
+        after = subprocess.run([bqspool, "monitor", "--once", "--buffer", str(buffers[0])], env=env)
+        ok &= outage_alert_ok and after.returncode == 0
         say("bqspool verify: the dataset against the schema set, and the exactly-once audit")
         verified = subprocess.run([bqspool, "verify", "--days", "2"], env=env)
         ok &= verified.returncode == 0

@@ -4,13 +4,14 @@
 - :mod:`.schemas`: ``schemas``, ``config``;
 - :mod:`.loader`: ``setup``, ``drain``, ``run``, ``local``;
 - :mod:`.quarantine`: ``quarantine``;
-- :mod:`.operate`: ``verify``, ``restore``, ``cost``, ``query``.
+- :mod:`.operate`: ``verify``, ``restore``, ``cost``, ``query``;
+- :mod:`.watch`: ``monitor``.
 
 Exceptions become exit codes in one place, :func:`.base.exit_code`. A new
 command goes in the module of its area (or a new one imported below).
 """
 
-from . import loader, operate, quarantine, schemas, writer  # noqa: F401  (each registers its commands)
+from . import loader, operate, quarantine, schemas, watch, writer  # noqa: F401  (each registers its commands)
 from .base import main
 
 __all__ = ["main"]

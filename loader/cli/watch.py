@@ -1,0 +1,174 @@
+"""``bqspool monitor``: the alert rules, notifications, and the status page."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+from bqspool.schemas import load_schema_set
+
+from .base import DEFAULT_BUFFER, config_option, fail, load_config, main
+
+
+def _page_figures(monitor, findings, commit_status: dict | None) -> dict:
+    now = monitor.clock()
+    tables = {}
+    for table, s in findings.samples.items():
+        held = (commit_status or {}).get("tables", {}).get(table, {})
+        tables[table] = {
+            "backlog": s["waiting_objects"] + s["pending_events"],
+            "hourly": monitor.hourly(table, now),
+            "jobs_24h": s["jobs_24h"],
+            "budget": s["budget"],
+            "quarantined": held.get("quarantined", 0),
+            "dead_letters": held.get("dead_letters", 0),
+        }
+    return {"tables": tables, "dataset": f"{monitor.config.project}.{monitor.config.dataset}"}
+
+
+class _Gauges:
+    """What the monitor's /metrics shows: its alerts and per-table figures."""
+
+    def __init__(self):
+        from bqspool.buffer.metrics import LABELS, _client
+
+        prom = _client()
+        self.prom = prom
+        self.registry = prom.CollectorRegistry()
+        self.alert = prom.Gauge(
+            "bqspool_alert_active", "1 while an alert fires.", (*LABELS, "rule", "severity"), registry=self.registry
+        )
+        self.backlog = prom.Gauge(
+            "bqspool_backlog",
+            "Objects waiting in the bucket plus events in this host's buffer.",
+            LABELS,
+            registry=self.registry,
+        )
+        self.jobs = prom.Gauge("bqspool_load_jobs_24h", "Load jobs in 24 h.", LABELS, registry=self.registry)
+        self.budget = prom.Gauge(
+            "bqspool_load_job_budget", "The daily load-job budget.", LABELS, registry=self.registry
+        )
+        self.loaded = prom.Gauge(
+            "bqspool_loaded_events_24h", "Events loaded in the last 24 h.", LABELS, registry=self.registry
+        )
+
+    def update(self, state: dict, page: dict) -> None:
+        self.alert.clear()
+        for a in state.get("active", {}).values():
+            self.alert.labels(a["table"], a["table"], a["rule"], a["severity"]).set(1)
+        for table, f in page["tables"].items():
+            self.backlog.labels(table, table).set(f["backlog"])
+            self.jobs.labels(table, table).set(f["jobs_24h"])
+            self.budget.labels(table, table).set(f["budget"])
+            self.loaded.labels(table, table).set(sum(f["hourly"]))
+
+    def text(self) -> bytes:
+        return self.prom.generate_latest(self.registry)
+
+
+def _print(findings, as_json: bool) -> None:
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "alerts": [a.as_dict() for a in findings.alerts],
+                    "unavailable": findings.unavailable,
+                    "exit_code": findings.exit_code,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return
+    for a in sorted(findings.alerts, key=lambda a: (a.severity != "critical", a.key)):
+        click.echo(f"{a.severity.upper():8s} {a.rule:12s} {a.message}")
+    if not findings.alerts:
+        click.echo("ok: no alert fires")
+    for rule, why in sorted(findings.unavailable.items()):
+        click.echo(f"n/a      {rule:12s} {why}")
+
+
+@main.command()
+@config_option
+@click.option("--once", "mode", flag_value="once", default=True, help="Evaluate once and exit (the default).")
+@click.option("--every", "every", metavar="INTERVAL", help="Evaluate every INTERVAL (30s, 5m) until SIGTERM.")
+@click.option("--serve", metavar="HOST:PORT", help="Serve the status page, /healthz and /metrics (implies --every).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--buffer",
+    "buffer_path",
+    envvar="BQSPOOL_BUFFER",
+    default=DEFAULT_BUFFER,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This host's buffer, for its rules (size cap, drops, pending events); skipped if absent.",
+)
+def monitor(
+    config_path: str | None, mode: str, every: str | None, serve: str | None, as_json: bool, buffer_path: Path
+) -> None:
+    """Evaluate the alert rules; notify a webhook when one starts and when it resolves.
+
+    Critical: no data loaded for 15 min while events wait, error rate over
+    1%, a table over 1 TB, a query over 30 s, the buffer near its cap or
+    dropping. Warning: p95 append-to-loaded delay over 10 min, daily cost
+    over $50, NULL rate over 5% in named columns, load-job budget over 80%.
+    Thresholds are in [monitor] of the configuration. Exit 2 if a critical
+    alert fires, 1 if only warnings, 0 if none (with --once).
+    """
+    from ..alerts import Webhook, cycle
+    from ..alerts import every as loop
+    from ..clients import make_object_store, make_warehouse
+    from ..commitlog import Layout, status
+    from ..monitor import Monitor
+
+    cfg = load_config(config_path)
+    cfg.require("schemas")
+    store = make_object_store(cfg) if cfg.bucket else None
+    warehouse = make_warehouse(cfg) if cfg.project and cfg.dataset else None
+    watcher = Monitor(cfg, load_schema_set(cfg.schemas), store, warehouse, buffer_path)
+    webhook = Webhook(cfg.monitor_webhook) if cfg.monitor_webhook else None
+    if every is None and serve is None:
+        findings, _ = cycle(watcher, webhook)
+        _print(findings, as_json)
+        sys.exit(findings.exit_code)
+    seconds = _interval(every or "30s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = gauges = None
+    if serve:
+        from ..statuspage import StatusServer
+
+        gauges = _Gauges()
+        server = StatusServer(serve, gauges.text, refresh_s=max(5, int(seconds))).start()
+        click.echo(f"status page on {server.address} (/healthz, /metrics)", err=True)
+
+    def on_cycle(findings, state) -> None:
+        _print(findings, as_json)
+        if server is not None and gauges is not None:
+            commit = (
+                status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day, list(watcher.schemas))
+                if store
+                else None
+            )
+            page = _page_figures(watcher, findings, commit)
+            gauges.update(state, page)
+            server.update(state, page)
+
+    try:
+        loop(watcher, webhook, seconds, stop.is_set, on_cycle)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _interval(text: str) -> float:
+    from ..config import _INTERVAL_RE, _UNITS
+
+    m = _INTERVAL_RE.fullmatch(text)
+    if not m:
+        fail(f"--every {text!r}: give an interval like 30s, 5m or 1h")
+    return float(m.group(1)) * _UNITS[m.group(2)]
