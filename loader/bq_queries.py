@@ -10,6 +10,7 @@ from typing import Any
 from bqspool.schemas.errors import NotAvailableError
 from google.api_core import exceptions as gexc
 
+from .bq_tables import fetch_table
 from .interfaces import QueryParam, QueryStat, TableStorage
 
 _SCALAR = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
@@ -69,15 +70,7 @@ class QueriesMixin:
         return job.total_bytes_processed
 
     def table_storage(self, table: str) -> TableStorage | None:
-        ref = self._ref(table)
-
-        def attempt():
-            try:
-                return self.client.get_table(ref, retry=None, timeout=30)
-            except gexc.NotFound:
-                return None
-
-        t = self.retry.call(f"get table {ref}", attempt)
+        t = fetch_table(self.client, self.retry, self._ref(table))
         if t is None:
             return None
         props = t._properties  # the logical byte counts have no accessor in every client version

@@ -10,6 +10,18 @@ from bqspool.schemas.errors import SetupError
 from google.api_core import exceptions as gexc
 
 
+def fetch_table(client: Any, retry: Any, ref: str):
+    """The table (or view) ``ref``, or None if there is none."""
+
+    def attempt():
+        try:
+            return client.get_table(ref, retry=None, timeout=30)
+        except gexc.NotFound:
+            return None
+
+    return retry.call(f"get table {ref}", attempt)
+
+
 class TablesMixin:
     """Dataset and table setup for :class:`~.bq.BigQueryWarehouse` (which provides
     ``client``, ``project``, ``dataset``, ``location``, ``retry`` and ``table_ref``)."""
@@ -47,14 +59,7 @@ class TablesMixin:
         from google.cloud import bigquery
 
         ref = self.table_ref(table.name)
-
-        def current():
-            try:
-                return self.client.get_table(ref, retry=None, timeout=30)
-            except gexc.NotFound:
-                return None
-
-        existing = self.retry.call(f"get table {ref}", current)
+        existing = fetch_table(self.client, self.retry, ref)
         if existing is None:
             body = bigquery.Table(ref, schema=[bigquery.SchemaField.from_api_repr(f) for f in schema_to_json(table)])
             if table.description:
@@ -127,14 +132,7 @@ class TablesMixin:
     def table_options(self, table: str) -> dict | None:
         """Columns (as a query sees them), partitioning, clustering and labels of ``table``; None if missing."""
         ref = self.table_ref(table)
-
-        def attempt():
-            try:
-                return self.client.get_table(ref, retry=None, timeout=30)
-            except gexc.NotFound:
-                return None
-
-        t = self.retry.call(f"get table {ref}", attempt)
+        t = fetch_table(self.client, self.retry, ref)
         if t is None:
             return None
         part = t.time_partitioning

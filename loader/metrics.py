@@ -9,7 +9,8 @@ Names start with ``bqspool_`` and carry ``stream`` and ``table``:
 - ``bqspool_load_jobs_total`` (with ``outcome``: done, failed-data,
   failed-backend, void);
 - ``bqspool_load_jobs_24h`` against ``bqspool_load_job_budget``;
-- ``bqspool_quarantined_events_total`` (batches the ship stage held back);
+- ``bqspool_quarantined_events_total`` (in batches the ship stage held back,
+  and in objects the commit stage quarantined);
 - ``bqspool_stage_seconds`` (histogram, with ``stage``: ship or commit;
   stream and table ``*``);
 - ``bqspool_delay_seconds``: from the append of each loaded object's oldest
@@ -21,6 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 from bqspool.buffer.metrics import ALL, LABELS, _client
+
+from .commitlog import events_in
 
 
 class LoaderMetrics:
@@ -76,6 +79,9 @@ class LoaderMetrics:
             hist = self.delay.labels(table, table)
             for seconds, _events in t["delays"]:
                 hist.observe(max(0.0, seconds))
+        for name in report.quarantined:  # objects a load job rejected whole
+            table = name.split("/staged/")[-1].split("/quarantine/")[-1].split("/")[0]
+            self.quarantined.labels(table, table).inc(events_in(name) or 0)
         self.stage_seconds.labels(ALL, ALL, "commit").observe(report.seconds)
 
     def budgets(self, commit_status: dict) -> None:

@@ -134,6 +134,8 @@ def test_the_audit_agrees_with_the_log_then_catches_rows_loaded_twice_and_cost_a
     assert report["ingestion"]["legacy_streaming_usd"] == pytest.approx(25 * 1024 / (200 * 1024**2) * 0.01, abs=1e-6)
     assert report["archive"]["STANDARD"]["bytes"] == sum(o.size for o in archived)
     assert report["queries"]["available"] is False and "no job history" in report["queries"]["reason"]
+    shown = json.loads(cli(env, "status", "--json").stdout)["commit"]["archive"]["user_interactions"]
+    assert shown["STANDARD"] == {"objects": len(archived), "bytes": sum(o.size for o in archived)}
     human = cli(env, "cost", "--days", "2")
     assert human.returncode == 0 and "queries: not available here" in human.stdout
     assert "BigQuery storage: not available here" in human.stdout

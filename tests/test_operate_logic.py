@@ -145,3 +145,39 @@ def test_restore_days_names_and_refusal_on_fakes(tmp_path):
     with pytest.raises(RestoreRefusedError, match="already holds rows of 1 of the 1"):
         job.run()
     assert store.list_objects("p/staged/") == []  # refused before anything was staged
+
+
+def test_a_restore_on_fakes_loads_each_object_once_and_shows_its_progress(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from bqspool.loader.commit import Committer
+
+    sset = load_schema_set("eixa")
+    store = MemoryObjectStore()
+    wh = MemoryWarehouse(store, sset)
+    layout = Layout("p")
+    today = dt.date(2026, 11, 29)
+    ids = []
+    for k in range(3):
+        path = tmp_path / f"{k}.parquet"
+        batch = [f"e{k}-{i}" for i in range(4)]
+        ids += batch
+        rows = {
+            "_event_id": batch,
+            "user_id": ["u"] * 4,
+            "task_id": batch,
+            "created_at": pa.array([dt.datetime(2026, 11, 28, tzinfo=dt.UTC)] * 4, pa.timestamp("us", "UTC")),
+        }
+        pq.write_table(pa.table(rows), path)
+        store.put(f"p/archive/tasks/2026/11/28/tasks-b{k}-abc-t1795000000000-n4.parquet", path.read_bytes())
+
+    def commit(on_loaded):
+        return Committer(store, wh, prefix="p", on_loaded=on_loaded).commit_once()
+
+    job = Restore(store, wh, sset, layout, "tasks", dt.date(2026, 11, 28), today, "tasks_copy", commit=commit)
+    report = job.run()
+    assert (report.selected, report.copied, report.loaded_objects, report.loaded_events) == (3, 3, 3, 12)
+    assert report.created_table and sorted(wh.ids("tasks_copy")) == sorted(ids)
+    assert "loading" in capsys.readouterr().err  # the progress bar
+    again = Restore(store, wh, sset, layout, "tasks", dt.date(2026, 11, 28), today, "tasks_copy", commit=commit)
+    assert again.run().copied == 0 and sorted(wh.ids("tasks_copy")) == sorted(ids)  # nothing twice

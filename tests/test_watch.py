@@ -133,6 +133,25 @@ def test_every_rule_fires_once_and_resolves_once_with_one_notification_each(stac
     last, _ = cycle(mon, webhook)
     assert last.alerts == [] and last.exit_code == 0
 
+    from bqspool.loader.cli import main
+    from click.testing import CliRunner
+
+    cli = CliRunner(env=env.env(BQSPOOL_MONITOR_STATE=str(tmp_path / "cli.json")))
+    now = cli.invoke(main, ["monitor", "--json"])  # the real clock, the default thresholds
+    assert now.exit_code == json.loads(now.stdout)["exit_code"] == 2, now.output
+    assert [a["key"] for a in json.loads(now.stdout)["alerts"]] == ["error-rate:tasks"]  # the dead letter
+    nulls = cli.invoke(
+        main,
+        ["monitor"],
+        env={"BQSPOOL_MONITOR_NULL_RATE": "0.001", "BQSPOOL_MONITOR_NULL_COLUMNS": "user_interactions.error_code"},
+    )
+    assert (
+        nulls.exit_code == 2
+        and "WARNING  null-rate" in nulls.stdout
+        and "CRITICAL error-rate" in nulls.stdout
+        and "threshold 0.1%" in nulls.stdout
+    )
+
     notes = hook.by_key()
     assert hook.failed == 1
     for key in [
@@ -183,6 +202,11 @@ def test_table_size_and_slow_query_fire_and_resolve_and_a_dead_webhook_never_sto
     findings, state = cycle(mon, Webhook(hook.url))
     assert findings.alerts == [] and state["unsent"] == []
     assert hook.by_key() == {"table-size:tasks": ["firing", "resolved"], "slow-query:*": ["firing", "resolved"]}
+    from bqspool.loader.monitor import Alert, Findings
+
+    warn = Alert("job-budget", "warning", "tasks", 0.9, 0.8, "tasks: ...")
+    assert Findings([warn], {}, {}).exit_code == 1
+    assert Findings([warn, Alert("no-data", "critical", "tasks", 20, 15, "...")], {}, {}).exit_code == 2
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -236,6 +260,36 @@ def test_the_metrics_agree_with_what_was_appended_shipped_and_loaded(stack, tmp_
     assert got[("bqspool_delay_seconds_count", label("tasks"))] == 3  # one per object
     assert got[("bqspool_stage_seconds_count", (("stage", "ship"), *label("*")))] == 1
 
+    # bqspool run serves the same on metrics_address
+    import socket
+    import subprocess
+    import urllib.request
+
+    from .loader_support import BQSPOOL
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    runner = subprocess.Popen(
+        [BQSPOOL, "run"],
+        env=env.env(BQSPOOL_METRICS_ADDRESS=f"127.0.0.1:{port}", BQSPOOL_SCHEDULE="1s"),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        served = {}
+        for _ in range(100):
+            try:
+                served = _samples(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode())
+                if ("bqspool_load_job_budget", label("tasks")) in served:  # set last in a tick
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert served[("bqspool_load_job_budget", label("tasks"))] == env.config.quota_jobs_per_table_day
+    finally:
+        runner.terminate()
+        runner.wait(30)
+
     # drain --once from cron: the same figures in a textfile for node_exporter
     from bqspool.loader.cli import main
     from click.testing import CliRunner
@@ -278,8 +332,12 @@ def test_json_logs_carry_fields_and_an_outage_logs_one_line_per_retry_sequence_w
 
     with Buffer(env.config.buffer, "eixa") as buf:
         buf.append("tasks", {**task(50), "description": secret})
+    hook = Receiver()
+    cfg = dataclasses.replace(env.config, monitor_state=str(tmp_path / "m.json"), retry_deadline=1.0)
+    mon = Monitor(cfg, load_schema_set("eixa"), make_object_store(cfg), make_warehouse(cfg), Path(cfg.buffer))
     localstack.stop_service("gcs", stack["folder"])
     try:
+        during, _ = cycle(mon, Webhook(hook.url))
         down = subprocess.run(
             [BQSPOOL, "-v", "ship", "--once"],
             env=env.env(BQSPOOL_RETRY_DEADLINE="2", BQSPOOL_RETRY_MAXIMUM="0.3"),
@@ -290,6 +348,10 @@ def test_json_logs_carry_fields_and_an_outage_logs_one_line_per_retry_sequence_w
     finally:
         localstack.start_service("gcs", stack["folder"])
     assert down.returncode == 3
+    assert [a.key for a in during.alerts] == ["unreachable:*"] and during.exit_code == 2
+    after, _ = cycle(mon, Webhook(hook.url))
+    assert "unreachable:*" not in {a.key for a in after.alerts}
+    assert hook.by_key()["unreachable:*"] == ["firing", "resolved"]
     warnings = [x for x in down.stderr.splitlines() if " WARNING " in x]
     starts = [x for x in warnings if "retrying for up to" in x]
     ends = [x for x in warnings if "gave up after" in x]
