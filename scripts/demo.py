@@ -13,12 +13,12 @@
    stop them with SIGTERM, and check through the BigQuery client: per-table
    row counts equal the events appended, no `_event_id` twice; then the
    load jobs each table cost, from the commit log;
-6. end with `bqspool verify` (schema and exactly-once audit) and two of the
-   seed's queries (`bqspool query popular-products`, `user-engagement`).
+6. print `bqspool verify` (schema and exactly-once audit) and two of the
+   seed's queries (`bqspool query popular-products`, `user-engagement`),
+   and end with `bqspool monitor --once`: nothing firing any more.
 
 Throughout, `bqspool monitor --serve` serves the status page (its address is
-printed); `monitor --once` shows the critical alert during the outage, and
-nothing firing after it.
+printed); `monitor --once` during the outage shows the critical alert.
 
     python scripts/demo.py [--seconds 24] [--outage 8] [--procs 3] [--threads 2] [--keep-stack]
 """
@@ -265,15 +265,15 @@ def main() -> int:
         }
         print(f"  load jobs per table, from the commit log: {jobs}")
         subprocess.run([bqspool, "status", "--buffer", str(buffers[0])], env=env)
-        say("bqspool monitor --once, after the outage (what fired is resolved):")
-        after = subprocess.run([bqspool, "monitor", "--once", "--buffer", str(buffers[0])], env=env)
-        ok &= outage_alert_ok and after.returncode == 0
         say("bqspool verify: the dataset against the schema set, and the exactly-once audit")
         verified = subprocess.run([bqspool, "verify", "--days", "2"], env=env)
         ok &= verified.returncode == 0
         for name in ("popular-products", "user-engagement"):
             say(f"bqspool query {name} (one of the seed's queries)")
             subprocess.run([bqspool, "query", name], env=env, check=True)
+        say("bqspool monitor --once, after the outage (what fired is resolved):")
+        after = subprocess.run([bqspool, "monitor", "--once", "--buffer", str(buffers[0])], env=env)
+        ok &= outage_alert_ok and after.returncode == 0
     finally:
         for p in loaders:
             if p.poll() is None:
