@@ -323,7 +323,8 @@ def test_the_drain_module_never_imports_a_cloud_sdk():
         "import bqspool.buffer, bqspool.schemas\n"
         "for m in ('drain', 'ledger', 'lease', 'holdback', 'stage', 'retry', 'interfaces', 'testing', 'commit',\n"
         "          'commitlog', 'bucket_lease', 'split', 'held', 'shipper', 'config', 'faults', 'progress',\n"
-        "          'scheduler', 'cli'):\n"
+        "          'scheduler', 'cli', 'history', 'verify', 'audit', 'restore', 'archive', 'cost', 'queries',\n"
+        "          'monitor', 'alerts', 'statuspage', 'metrics', 'logs'):\n"
         "    __import__('bqspool.loader.' + m)\n"
         "print('ok')\n"
     )
