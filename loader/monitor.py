@@ -200,7 +200,7 @@ class Monitor:
                     "*",
                     1,
                     0,
-                    f"GCS or BigQuery cannot be reached, so nothing loads: {str(exc)[:300]}",
+                    f"GCS or BigQuery cannot be reached, so nothing loads: {exc}",
                 )
             )
             return Findings(alerts, unavailable, {})

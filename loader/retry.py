@@ -29,6 +29,12 @@ def _builtin_transient(exc: BaseException) -> bool | None:
     return None
 
 
+def _kind(exc: BaseException) -> str:
+    """A transient error in a few words: its class, and an HTTP status where it has one."""
+    code = getattr(exc, "code", None)
+    return f"{type(exc).__name__} {code}" if isinstance(code, int) else type(exc).__name__
+
+
 class RetryPolicy:
     """Exponential backoff with jitter from ``initial`` to ``maximum`` seconds,
     giving up after ``deadline`` seconds.
@@ -56,7 +62,10 @@ class RetryPolicy:
         if isinstance(exc, BqspoolError):
             return exc
         if self.is_transient(exc):
-            return BackendUnavailableError(f"{what}: backend unavailable after retries: {exc}")
+            # The error itself names the whole request URL and the connection's
+            # innards: at debug level only; the message says what and which kind.
+            log.debug("%s: the last error: %s", what, exc)
+            return BackendUnavailableError(f"{what}: backend unavailable after retries ({_kind(exc)})")
         return BackendError(f"{what}: {exc}")
 
     def call(self, what: str, fn: Callable[[], T]) -> T:

@@ -349,6 +349,7 @@ def test_json_logs_carry_fields_and_an_outage_logs_one_line_per_retry_sequence_w
         localstack.start_service("gcs", stack["folder"])
     assert down.returncode == 3
     assert [a.key for a in during.alerts] == ["unreachable:*"] and during.exit_code == 2
+    assert "/storage/v1/" not in during.alerts[0].message  # what failed and which kind, not the request
     after, _ = cycle(mon, Webhook(hook.url))
     assert "unreachable:*" not in {a.key for a in after.alerts}
     assert hook.by_key()["unreachable:*"] == ["firing", "resolved"]
@@ -356,7 +357,8 @@ def test_json_logs_carry_fields_and_an_outage_logs_one_line_per_retry_sequence_w
     starts = [x for x in warnings if "retrying for up to" in x]
     ends = [x for x in warnings if "gave up after" in x]
     assert len(starts) == 1 and len(ends) == 1, down.stderr
-    assert "http://" not in down.stderr and "Traceback" not in down.stderr
+    assert "http://" not in down.stderr and "/storage/v1/" not in down.stderr and "Traceback" not in down.stderr
+    assert "nothing was lost" in down.stderr and "ConnectionError" in down.stderr
     assert secret not in down.stderr
 
 
