@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -17,6 +18,17 @@ from bqspool.schemas import load_schema_set
 from . import stored
 
 BQSPOOL = str(Path(sys.executable).with_name("bqspool"))
+
+
+def wait_stopped(pid: int, timeout: float = 30) -> None:
+    """Until ``pid`` is stopped (SIGSTOP at a fault point)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} never stopped")
 
 
 class Env:
@@ -110,6 +122,19 @@ class Env:
             found = store.read_object(name + ".reason")
             out[row["_event_id"]] = found[0].decode() if found else ""
         return out
+
+    def paused(self, *args: str, fault: str) -> subprocess.Popen:
+        """``bqspool ARGS`` running, stopped by SIGSTOP at ``fault`` (``POINT:N:stop``), as
+        a paused VM would be; the caller sends SIGCONT and collects its output."""
+        proc = subprocess.Popen(
+            [BQSPOOL, *args],
+            env=self.env(BQSPOOL_FAULT=fault),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_stopped(proc.pid)
+        return proc
 
     def drain_cli(self, *args: str, fault: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         extra = {"BQSPOOL_FAULT": fault} if fault else {}

@@ -31,7 +31,6 @@ from bqspool.schemas import load_schema_set
 from . import stored
 from .events import make_event
 from .loader_support import BQSPOOL, Env, append_in_calls
-from .test_loader_hostile import wait_stopped
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAMS = ("user_interactions", "tasks")
@@ -204,15 +203,8 @@ def test_a_committer_stopped_past_its_lease_loads_nothing_twice(stack, tmp_path)
     with Buffer(env.config.buffer, "eixa", strict=True) as buf:
         appended = {s: append_in_calls(buf, s, [make_event(env.schemas[s], rng) for _ in range(80)]) for s in STREAMS}
     assert ship_cli(env, Path(env.config.buffer)).returncode == 0
-    a = subprocess.Popen(
-        [BQSPOOL, "commit", "--once"],
-        env=env.env(BQSPOOL_FAULT="after_record:1:stop"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    a = env.paused("commit", "--once", fault="after_record:1:stop")
     try:
-        wait_stopped(a.pid)
         held = commit_cli(env)
         assert held.returncode == 4 and "another committer" in held.stderr  # alive, and its lease runs
         time.sleep(2.2)

@@ -21,7 +21,7 @@ from bqspool.loader.config import load_config
 from bqspool.schemas.errors import ConfigError
 
 from .events import make_event
-from .loader_support import BQSPOOL, Env, append_in_calls, assert_exactly_once
+from .loader_support import BQSPOOL, Env, append_in_calls, assert_exactly_once, wait_stopped
 from .stored import sqlite_utils_db
 
 SECRET = "PAYLOAD-MARKER-7f3e"
@@ -34,17 +34,6 @@ def fill(env, counts, seed=0, schemas=None):
         for stream, n in counts.items():
             out[stream] = append_in_calls(buf, stream, [make_event(env.schemas[stream], rng) for _ in range(n)])
     return out
-
-
-def wait_stopped(pid, timeout=30):
-    """Until ``pid`` is stopped (SIGSTOP at a fault point)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/stat") as fh:
-            if fh.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
-        time.sleep(0.02)
-    raise AssertionError(f"process {pid} never stopped")
 
 
 def counters(env):
@@ -61,15 +50,8 @@ def counters(env):
 def test_a_loader_paused_past_its_lease_stops_and_nothing_is_doubled(stack, tmp_path):
     env = Env(tmp_path, "eixa", batch_rows=20, batch_per_job=2, lease_seconds=2)
     appended = fill(env, {"tasks": 100, "user_interactions": 100})
-    a = subprocess.Popen(
-        [BQSPOOL, "drain", "--once"],
-        env=env.env(BQSPOOL_FAULT="after_stage:1:stop"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    a = env.paused("drain", "--once", fault="after_stage:1:stop")
     try:
-        wait_stopped(a.pid)
         held = env.drain_cli()
         assert held.returncode == 4 and "another loader" in held.stderr  # A is alive and its lease runs
         time.sleep(2.2)  # ... until it expires: then another loader may take over
