@@ -74,6 +74,12 @@ def count(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
 
 
+def count_since(conn: sqlite3.Connection, since_us: int) -> dict[str, int]:
+    """Dead letters per stream stored since ``since_us`` (epoch microseconds)."""
+    found = conn.execute("SELECT stream, count(*) FROM dead_letters WHERE created_us >= ? GROUP BY stream", (since_us,))
+    return {stream: n for stream, n in found}
+
+
 def _pages(
     conn: sqlite3.Connection, stream: str | None, ids: list[int] | None, step: int
 ) -> Iterator[list[dict[str, Any]]]:

@@ -41,3 +41,14 @@ def archive_size(store: ObjectStore, layout: Layout) -> dict[str, dict[str, dict
         slot["objects"] += 1
         slot["bytes"] += o.size
     return out
+
+
+def by_class(sizes: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """``archive_size``'s figures summed over tables: ``{storage_class: {"objects", "bytes"}}``."""
+    out: dict[str, dict[str, int]] = {}
+    for per_table in sizes.values():
+        for cls, size in per_table.items():
+            slot = out.setdefault(cls, {"objects": 0, "bytes": 0})
+            slot["objects"] += size["objects"]
+            slot["bytes"] += size["bytes"]
+    return out

@@ -55,7 +55,9 @@ class TableAudit:
         return {**self.__dict__, "duplicated": self.duplicated, "difference": self.difference}
 
 
-def _window_filter(table: TableDef) -> str:
+def since_filter(table: TableDef) -> str:
+    """A WHERE condition for the partitions from the DATE parameter ``@since`` on
+    (TRUE for a table without partitioning): it bounds what a query scans."""
     part = table.partitioning
     if part is None:
         return "TRUE"
@@ -74,7 +76,7 @@ def audit_table(
         return out
     since = today - dt.timedelta(days=days - 1)
     params = [QueryParam("since", "DATE", since)]
-    where = _window_filter(table)
+    where = since_filter(table)
     count_sql = f"SELECT COUNT(*) AS n, COUNT(DISTINCT `{EVENT_ID}`) AS d FROM `{table.name}` WHERE {where}"
     dup_sql = (
         f"SELECT `{EVENT_ID}` AS id, COUNT(*) AS copies FROM `{table.name}` WHERE {where} "

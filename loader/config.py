@@ -70,6 +70,12 @@ _INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
+def interval_seconds(text: str) -> float | None:
+    """An interval (``30s``, ``5m``, ``1h``, ``2d``, or bare seconds) in seconds; None if ``text`` is not one."""
+    m = _INTERVAL_RE.fullmatch(text)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else None
+
+
 @dataclass(frozen=True)
 class Config:
     buffer: str = ".bqspool/buffer.db"
@@ -131,8 +137,7 @@ class Config:
 
     def schedule_seconds(self) -> float | None:
         """The schedule as an interval in seconds, or None for a cron line."""
-        m = _INTERVAL_RE.fullmatch(self.schedule)
-        return float(m.group(1)) * _UNITS[m.group(2)] if m else None
+        return interval_seconds(self.schedule)
 
     def public(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sources"}

@@ -20,7 +20,7 @@ from bqspool.schemas.errors import NotAvailableError
 from bqspool.schemas.registry import SchemaSet
 
 from . import history
-from .archive import archive_size
+from .archive import archive_size, by_class
 from .commitlog import Layout
 from .config import Config
 from .interfaces import ObjectStore, Warehouse
@@ -33,6 +33,24 @@ MIN_STREAMED_ROW = 1024  # legacy streaming bills each row as at least 1 KB
 
 def _usd(x: float) -> float:
     return round(x, 6)
+
+
+def storage_usd_month(config: Config, active_bytes: float, long_term_bytes: float) -> float:
+    """BigQuery storage a month, active and long-term, at the configured prices."""
+    return (
+        active_bytes / GIB * config.price_active_storage_gib_month
+        + long_term_bytes / GIB * config.price_long_term_storage_gib_month
+    )
+
+
+def archive_usd_month(config: Config, storage_class: str, nbytes: float) -> float:
+    """Cloud Storage a month for ``nbytes`` in ``storage_class`` (an unknown class at STANDARD's price)."""
+    prices = {
+        "NEARLINE": config.price_gcs_nearline_gib_month,
+        "COLDLINE": config.price_gcs_coldline_gib_month,
+        "ARCHIVE": config.price_gcs_archive_gib_month,
+    }
+    return nbytes / GIB * prices.get(storage_class, config.price_gcs_standard_gib_month)
 
 
 def cost(
@@ -75,20 +93,9 @@ def cost(
     free = config.price_storage_write_free_tib * TIB * days / 30.0
     active = sum(t["storage"]["active_bytes"] for t in tables.values() if t["storage"])
     long_term = sum(t["storage"]["long_term_bytes"] for t in tables.values() if t["storage"])
-    prices = {
-        "STANDARD": config.price_gcs_standard_gib_month,
-        "NEARLINE": config.price_gcs_nearline_gib_month,
-        "COLDLINE": config.price_gcs_coldline_gib_month,
-        "ARCHIVE": config.price_gcs_archive_gib_month,
-    }
-    by_class: dict[str, dict[str, float]] = {}
-    for per_table in archive_size(store, layout).values():
-        for cls, size in per_table.items():
-            slot = by_class.setdefault(cls, {"objects": 0, "bytes": 0})
-            slot["objects"] += size["objects"]
-            slot["bytes"] += size["bytes"]
-    for cls, slot in by_class.items():
-        slot["usd_month"] = _usd(slot["bytes"] / GIB * prices.get(cls, config.price_gcs_standard_gib_month))
+    archive: dict[str, dict[str, float]] = {}
+    for cls, size in by_class(archive_size(store, layout)).items():
+        archive[cls] = {**size, "usd_month": _usd(archive_usd_month(config, cls, size["bytes"]))}
     queries: dict = {"available": True}
     try:
         stats = warehouse.query_history(now - days * 86_400)
@@ -112,11 +119,8 @@ def cost(
             "available": storage_known,
             "active_bytes": active,
             "long_term_bytes": long_term,
-            "usd_month": _usd(
-                active / GIB * config.price_active_storage_gib_month
-                + long_term / GIB * config.price_long_term_storage_gib_month
-            ),
+            "usd_month": _usd(storage_usd_month(config, active, long_term)),
         },
-        "archive": by_class,
+        "archive": archive,
         "queries": queries,
     }

@@ -23,13 +23,17 @@ _DONE_RE = re.compile(r"^(?P<key>[^.]+)\.e(?P<events>\d+)\.b(?P<bytes>\d+)\.done
 
 @dataclass(frozen=True)
 class Load:
-    """One finished load job of ``table``: the UTC day it ran, its record's key, events and bytes."""
+    """One finished load job of ``table``: the UTC day its record was made, its key,
+    events and bytes, when its done marker was written (epoch seconds), and its
+    objects where they were asked for (see :func:`loads`)."""
 
     table: str
     day: str
     key: str
     events: int
     bytes: int
+    at: float = 0.0
+    sources: tuple[str, ...] = ()
 
 
 def days_between(first: dt.date, last: dt.date) -> Iterator[str]:
@@ -40,29 +44,52 @@ def days_between(first: dt.date, last: dt.date) -> Iterator[str]:
         day += dt.timedelta(days=1)
 
 
-def loads(store: ObjectStore, layout: Layout, table: str, first: dt.date, last: dt.date) -> list[Load]:
-    """Every load job of ``table`` that finished, by the day its record was created, in ``[first, last]``."""
+def loads(
+    store: ObjectStore,
+    layout: Layout,
+    table: str,
+    first: dt.date,
+    last: dt.date,
+    *,
+    reader: LogReader | None = None,
+    sources: bool = False,
+) -> list[Load]:
+    """Every load job of ``table`` that finished, by the day its record was created, in ``[first, last]``.
+
+    With ``sources``, each job's objects too, which costs a read of each
+    archived record (once per ``reader``: pass one to keep them across calls).
+    """
+    reader = reader or LogReader(store, layout)
+    live = reader.table(table)
     out: dict[str, Load] = {}
     for day in days_between(first, last):
-        listed = store.list_objects(layout.commit_archive(table, day))
-        names = {o.name.rpartition("/")[2] for o in listed}
-        for file in sorted(names):
-            m = _DONE_RE.match(file)
-            if m:
-                out[m["key"]] = Load(table, day, m["key"], int(m["events"]), int(m["bytes"]))
-            elif file.endswith(".done"):  # archived before markers carried their counts
-                key = file.partition(".")[0]
-                found = store.read_object(f"{layout.commit_archive(table, day)}{file}")
-                doc = json.loads(found[0]) if found else {}
-                out[key] = Load(
-                    table, day, key, int(doc.get("events") or doc.get("rows") or 0), int(doc.get("bytes", 0))
-                )
-    reader = LogReader(store, layout)
-    live = reader.table(table)
+        folder = layout.commit_archive(table, day)
+        listed = store.list_objects(folder)
+        records = {o.name: o for o in listed if o.name.endswith(".json")}
+        for o in sorted(listed, key=lambda o: o.name):
+            file = o.name.rpartition("/")[2]
+            key = file.partition(".")[0]
+            if not file.endswith(".done") or key in live.records:
+                continue
+            named = _DONE_RE.match(file)
+            record = records.get(f"{folder}{key}.json")
+            found = reader._record(record) if record is not None and (sources or not named) else None
+            if named:
+                events, nbytes = int(named["events"]), int(named["bytes"])
+            elif found is not None and found.events is not None:  # archived before markers carried counts
+                events, nbytes = found.events, found.nbytes
+            else:
+                data = store.read_object(o.name)
+                doc = json.loads(data[0]) if data else {}
+                events, nbytes = int(doc.get("events") or doc.get("rows") or 0), int(doc.get("bytes", 0))
+            out[key] = Load(table, day, key, events, nbytes, o.created, found.sources if found else ())
     for rec in live.records.values():
         made = dt.datetime.fromtimestamp(rec.created, dt.UTC).date()
-        if live.outcome(rec.key) == "done" and first <= made <= last and rec.key not in out:
-            out[rec.key] = Load(table, made.isoformat(), rec.key, rec.events or 0, rec.nbytes)
+        marker = live.outcomes.get(rec.key, {}).get("done")
+        if marker is not None and first <= made <= last:
+            out[rec.key] = Load(
+                table, made.isoformat(), rec.key, rec.events or 0, rec.nbytes, marker.created, rec.sources
+            )
     return sorted(out.values(), key=lambda ld: (ld.day, ld.key))
 
 

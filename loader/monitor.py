@@ -44,11 +44,13 @@ from pathlib import Path
 from bqspool.schemas.errors import BackendUnavailableError, BqspoolError, NotAvailableError
 from bqspool.schemas.registry import SchemaSet
 
+from . import history
+from .archive import archive_size, by_class
+from .audit import since_filter
 from .commitlog import DAY_S, Layout, LogReader, appended_at, events_in, status
 from .config import Config
-from .cost import GIB, TIB
-from .history import _DONE_RE
-from .interfaces import ObjectStore, QueryParam, Warehouse
+from .cost import TIB, archive_usd_month, storage_usd_month
+from .interfaces import ObjectStore, QueryParam, QueryStat, TableStorage, Warehouse
 
 log = logging.getLogger("bqspool.loader")
 
@@ -126,61 +128,40 @@ class Monitor:
         if self.buffer_path is None:
             return None
         from bqspool.buffer import Buffer
-
-        with Buffer(self.buffer_path, self.config.schemas, max_bytes=self.config.buffer_max_bytes) as buf:
-            stats = buf.stats()
-            stats["dead_recent"] = {}
-            since_us = int((self.clock() - self.config.monitor_window_minutes * 60) * 1e6)
-            for row in buf.dead_letters(limit=None):
-                if row["created_us"] >= since_us:
-                    stats["dead_recent"][row["stream"]] = stats["dead_recent"].get(row["stream"], 0) + 1
+        from bqspool.buffer.deadletters import count_since
         from bqspool.buffer.store import connect
 
         from .ledger import quarantined_rows
 
+        with Buffer(self.buffer_path, self.config.schemas, max_bytes=self.config.buffer_max_bytes) as buf:
+            stats = buf.stats()
+        since_us = int((self.clock() - self.config.monitor_window_minutes * 60) * 1e6)
         conn = connect(self.buffer_path)
         try:
+            # Counted by SQL: reading the dead letters themselves would read their payloads.
+            stats["dead_recent"] = count_since(conn, since_us)
             stats["quarantined_rows"] = quarantined_rows(conn)
         finally:
             conn.close()
         return stats
 
-    def _loads(self, table: str, since: float, now: float, sources: bool) -> list[tuple[float, list[str], int]]:
-        """``(load time, sources, events)`` of the table's jobs done since ``since``; the
-        sources (which cost a read per archived job) only if ``sources``."""
-        assert self.store is not None and self.reader is not None
-        out = []
-        live = self.reader.table(table)
-        for rec in live.records.values():
-            marker = live.outcomes.get(rec.key, {}).get("done")
-            if marker is not None and marker.created >= since:
-                out.append((marker.created, list(rec.sources), rec.events or 0))
-        day = dt.datetime.fromtimestamp(since, dt.UTC).date()
-        while day <= dt.datetime.fromtimestamp(now, dt.UTC).date():
-            folder = self.layout.commit_archive(table, day.isoformat())
-            day += dt.timedelta(days=1)
-            listed = self.store.list_objects(folder)
-            records = {o.name: o for o in listed if o.name.endswith(".json")}
-            for o in listed:
-                key = o.name.rpartition("/")[2].partition(".")[0]
-                if not o.name.endswith(".done") or o.created < since or key in live.records:
-                    continue
-                named = _DONE_RE.match(o.name.rpartition("/")[2])
-                record = records.get(f"{folder}{key}.json")
-                found = self.reader._record(record) if record is not None and (sources or not named) else None
-                events = int(named["events"]) if named else (found.events or 0) if found else 0
-                out.append((o.created, list(found.sources) if found else [], events))
-        return out
+    def _loads(self, table: str, since: float, now: float, sources: bool) -> list[history.Load]:
+        """The table's jobs done since ``since``; their objects only if ``sources``
+        (a read per archived job, once per monitor: its reader keeps them)."""
+        assert self.store is not None
+        day = lambda t: dt.datetime.fromtimestamp(t, dt.UTC).date()
+        found = history.loads(self.store, self.layout, table, day(since), day(now), reader=self.reader, sources=sources)
+        return [ld for ld in found if ld.at >= since]
 
     def hourly(self, table: str, now: float) -> list[int]:
         """Events loaded into ``table`` in each of the last 24 hours, oldest first."""
         counts = [0] * 24
         if self.store is None:
             return counts
-        for when, _, events in self._loads(table, now - DAY_S, now, sources=False):
-            slot = 23 - int((now - when) // 3600)
+        for ld in self._loads(table, now - DAY_S, now, sources=False):
+            slot = 23 - int((now - ld.at) // 3600)
             if 0 <= slot < 24:
-                counts[slot] += events
+                counts[slot] += ld.events
         return counts
 
     # -- the rules -----------------------------------------------------------------------
@@ -226,19 +207,21 @@ class Monitor:
                 if self.store
                 else []
             )
-            in_window = [ld for ld in loads if ld[0] >= now - window_s]
-            loaded = sum(ld[2] for ld in in_window)
+            in_window = [ld for ld in loads if ld.at >= now - window_s]
+            loaded = sum(ld.events for ld in in_window)
             waiting_age = max(
                 (t_bucket.get("oldest_age_s") or 0) if t_bucket.get("waiting") else 0,
                 (t_buf.get("oldest_age_s") or 0) if t_buf.get("pending") else 0,
             )
-            last_load = max((ld[0] for ld in loads), default=None)
+            last_load = max((ld.at for ld in loads), default=None)
             samples[table] = {
                 "waiting_objects": t_bucket.get("waiting", 0),
                 "pending_events": t_buf.get("pending", 0),
                 "loaded_window": loaded,
                 "jobs_24h": t_bucket.get("jobs_24h", 0),
                 "budget": cfg.quota_jobs_per_table_day,
+                "quarantined": t_bucket.get("quarantined", 0),
+                "dead_letters": t_bucket.get("dead_letters", 0),
             }
             # no-data
             limit_s = cfg.monitor_no_data_minutes * 60
@@ -277,9 +260,9 @@ class Monitor:
                 )
             # delay-p95
             delays = [
-                (when - at, events_in(src) or 1)
-                for when, sources, _ in in_window
-                for src in sources
+                (ld.at - at, events_in(src) or 1)
+                for ld in in_window
+                for src in ld.sources
                 if (at := appended_at(src)) is not None
             ]
             p95 = _p95([(max(0.0, d), w) for d, w in delays])
@@ -313,10 +296,18 @@ class Monitor:
                 )
         alerts += self._buffer_rule(buf, unavailable)
         if self.warehouse is not None:
-            alerts += self._table_sizes(unavailable)
-            alerts += self._slow_queries(now - window_s, unavailable)
+            # Each read once a cycle, for the rules that use it.
+            stored = {t: self.warehouse.table_storage(t) for t in self.schemas}
+            archived = archive_size(self.store, self.layout) if self.store is not None else {}
+            try:
+                queries: list[QueryStat] | None = self.warehouse.query_history(now - max(DAY_S, window_s))
+            except NotAvailableError as exc:
+                queries, unavailable["slow-query"] = None, str(exc)
+            alerts += self._table_sizes(stored, archived, unavailable)
+            if queries is not None:
+                alerts += self._slow_queries([q for q in queries if q.started >= now - window_s])
             alerts += self._null_rates(now, unavailable)
-            alerts += self._daily_cost(now, unavailable)
+            alerts += self._daily_cost(now, stored, archived, queries, unavailable)
         return Findings(alerts, unavailable, samples)
 
     def _held_in_bucket(self, since: float) -> dict[str, int]:
@@ -360,43 +351,33 @@ class Monitor:
         self._dropped = buf["dropped"]
         return out
 
-    def _table_sizes(self, unavailable: dict[str, str]) -> list[Alert]:
-        assert self.warehouse is not None
+    def _table_sizes(
+        self, stored: dict[str, TableStorage | None], archived: dict, unavailable: dict[str, str]
+    ) -> list[Alert]:
         out = []
-        for table in self.schemas:
-            stored = self.warehouse.table_storage(table)
-            if stored is None:
+        for table, size in stored.items():
+            if size is None:
                 continue
-            if stored.total_bytes == 0:
+            if size.total_bytes == 0:
                 # The emulator reports 0 bytes for every table: say so once one holds rows.
-                if stored.rows or self._has_rows(table):
+                if size.rows or table in archived:
                     unavailable["table-size"] = "the warehouse reports no table sizes (0 bytes for tables with rows)"
                 continue
-            if stored.total_bytes > self.config.monitor_table_bytes:
+            if size.total_bytes > self.config.monitor_table_bytes:
                 out.append(
                     Alert(
                         "table-size",
                         CRITICAL,
                         table,
-                        stored.total_bytes,
+                        size.total_bytes,
                         self.config.monitor_table_bytes,
-                        f"{table}: {stored.total_bytes / TIB:.2f} TiB; threshold "
+                        f"{table}: {size.total_bytes / TIB:.2f} TiB; threshold "
                         f"{self.config.monitor_table_bytes / TIB:.2f} TiB",
                     )
                 )
         return out
 
-    def _has_rows(self, table: str) -> bool:
-        assert self.store is not None
-        return bool(self.store.list_objects(self.layout._p("archive", table, "")))
-
-    def _slow_queries(self, since: float, unavailable: dict[str, str]) -> list[Alert]:
-        assert self.warehouse is not None
-        try:
-            stats = self.warehouse.query_history(since)
-        except NotAvailableError as exc:
-            unavailable["slow-query"] = str(exc)
-            return []
+    def _slow_queries(self, stats: list[QueryStat]) -> list[Alert]:
         slow = [q for q in stats if q.seconds > self.config.monitor_query_seconds]
         if not slow:
             return []
@@ -422,14 +403,7 @@ class Monitor:
             if table not in self.schemas or not column:
                 unavailable[f"null-rate:{item}"] = "name it as TABLE.COLUMN of the schema set"
                 continue
-            definition = self.schemas[table]
-            part = definition.partitioning
-            where = "TRUE"
-            if part is not None:
-                cast = {"TIMESTAMP": "TIMESTAMP(@since)", "DATETIME": "DATETIME(@since)"}.get(
-                    definition.field(part.field).type, "@since"
-                )
-                where = f"`{part.field}` >= {cast}"
+            where = since_filter(self.schemas[table])
             try:
                 (row,) = self.warehouse.query(
                     f"SELECT COUNT(*) AS n, COUNTIF(`{column}` IS NULL) AS nulls FROM `{table}` WHERE {where}",
@@ -456,33 +430,21 @@ class Monitor:
                 )
         return out
 
-    def _daily_cost(self, now: float, unavailable: dict[str, str]) -> list[Alert]:
-        assert self.warehouse is not None
+    def _daily_cost(
+        self,
+        now: float,
+        stored: dict[str, TableStorage | None],
+        archived: dict,
+        queries: list[QueryStat] | None,
+        unavailable: dict[str, str],
+    ) -> list[Alert]:
         cfg = self.config
-        usd = 0.0
-        for table in self.schemas:
-            stored = self.warehouse.table_storage(table)
-            if stored is not None:
-                usd += (
-                    stored.active_bytes / GIB * cfg.price_active_storage_gib_month
-                    + stored.long_term_bytes / GIB * cfg.price_long_term_storage_gib_month
-                ) / 30
-        if self.store is not None:
-            from .archive import archive_size
-
-            classes = {
-                "NEARLINE": cfg.price_gcs_nearline_gib_month,
-                "COLDLINE": cfg.price_gcs_coldline_gib_month,
-                "ARCHIVE": cfg.price_gcs_archive_gib_month,
-            }
-            for per_table in archive_size(self.store, self.layout).values():
-                for cls, size in per_table.items():
-                    usd += size["bytes"] / GIB * classes.get(cls, cfg.price_gcs_standard_gib_month) / 30
-        try:
-            billed = sum(q.bytes_billed for q in self.warehouse.query_history(now - DAY_S))
-            usd += billed / TIB * cfg.price_query_per_tib
-        except NotAvailableError:
+        usd = sum(storage_usd_month(cfg, s.active_bytes, s.long_term_bytes) for s in stored.values() if s) / 30
+        usd += sum(archive_usd_month(cfg, cls, size["bytes"]) for cls, size in by_class(archived).items()) / 30
+        if queries is None:
             unavailable["daily-cost"] = "query cost is not available here: storage and the archive only"
+        else:
+            usd += sum(q.bytes_billed for q in queries if q.started >= now - DAY_S) / TIB * cfg.price_query_per_tib
         if usd > cfg.monitor_daily_cost_usd:
             return [
                 Alert(

@@ -225,7 +225,7 @@ def _samples(text: str) -> dict[tuple, float]:
 def test_the_metrics_agree_with_what_was_appended_shipped_and_loaded(stack, tmp_path):
     from bqspool.buffer.metrics import expose
     from bqspool.loader.metrics import LoaderMetrics
-    from bqspool.loader.scheduler import record
+    from bqspool.loader.scheduler import budget_reader, record
     from prometheus_client import CollectorRegistry, generate_latest
 
     env = Env(tmp_path, "eixa", batch_rows=4)
@@ -248,7 +248,7 @@ def test_the_metrics_agree_with_what_was_appended_shipped_and_loaded(stack, tmp_
     assert writer[("bqspool_commit_group_events_sum", ())] == 13
 
     metrics = LoaderMetrics()
-    record(metrics, env.drainer().drain_once(), env.config)
+    record(metrics, env.drainer().drain_once(), budget_reader(env.config))
     got = _samples(metrics.text().decode())
     assert got[("bqspool_shipped_events_total", label("tasks"))] == 9
     assert got[("bqspool_shipped_batches_total", label("tasks"))] == 3
@@ -388,7 +388,6 @@ def test_the_status_page_shows_what_was_loaded_in_a_real_browser(stack, tmp_path
     import urllib.request
 
     from bqspool.loader.cli.watch import _Gauges, _page_figures
-    from bqspool.loader.commitlog import Layout, status
     from bqspool.loader.statuspage import StatusServer
     from selenium.webdriver.common.by import By
 
@@ -410,7 +409,7 @@ def test_the_status_page_shows_what_was_loaded_in_a_real_browser(stack, tmp_path
     try:
         time.sleep(0.1)  # the pending events are older than the (tiny) no-data threshold
         findings, state = cycle(mon, None)
-        page = _page_figures(mon, findings, status(store, Layout(cfg.prefix), 1000, list(mon.schemas)))
+        page = _page_figures(mon, findings)
         gauges.update(state, page)
         server.update(state, page)
         browser = _browser()

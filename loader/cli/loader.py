@@ -232,10 +232,10 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
 def _textfile(cfg, report) -> None:
     """This drain's metrics, for node_exporter's textfile collector (counters of this run)."""
     from ..metrics import LoaderMetrics
-    from ..scheduler import record
+    from ..scheduler import budget_reader, record
 
     metrics = LoaderMetrics()
-    record(metrics, report, cfg)
+    record(metrics, report, budget_reader(cfg))
     metrics.write_textfile(cfg.metrics_textfile)
 
 

@@ -14,19 +14,19 @@ from bqspool.schemas import load_schema_set
 from .base import DEFAULT_BUFFER, config_option, fail, load_config, main
 
 
-def _page_figures(monitor, findings, commit_status: dict | None) -> dict:
+def _page_figures(monitor, findings) -> dict:
     now = monitor.clock()
-    tables = {}
-    for table, s in findings.samples.items():
-        held = (commit_status or {}).get("tables", {}).get(table, {})
-        tables[table] = {
+    tables = {
+        table: {
             "backlog": s["waiting_objects"] + s["pending_events"],
             "hourly": monitor.hourly(table, now),
             "jobs_24h": s["jobs_24h"],
             "budget": s["budget"],
-            "quarantined": held.get("quarantined", 0),
-            "dead_letters": held.get("dead_letters", 0),
+            "quarantined": s["quarantined"],
+            "dead_letters": s["dead_letters"],
         }
+        for table, s in findings.samples.items()
+    }
     return {"tables": tables, "dataset": f"{monitor.config.project}.{monitor.config.dataset}"}
 
 
@@ -121,7 +121,6 @@ def monitor(
     from ..alerts import Webhook, cycle
     from ..alerts import every as loop
     from ..clients import make_object_store, make_warehouse
-    from ..commitlog import Layout, status
     from ..monitor import Monitor
 
     cfg = load_config(config_path)
@@ -149,12 +148,7 @@ def monitor(
     def on_cycle(findings, state) -> None:
         _print(findings, as_json)
         if server is not None and gauges is not None:
-            commit = (
-                status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day, list(watcher.schemas))
-                if store
-                else None
-            )
-            page = _page_figures(watcher, findings, commit)
+            page = _page_figures(watcher, findings)
             gauges.update(state, page)
             server.update(state, page)
 
@@ -166,9 +160,9 @@ def monitor(
 
 
 def _interval(text: str) -> float:
-    from ..config import _INTERVAL_RE, _UNITS
+    from ..config import interval_seconds
 
-    m = _INTERVAL_RE.fullmatch(text)
-    if not m:
+    seconds = interval_seconds(text)
+    if seconds is None:
         fail(f"--every {text!r}: give an interval like 30s, 5m or 1h")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    return seconds

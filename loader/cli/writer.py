@@ -299,15 +299,13 @@ def _print_commit_summary(commit: dict | None) -> None:
         )
     if commit["committing"]:
         click.echo(f"committing now: {commit['committing']}")
-    archive = commit.get("archive") or {}
-    classes: dict[str, list[int]] = {}
-    for per_table in archive.values():
-        for cls, size in per_table.items():
-            slot = classes.setdefault(cls, [0, 0])
-            slot[0] += size["objects"]
-            slot[1] += size["bytes"]
+    from ..archive import by_class
+
+    classes = by_class(commit.get("archive") or {})
     if classes:
-        parts = ", ".join(f"{n} objects, {b / 1e6:.1f} MB {cls}" for cls, (n, b) in sorted(classes.items()))
+        parts = ", ".join(
+            f"{size['objects']} objects, {size['bytes'] / 1e6:.1f} MB {cls}" for cls, size in sorted(classes.items())
+        )
         click.echo(f"archive (loaded objects, for restore): {parts}")
 
 
