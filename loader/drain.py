@@ -26,6 +26,7 @@ batches until the hand-overs have made room (see ``store.RESERVE_BYTES``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -33,7 +34,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,10 +67,23 @@ class ShipReport:
     undrainable: dict[str, int] = field(default_factory=dict)  # streams with pending events but no table
     per_stream: dict[str, dict[str, int]] = field(default_factory=dict)  # events, batches, quarantined
     seconds: float = 0.0
+    # Where ``seconds`` went: "stage" (Parquet), "upload" (with its checks),
+    # "handover" (the rows leave the buffer), "housekeeping" (space handed back).
+    step_seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0  # of this process so far, for operators watching memory
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @contextlib.contextmanager
+    def timing(self, step: str) -> Iterator[None]:
+        """Add the time the block takes to ``step_seconds[step]``."""
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            took = self.step_seconds.get(step, 0.0) + time.monotonic() - t
+            self.step_seconds[step] = round(took, 4)
 
 
 @dataclass
@@ -243,7 +257,8 @@ class Drainer:
                 self.fence = None
             # On the way out (a deadline: SIGTERM) the file is not worth compacting:
             # the instance is going, and handing a large backlog's pages back takes seconds.
-            self._housekeeping(conn, compact=deadline is None)
+            with report.timing("housekeeping"):
+                self._housekeeping(conn, compact=deadline is None)
         finally:
             conn.close()
             opening.release(in_use)
@@ -375,7 +390,8 @@ class Drainer:
                 self._handed_over(conn, b, "", report)
                 return
         try:
-            path = self._stage_file(conn, b)
+            with report.timing("stage"):
+                path = self._stage_file(conn, b)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise DiskFullError(f"no room to stage batch {b.batch_id} in {self.staging}") from exc
@@ -402,12 +418,14 @@ class Drainer:
             faults.hit("after_stage")
         self._renew(conn)
         try:
-            stored = self.objects.upload(b.object_name, path)
+            with report.timing("upload"):
+                stored = self.objects.upload(b.object_name, path)
         except ObjectConflictError as exc:
             self._quarantine(conn, b, str(exc), report)
             return
         faults.hit("after_upload")
-        self._handed_over(conn, b, stored.checksum, report)
+        with report.timing("handover"):
+            self._handed_over(conn, b, stored.checksum, report)
         path.unlink(missing_ok=True)
 
     def _handed_over(self, conn: sqlite3.Connection, b: ledger.Batch, checksum: str, report: ShipReport) -> None:

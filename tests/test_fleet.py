@@ -174,7 +174,8 @@ def test_two_committers_started_together_never_overlap_and_load_once(stack, tmp_
         with Buffer(env.config.buffer, "eixa", strict=True, durability="normal") as buf:
             for s in STREAMS:
                 appended[s] += append_in_calls(buf, s, [make_event(env.schemas[s], rng) for _ in range(40)])
-        assert ship_cli(env, Path(env.config.buffer)).returncode == 0
+        shipped = ship_cli(env, Path(env.config.buffer))
+        assert shipped.returncode == 0 and "(stage " in shipped.stderr and "upload " in shipped.stderr, shipped.stderr
         procs = [
             subprocess.Popen([BQSPOOL, "commit", "--once"], env=env.env(), stderr=subprocess.PIPE, text=True)
             for _ in range(2)
@@ -393,3 +394,18 @@ def test_an_app_that_simply_exits_ships_what_it_acknowledged(stack, tmp_path):
     assert len(acked) == 40 and stored.pending_events(env.config.buffer) == 0
     assert commit_cli(env).returncode == 0
     assert sorted(env.bq_ids("tasks")) == sorted(acked)
+
+
+def test_a_ship_report_says_where_its_time_went(tmp_path):
+    schemas = load_schema_set("eixa")
+    store = MemoryObjectStore()
+    with Buffer(tmp_path / "b.db", schemas, strict=True) as buf:
+        for i in range(50):
+            buf.append("tasks", make_event(schemas["tasks"], random.Random(i)))
+    report = Drainer(tmp_path / "b.db", schemas, store, None, batch_rows=20, progress=False).ship_once()
+    assert report.batches_shipped == 3
+    took = report.step_seconds
+    assert set(took) == {"stage", "upload", "handover", "housekeeping"}
+    assert all(s > 0 for s in took.values()) and sum(took.values()) <= report.seconds + 0.01
+    idle = Drainer(tmp_path / "b.db", schemas, store, None, progress=False).ship_once()
+    assert idle.batches_shipped == 0 and set(idle.step_seconds) == {"housekeeping"}

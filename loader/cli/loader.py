@@ -100,9 +100,15 @@ def _loader_process() -> None:
 def _print_ship(report) -> None:
     click.echo(
         f"shipped {report.events_shipped} events in {report.batches_shipped} batches "
-        f"({report.bytes_shipped} bytes) in {report.seconds:.1f}s",
+        f"({report.bytes_shipped} bytes) in {report.seconds:.1f}s{_steps(report.step_seconds)}",
         err=True,
     )
+
+
+def _steps(took: dict[str, float]) -> str:
+    """``(stage 0.80s, upload 0.09s, ...)``: where a ship's time went; empty when it did nothing."""
+    shown = [f"{step} {seconds:.2f}s" for step, seconds in took.items() if seconds >= 0.005]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def _print_commit(report) -> None:
