@@ -54,6 +54,7 @@ MAX_ROUNDS = 64  # rounds per table per commit: regrouping after a rejection tak
 MAX_TRANSIENT_ATTEMPTS = 5  # failed load jobs count against the table's daily quota
 NEAR_QUOTA = 0.8
 PACE_WINDOW_S = 10.0  # the warehouse's limits.jobs_per_table_10s are per this window
+MOVE_CHUNK = 100  # objects archived per call of move_objects: one GCS batch request of each kind
 
 
 @dataclass
@@ -508,7 +509,10 @@ class Committer:
         if not names:
             return
         self._renew()
-        list(self._pool.map(lambda n: self.objects.move_object(n, self.layout.moved(n, area)), names))
+        moves = [(n, self.layout.moved(n, area)) for n in names]
+        # In chunks the store can batch (GCS: 100 calls a request), over the pool.
+        chunks = [moves[k : k + MOVE_CHUNK] for k in range(0, len(moves), MOVE_CHUNK)]
+        list(self._pool.map(self.objects.move_objects, chunks))
         for n in names:
             staged.pop(n, None)
 

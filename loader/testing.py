@@ -203,6 +203,9 @@ class MemoryObjectStore(_Faulty):
 
         return self.knobs.call(f"move {name}", attempt)
 
+    def move_objects(self, moves: Sequence[tuple[str, str]]) -> list[bool]:
+        return [self.move_object(name, to) for name, to in moves]
+
     def download(self, name: str, path: Path) -> None:
         def attempt() -> None:
             if name not in self.objects:

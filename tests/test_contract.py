@@ -196,6 +196,24 @@ def test_a_move_copies_then_deletes_and_is_safe_to_repeat(backend, tmp_path):
         backend.store.move_object(f"{backend.prefix}/none", f"{backend.prefix}/none2")
 
 
+def test_many_moves_at_once_keep_each_moves_contract(backend):
+    """150 pairs (more than one GCS batch request), one already moved, in order."""
+    names = [f"{backend.prefix}/many/staged/{i:03d}.parquet" for i in range(150)]
+    for i, n in enumerate(names):
+        backend.store.write_object(n, f"object {i}".encode(), 0)
+    moves = [(n, n.replace("/staged/", "/archive/")) for n in names]
+    assert backend.store.move_object(*moves[120]) is True  # moved before, by a committer that then died
+    assert backend.store.move_objects(moves) == [i != 120 for i in range(150)]
+    assert backend.store.list_objects(f"{backend.prefix}/many/staged/") == []
+    archived = backend.store.list_objects(f"{backend.prefix}/many/archive/")
+    assert [o.name for o in archived] == [t for _, t in moves]
+    assert backend.store.read_object(moves[77][1])[0] == b"object 77"
+    assert backend.store.move_objects(moves[:3]) == [False, False, False]  # a repeat finds them moved
+    assert backend.store.move_objects([]) == []
+    with pytest.raises(BackendError):
+        backend.store.move_objects([(f"{backend.prefix}/many/none", f"{backend.prefix}/many/none2")])
+
+
 # -- load jobs ---------------------------------------------------------------------
 
 
@@ -490,3 +508,21 @@ def test_the_bucket_keeps_lifecycle_rules(backend):
     if backend.kind == "gcp":
         pytest.skip("setting a real bucket's lifecycle would replace its owner's rules")
     assert backend.store.set_lifecycle(rules) == rules
+
+
+def test_a_batch_answer_is_matched_to_its_call_by_content_id():
+    import requests
+    from bqspool.loader.gcs import _statuses
+
+    def answer(status: int, content_id: str | None) -> requests.Response:
+        r = requests.Response()
+        r.status_code = status
+        if content_id is not None:
+            r.headers["Content-ID"] = content_id
+        return r
+
+    shuffled = [answer(404, "<response-2>"), answer(200, "<response-0>"), answer(412, "<response-1>")]
+    assert _statuses(shuffled, 3) == [200, 412, 404]
+    assert _statuses([answer(204, None), answer(404, None)], 2) == [204, 404]  # no ids: by position
+    with pytest.raises(BackendError, match="3 calls came back with 2 answers"):
+        _statuses([answer(200, None), answer(200, None)], 3)
