@@ -46,7 +46,7 @@ from .progress import peak_rss_mb
 from .split import Splitter
 
 if TYPE_CHECKING:
-    from .interfaces import JobOutcome, ObjectStore, Warehouse
+    from .interfaces import JobOutcome, ObjectStore, StoredObject, Warehouse
 
 log = logging.getLogger("bqspool.loader")
 
@@ -120,6 +120,8 @@ class Committer:
         self.lease: bucket_lease.BucketLease | None = None
         self._renewed = 0.0
         self._report: CommitReport | None = None
+        self._eligible: dict[str, set[str]] = {}
+        self._listed: dict[str, list[StoredObject]] = {}
         self.splitter = Splitter(objects, self.layout)
 
     # -- the whole commit -------------------------------------------------------
@@ -135,7 +137,11 @@ class Committer:
         self.lease = bucket_lease.acquire(self.objects, self.layout.lease, self.holder, self.lease_seconds, self.clock)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="bqspool-move") as self._pool:
-                self._commit_tables(self.layout.tables(self.objects), report)
+                # One listing of everything staged names the tables, fixes what this
+                # commit takes on, and serves the first round: each is a walk of the bucket.
+                staged = self.layout.staged_by_table(self.objects)
+                tables = sorted(set(staged) | self.layout.tables_in(self.objects, self.layout.commits()))
+                self._commit_tables(tables, staged, report)
         finally:
             bucket_lease.release(self.objects, self.lease)
             self.lease = None
@@ -167,14 +173,15 @@ class Committer:
         bucket_lease.renew(self.objects, self.lease, self.lease_seconds, self.clock)
         self._renewed = _since_boot()
 
-    def _commit_tables(self, tables: list[str], report: CommitReport) -> None:
+    def _commit_tables(self, tables: list[str], staged: dict[str, list[StoredObject]], report: CommitReport) -> None:
         """Rounds over every table at once: pacing waits per table, so one table's
         backlog never holds up another's jobs, and the tables share each wait."""
         failures: dict[str, int] = {}  # transient job failures in this commit: a later one starts afresh
         active = list(tables)
         # What was staged when this commit began, and halves split from it: hosts
         # keep shipping meanwhile, and a commit must end; the next one takes the rest.
-        self._eligible = {t: {o.name for o in self.objects.list_objects(self.layout.staged(t))} for t in tables}
+        self._eligible = {t: {o.name for o in staged.get(t, [])} for t in tables}
+        self._listed = {t: staged.get(t, []) for t in tables}  # for the first round
         for _ in range(MAX_ROUNDS):
             if not active or self.should_stop():
                 break
@@ -204,7 +211,10 @@ class Committer:
     def _round(self, table: str, report: CommitReport) -> tuple[list[Record], float]:
         """Tidy ``table``, then the records to run now, and how long pacing holds others back."""
         tlog = self.reader.table(table)
-        staged = {o.name: o for o in self.objects.list_objects(self.layout.staged(table))}
+        listed = self._listed.pop(table, None)
+        if listed is None:
+            listed = self.objects.list_objects(self.layout.staged(table))
+        staged = {o.name: o for o in listed}
         if self._tidy(table, tlog, staged, report):  # halves were staged: list them
             staged = {o.name: o for o in self.objects.list_objects(self.layout.staged(table))}
         report.waiting[table] = len(staged)

@@ -96,11 +96,19 @@ class Layout:
 
     def tables(self, store: ObjectStore) -> list[str]:
         """The tables with anything staged or an unfinished commit."""
-        found = set()
-        for area in (self.staged(), self.commits()):
-            for o in store.list_objects(area):
-                found.add(o.name[len(area) :].split("/")[0])
-        return sorted(found)
+        return sorted(set(self.staged_by_table(store)) | self.tables_in(store, self.commits()))
+
+    def staged_by_table(self, store: ObjectStore) -> dict[str, list[StoredObject]]:
+        """Everything staged now, per table, from one listing."""
+        area = self.staged()
+        out: dict[str, list[StoredObject]] = {}
+        for o in store.list_objects(area):
+            out.setdefault(o.name[len(area) :].split("/")[0], []).append(o)
+        return out
+
+    def tables_in(self, store: ObjectStore, area: str) -> set[str]:
+        """The tables with anything under ``area`` (staged, commits ...)."""
+        return {o.name[len(area) :].split("/")[0] for o in store.list_objects(area)}
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ def crc32c_of(path: Path) -> str:
 
 
 def _stored(blob) -> StoredObject:
-    created = blob.time_created.timestamp() if blob.time_created else 0.0
+    when = blob.time_created  # parsed on each access: once per object in a listing of thousands
+    created = when.timestamp() if when else 0.0
     return StoredObject(
         blob.name,
         int(blob.size or 0),
