@@ -11,17 +11,17 @@ On the local stack (started and stopped here), in one run:
             a buffer of 3M events, then `ship_once(deadline=8)` as on SIGTERM
 and the checks:
   load jobs per table per commit == ceil(objects / 10,000) (one host's cost)
-  committer CPU time (its own work: listing, grouping, records, moves) <= 10 s
+  committer wall time without BigQuery's own job time  <= 10 s
+  committer CPU time (listing, grouping, records, moves) <= 10 s
   committer peak RSS                                  <= 300 MB
   ship throughput per host / drain's local stage      >= 0.8x
 
-It also prints the committer's wall time without BigQuery's job time, next
-to the floor the local GCS server sets: the committer's requests divided by
-the rate at which fake-gcs-server serves them, measured in the same run.
-Each of that server's object writes costs tens of milliseconds and its
-listings walk the whole bucket, so a 10-s wall time over 10,000 objects
-(20,000 copies and deletes to archive them) is out of its reach; against
-GCS, which serves the moves in parallel, it is the CPU time that bounds it.
+Next to the committer's wall time it prints the floor the local stack sets:
+the same number of moves and nothing else, sent as the committer sends them
+(batch requests of 100 copies, then of 100 deletes, from 8 threads),
+measured in the same run. Next to the ship ratio it prints where one ship's
+time went (stage, upload, hand-over, housekeeping) and the ratio it would
+reach with a free upload.
 
     python scripts/bench_fleet.py [--hosts 1000] [--objects-per-host 10]
 
@@ -36,6 +36,7 @@ import math
 import multiprocessing as mp
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -103,13 +104,22 @@ def _commit(args: tuple) -> dict:
         return call
 
     wh.start_load, wh.wait = timed(wh.start_load), timed(wh.wait)
-    # Requests the committer makes of the object store (a move is a copy and a delete).
-    requests = {"n": 0}
+    # Requests the committer makes of the object store (a move is a copy and a delete;
+    # many moves are one batch request of copies and one of deletes per 100), and objects moved.
+    requests = {"n": 0, "moved": 0}
     store = committer.objects
-    for name, cost in (("list_objects", 1), ("read_object", 1), ("write_object", 1), ("move_object", 2)):
+    costs = {
+        "list_objects": lambda *a: 1,
+        "read_object": lambda *a: 1,
+        "write_object": lambda *a: 1,
+        "move_object": lambda *a: 2,
+        "move_objects": lambda moves, *a: 2 * math.ceil(len(moves) / 100),
+    }
+    for name, cost in costs.items():
 
-        def counted(*a, _fn=getattr(store, name), _cost=cost, **kw):
-            requests["n"] += _cost
+        def counted(*a, _fn=getattr(store, name), _cost=cost, _name=name, **kw):
+            requests["n"] += _cost(*a)
+            requests["moved"] += len(a[0]) if _name == "move_objects" else 0
             return _fn(*a, **kw)
 
         setattr(store, name, counted)
@@ -119,12 +129,14 @@ def _commit(args: tuple) -> dict:
         **report.as_dict(),
         "job_seconds": in_jobs[0],
         "store_requests": requests["n"],
+        "objects_moved": requests["moved"],
         "cpu_seconds": time.process_time() - cpu,
     }
 
 
-def _server_rate(env: dict, n: int = 200) -> float:
-    """Copy-and-delete pairs per second fake-gcs-server serves from 16 threads: the local bound."""
+def _server_rate(env: dict, n: int = 1600) -> float:
+    """Objects per second moved by nothing but moves, sent as the committer sends them
+    (batches of 100 from 8 threads): the local server's bound on archiving."""
     os.environ.update(env)
     from concurrent.futures import ThreadPoolExecutor
 
@@ -132,11 +144,12 @@ def _server_rate(env: dict, n: int = 200) -> float:
     from bqspool.loader.config import load_config
 
     store = make_object_store(load_config(env=env))
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda i: store.write_object(f"rate/a/{i}", b"x" * 4096, 0), range(n)))
+    moves = [(f"rate/a/{i}", f"rate/b/{i}") for i in range(n)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda m: store.write_object(m[0], b"x" * 4096, 0), moves))
         t = time.perf_counter()
-        list(pool.map(lambda i: store.move_object(f"rate/a/{i}", f"rate/b/{i}"), range(n)))
-        return 2 * n / (time.perf_counter() - t)
+        list(pool.map(store.move_objects, [moves[k : k + 100] for k in range(0, n, 100)]))
+        return n / (time.perf_counter() - t)
 
 
 def stage_rate(path: Path, tmp: Path) -> float:
@@ -213,12 +226,17 @@ def main() -> int:
             rate = _server_rate(env)
             loaded = sum(1 for _ in wh.client.query(f"SELECT 1 FROM `{wh.project}.{dataset}.{STREAM}`").result())
 
-            # One host's throughput: ship against the local stage, the same events.
-            stage = max(stage_rate(one, d) for _ in range(2))
-            copy = d / "one-ship.db"
-            fill(copy, args.host_events, 500)
-            drainer = make_drainer(config(env, copy, "bench_host"), commit=False, progress=False)
-            report = drainer.ship_once()
+            # One host's throughput: ship against the local stage, the same events,
+            # three of each in turn (a fresh buffer for each ship), the median of each.
+            stages, ships = [], []
+            for k in range(3):
+                stages.append(stage_rate(one, d))
+                copy = d / f"one-ship-{k}.db"
+                fill(copy, args.host_events, 500)
+                drainer = make_drainer(config(env, copy, "bench_host"), commit=False, progress=False)
+                ships.append(drainer.ship_once())
+            stage = statistics.median(stages)
+            report = sorted(ships, key=lambda r: r.events_shipped / r.seconds)[1]
             ship_rate = report.events_shipped / report.seconds
 
             # The 10-s hand-over: as much as an instance ships in its SIGTERM deadline.
@@ -233,7 +251,7 @@ def main() -> int:
 
     jobs_target = math.ceil(objects / 10_000)
     committer_s = commit["seconds"] - commit["job_seconds"]
-    floor_s = commit["store_requests"] / rate  # the local GCS server's own time for the committer's requests
+    floor_s = commit["objects_moved"] / rate  # the local stack's own time for the committer's moves
     results = {
         "hosts": args.hosts,
         "objects_shipped": objects,
@@ -246,26 +264,37 @@ def main() -> int:
         "commit_job_s": round(commit["job_seconds"], 2),
         "committer_peak_rss_mb": commit["peak_rss_mb"],
         "committer_store_requests": commit["store_requests"],
-        "local_gcs_requests_per_s": round(rate),
+        "committer_objects_moved": commit["objects_moved"],
+        "local_gcs_moves_per_s": round(rate),
         "local_gcs_floor_s": round(floor_s, 1),
         "committer_cpu_s": round(commit["cpu_seconds"], 1),
         "host_ship_rows_s": round(ship_rate),
         "host_stage_rows_s": round(stage),
+        "host_ship_steps_s": report.step_seconds,
         "handover_events_in_8s": handover.events_shipped,
         "handover_s": round(handover_s, 1),
     }
     print(json.dumps(results, indent=2))
     checks = [
         ("load jobs per table per commit", commit["jobs_submitted"], jobs_target, "<="),
+        ("committer wall time without BigQuery's job time (s)", committer_s, 10, "<="),
         ("committer CPU time (s)", commit["cpu_seconds"], 10, "<="),
         ("committer peak RSS (MB)", commit["peak_rss_mb"], 300, "<="),
         ("host ship / drain's local stage", ship_rate / stage, 0.8, ">="),
     ]
     print(
-        f"committer wall time, jobs excluded: {committer_s:.1f}s; the local GCS server alone needs "
-        f"{floor_s:.1f}s for its {commit['store_requests']} requests at {rate:.0f}/s "
-        f"(wall / that floor: {committer_s / floor_s:.2f}x). Target 10 s: "
-        f"{'met' if committer_s <= 10 else 'out of reach on the local stack; the CPU time above is the committer'}"
+        f"committer wall time, jobs excluded: {committer_s:.1f}s; moving its {commit['objects_moved']} objects "
+        f"alone takes {floor_s:.1f}s on the local stack ({rate:.0f} moves/s in batches; "
+        f"wall / that floor: {committer_s / floor_s:.2f}x)"
+    )
+    took = report.step_seconds
+    print(
+        f"one host's ship of {report.events_shipped} events took {report.seconds:.2f}s: "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in took.items())
+        + f". Its own Parquet stage runs at {report.events_shipped / took['stage'] / stage:.2f}x the drain's "
+        f"local stage; the upload, the hand-over and the space handed back cost "
+        f"{(report.seconds - took['stage']) / report.seconds:.0%} of the ship, so even with a free upload "
+        f"it would reach {report.events_shipped / (report.seconds - took['upload']) / stage:.2f}x."
     )
     complete = loaded == events == commit["events_loaded"]
     if not complete:
