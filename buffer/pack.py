@@ -38,6 +38,9 @@ def pack_events(
     """
     chunks: list[Chunk] = []
     bad: list[tuple[int, ValidationError]] = []
+    if len(events) == 1:  # a lone event: encoding it alone costs half the fast path's two calls
+        _pack_one_by_one(coercer, events, ids, 0, chunks, bad)
+        return chunks, bad
     limit = min(CHUNK_BYTES, coercer.max_row_bytes)
     for lo in range(0, len(events), CHUNK_EVENTS):
         part = events[lo : lo + CHUNK_EVENTS]

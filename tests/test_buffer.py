@@ -41,13 +41,32 @@ def pending_in_file(path):
 
 
 def test_uuid7_ordered_unique_and_versioned():
-    ids = [uuid7() for _ in range(20_000)] + uuid7_many(20_000) + [uuid7() for _ in range(10)]
+    ids = [uuid7() for _ in range(20_000)] + uuid7_many(20_000)
+    few = [i for k in range(1, 10) for i in uuid7_many(k)]  # below 8 ids, one at a time
+    ids += few + [uuid7() for _ in range(10)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    for i in ids[:3] + ids[20_000:40_000:97] + ids[-3:]:  # the bulk ones span several milliseconds
+    for i in ids[:3] + ids[20_000:40_000:97] + few + ids[-3:]:  # the bulk ones span several milliseconds
         parsed = uuid.UUID(i)
         assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and str(parsed) == i
     assert len({uuid7_millis(i) for i in ids[20_000:40_000]}) >= 5  # at most 4,096 a millisecond
     assert abs(uuid7_millis(ids[-1]) / 1000 - time.time()) < 5
+
+
+def test_a_lone_event_packs_as_it_would_among_others():
+    from bqspool.buffer.pack import pack_events
+    from bqspool.schemas import load_schema_set
+    from bqspool.schemas.coerce import Coercer
+    from bqspool.schemas.errors import ValidationError
+
+    coercer = Coercer(load_schema_set("eixa")[S])
+    good, other = interaction(interaction_id="a"), interaction(interaction_id="b")
+    (alone,), bad = pack_events(coercer, [good], ["ID1"])
+    (pair,), _ = pack_events(coercer, [good, other], ["ID1", "ID2"])
+    assert bad == [] and (alone.n, list(alone.members)) == (1, [0])
+    assert alone.payload == pair.payload.split("\n")[0] and alone.nbytes == len(alone.payload.encode())
+    for broken in ({**good, "timestamp": "not a time"}, {**good, "user_id": None}, "not an object"):
+        chunks, bad = pack_events(coercer, [broken], ["ID3"])
+        assert chunks == [] and [pos for pos, _ in bad] == [0] and isinstance(bad[0][1], ValidationError)
 
 
 def test_append_stores_once_and_stats(buf, buffer_path):
