@@ -134,9 +134,16 @@ def _commit(args: tuple) -> dict:
     }
 
 
-def _server_rate(env: dict, n: int = 1600) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU time so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_rate(env: dict, gcs_pid: int, n: int = 1600) -> tuple[float, float, float]:
     """Objects per second moved by nothing but moves, sent as the committer sends them
-    (batches of 100 from 8 threads): the local server's bound on archiving."""
+    (batches of 100 from 8 threads): the local stack's bound on archiving; and the CPU
+    seconds per move of this client and of fake-gcs-server."""
     os.environ.update(env)
     from concurrent.futures import ThreadPoolExecutor
 
@@ -147,9 +154,13 @@ def _server_rate(env: dict, n: int = 1600) -> float:
     moves = [(f"rate/a/{i}", f"rate/b/{i}") for i in range(n)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda m: store.write_object(m[0], b"x" * 4096, 0), moves))
-        t = time.perf_counter()
+        t, client, server = time.perf_counter(), time.process_time(), _cpu_seconds(gcs_pid)
         list(pool.map(store.move_objects, [moves[k : k + 100] for k in range(0, n, 100)]))
-        return n / (time.perf_counter() - t)
+        return (
+            n / (time.perf_counter() - t),
+            (time.process_time() - client) / n,
+            (_cpu_seconds(gcs_pid) - server) / n,
+        )
 
 
 def stage_rate(path: Path, tmp: Path) -> float:
@@ -223,7 +234,7 @@ def main() -> int:
 
             with mp.get_context("spawn").Pool(1) as pool:
                 commit = pool.apply(_commit, ((env, dataset),))
-            rate = _server_rate(env)
+            rate, client_cpu, server_cpu = _server_rate(env, state.gcs_pid)
             loaded = sum(1 for _ in wh.client.query(f"SELECT 1 FROM `{wh.project}.{dataset}.{STREAM}`").result())
 
             # One host's throughput: ship against the local stage, the same events,
@@ -267,6 +278,8 @@ def main() -> int:
         "committer_objects_moved": commit["objects_moved"],
         "local_gcs_moves_per_s": round(rate),
         "local_gcs_floor_s": round(floor_s, 1),
+        "move_cpu_ms_client": round(client_cpu * 1000, 2),
+        "move_cpu_ms_server": round(server_cpu * 1000, 2),
         "committer_cpu_s": round(commit["cpu_seconds"], 1),
         "host_ship_rows_s": round(ship_rate),
         "host_stage_rows_s": round(stage),
@@ -285,7 +298,9 @@ def main() -> int:
     print(
         f"committer wall time, jobs excluded: {committer_s:.1f}s; moving its {commit['objects_moved']} objects "
         f"alone takes {floor_s:.1f}s on the local stack ({rate:.0f} moves/s in batches; "
-        f"wall / that floor: {committer_s / floor_s:.2f}x)"
+        f"wall / that floor: {committer_s / floor_s:.2f}x). A move costs {client_cpu * 1000:.2f} ms of the "
+        f"storage client's CPU and {server_cpu * 1000:.2f} ms of fake-gcs-server's: on {os.cpu_count()} cores "
+        f"the moves alone need at least {(client_cpu + server_cpu) * commit['objects_moved'] / (os.cpu_count() or 1):.1f}s"
     )
     took = report.step_seconds
     print(
