@@ -259,10 +259,9 @@ def main() -> int:
             print(f"  {s:30s} {counts[s]:9d} {row['n']:12d} {row['d']:13d}  {'ok' if good else 'MISMATCH'}")
         from bqspool.loader.commitlog import Layout, status
 
-        jobs = {
-            t: v["jobs_24h"]
-            for t, v in status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day)["tables"].items()
-        }
+        tables = status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day, tables=list(STREAMS))["tables"]
+        jobs = {t: tables[t]["jobs_24h"] for t in STREAMS}
+        ok &= all(jobs[t] for t in STREAMS if counts[t])  # what loaded went through recorded jobs
         print(f"  load jobs per table, from the commit log: {jobs}")
         subprocess.run([bqspool, "status", "--buffer", str(buffers[0])], env=env)
         say("bqspool verify: the dataset against the schema set, and the exactly-once audit")
