@@ -16,7 +16,7 @@ from .interfaces import LifecycleRule, ObjectStore
 
 def lifecycle_rules(config: Config, layout: Layout) -> list[LifecycleRule]:
     """The bucket lifecycle the configuration asks for."""
-    prefix = layout._p("archive", "")
+    prefix = layout.area("archive")
     rules = [LifecycleRule("set-storage-class", config.archive_coldline_days, prefix, "COLDLINE")]
     if config.archive_delete_days:
         rules.append(LifecycleRule("delete", config.archive_delete_days, prefix))
@@ -33,13 +33,12 @@ def apply_lifecycle(store: ObjectStore, config: Config, layout: Layout) -> tuple
 
 def archive_size(store: ObjectStore, layout: Layout) -> dict[str, dict[str, dict[str, int]]]:
     """``{table: {storage_class: {"objects", "bytes"}}}`` of the archive."""
-    root = layout._p("archive", "")
     out: dict[str, dict[str, dict[str, int]]] = {}
-    for o in store.list_objects(root):
-        table = o.name[len(root) :].split("/")[0]
-        slot = out.setdefault(table, {}).setdefault(o.storage_class, {"objects": 0, "bytes": 0})
-        slot["objects"] += 1
-        slot["bytes"] += o.size
+    for table, objs in layout.by_table(store, layout.area("archive")).items():
+        for o in objs:
+            slot = out.setdefault(table, {}).setdefault(o.storage_class, {"objects": 0, "bytes": 0})
+            slot["objects"] += 1
+            slot["bytes"] += o.size
     return out
 
 

@@ -139,8 +139,8 @@ class Committer:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="bqspool-move") as self._pool:
                 # One listing of everything staged names the tables, fixes what this
                 # commit takes on, and serves the first round: each is a walk of the bucket.
-                staged = self.layout.staged_by_table(self.objects)
-                tables = sorted(set(staged) | self.layout.tables_in(self.objects, self.layout.commits()))
+                staged = self.layout.by_table(self.objects, self.layout.staged())
+                tables = sorted(set(staged) | set(self.layout.by_table(self.objects, self.layout.commits())))
                 self._commit_tables(tables, staged, report)
         finally:
             bucket_lease.release(self.objects, self.lease)

@@ -65,20 +65,24 @@ class Layout:
     def lease(self) -> str:
         return self._p("committer.lease")
 
+    def area(self, name: str, table: str | None = None) -> str:
+        """The prefix of an area of the bucket (``staged``, ``archive``, ``dead`` ...), or of a table's part of it."""
+        return self._p(name, f"{table}/" if table else "")
+
     def staged(self, table: str | None = None) -> str:
-        return self._p("staged", f"{table}/" if table else "")
+        return self.area("staged", table)
 
     def staged_name(self, table: str, day: str, file: str) -> str:
         return self._p("staged", table, day, file)
 
     def commits(self, table: str | None = None) -> str:
-        return self._p("commits", f"{table}/" if table else "")
+        return self.area("commits", table)
 
     def commit_archive(self, table: str, day: str = "") -> str:
         return self._p("commit-archive", table, f"{day}/" if day else "")
 
     def quarantine(self, table: str | None = None) -> str:
-        return self._p("quarantine", f"{table}/" if table else "")
+        return self.area("quarantine", table)
 
     def split(self, name: str) -> tuple[str, str, str]:
         """``(table, day, file)`` of a staged, quarantined or archived object's name."""
@@ -94,21 +98,12 @@ class Layout:
             return self._p("archive", table, *day.split("-"), file)
         return self._p(area, table, day, file)
 
-    def tables(self, store: ObjectStore) -> list[str]:
-        """The tables with anything staged or an unfinished commit."""
-        return sorted(set(self.staged_by_table(store)) | self.tables_in(store, self.commits()))
-
-    def staged_by_table(self, store: ObjectStore) -> dict[str, list[StoredObject]]:
-        """Everything staged now, per table, from one listing."""
-        area = self.staged()
+    def by_table(self, store: ObjectStore, area: str) -> dict[str, list[StoredObject]]:
+        """Everything under ``area`` (a prefix from :meth:`area`), per table, from one listing."""
         out: dict[str, list[StoredObject]] = {}
         for o in store.list_objects(area):
             out.setdefault(o.name[len(area) :].split("/")[0], []).append(o)
         return out
-
-    def tables_in(self, store: ObjectStore, area: str) -> set[str]:
-        """The tables with anything under ``area`` (staged, commits ...)."""
-        return {o.name[len(area) :].split("/")[0] for o in store.list_objects(area)}
 
 
 @dataclass(frozen=True)
@@ -297,34 +292,48 @@ def already_handed_over(store: ObjectStore, layout: Layout, name: str) -> bool:
     return False
 
 
+HELD_AREAS = ("quarantine", "dead")
+
+
+def held(store: ObjectStore, layout: Layout) -> dict[str, dict[str, list[StoredObject]]]:
+    """What the bucket holds back, per area (quarantine, dead) and table: objects and their ``.reason`` files."""
+    return {area: layout.by_table(store, layout.area(area)) for area in HELD_AREAS}
+
+
 def status(
-    store: ObjectStore, layout: Layout, budget: int, tables: list[str] | None = None, now: float | None = None
+    store: ObjectStore,
+    layout: Layout,
+    budget: int,
+    tables: list[str] | None = None,
+    now: float | None = None,
+    held_back: dict[str, dict[str, list[StoredObject]]] | None = None,
 ) -> dict:
     """What ``bqspool status`` shows of the commit stage, per table: objects
     waiting and the oldest one's age, load jobs in the last 24 h against the
     budget, and objects held back (quarantined, dead letters). ``tables``
-    (the schema set's) are shown even when nothing of theirs waits."""
+    (the schema set's) are shown even when nothing of theirs waits;
+    ``held_back`` is :func:`held`'s answer where the caller has it already."""
     from . import bucket_lease
 
     now = time.time() if now is None else now
     reader = LogReader(store, layout)
-    held: dict[str, dict[str, int]] = {}
-    for area in ("quarantine", "dead"):
-        for o in store.list_objects(layout._p(area, "")):
-            if not o.name.endswith(".reason"):
-                table = o.name[len(layout._p(area, "")) :].split("/")[0]
-                held.setdefault(table, {}).setdefault(area, 0)
-                held[table][area] += 1
+    held_back = held(store, layout) if held_back is None else held_back
+    counts = {
+        area: {t: n for t, objs in per_table.items() if (n := sum(not o.name.endswith(".reason") for o in objs))}
+        for area, per_table in held_back.items()
+    }
+    staged = layout.by_table(store, layout.staged())
+    names = set(staged) | set(layout.by_table(store, layout.commits())) | set(tables or ())
     out = {}
-    for table in sorted(set(layout.tables(store)) | set(held) | set(tables or ())):
-        staged = store.list_objects(layout.staged(table))
+    for table in sorted(names.union(*counts.values())):
+        waiting = staged.get(table, [])
         jobs = reader.jobs_since(table, now - DAY_S, reader.table(table), now)
         out[table] = {
-            "waiting": len(staged),
-            "oldest_age_s": round(now - min(o.created for o in staged), 1) if staged else None,
+            "waiting": len(waiting),
+            "oldest_age_s": round(now - min(o.created for o in waiting), 1) if waiting else None,
             "jobs_24h": len(jobs),
             "budget": budget,
-            "quarantined": held.get(table, {}).get("quarantine", 0),
-            "dead_letters": held.get(table, {}).get("dead", 0),
+            "quarantined": counts["quarantine"].get(table, 0),
+            "dead_letters": counts["dead"].get(table, 0),
         }
     return {"tables": out, "committing": bucket_lease.holder_of(store, layout.lease)}

@@ -48,9 +48,10 @@ from . import history
 from .archive import archive_size, by_class
 from .audit import since_filter
 from .commitlog import DAY_S, Layout, LogReader, appended_at, events_in, status
+from .commitlog import held as held_objects
 from .config import Config
 from .cost import TIB, archive_usd_month, storage_usd_month
-from .interfaces import ObjectStore, QueryParam, QueryStat, TableStorage, Warehouse
+from .interfaces import ObjectStore, QueryParam, QueryStat, StoredObject, TableStorage, Warehouse
 
 log = logging.getLogger("bqspool.loader")
 
@@ -193,12 +194,11 @@ class Monitor:
         unavailable: dict[str, str] = {}
         samples: dict[str, dict[str, float]] = {}
         buf = self._buffer_stats()
-        bucket = (
-            status(self.store, self.layout, cfg.quota_jobs_per_table_day, list(self.schemas), now)
-            if self.store
-            else None
-        )
-        held = self._held_in_bucket(now - window_s) if self.store else {}
+        bucket, held = None, {}
+        if self.store is not None:
+            held_back = held_objects(self.store, self.layout)  # one listing of each area, for both
+            bucket = status(self.store, self.layout, cfg.quota_jobs_per_table_day, list(self.schemas), now, held_back)
+            held = _held_since(held_back, now - window_s)
         for table in self.schemas:
             t_bucket = (bucket or {}).get("tables", {}).get(table, {})
             t_buf = (buf or {}).get("streams", {}).get(table, {})
@@ -309,18 +309,6 @@ class Monitor:
             alerts += self._null_rates(now, unavailable)
             alerts += self._daily_cost(now, stored, archived, queries, unavailable)
         return Findings(alerts, unavailable, samples)
-
-    def _held_in_bucket(self, since: float) -> dict[str, int]:
-        """Events dead-lettered or quarantined in the bucket since ``since``, per table."""
-        assert self.store is not None
-        out: dict[str, int] = {}
-        for area in ("dead", "quarantine"):
-            root = self.layout._p(area, "")
-            for o in self.store.list_objects(root):
-                if o.name.endswith(".parquet") and o.created >= since:
-                    table = o.name[len(root) :].split("/")[0]
-                    out[table] = out.get(table, 0) + (events_in(o.name) or 1)
-        return out
 
     def _buffer_rule(self, buf: dict | None, unavailable: dict[str, str]) -> list[Alert]:
         if buf is None:
@@ -463,6 +451,17 @@ class Monitor:
 
     def previous_state(self) -> dict:
         return load_state(Path(self.config.monitor_state))
+
+
+def _held_since(held_back: dict[str, dict[str, list[StoredObject]]], since: float) -> dict[str, int]:
+    """Events dead-lettered or quarantined in the bucket since ``since``, per table (see ``commitlog.held``)."""
+    out: dict[str, int] = {}
+    for per_table in held_back.values():
+        for table, objs in per_table.items():
+            n = sum(events_in(o.name) or 1 for o in objs if o.name.endswith(".parquet") and o.created >= since)
+            if n:
+                out[table] = out.get(table, 0) + n
+    return out
 
 
 def load_state(path: Path) -> dict:

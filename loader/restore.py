@@ -130,6 +130,7 @@ class Restore:
         self.store, self.warehouse, self.schemas, self.layout = store, warehouse, schemas, layout
         self.table, self.target, self.since, self.until = table, target, since, until
         self.rid = restore_id(table, target, since, until)
+        self.marker = f"-r{self.rid}-"  # in the name of each of this restore's copies
         self.commit = commit
         self.progress = progress
         self.poll_s = poll_s
@@ -179,23 +180,24 @@ class Restore:
     def _selected(self) -> list[str]:
         out = []
         for day in days_between(self.since, self.until):
-            prefix = self.layout._p("archive", self.table, *day.split("-"), "")
+            prefix = f"{self.layout.area('archive', self.table)}{day.replace('-', '/')}/"
             out += [o.name for o in self.store.list_objects(prefix) if not _RESTORED_RE.search(o.name)]
         return sorted(out)
 
     def _copies(self) -> set[str]:
         """The staged names of this restore's copies found anywhere under the target."""
         found = set()
-        marker = f"-r{self.rid}-"
         for area in ("staged", *AREAS_AFTER_STAGED):
-            for name in self._in_area(area, marker):
+            for name in self._in_area(area):
                 found.add(self.layout.staged_name(*self.layout.split(name)))
         return found
 
-    def _in_area(self, area: str, marker: str | None = None) -> set[str]:
-        marker = marker or f"-r{self.rid}-"
-        prefix = self.layout._p(area, self.target, "")
-        return {o.name for o in self.store.list_objects(prefix) if marker in o.name and o.name.endswith(".parquet")}
+    def _in_area(self, area: str) -> set[str]:
+        """This restore's copies under ``area`` of the target."""
+        prefix = self.layout.area(area, self.target)
+        return {
+            o.name for o in self.store.list_objects(prefix) if self.marker in o.name and o.name.endswith(".parquet")
+        }
 
     def _refuse_if_present(self, sources: list[str]) -> None:
         """RestoreRefusedError if the target holds rows of any of ``sources``."""
@@ -245,7 +247,6 @@ class Restore:
 
     def _load(self, sources: list[str]) -> str:
         """Commit; if another committer holds the lease, wait for it to load our copies."""
-        marker = f"-r{self.rid}-"
         bar = self._new_bar(len(sources), "loading")
         loaded = len(self._in_area("archive"))
         if bar is not None:
@@ -253,7 +254,7 @@ class Restore:
 
         def on_loaded(names: list[str]) -> None:
             if bar is not None:
-                bar.update(sum(1 for n in names if marker in n))
+                bar.update(sum(1 for n in names if self.marker in n))
 
         try:
             self.commit(on_loaded)
