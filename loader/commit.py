@@ -39,7 +39,7 @@ from bqspool.schemas.display import safe_text
 from bqspool.schemas.errors import BackendUnavailableError, ObjectConflictError, PreconditionFailedError
 
 from . import bucket_lease, faults
-from .commitlog import DAY_S, Layout, LogReader, Record, TableLog, appended_at, events_in
+from .commitlog import DAY_S, Layout, LogReader, Record, TableLog, delays
 from .ledger import new_holder
 from .logs import fields
 from .progress import peak_rss_mb
@@ -387,13 +387,12 @@ class Committer:
                 rec.job_id,
                 events,
                 len(rec.sources),
-                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+                extra=_about(rec),
             )
             mine = report.table(rec.table)
             mine["events"] += events
             mine["objects"] += len(rec.sources)
-            now = self.clock()
-            mine["delays"] += [(now - at, events_in(s) or 1) for s in rec.sources if (at := appended_at(s)) is not None]
+            mine["delays"] += delays(rec.sources, self.clock())
             if self.on_loaded is not None:
                 self.on_loaded(list(rec.sources))
             return "done"
@@ -404,7 +403,7 @@ class Committer:
                 rec.job_id,
                 outcome.error.reason,
                 rec.attempt + 1,
-                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+                extra=_about(rec),
             )
             self._mark(rec, "failed-backend", {"error": error})
             report.job(rec.table, "failed-backend")
@@ -418,7 +417,7 @@ class Committer:
             len(rec.sources),
             outcome.error.reason,
             "; loading them one by one to find the bad one" if len(rec.sources) > 1 else "",
-            extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+            extra=_about(rec),
         )
         self._mark(rec, "failed-data", {"error": error})
         report.job(rec.table, "failed-data")
@@ -495,7 +494,7 @@ class Committer:
             log.error(
                 "object %s quarantined: it is not a readable Parquet file; see `bqspool quarantine list`",
                 src,
-                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+                extra=_about(rec),
             )
         elif done == "dead":
             report.dead_lettered += 1
@@ -503,7 +502,7 @@ class Committer:
                 "load job %s rejected the one event of %s; it is a dead letter with the reason",
                 rec.job_id,
                 src,
-                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+                extra=_about(rec),
             )
         else:
             faults.hit("after_split")
@@ -511,7 +510,7 @@ class Committer:
                 "load job %s rejected %s alone; loading it in halves to find the bad rows",
                 rec.job_id,
                 src,
-                extra=fields(rec.table, job_id=rec.job_id, attempt=rec.attempt),
+                extra=_about(rec),
             )
         return done == "split"
 
@@ -539,6 +538,11 @@ class Committer:
     def _archived(self, table: str, name: str, created: float) -> str:
         day = time.strftime("%Y-%m-%d", time.gmtime(created))
         return self.layout.commit_archive(table, day) + name.rpartition("/")[2]
+
+
+def _about(rec: Record) -> dict:
+    """A log line's fields for a line about ``rec``'s job."""
+    return fields(rec.table, job_id=rec.job_id, attempt=rec.attempt)
 
 
 def _since_boot() -> float:

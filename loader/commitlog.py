@@ -279,6 +279,12 @@ def appended_at(name: str) -> float | None:
     return int(m.group(1)) / 1000 if m else None
 
 
+def delays(sources: tuple[str, ...] | list[str], loaded_at: float) -> list[tuple[float, int]]:
+    """``(seconds from append to load, events)`` for each object whose name says when
+    its oldest event was appended (see :func:`appended_at`)."""
+    return [(loaded_at - at, events_in(s) or 1) for s in sources if (at := appended_at(s)) is not None]
+
+
 def already_handed_over(store: ObjectStore, layout: Layout, name: str) -> bool:
     """Whether a shipped object ``name`` is anywhere in the bucket's areas.
 

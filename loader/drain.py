@@ -75,6 +75,10 @@ class ShipReport:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def stream(self, stream: str) -> dict[str, int]:
+        """``per_stream``'s figures of ``stream``."""
+        return self.per_stream.setdefault(stream, {"events": 0, "batches": 0, "quarantined": 0})
+
     @contextlib.contextmanager
     def timing(self, step: str) -> Iterator[None]:
         """Add the time the block takes to ``step_seconds[step]``."""
@@ -436,15 +440,14 @@ class Drainer:
         report.events_shipped += events
         report.batches_shipped += 1
         report.bytes_shipped += b.object_size or 0
-        mine = report.per_stream.setdefault(b.stream, {"events": 0, "batches": 0, "quarantined": 0})
+        mine = report.stream(b.stream)
         mine["events"] += events
         mine["batches"] += 1
 
     def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: ShipReport) -> None:
         if ledger.quarantine(conn, b.batch_id, error, self.fence):
             report.quarantined.append(b.batch_id)
-            mine = report.per_stream.setdefault(b.stream, {"events": 0, "batches": 0, "quarantined": 0})
-            mine["quarantined"] += b.rows
+            report.stream(b.stream)["quarantined"] += b.rows
             log.error("batch %s quarantined: %s", b.batch_id, error, extra=fields(b.stream, batch=b.batch_id))
 
     def _housekeeping(self, conn: sqlite3.Connection, compact: bool = True) -> None:

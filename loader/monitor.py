@@ -47,7 +47,7 @@ from bqspool.schemas.registry import SchemaSet
 from . import history
 from .archive import archive_size, by_class
 from .audit import since_filter
-from .commitlog import DAY_S, Layout, LogReader, appended_at, events_in, status
+from .commitlog import DAY_S, Layout, LogReader, delays, events_in, status
 from .commitlog import held as held_objects
 from .config import Config
 from .cost import TIB, archive_usd_month, storage_usd_month
@@ -259,13 +259,7 @@ class Monitor:
                     )
                 )
             # delay-p95
-            delays = [
-                (ld.at - at, events_in(src) or 1)
-                for ld in in_window
-                for src in ld.sources
-                if (at := appended_at(src)) is not None
-            ]
-            p95 = _p95([(max(0.0, d), w) for d, w in delays])
+            p95 = _p95([(max(0.0, d), w) for ld in in_window for d, w in delays(ld.sources, ld.at)])
             if p95 is not None:
                 samples[table]["delay_p95_s"] = round(p95, 1)
                 if p95 > cfg.monitor_delay_p95_minutes * 60:
