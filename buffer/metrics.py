@@ -69,7 +69,7 @@ class WriterMetrics:
             buckets=(1, 2, 4, 8, 16, 64, 256, 1024, 4096, 16384),
             registry=registry,
         )
-        registry.register(_FileCollector(buffer, prom))
+        registry.register(_FileCollector(buffer))
         buffer.observe(self._committed)
 
     def _committed(self, group) -> None:
@@ -88,7 +88,7 @@ class WriterMetrics:
 class _FileCollector:
     """Read at each scrape: what the buffer file holds now."""
 
-    def __init__(self, buffer: Buffer, prom):
+    def __init__(self, buffer: Buffer):
         from prometheus_client import core
 
         self.buffer = buffer

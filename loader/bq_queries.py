@@ -39,9 +39,7 @@ class QueriesMixin:
     dataset: str
     location: str
     retry: Any
-
-    def _ref(self, table: str) -> str:
-        return f"{self.project}.{self.dataset}.{table}"
+    table_ref: Any  # from TablesMixin
 
     def _job_config(self, params: Sequence[QueryParam], **kw):
         from google.cloud import bigquery
@@ -70,7 +68,7 @@ class QueriesMixin:
         return job.total_bytes_processed
 
     def table_storage(self, table: str) -> TableStorage | None:
-        t = fetch_table(self.client, self.retry, self._ref(table))
+        t = fetch_table(self.client, self.retry, self.table_ref(table))
         if t is None:
             return None
         props = t._properties  # the logical byte counts have no accessor in every client version
@@ -107,7 +105,7 @@ class QueriesMixin:
     def create_view(self, name: str, sql: str) -> bool:
         from google.cloud import bigquery
 
-        ref = self._ref(name)
+        ref = self.table_ref(name)
 
         def attempt() -> bool:
             try:

@@ -106,11 +106,14 @@ class TablesMixin:
         """Add a NULLABLE (or REPEATED) top-level column."""
         # DDL rather than tables.patch: it reaches the storage of the
         # emulator too, and is equally right on BigQuery.
-        sql = f"ALTER TABLE `{self.table_ref(table)}` ADD COLUMN `{column.name}` {_ddl_type(column)}"
-        self.retry.call(
+        self._ddl(
             f"add column {table}.{column.name}",
-            lambda: self.client.query(sql, location=self.location, retry=None, timeout=60).result(),
+            f"ALTER TABLE `{self.table_ref(table)}` ADD COLUMN `{column.name}` {_ddl_type(column)}",
         )
+
+    def _ddl(self, what: str, sql: str) -> None:
+        """Run one DDL statement to completion, under the retry policy."""
+        self.retry.call(what, lambda: self.client.query(sql, location=self.location, retry=None, timeout=60).result())
 
     def _stored_columns(self, ref: str) -> list:
         """The columns a query of the table sees, from a free dry run.
@@ -185,10 +188,8 @@ class TablesMixin:
         self.retry.call(f"update options of {ref}", attempt)
 
     def relax_column(self, table: str, column: str) -> None:
-        sql = f"ALTER TABLE `{self.table_ref(table)}` ALTER COLUMN `{column}` DROP NOT NULL"
-        self.retry.call(
-            f"relax {table}.{column}",
-            lambda: self.client.query(sql, location=self.location, retry=None, timeout=60).result(),
+        self._ddl(
+            f"relax {table}.{column}", f"ALTER TABLE `{self.table_ref(table)}` ALTER COLUMN `{column}` DROP NOT NULL"
         )
 
     def fetch_rows(self, table: str) -> list[dict]:

@@ -169,11 +169,15 @@ class GcsStore:
 
         return self.retry.call(f"write {self.uri(name)}", attempt)
 
+    def _copy(self, name: str, to: str) -> None:
+        """Copy ``name`` to ``to`` unless ``to`` exists (one request, or one call of a batch).
+        The precondition is what makes a repeat harmless: the bytes under a name never change."""
+        self.bucket.copy_blob(self.bucket.blob(name), self.bucket, to, if_generation_match=0, retry=None, timeout=60)
+
     def move_object(self, name: str, to: str) -> bool:
         def attempt() -> bool:
-            source = self.bucket.blob(name)
             try:
-                self.bucket.copy_blob(source, self.bucket, to, if_generation_match=0, retry=None, timeout=60)
+                self._copy(name, to)
             except gexc.PreconditionFailed:
                 pass  # copied by an earlier attempt: the name's bytes never change
             except gexc.NotFound:
@@ -181,7 +185,7 @@ class GcsStore:
                     raise BackendError(f"cannot move {self.uri(name)}: neither it nor {self.uri(to)} exists") from None
                 return False
             try:
-                source.delete(retry=None, timeout=30)
+                self.bucket.delete_blob(name, retry=None, timeout=30)
             except gexc.NotFound:
                 return False
             return True
@@ -199,20 +203,7 @@ class GcsStore:
 
     def _move_batch(self, moves: Sequence[tuple[str, str]]) -> list[bool]:
         copied = self._batch(
-            f"copy {len(moves)} objects to {self.uri(moves[0][1])} ...",
-            [
-                # The precondition is what makes a repeat harmless: the bytes under a name never change.
-                partial(
-                    self.bucket.copy_blob,
-                    self.bucket.blob(n),
-                    self.bucket,
-                    t,
-                    if_generation_match=0,
-                    retry=None,
-                    timeout=60,
-                )
-                for n, t in moves
-            ],
+            f"copy {len(moves)} objects to {self.uri(moves[0][1])} ...", [partial(self._copy, n, t) for n, t in moves]
         )
         settled: list[bool | None] = [None] * len(moves)
         to_delete = [i for i, status in enumerate(copied) if 200 <= status < 300 or status == 412]
@@ -255,9 +246,7 @@ class GcsStore:
             if self.bucket.get_blob(to, retry=None, timeout=30) is not None:
                 return False
             try:
-                self.bucket.copy_blob(
-                    self.bucket.blob(name), self.bucket, to, if_generation_match=0, retry=None, timeout=60
-                )
+                self._copy(name, to)
             except gexc.PreconditionFailed:
                 return False  # there already: an earlier attempt's copy
             except gexc.NotFound:

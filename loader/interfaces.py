@@ -90,8 +90,8 @@ class ObjectStore(Protocol):
         """``move_object`` for each ``(name, to)`` pair, with its result, in order.
 
         A store that can put many calls into one request does (GCS: batch
-        requests of up to 100 calls), which is what lets one committer
-        archive 10,000 objects in seconds. Each pair keeps ``move_object``'s
+        requests of up to 100 calls, instead of two requests an object: a
+        committer archives thousands at a time). Each pair keeps ``move_object``'s
         contract; an error raised leaves some pairs moved and others not,
         and repeating the call finishes them.
         """

@@ -57,10 +57,6 @@ class Analytics:
         values = q.values(params or {})
         return self.warehouse.query(q.sql, [QueryParam(p.name, p.type, values[p.name]) for p in q.params])
 
-    def views(self) -> list[NamedQuery]:
-        """The queries without parameters, which ``setup --views`` makes views of."""
-        return [q for q in self.schemas.queries.values() if not q.params]
-
 
 def view_name(query: NamedQuery) -> str:
     """The view of a parameterless query: its name with ``_`` for ``-``."""
