@@ -7,18 +7,13 @@ exceptions (translated by the retry policy into bqspool's tree).
 from __future__ import annotations
 
 import base64
-import io
-import re
-from collections.abc import Callable, Sequence
-from email.generator import Generator
-from email.mime.multipart import MIMEMultipart
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 
 from bqspool.schemas.errors import BackendError, ObjectConflictError, PreconditionFailedError
 from google.api_core import exceptions as gexc
-from google.cloud.storage import batch as storage_batch
 
+from . import gcs_batch
 from .interfaces import LifecycleRule, StoredObject
 from .retry import RetryPolicy
 
@@ -62,37 +57,6 @@ def _rules(found) -> list[LifecycleRule]:
 
 
 UPLOAD_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
-BATCH_CALLS = 100  # the most calls the JSON API takes in one batch request
-
-
-class _Batch(storage_batch.Batch):
-    """The client's batch request, with a Content-ID on every part, as the JSON
-    API's batch format has them: fake-gcs-server skips parts without one."""
-
-    def _prepare_batch_request(self):
-        multi = MIMEMultipart()
-        timeout = storage_batch._DEFAULT_TIMEOUT
-        for i, (method, uri, headers, body, call_timeout) in enumerate(self._requests):
-            timeout = max(timeout, call_timeout)  # the request carries them all: the longest
-            part = storage_batch.MIMEApplicationHTTP(method, uri, headers, body)
-            part["Content-ID"] = f"<{i}>"
-            multi.attach(part)
-        buf = io.StringIO()
-        Generator(buf, False, 0).flatten(multi)
-        _, body = buf.getvalue().split("\n\n", 1)  # the parts, without the message's own headers
-        return dict(multi.items()), body, timeout
-
-
-def _statuses(responses, n: int) -> list[int]:
-    """Each call's status, by the ``<response-I>`` Content-ID where a part has one, else by position."""
-    if len(responses) != n:
-        raise BackendError(f"a batch request of {n} calls came back with {len(responses)} answers")
-    out = [r.status_code for r in responses]
-    ids = [re.search(r"(\d+)>?$", r.headers.get("Content-ID", "")) for r in responses]
-    if all(ids) and sorted(int(m.group(1)) for m in ids if m) == list(range(n)):
-        for m, r in zip(ids, responses, strict=True):
-            out[int(m.group(1))] = r.status_code  # type: ignore[union-attr]
-    return out
 
 
 class GcsStore:
@@ -197,39 +161,33 @@ class GcsStore:
         deletes. A pair whose copy or delete the batch did not settle (a missing
         source, a transient error) goes through ``move_object``, which decides it."""
         out: list[bool] = []
-        for k in range(0, len(moves), BATCH_CALLS):
-            out += self._move_batch(moves[k : k + BATCH_CALLS])
+        for k in range(0, len(moves), gcs_batch.MAX_CALLS):
+            out += self._move_batch(moves[k : k + gcs_batch.MAX_CALLS])
         return out
 
     def _move_batch(self, moves: Sequence[tuple[str, str]]) -> list[bool]:
+        bucket = self.bucket_name
         copied = self._batch(
-            f"copy {len(moves)} objects to {self.uri(moves[0][1])} ...", [partial(self._copy, n, t) for n, t in moves]
+            f"copy {len(moves)} objects to {self.uri(moves[0][1])} ...",
+            [gcs_batch.copy_call(bucket, n, t) for n, t in moves],
         )
         settled: list[bool | None] = [None] * len(moves)
         to_delete = [i for i, status in enumerate(copied) if 200 <= status < 300 or status == 412]
         deleted = self._batch(
             f"delete {len(to_delete)} objects from {self.uri(moves[0][0])} ...",
-            [partial(self.bucket.delete_blob, moves[i][0], retry=None, timeout=30) for i in to_delete],
+            [gcs_batch.delete_call(bucket, moves[i][0]) for i in to_delete],
         )
         for i, status in zip(to_delete, deleted, strict=True):
             if 200 <= status < 300 or status == 404:
                 settled[i] = status != 404  # 404: gone already, as a repeat finds it
         return [self.move_object(*moves[i]) if done is None else done for i, done in enumerate(settled)]
 
-    def _batch(self, what: str, calls: list[Callable[[], object]]) -> list[int]:
-        """Make ``calls`` (client calls on this store's bucket) in one batch request;
-        the HTTP status of each, in order. The request as a whole is retried."""
+    def _batch(self, what: str, calls: list[tuple[str, str]]) -> list[int]:
+        """Make ``calls`` in one batch request; the HTTP status of each, in order.
+        The request as a whole is retried."""
         if not calls:
             return []
-
-        def attempt() -> list[int]:
-            batch = _Batch(self.client, raise_exception=False)
-            with batch:
-                for call in calls:
-                    call()
-            return _statuses(batch._responses, len(calls))
-
-        return self.retry.call(what, attempt)
+        return self.retry.call(what, lambda: gcs_batch.send(self.client, calls))
 
     def download(self, name: str, path: Path) -> None:
         def attempt() -> None:

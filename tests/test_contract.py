@@ -511,18 +511,37 @@ def test_the_bucket_keeps_lifecycle_rules(backend):
 
 
 def test_a_batch_answer_is_matched_to_its_call_by_content_id():
-    import requests
-    from bqspool.loader.gcs import _statuses
+    from bqspool.loader.gcs_batch import statuses
 
-    def answer(status: int, content_id: str | None) -> requests.Response:
-        r = requests.Response()
-        r.status_code = status
-        if content_id is not None:
-            r.headers["Content-ID"] = content_id
-        return r
+    def answer(parts: list[tuple[int, str | None]], boundary: str = "b0und") -> bytes:
+        out = ""
+        for status, content_id in parts:
+            head = "Content-Type: application/http\r\n" + (f"Content-ID: {content_id}\r\n" if content_id else "")
+            out += f"--{boundary}\r\n{head}\r\nHTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\n\r\n{{}}\r\n"
+        return (out + f"--{boundary}--\r\n").encode()
 
-    shuffled = [answer(404, "<response-2>"), answer(200, "<response-0>"), answer(412, "<response-1>")]
-    assert _statuses(shuffled, 3) == [200, 412, 404]
-    assert _statuses([answer(204, None), answer(404, None)], 2) == [204, 404]  # no ids: by position
+    kind = 'multipart/mixed; boundary="b0und"'
+    shuffled = answer([(404, "<response-2>"), (200, "<response-0>"), (412, "<response-1>")])
+    assert statuses(kind, shuffled, 3) == [200, 412, 404]
+    assert statuses(kind, answer([(204, None), (404, None)]), 2) == [204, 404]  # no ids: by position
+    assert statuses("multipart/mixed; boundary=b0und", answer([(204, "<response-0>")]), 1) == [204]
     with pytest.raises(BackendError, match="3 calls came back with 2 answers"):
-        _statuses([answer(200, None), answer(200, None)], 3)
+        statuses(kind, answer([(200, None), (200, None)]), 3)
+    with pytest.raises(BackendError, match="without a multipart answer"):
+        statuses("application/json", b"{}", 1)
+    with pytest.raises(BackendError, match="without an HTTP status"):
+        statuses(kind, b"--b0und\r\nContent-ID: <response-0>\r\n\r\ngarbage\r\n--b0und--", 1)
+
+
+def test_a_batch_request_is_written_as_the_json_api_reads_it():
+    from bqspool.loader.gcs_batch import copy_call, delete_call, encode
+
+    body = encode("http://h:1", [copy_call("bk", "a/x y~1.parquet", "arch/x"), delete_call("bk", "a/z")], "B")
+    parts = body.split("--B")
+    assert parts[-1] == "--\r\n" and len(parts) == 4
+    assert "Content-ID: <0>" in parts[1] and "Content-ID: <1>" in parts[2]
+    assert (
+        "POST http://h:1/storage/v1/b/bk/o/a%2Fx%20y~1.parquet/copyTo/b/bk/o/arch%2Fx"
+        "?ifGenerationMatch=0&prettyPrint=false HTTP/1.1" in parts[1]
+    )
+    assert "DELETE http://h:1/storage/v1/b/bk/o/a%2Fz?prettyPrint=false HTTP/1.1" in parts[2]
