@@ -121,7 +121,7 @@ class Committer:
         self._renewed = 0.0
         self._report: CommitReport | None = None
         self._eligible: dict[str, set[str]] = {}
-        self._listed: dict[str, list[StoredObject]] = {}
+        self._staged: dict[str, dict[str, StoredObject]] = {}  # per table: what this commit knows is staged
         self.splitter = Splitter(objects, self.layout)
 
     # -- the whole commit -------------------------------------------------------
@@ -181,7 +181,7 @@ class Committer:
         # What was staged when this commit began, and halves split from it: hosts
         # keep shipping meanwhile, and a commit must end; the next one takes the rest.
         self._eligible = {t: {o.name for o in staged.get(t, [])} for t in tables}
-        self._listed = {t: staged.get(t, []) for t in tables}  # for the first round
+        self._staged = {t: {o.name: o for o in staged.get(t, [])} for t in tables}
         for _ in range(MAX_ROUNDS):
             if not active or self.should_stop():
                 break
@@ -211,12 +211,18 @@ class Committer:
     def _round(self, table: str, report: CommitReport) -> tuple[list[Record], float]:
         """Tidy ``table``, then the records to run now, and how long pacing holds others back."""
         tlog = self.reader.table(table)
-        listed = self._listed.pop(table, None)
-        if listed is None:
-            listed = self.objects.list_objects(self.layout.staged(table))
-        staged = {o.name: o for o in listed}
-        if self._tidy(table, tlog, staged, report):  # halves were staged: list them
+        # The view the last round left, not a fresh listing: before the archive moves
+        # the area still holds every loaded object, and listing 10,000 takes a second.
+        # Objects shipped since are not this commit's to load (see _eligible).
+        staged = self._staged.get(table)
+        if staged is None:
             staged = {o.name: o for o in self.objects.list_objects(self.layout.staged(table))}
+        known = len(staged)
+        if self._tidy(table, tlog, staged, report) or len(staged) != known:
+            # Listed again once the loaded objects are gone, when it is short: it
+            # shows the halves a split staged, and what waits for the next commit.
+            staged = {o.name: o for o in self.objects.list_objects(self.layout.staged(table))}
+        self._staged[table] = staged
         report.waiting[table] = len(staged)
         recent = self._recent(tlog)
         todo = tlog.open()
