@@ -21,7 +21,7 @@ def _endpoint(var: str) -> str | None:
 
 
 def storage_client(config: Config):
-    from google.cloud import storage
+    import google.cloud.storage as storage
 
     endpoint = _endpoint("STORAGE_EMULATOR_HOST")
     if endpoint:
