@@ -185,8 +185,6 @@ class GcsStore:
     def _batch(self, what: str, calls: list[tuple[str, str]]) -> list[int]:
         """Make ``calls`` in one batch request; the HTTP status of each, in order.
         The request as a whole is retried."""
-        if not calls:
-            return []
         return self.retry.call(what, lambda: gcs_batch.send(self.client, calls))
 
     def download(self, name: str, path: Path) -> None:

@@ -29,21 +29,18 @@ _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _CONTENT_ID = re.compile(r"^content-id:\s*<?(?:response-)?(\d+)>?\s*$", re.IGNORECASE | re.MULTILINE)
 
 
-def object_path(bucket: str, name: str) -> str:
-    """The JSON API path of an object (names are quoted whole: ``/`` too)."""
-    return f"/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
+def _object(bucket: str, name: str) -> str:
+    """An object's part of a JSON API path (names are quoted whole: ``/`` too)."""
+    return f"b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
 
 
 def copy_call(bucket: str, name: str, to: str) -> tuple[str, str]:
     """A copy of ``name`` to ``to`` that only creates: a 412 if ``to`` exists."""
-    return (
-        "POST",
-        f"{object_path(bucket, name)}/copyTo/b/{quote(bucket, safe='')}/o/{quote(to, safe='')}?ifGenerationMatch=0",
-    )
+    return "POST", f"/storage/v1/{_object(bucket, name)}/copyTo/{_object(bucket, to)}?ifGenerationMatch=0"
 
 
 def delete_call(bucket: str, name: str) -> tuple[str, str]:
-    return "DELETE", object_path(bucket, name)
+    return "DELETE", f"/storage/v1/{_object(bucket, name)}"
 
 
 def encode(base_url: str, calls: Sequence[tuple[str, str]], boundary: str) -> str:
