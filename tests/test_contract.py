@@ -139,13 +139,19 @@ def test_upload_creates_an_object_once_and_an_identical_retry_succeeds(backend, 
     assert backend.store.uri(name).endswith(name)
 
 
-def test_other_bytes_under_the_same_name_are_a_conflict(backend, tmp_path):
-    name = f"{backend.prefix}/b.parquet"
-    (tmp_path / "one").write_bytes(b"one" * 10)
-    (tmp_path / "two").write_bytes(b"two" * 10)
-    backend.store.upload(name, tmp_path / "one")
+# One request up to 8 MiB; a resumable session above, whose precondition
+# fake-gcs-server ignores (the adapter looks first).
+@pytest.mark.parametrize("size", [30, 9 * 1024 * 1024], ids=["small", "over-8MiB"])
+def test_other_bytes_under_the_same_name_are_a_conflict(backend, tmp_path, size):
+    name = f"{backend.prefix}/b{size}.parquet"
+    (tmp_path / "one").write_bytes(b"one" * (size // 3))
+    (tmp_path / "two").write_bytes(b"two" * (size // 3))
+    first = backend.store.upload(name, tmp_path / "one")
+    assert first.size == size and backend.store.upload(name, tmp_path / "one").checksum == first.checksum
     with pytest.raises(ObjectConflictError):
         backend.store.upload(name, tmp_path / "two")
+    data, _ = backend.store.read_object(name)
+    assert data == (tmp_path / "one").read_bytes()  # the first upload's bytes stay
 
 
 def test_a_create_only_write_succeeds_once(backend):
