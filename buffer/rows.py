@@ -118,9 +118,13 @@ def oldest_created_us(conn: sqlite3.Connection, stream: str, lo: int, hi: int) -
     return row[0] if row else None
 
 
-def rows_after(conn: sqlite3.Connection, stream: str, seq: int) -> Iterator[tuple[int, int, int]]:
-    """(seq, events, bytes) of a stream's rows above ``seq``, in order: what a seal covers."""
-    return conn.execute("SELECT seq, n, nbytes FROM events WHERE stream = ? AND seq > ? ORDER BY seq", (stream, seq))
+def rows_after(conn: sqlite3.Connection, stream: str, seq: int) -> Iterator[tuple[int, int, int, int]]:
+    """(seq, events, bytes, created_us) of a stream's rows above ``seq``, in
+    order: what a seal covers. (Not the payload: a row's columns after it
+    are read without copying it.)"""
+    return conn.execute(
+        "SELECT seq, n, nbytes, created_us FROM events WHERE stream = ? AND seq > ? ORDER BY seq", (stream, seq)
+    )
 
 
 def read_range(conn: sqlite3.Connection, stream: str, lo: int, hi: int) -> Iterator[tuple[int, str]]:

@@ -8,10 +8,10 @@ does. Each ship step is recorded in the buffer file (see :mod:`.ledger`)
 before the next one starts, each is safe to repeat, and each is fenced by
 the buffer's drain lease (see :mod:`.lease`):
 
-1. seal: unsealed rows of each stream become batches (fixed seq ranges);
-2. stage: a batch becomes a deterministic local Parquet file, whose digest
-   goes into its object name; a batch that cannot be staged is quarantined
-   with its reason and the others go on;
+1. seal: unsealed rows of each stream become batches (fixed seq ranges),
+   each with its object name, which carries a digest of its rows;
+2. stage: a batch becomes a deterministic local Parquet file; a batch that
+   cannot be staged is quarantined with its reason and the others go on;
 3. upload to ``PREFIX/staged/``: ``if_generation_match=0``; a 412 with
    matching size and crc32c means an earlier attempt already uploaded it.
    A batch that was staged before this run may have been uploaded, loaded
@@ -415,7 +415,7 @@ class Drainer:
             return
         if b.state == "sealed":
             size = path.stat().st_size
-            name = ledger.mark_staged(conn, b, size, _digest(path), self.fence)
+            name = ledger.mark_staged(conn, b, size, _digest(path) if ledger.unnamed(b) else None, self.fence)
             if name is None:
                 return
             b = dataclasses.replace(b, state="staged", object_size=size, object_name=name)

@@ -6,8 +6,8 @@ state change is conditional on the state it expects (a shipped batch is
 never staged, quarantined or shipped again) and, given a :class:`Fence`, on
 the caller still holding the buffer's lease (see :mod:`.lease`).
 
-Batch states: ``sealed`` (range fixed) -> ``staged`` (Parquet written
-locally; size and the object name, which carries a digest of the content,
+Batch states: ``sealed`` (range fixed, and the object name, which carries
+a digest of the rows) -> ``staged`` (Parquet written locally, size
 recorded) -> ``shipped`` (the object is in the bucket, verified; the rows
 are gone from ``events``). Held back: ``quarantined`` (kept with the error,
 and the state it was held in, until retried or dropped). What happens to a
@@ -19,6 +19,7 @@ the states ``uploaded``, ``loaded``, ``split`` and ``dead`` and their
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -117,20 +118,29 @@ def quarantined_rows(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def content_name(placeholder: str, batch_id: str, digest: str, events: int, appended_ms: int | None = None) -> str:
-    """A staged batch's object name: its seal-time name with a digest of its
-    bytes, when its oldest event was appended (``-tMILLISECONDS``, for the
-    append-to-loaded delay: see ``commitlog.appended_at``) and its number of
-    events (``-nEVENTS``, which the committer counts by: see
-    ``commitlog.events_in``).
+    """A batch's object name: its folder and id, a digest of its rows, when its
+    oldest event was appended (``-tMILLISECONDS``, for the append-to-loaded
+    delay: see ``commitlog.appended_at``) and its number of events
+    (``-nEVENTS``, which the committer counts by: see ``commitlog.events_in``).
 
     Two different batches never share an object name (nor, so, a job id)
     even when two hosts run copies of one buffer file, whose batch ids
-    coincide. The name is recorded when the batch is staged, before its
-    upload, so a batch staged again after a crash keeps it.
+    coincide: the digest covers each row's seq, events, size and append time
+    to the microsecond (:func:`seal`), which two copies appending their own
+    events do not share. The name is fixed when the batch is sealed, so the
+    upload of a large batch can start while it is being staged. A batch
+    sealed by an earlier version (named ``BATCH_ID.parquet`` until staged)
+    gets the digest of its Parquet file when staged instead.
     """
     folder = placeholder.rpartition("/")[0]
     appended = f"-t{appended_ms}" if appended_ms is not None else ""
     return f"{folder}/{batch_id}-{digest[:20]}{appended}-n{events}.parquet"
+
+
+def unnamed(b: Batch) -> bool:
+    """Whether ``b`` still has a placeholder name (sealed by an earlier version):
+    it is named by its staged file's digest in :func:`mark_staged`."""
+    return b.object_name.endswith(f"/{b.batch_id}.parquet")
 
 
 def _oldest_append_ms(conn: sqlite3.Connection, b: Batch) -> int | None:
@@ -169,23 +179,30 @@ def seal(
         now = now_us()
         pending: list[tuple] = []
 
+        digest = hashlib.sha256()
+        oldest = 0
+
         def close(hi: int) -> None:
             nonlocal made
             batch_id = f"{stream}-{buffer_id[:16]}-{lo:012d}-{hi:012d}"
-            name = f"{prefix.strip('/')}/{stream}/{day}/{batch_id}.parquet"
+            placeholder = f"{prefix.strip('/')}/{stream}/{day}/{batch_id}.parquet"
+            name = content_name(placeholder, batch_id, digest.hexdigest(), events, oldest // 1000)
             pending.append((batch_id, stream, lo, hi, events, nbytes, day, "sealed", name, now, now))
             made += 1
 
         # A stored row (up to 1,000 events) is never split, so a batch can
         # go past max_rows/max_bytes by less than one row.
-        for seq, n, size in rows.rows_after(conn, stream, top):
+        for seq, n, size, created in rows.rows_after(conn, stream, top):
             if lo is not None and (events + n > max_rows or nbytes + size > max_bytes):
                 close(last)
                 lo = None
             if lo is None:
                 lo, events, nbytes = seq, 0, 0
+                digest, oldest = hashlib.sha256(), created
             events += n
             nbytes += size
+            oldest = min(oldest, created)
+            digest.update(f"{seq} {n} {size} {created}\n".encode())
             last = seq
         if lo is not None:
             close(last)
@@ -235,9 +252,15 @@ def _set_state(conn: sqlite3.Connection, batch_id: str, expect: tuple[str, ...],
     )
 
 
-def mark_staged(conn: sqlite3.Connection, b: Batch, size: int, digest: str, fence: Fence | None = None) -> str | None:
-    """Record the staged file; returns the batch's object name, or None if it was not ``sealed`` any more."""
-    name = content_name(b.object_name, b.batch_id, digest, b.rows, _oldest_append_ms(conn, b))
+def mark_staged(
+    conn: sqlite3.Connection, b: Batch, size: int, digest: str | None = None, fence: Fence | None = None
+) -> str | None:
+    """Record the staged file; returns the batch's object name, or None if it was
+    not ``sealed`` any more. ``digest`` (of the file) names an :func:`unnamed` batch."""
+    name = b.object_name
+    if unnamed(b):
+        assert digest is not None, "a batch sealed by an earlier version is named by its file's digest"
+        name = content_name(b.object_name, b.batch_id, digest, b.rows, _oldest_append_ms(conn, b))
     with transaction(conn):
         check_fence(conn, fence)
         ok = _set_state(

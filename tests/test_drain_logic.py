@@ -361,3 +361,40 @@ def test_retries_of_failed_jobs_count_against_the_budget_too(rig):
     rig.warehouse.job_errors = []
     rig.drainer(quota_per_table_day=2).drain_once()
     exactly_once(rig, appended)
+
+
+# -- object names -------------------------------------------------------------------
+
+
+def test_a_batch_is_named_when_sealed_by_a_digest_of_its_rows(rig, tmp_path):
+    import re
+    import shutil
+    import sqlite3
+
+    def sealed(path):
+        conn = sqlite3.connect(path, isolation_level=None)
+        ledger.prepare(conn)
+        ledger.seal(conn, "tasks", "buf", "p/staged", 100, 1 << 30)
+        (b,) = ledger.batches(conn)
+        return conn, b
+
+    with Buffer(rig.path, EIXA):
+        pass
+    shutil.copy(rig.path, tmp_path / "copy.db")  # a copy made before either appends
+    rig.fill({"tasks": 10}, seed=1)
+    shutil.copy(rig.path, tmp_path / "same.db")  # a copy of the same rows
+    with Buffer(tmp_path / "copy.db", EIXA, durability="normal") as buf:
+        rng = __import__("random").Random(2)
+        for _ in range(2):
+            buf.append_many("tasks", [make_event(EIXA["tasks"], rng) for _ in range(5)])
+    conn, b = sealed(rig.path)
+    assert not ledger.unnamed(b)
+    assert re.fullmatch(
+        r"p/staged/tasks/\d{4}-\d\d-\d\d/tasks-buf-0+1-0+2-[0-9a-f]{20}-t\d{13}-n10\.parquet", b.object_name
+    )
+    assert ledger.mark_staged(conn, b, 123) == b.object_name  # staging keeps the name
+    _, same = sealed(tmp_path / "same.db")
+    _, other = sealed(tmp_path / "copy.db")
+    assert same.batch_id == other.batch_id == b.batch_id  # one buffer id, one seq range ...
+    assert same.object_name == b.object_name  # ... the same rows: one object
+    assert other.object_name != b.object_name  # ... other rows: never the same object
