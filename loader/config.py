@@ -13,7 +13,7 @@
     schedule = "5m"            # an interval (30s, 5m, 1h) or a cron line ("*/5 * * * *")
 
     [batch]
-    rows = 500000              # most rows in one batch (one Parquet file)
+    rows = 65536               # most rows in one batch (one Parquet file, one row group)
     bytes = 268435456          # most stored payload bytes in one batch
     per_job = 500              # most batches (source URIs) in one load job
 
@@ -86,7 +86,10 @@ class Config:
     bucket: str | None = None
     prefix: str = "bqspool"
     schedule: str = "5m"
-    batch_rows: int = 500_000
+    # One Parquet row group per object: large backlogs ship as several
+    # batches, each uploaded while the next is staged, with at most two
+    # small staged files on the disk (in memory, on Cloud Run).
+    batch_rows: int = 65_536
     batch_bytes: int = 256 * 1024 * 1024
     batch_per_job: int = 500
     retry_initial: float = 1.0

@@ -19,6 +19,9 @@ the buffer's drain lease (see :mod:`.lease`):
 4. hand over: the object is the durable copy now, so the batch's rows
    leave the buffer, in the transaction that marks it ``shipped``.
 
+Steps 3 and 4 of one batch run on a second thread while the next batch is
+staged (see ``_ship``).
+
 A host never waits for BigQuery: it ships while BigQuery is down. On a full
 disk the ship releases the buffer's reserve file and works in small
 batches until the hand-overs have made room (see ``store.RESERVE_BYTES``).
@@ -35,6 +38,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,6 +73,7 @@ class ShipReport:
     seconds: float = 0.0
     # Where ``seconds`` went: "stage" (Parquet), "upload" (with its checks),
     # "handover" (the rows leave the buffer), "housekeeping" (space handed back).
+    # Uploads and hand-overs overlap the next stage: the sum can pass ``seconds``.
     step_seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0  # of this process so far, for operators watching memory
 
@@ -136,6 +141,16 @@ class DrainReport:
         }
 
 
+@dataclass
+class Delivered:
+    """What delivering one staged batch did (see ``Drainer._deliver``)."""
+
+    batch: ledger.Batch
+    events: int | None  # handed over; None if it was not the ship's any more
+    timings: dict[str, float] = field(default_factory=dict)  # "upload", "handover"
+    conflict: str | None = None  # quarantined: its name holds other bytes
+
+
 def _staging_error(exc: BaseException) -> bool:
     """Whether staging failed because of the batch's rows (quarantine it), not the host."""
     if isinstance(exc, OSError):  # disk full, I/O: the host's, retry later
@@ -173,7 +188,7 @@ class Drainer:
         warehouse: Warehouse | None,
         *,
         prefix: str = "bqspool",
-        batch_rows: int = 500_000,
+        batch_rows: int = 65_536,
         batch_bytes: int = 256 * 1024 * 1024,
         per_job: int = 500,
         quota_per_table_day: int = 1000,
@@ -199,6 +214,9 @@ class Drainer:
         self.holder = ledger.new_holder()
         self.fence: ledger.Fence | None = None
         self._stagers: dict[str, Stager] = {}
+        # The delivery thread and its own connection to the buffer (see _ship).
+        self._pool: ThreadPoolExecutor | None = None
+        self._conn2: sqlite3.Connection | None = None
         self._tight = False
         self.committer = (
             None
@@ -257,6 +275,7 @@ class Drainer:
                 self._lost_lease_behind(conn, exc)
                 raise
             finally:
+                self._close_delivery()
                 ledger.release_lease(conn, self.fence)
                 self.fence = None
             # On the way out (a deadline: SIGTERM) the file is not worth compacting:
@@ -278,6 +297,14 @@ class Drainer:
                 f"; quarantined {report.quarantined}" if report.quarantined else "",
             )
         return report
+
+    def _close_delivery(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        if self._conn2 is not None:
+            self._conn2.close()
+            self._conn2 = None
 
     def _make_room(self, conn: sqlite3.Connection, step: Callable):
         """Run ``step``; on a full disk, release the reserve once and run it again in small batches."""
@@ -352,13 +379,36 @@ class Drainer:
         faults.hit("after_seal")
         pending = [b for b in ledger.batches(conn) if b.state in ("sealed", "staged")]
         progress = Progress(sum(b.rows for b in pending), self.progress_enabled)
+        # One batch's upload and hand-over run on a second thread while the
+        # next batch is staged here: the upload waits on the network and the
+        # hand-over on SQLite, neither on this thread's Parquet work. One at a
+        # time, so at most two staged files exist; none on a full disk.
+        inflight: Future[Delivered] | None = None
         try:
             for b in pending:
                 if self.should_stop() or (deadline is not None and time.monotonic() > deadline):
-                    return
+                    break
                 self._renew(conn)
-                self._ship_batch(conn, b, report)
-                progress.advance(b.rows)
+                staged = self._stage_batch(conn, b, report)
+                if inflight is not None:
+                    done, inflight = inflight, None
+                    self._collect(done.result(), report, progress)
+                if staged is None:
+                    continue
+                inflight = self._submit(staged)
+                if inflight is None:
+                    self._collect(self._deliver(*staged), report, progress)
+        except BaseException:
+            # Joined even when this thread failed: nothing may touch the
+            # buffer once the lease is released. This thread's error wins.
+            if inflight is not None:
+                with contextlib.suppress(Exception):
+                    inflight.result()
+            raise
+        else:
+            if inflight is not None:
+                done, inflight = inflight, None
+                self._collect(done.result(), report, progress)
         finally:
             progress.close()
 
@@ -384,15 +434,23 @@ class Drainer:
             self._stager(b.stream).write(chunks, path)
         return path
 
-    def _ship_batch(self, conn: sqlite3.Connection, b: ledger.Batch, report: ShipReport) -> None:
+    def _stage_batch(
+        self, conn: sqlite3.Connection, b: ledger.Batch, report: ShipReport
+    ) -> tuple[ledger.Batch, Path] | None:
+        """Stage ``b`` and record it staged; the batch as recorded and its file,
+        ready to deliver, or None (handed over already, quarantined, or not
+        the ship's any more)."""
         fresh = ledger.batch(conn, b.batch_id)  # as it is now, not as the list we started from says
         if fresh is None or fresh.state not in ("sealed", "staged"):
-            return
+            return None
         b = fresh
         if b.state == "staged" and b.batch_id in self._recovering:
             if already_handed_over(self.objects, self.layout, b.object_name):
-                self._handed_over(conn, b, "", report)
-                return
+                events = ledger.mark_shipped(conn, b, "", fault=faults.hit, fence=self.fence)
+                if events is not None:
+                    faults.hit("after_ship")
+                self._count(Delivered(b, events), report)
+                return None
         try:
             with report.timing("stage"):
                 path = self._stage_file(conn, b)
@@ -412,43 +470,87 @@ class Drainer:
                 f"table {b.stream} (a column removed from the schema set, or a damaged row)",
                 report,
             )
-            return
+            return None
         if b.state == "sealed":
             size = path.stat().st_size
             name = ledger.mark_staged(conn, b, size, _digest(path) if ledger.unnamed(b) else None, self.fence)
             if name is None:
-                return
+                return None
             b = dataclasses.replace(b, state="staged", object_size=size, object_name=name)
             faults.hit("after_stage")
-        self._renew(conn)
-        try:
-            with report.timing("upload"):
-                stored = self.objects.upload(b.object_name, path)
-        except ObjectConflictError as exc:
-            self._quarantine(conn, b, str(exc), report)
-            return
-        faults.hit("after_upload")
-        with report.timing("handover"):
-            self._handed_over(conn, b, stored.checksum, report)
-        path.unlink(missing_ok=True)
+        return b, path
 
-    def _handed_over(self, conn: sqlite3.Connection, b: ledger.Batch, checksum: str, report: ShipReport) -> None:
-        events = ledger.mark_shipped(conn, b, checksum, fault=faults.hit, fence=self.fence)
-        if events is None:
+    def _deliver(self, b: ledger.Batch, path: Path) -> Delivered:
+        """Upload a staged batch and hand it over: the object is the durable copy,
+        the rows leave the buffer. Runs on the upload thread, with its own
+        connection to the buffer (the fence holds across connections)."""
+        conn = self._delivery_conn()
+        timings: dict[str, float] = {}
+        t = time.monotonic()
+        if self.fence is not None:  # still ours before anything leaves the host
+            ledger.renew_lease(conn, self.fence, self.lease_seconds)
+        try:
+            stored = self.objects.upload(b.object_name, path)
+        except ObjectConflictError as exc:
+            held = ledger.quarantine(conn, b.batch_id, str(exc), self.fence)
+            return Delivered(b, None, conflict=str(exc) if held else None)
+        timings["upload"] = time.monotonic() - t
+        faults.hit("after_upload")
+        t = time.monotonic()
+        events = ledger.mark_shipped(conn, b, stored.checksum, fault=faults.hit, fence=self.fence)
+        if events is not None:
+            faults.hit("after_ship")
+        timings["handover"] = time.monotonic() - t
+        path.unlink(missing_ok=True)
+        return Delivered(b, events, timings)
+
+    def _collect(self, done: Delivered, report: ShipReport, progress: Progress) -> None:
+        """Count a delivered batch into the report (on the ship's own thread)."""
+        for step, took in done.timings.items():
+            report.step_seconds[step] = round(report.step_seconds.get(step, 0.0) + took, 4)
+        if done.conflict is not None:
+            self._held(done.batch, done.conflict, report)
+        self._count(done, report)
+        progress.advance(done.batch.rows)
+
+    def _count(self, done: Delivered, report: ShipReport) -> None:
+        if done.events is None:
             return
-        faults.hit("after_ship")
-        report.events_shipped += events
+        b = done.batch
+        report.events_shipped += done.events
         report.batches_shipped += 1
         report.bytes_shipped += b.object_size or 0
         mine = report.stream(b.stream)
-        mine["events"] += events
+        mine["events"] += done.events
         mine["batches"] += 1
+
+    def _delivery_conn(self) -> sqlite3.Connection:
+        if self._conn2 is None:
+            self._conn2 = store.connect(self.path, synchronous="FULL")
+            self._conn2.execute("PRAGMA secure_delete = FAST")  # see ship_once
+        return self._conn2
+
+    def _submit(self, staged: tuple[ledger.Batch, Path]) -> Future[Delivered] | None:
+        """Deliver ``staged`` on the upload thread; None where it must be done
+        here: on a full disk (one staged file at a time), and at interpreter
+        exit (the shipper's last ship), where no new work may be scheduled."""
+        if self._tight:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="bqspool-upload")
+        try:
+            return self._pool.submit(self._deliver, *staged)
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            return None
 
     def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: ShipReport) -> None:
         if ledger.quarantine(conn, b.batch_id, error, self.fence):
-            report.quarantined.append(b.batch_id)
-            report.stream(b.stream)["quarantined"] += b.rows
-            log.error("batch %s quarantined: %s", b.batch_id, error, extra=fields(b.stream, batch=b.batch_id))
+            self._held(b, error, report)
+
+    def _held(self, b: ledger.Batch, error: str, report: ShipReport) -> None:
+        report.quarantined.append(b.batch_id)
+        report.stream(b.stream)["quarantined"] += b.rows
+        log.error("batch %s quarantined: %s", b.batch_id, error, extra=fields(b.stream, batch=b.batch_id))
 
     def _housekeeping(self, conn: sqlite3.Connection, compact: bool = True) -> None:
         # Give the space of acked rows back: free pages to the filesystem,

@@ -363,6 +363,100 @@ def test_retries_of_failed_jobs_count_against_the_budget_too(rig):
     exactly_once(rig, appended)
 
 
+# -- a batch is uploaded while the next one is staged ----------------------------
+
+
+def _states(rig) -> list[str]:
+    import sqlite3
+
+    conn = sqlite3.connect(rig.path)
+    try:
+        return [b.state for b in sorted(ledger.batches(conn), key=lambda b: b.seq_lo)]
+    finally:
+        conn.close()
+
+
+def test_the_next_batch_is_staged_while_one_uploads(rig):
+    import time
+
+    appended = rig.fill({"tasks": 40}, per_call=10)
+    real_upload = rig.store.upload
+    others = []  # staged files beside the one being uploaded, at each upload
+
+    def upload(name, path):
+        # The first upload waits (5 s at most) for the next batch to be staged.
+        until = time.monotonic() + (5 if not others else 0)
+        while True:
+            beside = [p for p in path.parent.glob("*.parquet") if p != path]
+            if beside or time.monotonic() > until:
+                break
+            time.sleep(0.005)
+        others.append(len(beside))
+        return real_upload(name, path)
+
+    rig.store.upload = upload
+    report = rig.drainer(batch_rows=10).drain_once()
+    assert others[0] == 1, "the second batch was not staged while the first uploaded"
+    assert max(others) <= 1  # one batch in flight: never more than two staged files
+    assert report.ship.batches_shipped == 4 and report.ship.events_shipped == 40
+    exactly_once(rig, appended)
+
+
+def test_an_upload_that_fails_behind_the_next_stage_loses_nothing(rig):
+    appended = rig.fill({"tasks": 30}, per_call=10)
+    real_upload = rig.store.upload
+    calls = []
+
+    def upload(name, path):
+        calls.append(name)
+        if len(calls) == 2:
+            raise BackendUnavailableError("GCS is down")
+        return real_upload(name, path)
+
+    rig.store.upload = upload
+    with pytest.raises(BackendUnavailableError):
+        rig.drainer(batch_rows=10).ship_once()
+    # The third batch was staged while the second failed to upload; nothing was handed over but the first.
+    assert _states(rig) == ["shipped", "staged", "staged"]
+    assert pending_events(sqlite_utils_db(rig.path)) == 20
+    rig.store.upload = real_upload
+    rig.drainer(batch_rows=10).drain_once()  # the lease was let go: a new ship takes it
+    exactly_once(rig, appended)
+
+
+def test_a_stage_that_fails_waits_for_the_batch_in_flight(rig):
+    import errno
+    import threading
+    import time
+
+    appended = rig.fill({"tasks": 30}, per_call=10)
+    real_upload = rig.store.upload
+
+    def slow(name, path):
+        time.sleep(0.3)  # still uploading when the next stage fails
+        return real_upload(name, path)
+
+    rig.store.upload = slow
+    drainer = rig.drainer(batch_rows=10)
+    real_stage, staged = drainer._stage_file, []
+
+    def stage(conn, b):
+        staged.append(b.batch_id)
+        if len(staged) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_stage(conn, b)
+
+    drainer._stage_file = stage
+    with pytest.raises(OSError, match="Input/output"):
+        drainer.ship_once()
+    # The first batch's upload and hand-over finished before the ship gave up its lease.
+    assert _states(rig) == ["shipped", "sealed", "sealed"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("bqspool-upload")]
+    rig.store.upload = real_upload
+    rig.drainer(batch_rows=10).drain_once()
+    exactly_once(rig, appended)
+
+
 # -- object names -------------------------------------------------------------------
 
 
