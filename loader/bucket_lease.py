@@ -17,6 +17,11 @@ Every step that changes anything renews first. The commit log's own rule
 (see :mod:`.commitlog`) keeps even a committer that pauses between its
 renewal and its next request from loading anything twice.
 
+A lease naming our own holder id is ours whatever it says: a release that
+failed, or a write that landed while its answer was lost (the retry's
+precondition then fails against that very write). Nobody else writes our
+holder id, so we take it back at once.
+
 A committer killed with kill -9 on another host holds the lease until it
 expires: keep ``lease_seconds`` short enough for the schedule (the default
 is 120 s). One that died on *this* host (the same hostname and PID
@@ -72,17 +77,35 @@ def acquire(
     """Take the lease; LeaseHeldError if another holder's has not expired or it was taken meanwhile."""
     doc, generation = _read(store, name)
     now = clock()
-    if doc.get("holder") and float(doc.get("expires", 0)) > now and not _died_here(doc.get("process")):
+    # Our own lease, written by an earlier call whose answer never came (or
+    # never let go): only this committer writes its holder id, so it is ours.
+    ours = doc.get("holder") == holder
+    if doc.get("holder") and not ours and float(doc.get("expires", 0)) > now and not _died_here(doc.get("process")):
         raise LeaseHeldError(
             f"another committer ({doc['holder']}) holds {name}; it expires in {float(doc['expires']) - now:.0f}s"
         )
-    token = int(doc.get("token", 0)) + 1
+    token = int(doc.get("token", 0)) + (0 if ours else 1)
     expires = now + ttl_s
     try:
         written = store.write_object(name, _doc(holder, expires, token), generation)
     except PreconditionFailedError as exc:
-        raise LeaseHeldError(f"another committer took {name} at the same moment") from exc
+        landed = _landed(store, name, holder, token)
+        if landed is None:
+            raise LeaseHeldError(f"another committer took {name} at the same moment") from exc
+        return BucketLease(name, holder, token, *landed)
     return BucketLease(name, holder, token, written.generation, expires)
+
+
+def _landed(store: ObjectStore, name: str, holder: str, token: int) -> tuple[int, float] | None:
+    """After a 412 on our own write: the lease's generation and expiry if it is still ours.
+
+    A write whose answer was lost (a dropped connection) is retried, and the
+    retry's precondition fails against the write itself. The lease then
+    names our holder and token, which nobody else writes: it is ours."""
+    doc, generation = _read(store, name)
+    if doc.get("holder") != holder or doc.get("token") != token:
+        return None
+    return generation, float(doc.get("expires", 0))
 
 
 def renew(store: ObjectStore, lease: BucketLease, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
@@ -91,6 +114,10 @@ def renew(store: ObjectStore, lease: BucketLease, ttl_s: float, clock: Callable[
     try:
         written = store.write_object(lease.name, _doc(lease.holder, expires, lease.token), lease.generation)
     except PreconditionFailedError as exc:
+        landed = _landed(store, lease.name, lease.holder, lease.token)
+        if landed is not None:  # our own write, its answer lost: renewed
+            lease.generation, lease.expires = landed
+            return
         doc, _ = _read(store, lease.name)
         now_held = f"; it is now held by {doc.get('holder')} (token {doc.get('token')})" if doc.get("holder") else ""
         raise LeaseLostError(

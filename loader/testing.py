@@ -60,12 +60,14 @@ class TransientFault(RetryableError):
 
 
 class _Knobs:
-    """Faults shared by both fakes: the next N calls fail transiently, and latency per call."""
+    """Faults shared by both fakes: the next N calls fail transiently, answers
+    lost after the call did its work, and latency per call."""
 
     def __init__(self, retry: RetryPolicy | None, latency: float, sleep: Callable[[float], None]):
         self.retry = retry or RetryPolicy(0.001, 0.002, 0.05)
         self.latency, self.sleep = latency, sleep
         self.fail_next = 0
+        self.lost: list[list] = []  # [substring of the call, calls to let through first]
         self.calls: Counter = Counter()
 
     def call(self, what: str, fn):
@@ -76,7 +78,13 @@ class _Knobs:
             if self.fail_next > 0:
                 self.fail_next -= 1
                 raise TransientFault(f"{what}: injected transient failure")
-            return fn()
+            result = fn()
+            for rule in self.lost:
+                if rule[0] in what:
+                    rule[1] -= 1
+                    if rule[1] == 0:
+                        raise TransientFault(f"{what}: done, but its answer was lost")
+            return result
 
         return self.retry.call(what, attempt)
 
@@ -93,6 +101,11 @@ class _Faulty:
     @fail_next.setter
     def fail_next(self, n: int) -> None:
         self.knobs.fail_next = n
+
+    def lose_answer(self, call: str, nth: int = 1) -> None:
+        """The ``nth`` call whose description contains ``call`` does its work,
+        then fails transiently, as when a connection drops before the answer."""
+        self.knobs.lost.append([call, nth])
 
 
 def _checksum(data: bytes) -> str:

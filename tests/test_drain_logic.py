@@ -159,6 +159,52 @@ def test_transient_call_failures_are_retried_by_the_policy(rig):
     exactly_once(rig, appended)
 
 
+def test_a_lease_write_whose_answer_was_lost_is_still_the_committers(rig):
+    # The write lands, the connection drops before the answer: the retry's
+    # precondition fails against that very write, which is ours.
+    appended = rig.fill({"tasks": 10})
+    rig.store.lose_answer("write bqspool/committer.lease")
+    report = rig.drainer().drain_once()
+    assert report.jobs_submitted == 1
+    exactly_once(rig, appended)
+
+
+def test_a_renewal_whose_answer_was_lost_keeps_the_lease(rig):
+    from bqspool.loader import bucket_lease
+
+    lease = bucket_lease.acquire(rig.store, "p/committer.lease", "me", 60, rig.clock)
+    rig.clock.now += 30
+    rig.store.lose_answer("write p/committer.lease")
+    bucket_lease.renew(rig.store, lease, 60, rig.clock)  # no LeaseLostError: the write was ours
+    assert lease.generation == rig.store.read_object("p/committer.lease")[1]
+    assert lease.expires == rig.clock.now + 60
+    rig.clock.now += 30
+    bucket_lease.renew(rig.store, lease, 60, rig.clock)  # and the next renewal's precondition holds
+    with pytest.raises(LeaseHeldError):
+        bucket_lease.acquire(rig.store, "p/committer.lease", "someone else", 60, rig.clock)
+
+
+def test_a_committer_whose_release_failed_takes_its_lease_back_at_once(rig):
+    appended = rig.fill({"tasks": 10})
+    real_write = rig.store.write_object
+
+    def no_release(name, data, generation):  # GCS goes away as the commit lets its lease go
+        if name.endswith("committer.lease") and b'"holder": ""' in data:
+            raise BackendUnavailableError("GCS is down")
+        return real_write(name, data, generation)
+
+    rig.store.write_object = no_release
+    drainer = rig.drainer()
+    drainer.drain_once()  # loaded; the release failed, so the lease stays, live
+    rig.store.write_object = real_write
+    with pytest.raises(LeaseHeldError):
+        rig.drainer().commit_once()  # another committer waits it out ...
+    more = rig.fill({"tasks": 5}, seed=3)
+    report = drainer.drain_once()  # ... but the one that holds it goes on at once
+    assert report.events_loaded == 5
+    exactly_once(rig, {"tasks": appended["tasks"] + more["tasks"]})
+
+
 def test_a_rejected_row_is_found_by_bisecting_and_dead_lettered_alone(rig):
     appended = rig.fill({"tasks": 200}, per_call=200)
     bad = appended["tasks"][137]
