@@ -36,6 +36,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -217,6 +218,11 @@ class Drainer:
         # The delivery thread and its own connection to the buffer (see _ship).
         self._pool: ThreadPoolExecutor | None = None
         self._conn2: sqlite3.Connection | None = None
+        # Held by either thread for each write to the buffer and at each fault
+        # point: the two never wait on each other inside SQLite (its busy
+        # handler sleeps), and a process stopped or killed at a fault point
+        # is between the steps of both threads, holding no write lock.
+        self._step = threading.Lock()
         self._tight = False
         self.committer = (
             None
@@ -352,7 +358,8 @@ class Drainer:
     def _renew(self, conn: sqlite3.Connection) -> None:
         """Check that we still hold the lease, and extend it (LeaseLostError if not)."""
         assert self.fence is not None
-        ledger.renew_lease(conn, self.fence, self.lease_seconds)
+        with self._step:
+            ledger.renew_lease(conn, self.fence, self.lease_seconds)
 
     def _ship(self, conn: sqlite3.Connection, report: ShipReport, deadline: float | None) -> None:
         buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
@@ -446,9 +453,10 @@ class Drainer:
         b = fresh
         if b.state == "staged" and b.batch_id in self._recovering:
             if already_handed_over(self.objects, self.layout, b.object_name):
-                events = ledger.mark_shipped(conn, b, "", fault=faults.hit, fence=self.fence)
-                if events is not None:
-                    faults.hit("after_ship")
+                with self._step:
+                    events = ledger.mark_shipped(conn, b, "", fault=faults.hit, fence=self.fence)
+                    if events is not None:
+                        faults.hit("after_ship")
                 self._count(Delivered(b, events), report)
                 return None
         try:
@@ -473,11 +481,13 @@ class Drainer:
             return None
         if b.state == "sealed":
             size = path.stat().st_size
-            name = ledger.mark_staged(conn, b, size, _digest(path) if ledger.unnamed(b) else None, self.fence)
-            if name is None:
-                return None
+            digest = _digest(path) if ledger.unnamed(b) else None
+            with self._step:
+                name = ledger.mark_staged(conn, b, size, digest, self.fence)
+                if name is None:
+                    return None
+                faults.hit("after_stage")
             b = dataclasses.replace(b, state="staged", object_size=size, object_name=name)
-            faults.hit("after_stage")
         return b, path
 
     def _deliver(self, b: ledger.Batch, path: Path) -> Delivered:
@@ -487,19 +497,20 @@ class Drainer:
         conn = self._delivery_conn()
         timings: dict[str, float] = {}
         t = time.monotonic()
-        if self.fence is not None:  # still ours before anything leaves the host
-            ledger.renew_lease(conn, self.fence, self.lease_seconds)
+        self._renew(conn)  # still ours before anything leaves the host
         try:
             stored = self.objects.upload(b.object_name, path)
         except ObjectConflictError as exc:
-            held = ledger.quarantine(conn, b.batch_id, str(exc), self.fence)
+            with self._step:
+                held = ledger.quarantine(conn, b.batch_id, str(exc), self.fence)
             return Delivered(b, None, conflict=str(exc) if held else None)
         timings["upload"] = time.monotonic() - t
-        faults.hit("after_upload")
         t = time.monotonic()
-        events = ledger.mark_shipped(conn, b, stored.checksum, fault=faults.hit, fence=self.fence)
-        if events is not None:
-            faults.hit("after_ship")
+        with self._step:
+            faults.hit("after_upload")
+            events = ledger.mark_shipped(conn, b, stored.checksum, fault=faults.hit, fence=self.fence)
+            if events is not None:
+                faults.hit("after_ship")
         timings["handover"] = time.monotonic() - t
         path.unlink(missing_ok=True)
         return Delivered(b, events, timings)
@@ -544,7 +555,9 @@ class Drainer:
             return None
 
     def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: ShipReport) -> None:
-        if ledger.quarantine(conn, b.batch_id, error, self.fence):
+        with self._step:
+            held = ledger.quarantine(conn, b.batch_id, error, self.fence)
+        if held:
             self._held(b, error, report)
 
     def _held(self, b: ledger.Batch, error: str, report: ShipReport) -> None:
