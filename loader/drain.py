@@ -453,11 +453,7 @@ class Drainer:
         b = fresh
         if b.state == "staged" and b.batch_id in self._recovering:
             if already_handed_over(self.objects, self.layout, b.object_name):
-                with self._step:
-                    events = ledger.mark_shipped(conn, b, "", fault=faults.hit, fence=self.fence)
-                    if events is not None:
-                        faults.hit("after_ship")
-                self._count(Delivered(b, events), report)
+                self._count(Delivered(b, self._hand_over(conn, b, "")), report)
                 return None
         try:
             with report.timing("stage"):
@@ -501,19 +497,24 @@ class Drainer:
         try:
             stored = self.objects.upload(b.object_name, path)
         except ObjectConflictError as exc:
-            with self._step:
-                held = ledger.quarantine(conn, b.batch_id, str(exc), self.fence)
-            return Delivered(b, None, conflict=str(exc) if held else None)
+            return Delivered(b, None, conflict=str(exc) if self._hold(conn, b, str(exc)) else None)
         timings["upload"] = time.monotonic() - t
-        t = time.monotonic()
         with self._step:
             faults.hit("after_upload")
-            events = ledger.mark_shipped(conn, b, stored.checksum, fault=faults.hit, fence=self.fence)
-            if events is not None:
-                faults.hit("after_ship")
+        t = time.monotonic()
+        events = self._hand_over(conn, b, stored.checksum)
         timings["handover"] = time.monotonic() - t
         path.unlink(missing_ok=True)
         return Delivered(b, events, timings)
+
+    def _hand_over(self, conn: sqlite3.Connection, b: ledger.Batch, checksum: str) -> int | None:
+        """Mark ``b`` shipped, its rows gone; the events handed over, or None if
+        it was not ``staged`` any more."""
+        with self._step:
+            events = ledger.mark_shipped(conn, b, checksum, fault=faults.hit, fence=self.fence)
+            if events is not None:
+                faults.hit("after_ship")
+        return events
 
     def _collect(self, done: Delivered, report: ShipReport, progress: Progress) -> None:
         """Count a delivered batch into the report (on the ship's own thread)."""
@@ -555,10 +556,13 @@ class Drainer:
             return None
 
     def _quarantine(self, conn: sqlite3.Connection, b: ledger.Batch, error: str, report: ShipReport) -> None:
-        with self._step:
-            held = ledger.quarantine(conn, b.batch_id, error, self.fence)
-        if held:
+        if self._hold(conn, b, error):
             self._held(b, error, report)
+
+    def _hold(self, conn: sqlite3.Connection, b: ledger.Batch, error: str) -> bool:
+        """Quarantine ``b`` in the ledger; whether it was live (either thread)."""
+        with self._step:
+            return ledger.quarantine(conn, b.batch_id, error, self.fence)
 
     def _held(self, b: ledger.Batch, error: str, report: ShipReport) -> None:
         report.quarantined.append(b.batch_id)

@@ -278,24 +278,18 @@ class GcsStore:
 
     def _check_existing(self, name: str, size: int, crc32c: str) -> None:
         """After a 412: the object there must hold these bytes."""
-        blob = self.bucket.get_blob(name, retry=None, timeout=30)
-        if blob is None:  # deleted between the 412 and now: upload again
+        if not self._existing(name, size, crc32c):  # deleted between the 412 and now: upload again
             raise gexc.ServiceUnavailable(f"{name} vanished after a 412")
-        self._same(blob, size, crc32c)
 
     def _existing(self, name: str, size: int, crc32c: str) -> bool:
         """Whether ``name`` exists already, with these bytes (ObjectConflictError if with others)."""
         blob = self.bucket.get_blob(name, retry=None, timeout=30)
-        if blob is not None:
-            self._same(blob, size, crc32c)
-        return blob is not None
-
-    def _same(self, blob, size: int, crc32c: str) -> None:
-        if blob.size != size or (blob.crc32c and blob.crc32c != crc32c):
+        if blob is not None and (blob.size != size or (blob.crc32c and blob.crc32c != crc32c)):
             raise ObjectConflictError(
-                f"{self.uri(blob.name)} exists with size {blob.size} crc32c {blob.crc32c}, "
+                f"{self.uri(name)} exists with size {blob.size} crc32c {blob.crc32c}, "
                 f"expected {size} {crc32c}: another writer used this object name"
             )
+        return blob is not None
 
     def ensure_bucket(self, location: str) -> None:
         def attempt() -> None:
