@@ -157,60 +157,68 @@ def _compile_record(fields: tuple[Field, ...], unknown: str) -> Callable[..., di
         "_ts": _epoch_us,
         "_foreign": _foreign,
     }
-    body = []
-    for i, f in enumerate(fields):
-        conv = f"_c{i}"
-        env[conv] = _compile_field(f, unknown)
-        fast = _fast_path(f)
-        if fast is not None:
-            store = f"out[{f.name!r}] = x if {fast} else {conv}(x)"
-        elif f.type == "TIMESTAMP" and not f.repeated:
-            store = f"out[{f.name!r}] = _ts(x) if type(x) is float or type(x) is int else {conv}(x)"
-        else:
-            store = f"out[{f.name!r}] = {conv}(x)"
-        null = 'raise _Bad("REQUIRED field is null")' if f.required else "pass"
-        missing = '\n        else:\n            raise _Bad("REQUIRED field is missing")' if f.required else ""
-        body.append(
-            f"        field = {f.name!r}\n"
-            f"        x = get(field, _MISSING)\n"
-            f"        if x is not _MISSING:\n"
-            f"            seen += 1\n"
-            f"            if x is not None:\n"
-            f"                {store}\n"
-            f"            else:\n"
-            f"                {null}"
-            f"{missing}\n"
-        )
-    src = (
-        "def record(v, out=None):\n"
-        "    if type(v) is not dict:\n"
-        "        if not isinstance(v, _Mapping):\n"
-        "            raise _Bad(f'expected an object (dict), got {_tname(v)}')\n"
-        "        try:\n"
-        "            v = dict(v)\n"
-        "        except Exception as exc:\n"
-        "            raise _foreign(exc, None) from exc\n"
-        "    if out is None:\n"
-        "        out = {}\n"
-        "    get = v.get\n"
-        "    seen = 0\n"
-        "    field = None\n"
-        "    try:\n" + "".join(body) + "    except _Bad as exc:\n"
-        "        exc.path.insert(0, field)\n"
-        "        raise\n"
-        "    except Exception as exc:\n"
-        "        raise _foreign(exc, field) from exc\n"
-        "    if seen != len(v) and not _ignore:\n"
-        "        try:\n"
-        "            _unknown(v, _names)\n"
-        "        except _Bad:\n"
-        "            raise\n"
-        "        except Exception as exc:\n"
-        "            raise _foreign(exc, None) from exc\n"
-        "    return out\n"
-    )
+    body = [_field_source(f, i, unknown, env) for i, f in enumerate(fields)]
+    src = _RECORD_SOURCE.replace("{body}", "".join(body))
     exec(compile(src, f"<bqspool record {sorted(names)[:3]}>", "exec"), env)
     return env["record"]
+
+
+# The generated function; {body} is one block per field (see _field_source).
+_RECORD_SOURCE = """\
+def record(v, out=None):
+    if type(v) is not dict:
+        if not isinstance(v, _Mapping):
+            raise _Bad(f'expected an object (dict), got {_tname(v)}')
+        try:
+            v = dict(v)
+        except Exception as exc:
+            raise _foreign(exc, None) from exc
+    if out is None:
+        out = {}
+    get = v.get
+    seen = 0
+    field = None
+    try:
+{body}    except _Bad as exc:
+        exc.path.insert(0, field)
+        raise
+    except Exception as exc:
+        raise _foreign(exc, field) from exc
+    if seen != len(v) and not _ignore:
+        try:
+            _unknown(v, _names)
+        except _Bad:
+            raise
+        except Exception as exc:
+            raise _foreign(exc, None) from exc
+    return out
+"""
+
+
+def _field_source(f: Field, i: int, unknown: str, env: dict[str, Any]) -> str:
+    """The generated block that converts field ``f`` (the ``i``-th); its converter goes into ``env``."""
+    conv = f"_c{i}"
+    env[conv] = _compile_field(f, unknown)
+    fast = _fast_path(f)
+    if fast is not None:
+        store = f"out[{f.name!r}] = x if {fast} else {conv}(x)"
+    elif f.type == "TIMESTAMP" and not f.repeated:
+        store = f"out[{f.name!r}] = _ts(x) if type(x) is float or type(x) is int else {conv}(x)"
+    else:
+        store = f"out[{f.name!r}] = {conv}(x)"
+    null = 'raise _Bad("REQUIRED field is null")' if f.required else "pass"
+    missing = '\n        else:\n            raise _Bad("REQUIRED field is missing")' if f.required else ""
+    return (
+        f"        field = {f.name!r}\n"
+        f"        x = get(field, _MISSING)\n"
+        f"        if x is not _MISSING:\n"
+        f"            seen += 1\n"
+        f"            if x is not None:\n"
+        f"                {store}\n"
+        f"            else:\n"
+        f"                {null}"
+        f"{missing}\n"
+    )
 
 
 def _foreign(exc: BaseException, field: Any) -> _Bad:

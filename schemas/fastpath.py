@@ -77,9 +77,70 @@ def compile_fast(
     column it does not check itself; ``json_chunks`` the standard library's
     C JSON encoder, or None. Passed in, so this module imports no converter.
     """
+    env: dict[str, Any] = {"_EVENT_ID": EVENT_ID, "_chunks": json_chunks, "_join": "".join, "_flat_json": _flat_json}
+    struct_fields, rename, post = _row_fields(fields, unknown, convert, env)
+    row_type = msgspec.defstruct(
+        "Row",
+        struct_fields,
+        kw_only=True,  # REQUIRED columns may follow NULLABLE ones
+        omit_defaults=True,  # a null column is left out, as the full path does
+        forbid_unknown_fields=unknown == "error",
+        rename=rename,
+    )
+    env.update(
+        _convert=msgspec.convert,
+        _Row=row_type,
+        _Rows=list[row_type],  # type: ignore[valid-type]
+        _encode=msgspec.json.encode,
+        _encode_lines=msgspec.json.Encoder().encode_lines,
+        _null=_null,
+    )
+    src = _FAST_SOURCE.format(
+        one="\n".join("        " + line for line in post), many="\n".join("            " + line for line in post)
+    )
+    exec(compile(src, f"<bqspool fast row {fields[0].name if fields else ''}>", "exec"), env)
+    return FastPath(env["one"], env["lines"], row_type)
+
+
+# The generated functions; {one} and {many} are the statements that finish a
+# converted struct ``s`` (columns the fast path does not check itself).
+_FAST_SOURCE = """\
+def one(event, event_id):
+    # The buffer assigns _event_id; an event carrying one is the full path's to judge.
+    if type(event) is not dict or _EVENT_ID in event:
+        return None
+    try:
+        s = _convert(event, _Row)
+        s.eid = event_id
+{one}
+        # Encoding is also the UTF-8 check: a lone surrogate raises here.
+        return _encode(s)
+    # Whatever fails here, the full path converts or reports precisely.
+    except Exception:
+        return None
+
+def lines(events, event_ids):
+    for event in events:
+        if type(event) is not dict or _EVENT_ID in event:
+            return None
+    try:
+        rows = _convert(events, _Rows)
+        for s, event_id in zip(rows, event_ids):
+            s.eid = event_id
+{many}
+        return _encode_lines(rows)
+    except Exception:
+        return None
+"""
+
+
+def _row_fields(
+    fields: tuple[Field, ...], unknown: str, convert: Callable[[Field, str], Callable[[Any], Any]], env: dict[str, Any]
+) -> tuple[list[tuple], dict[str, str], list[str]]:
+    """The row struct's fields and their renames, and the statements finishing a
+    converted struct; the converters those statements call go into ``env``."""
     struct_fields: list[tuple] = [("eid", str, "")]
     rename = {"eid": EVENT_ID}
-    env: dict[str, Any] = {"_EVENT_ID": EVENT_ID, "_chunks": json_chunks, "_join": "".join, "_flat_json": _flat_json}
     post: list[str] = []  # statements finishing a converted struct ``s``
     for i, f in enumerate(fields):
         attr = f"f{i}"
@@ -100,55 +161,7 @@ def compile_fast(
             struct_fields.append((attr, typ))
         else:
             struct_fields.append((attr, typ, None))
-    row_type = msgspec.defstruct(
-        "Row",
-        struct_fields,
-        kw_only=True,  # REQUIRED columns may follow NULLABLE ones
-        omit_defaults=True,  # a null column is left out, as the full path does
-        forbid_unknown_fields=unknown == "error",
-        rename=rename,
-    )
-    env.update(
-        _convert=msgspec.convert,
-        _Row=row_type,
-        _Rows=list[row_type],  # type: ignore[valid-type]
-        _encode=msgspec.json.encode,
-        _encode_lines=msgspec.json.Encoder().encode_lines,
-        _null=_null,
-    )
-    src = "\n".join(
-        [
-            "def one(event, event_id):",
-            # The buffer assigns _event_id; an event carrying one is the full path's to judge.
-            "    if type(event) is not dict or _EVENT_ID in event:",
-            "        return None",
-            "    try:",
-            "        s = _convert(event, _Row)",
-            "        s.eid = event_id",
-            *("        " + line for line in post),
-            # Encoding is also the UTF-8 check: a lone surrogate raises here.
-            "        return _encode(s)",
-            # Whatever fails here, the full path converts or reports precisely.
-            "    except Exception:",
-            "        return None",
-            "",
-            "def lines(events, event_ids):",
-            "    for event in events:",
-            "        if type(event) is not dict or _EVENT_ID in event:",
-            "            return None",
-            "    try:",
-            "        rows = _convert(events, _Rows)",
-            "        for s, event_id in zip(rows, event_ids):",
-            "            s.eid = event_id",
-            *("            " + line for line in post),
-            "        return _encode_lines(rows)",
-            "    except Exception:",
-            "        return None",
-            "",
-        ]
-    )
-    exec(compile(src, f"<bqspool fast row {fields[0].name if fields else ''}>", "exec"), env)
-    return FastPath(env["one"], env["lines"], row_type)
+    return struct_fields, rename, post
 
 
 # Epoch seconds in [year 1, 1e11) are what _epoch_us converts with a plain
