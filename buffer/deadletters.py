@@ -30,9 +30,7 @@ from bqspool.schemas.errors import ConfigError, ValidationError
 
 from . import rows, store
 from .ids import uuid7
-from .rows import INSERT_EVENT
 
-COLUMNS = ("id", "stream", "event_id", "payload", "reason", "created_us")
 STEP = 500  # rows per replay transaction: keeps the write lock short for appenders
 
 
@@ -63,21 +61,7 @@ def selection(
 def newest(conn: sqlite3.Connection, limit: int | None, stream: str | None) -> list[dict[str, Any]]:
     """The newest dead letters (all with ``limit=None``), of one stream or all."""
     where, params = selection(stream)
-    found = conn.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM dead_letters WHERE {where} ORDER BY id DESC LIMIT ?",
-        (*params, -1 if limit is None else limit),
-    ).fetchall()
-    return [dict(zip(COLUMNS, r)) for r in found]
-
-
-def count(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-
-
-def count_since(conn: sqlite3.Connection, since_us: int) -> dict[str, int]:
-    """Dead letters per stream stored since ``since_us`` (epoch microseconds)."""
-    found = conn.execute("SELECT stream, count(*) FROM dead_letters WHERE created_us >= ? GROUP BY stream", (since_us,))
-    return {stream: n for stream, n in found}
+    return rows.dead_letters(conn, where, params, newest=True, limit=-1 if limit is None else limit)
 
 
 def _pages(
@@ -87,14 +71,11 @@ def _pages(
     where, params = selection(stream, ids)
     last = 0
     while True:
-        page = conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM dead_letters WHERE id > ? AND {where} ORDER BY id LIMIT ?",
-            [last, *params, step],
-        ).fetchall()
+        page = rows.dead_letters(conn, where, params, after_id=last, limit=step)
         if not page:
             return
-        last = page[-1][0]
-        yield [dict(zip(COLUMNS, r)) for r in page]
+        last = page[-1]["id"]
+        yield page
 
 
 def _event_of(row: Mapping[str, Any], coercer: Coercer) -> Any:
@@ -152,18 +133,7 @@ def replay(
             continue
         now = store.now_us()
         with store.transaction(conn, busy_timeout_s=busy_timeout_s):
-            added = removed = 0
-            for dead_id, name, data in good:
-                # Another replay or purge may have taken the row meanwhile.
-                gone = conn.execute(
-                    "DELETE FROM dead_letters WHERE id = ? RETURNING length(payload) + length(reason)", (dead_id,)
-                ).fetchone()
-                if gone:
-                    conn.execute(INSERT_EVENT, (name, data.decode("utf-8"), 1, len(data), now))
-                    added += len(data)
-                    removed += gone[0]
-                    report.replayed += 1
-            rows.add_used(conn, added, -removed)
+            report.replayed += sum(rows.revive(conn, dead_id, name, data, now) for dead_id, name, data in good)
     return report
 
 

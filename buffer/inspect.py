@@ -41,7 +41,7 @@ class InspectMixin:
         for stream, count, nbytes, oldest in self._reading(rows.stream_totals):
             streams[stream] = {"pending": count, "bytes": nbytes, "oldest_age_s": round((now - oldest) / 1e6, 3)}
         counters = self._reading(rows.counters)
-        dead = self._reading(deadletters.count)
+        dead = self._reading(rows.dead_count)
         meta = self._reading(store.meta)
         size = sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists())
         moved = meta.get("moved_aside")

@@ -33,7 +33,8 @@ LABELS = ("stream", "table")
 ALL = "*"  # the label value of a figure for the whole buffer
 
 
-def _client():
+def prometheus() -> Any:
+    """The ``prometheus_client`` module (the ``metrics`` extra), or ConfigError saying how to install it."""
     try:
         import prometheus_client
     except ImportError:
@@ -45,7 +46,7 @@ class WriterMetrics:
     """The writer's metrics for ``buffer``, registered on ``registry``."""
 
     def __init__(self, buffer: Buffer, registry: Any = None):
-        prom = _client()
+        prom = prometheus()
         registry = registry if registry is not None else prom.REGISTRY
         self.buffer = buffer
         self.appended = prom.Counter(
@@ -123,6 +124,6 @@ def expose(buffer: Buffer, *, registry: Any = None, port: int | None = None, add
     and with ``port``, serve that registry's /metrics there too."""
     metrics = WriterMetrics(buffer, registry)
     if port is not None:
-        prom = _client()
+        prom = prometheus()
         prom.start_http_server(port, addr=addr, registry=registry if registry is not None else prom.REGISTRY)
     return metrics

@@ -1,7 +1,7 @@
 """The buffer file's ``events``, ``dead_letters`` and ``counters``: the one home of their SQL.
 
 The writer, dead-letter replay and purge, the loader's staging, acks,
-bisecting and quarantine all read and change these tables through the
+quarantine and dropping all read and change these tables through the
 functions here, so the size counters (``pending_bytes``, the sum of
 ``events.nbytes``; ``dead_bytes``, the dead letters' payload and reason
 characters) are kept in step in one place. Each function runs in the
@@ -14,6 +14,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from bqspool.schemas.display import MAX_REASON, safe_text, show
 
@@ -94,6 +95,45 @@ def delete_dead(conn: sqlite3.Connection, where: str, params: Iterable) -> int:
     ).fetchall()
     add_used(conn, 0, -sum(n for (n,) in gone))
     return len(gone)
+
+
+DEAD_COLUMNS = ("id", "stream", "event_id", "payload", "reason", "created_us")
+
+
+def dead_letters(
+    conn: sqlite3.Connection, where: str, params: Iterable, *, after_id: int = 0, newest: bool = False, limit: int = -1
+) -> list[dict[str, Any]]:
+    """Dead letters matching ``where`` with an id above ``after_id``: oldest first,
+    or ``newest`` first; at most ``limit`` (-1: all)."""
+    order = "DESC" if newest else ""
+    found = conn.execute(
+        f"SELECT {', '.join(DEAD_COLUMNS)} FROM dead_letters WHERE id > ? AND {where} ORDER BY id {order} LIMIT ?",
+        [after_id, *params, limit],
+    ).fetchall()
+    return [dict(zip(DEAD_COLUMNS, r)) for r in found]
+
+
+def dead_count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+
+
+def dead_count_since(conn: sqlite3.Connection, since_us: int) -> dict[str, int]:
+    """Dead letters per stream stored since ``since_us`` (epoch microseconds)."""
+    found = conn.execute("SELECT stream, count(*) FROM dead_letters WHERE created_us >= ? GROUP BY stream", (since_us,))
+    return {stream: n for stream, n in found}
+
+
+def revive(conn: sqlite3.Connection, dead_id: int, stream: str, data: bytes, now_us: int) -> bool:
+    """Replace dead letter ``dead_id`` with a pending event of ``data``, counting both;
+    False if it is gone (another replay or purge took it meanwhile)."""
+    gone = conn.execute(
+        "DELETE FROM dead_letters WHERE id = ? RETURNING length(payload) + length(reason)", (dead_id,)
+    ).fetchone()
+    if not gone:
+        return False
+    conn.execute(INSERT_EVENT, (stream, data.decode("utf-8"), 1, len(data), now_us))
+    add_used(conn, len(data), -gone[0])
+    return True
 
 
 def stream_totals(conn: sqlite3.Connection) -> list[tuple[str, int, int, int]]:

@@ -65,7 +65,10 @@ from typing import Any
 
 from bqspool.schemas.errors import ConfigError
 
+from .settings import DEFAULTS, Settings
+
 CONFIG_FILE = "bqspool.toml"
+DEFAULT_BUFFER = ".bqspool/buffer.db"
 _INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -78,26 +81,24 @@ def interval_seconds(text: str) -> float | None:
 
 @dataclass(frozen=True)
 class Config:
-    buffer: str = ".bqspool/buffer.db"
+    buffer: str = DEFAULT_BUFFER
     schemas: str | None = None
     project: str | None = None
     dataset: str | None = None
     location: str = "US"
     bucket: str | None = None
-    prefix: str = "bqspool"
+    prefix: str = DEFAULTS.prefix
     schedule: str = "5m"
-    # One Parquet row group per object: large backlogs ship as several
-    # batches, each uploaded while the next is staged, with at most two
-    # small staged files on the disk (in memory, on Cloud Run).
-    batch_rows: int = 65_536
-    batch_bytes: int = 256 * 1024 * 1024
-    batch_per_job: int = 500
+    # What the ship and commit stages run by: the defaults and their reasons are in settings.py.
+    batch_rows: int = DEFAULTS.batch_rows
+    batch_bytes: int = DEFAULTS.batch_bytes
+    batch_per_job: int = DEFAULTS.per_job
     retry_initial: float = 1.0
     retry_maximum: float = 60.0
     retry_deadline: float = 300.0
-    quota_jobs_per_table_day: int = 1000
-    quota_jobs_per_table_10s: int | None = None  # default: the warehouse's own limit
-    lease_seconds: float = 120.0
+    quota_jobs_per_table_day: int = DEFAULTS.jobs_per_table_day
+    quota_jobs_per_table_10s: int | None = DEFAULTS.jobs_per_table_10s
+    lease_seconds: float = DEFAULTS.lease_seconds
     archive_coldline_days: int = 30  # loaded objects move to COLDLINE after this many days
     archive_delete_days: int | None = None  # and are deleted after this many; None: kept for ever
     # List prices in USD, as of price_as_of; `bqspool cost` computes with them.
@@ -141,6 +142,18 @@ class Config:
     def schedule_seconds(self) -> float | None:
         """The schedule as an interval in seconds, or None for a cron line."""
         return interval_seconds(self.schedule)
+
+    def settings(self) -> Settings:
+        """What the ship and commit stages run by, from this configuration."""
+        return Settings(
+            prefix=self.prefix,
+            batch_rows=self.batch_rows,
+            batch_bytes=self.batch_bytes,
+            per_job=self.batch_per_job,
+            jobs_per_table_day=self.quota_jobs_per_table_day,
+            jobs_per_table_10s=self.quota_jobs_per_table_10s,
+            lease_seconds=self.lease_seconds,
+        )
 
     def public(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sources"}

@@ -1,13 +1,17 @@
 """The loader's backend interfaces: an object store and a warehouse.
 
-The core (the drain, the ledger, staging, the retry policy) talks to these
+The core (the ship and commit stages, the retry policy) talks to these
 protocols (``typing.Protocol``) and imports no cloud SDK. Three families implement
-them: the Google adapters (:mod:`.gcs`, :mod:`.bq`), which translate
+them: the Google adapters (:mod:`.backends`), which translate
 Google's errors at the boundary; the in-memory fakes of
 :mod:`bqspool.loader.testing`, with knobs for the faults real servers
 cannot produce; and whatever a user writes for another backend. The
 contract suite (``tests/test_contract.py``) states what bqspool relies on
 from each, and runs against every implementation.
+
+The warehouse is three protocols, :class:`LoadJobs`, :class:`TableAdmin`
+and :class:`OperatorQueries`, with :class:`Warehouse` their union: each
+caller depends on the part it uses (the committer on load jobs alone).
 
 To add a backend: implement :class:`ObjectStore` and :class:`Warehouse`,
 raise only bqspool's errors (``BackendUnavailableError`` for what may pass,
@@ -112,6 +116,14 @@ class ObjectStore(Protocol):
         ...
 
 
+def find_object(store: ObjectStore, name: str) -> StoredObject | None:
+    """The object ``name`` as a listing shows it, or None: its metadata, never its bytes.
+
+    The one way the loader asks whether an object exists (a listing of the
+    name as a prefix, strongly consistent)."""
+    return next((o for o in store.list_objects(name) if o.name == name), None)
+
+
 @dataclass(frozen=True)
 class LifecycleRule:
     """One bucket lifecycle rule: after ``age_days``, objects under ``prefix``
@@ -168,8 +180,8 @@ class WarehouseLimits:
 
 
 @runtime_checkable
-class Warehouse(Protocol):
-    """Datasets, tables and idempotent load jobs.
+class LoadJobs(Protocol):
+    """Idempotent load jobs: what the committer needs of a warehouse, and nothing more.
 
     A job id names at most one job, ever: ``get_job`` before
     ``start_load``, and ``start_load`` of an existing id returns that job
@@ -193,6 +205,11 @@ class Warehouse(Protocol):
         """Poll until the job is done or ``timeout`` passes; its last outcome."""
         ...
 
+
+@runtime_checkable
+class TableAdmin(Protocol):
+    """The dataset and its tables: what ``setup``, ``verify`` and ``restore`` change."""
+
     def ensure_dataset(self) -> bool:
         """Create the dataset if missing; whether it was created."""
         ...
@@ -200,10 +217,6 @@ class Warehouse(Protocol):
     def ensure_table(self, table: TableDef) -> list[str]:
         """Create ``table`` as its definition says, or add its new NULLABLE
         columns; the changes made. ``SetupError`` for what cannot be done."""
-        ...
-
-    def fetch_rows(self, table: str) -> list[dict]:
-        """Every row of ``table`` as Python values (for tests and small audits; may be billed)."""
         ...
 
     def table_options(self, table: str) -> dict | None:
@@ -228,6 +241,19 @@ class Warehouse(Protocol):
         """Make a REQUIRED top-level column NULLABLE (always allowed)."""
         ...
 
+    def create_view(self, name: str, sql: str) -> bool:
+        """Create or replace the view ``name`` over ``sql``; whether it changed."""
+        ...
+
+
+@runtime_checkable
+class OperatorQueries(Protocol):
+    """Reading the warehouse for operators: queries, sizes and history (may be billed)."""
+
+    def fetch_rows(self, table: str) -> list[dict]:
+        """Every row of ``table`` as Python values (for tests and small audits; may be billed)."""
+        ...
+
     def query(self, sql: str, params: Sequence[QueryParam] = ()) -> list[dict]:
         """Run ``sql`` with named parameters (``@name``), tables resolved in the
         dataset; the rows as dicts. Billed by what it scans.
@@ -249,9 +275,10 @@ class Warehouse(Protocol):
         keeps no such history."""
         ...
 
-    def create_view(self, name: str, sql: str) -> bool:
-        """Create or replace the view ``name`` over ``sql``; whether it changed."""
-        ...
+
+@runtime_checkable
+class Warehouse(LoadJobs, TableAdmin, OperatorQueries, Protocol):
+    """A whole warehouse adapter: load jobs, table administration and operator queries."""
 
 
 @dataclass(frozen=True)

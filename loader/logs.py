@@ -17,7 +17,9 @@ import sys
 FIELDS = ("table", "batch", "job_id", "attempt")
 
 
-def fields(table: str | None = None, batch: str | None = None, job_id: str | None = None, attempt: int | None = None):
+def fields(
+    table: str | None = None, batch: str | None = None, job_id: str | None = None, attempt: int | None = None
+) -> dict[str, object]:
     """``extra=`` for a log call about a table, batch, job or attempt."""
     given = {"table": table, "batch": batch, "job_id": job_id, "attempt": attempt}
     return {k: v for k, v in given.items() if v is not None}

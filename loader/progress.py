@@ -1,29 +1,12 @@
-"""Progress of a long drain, and the process's peak memory, for operators."""
+"""Progress of a long step, for operators: a bar on a terminal, log lines elsewhere."""
 
 from __future__ import annotations
 
 import logging
-import resource
 import sys
 import time
 
 log = logging.getLogger("bqspool.loader")
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB.
-
-    VmHWM where /proc has it: ru_maxrss survives exec, so a loader started
-    from a big parent process would report the parent's size.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 class Progress:

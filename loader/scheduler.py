@@ -34,6 +34,7 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
 
     stop = stop or threading.Event()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
+    step: Callable[[], object]
     if role == "commit":
         committer = make_committer(config, should_stop=stop.is_set)
         step, drainer = committer.commit_once, None
@@ -78,7 +79,7 @@ def _metrics(config: Config):
     """The loader's metrics, served on ``metrics_address`` if one is configured."""
     if not config.metrics_address:
         return None
-    from .metrics import LoaderMetrics
+    from .watch.metrics import LoaderMetrics
 
     metrics = LoaderMetrics()
     metrics.serve(config.metrics_address)
@@ -87,10 +88,11 @@ def _metrics(config: Config):
 
 
 def budget_reader(config: Config) -> Callable[[], dict]:
-    """``commitlog.status`` of the configured bucket, with its client and the
-    schema set's tables made once (a listing per table each call)."""
+    """``operate.status.commit_status`` of the configured bucket, with its client and
+    the schema set's tables made once (a listing per table each call)."""
     from .clients import make_object_store
-    from .commitlog import Layout, status
+    from .layout import Layout
+    from .operate.status import commit_status
 
     tables = None
     if config.schemas:
@@ -98,14 +100,15 @@ def budget_reader(config: Config) -> Callable[[], dict]:
 
         tables = list(load_schema_set(config.schemas))
     store, layout = make_object_store(config), Layout(config.prefix)
-    return lambda: status(store, layout, config.quota_jobs_per_table_day, tables)
+    return lambda: commit_status(store, layout, config.quota_jobs_per_table_day, tables)
 
 
 def record(metrics, report, budgets: Callable[[], dict] | None = None) -> None:
     """Feed a ship, commit or drain report to the metrics; with ``budgets`` (see
     :func:`budget_reader`), the load jobs used against the budget per table too."""
-    from .commit import CommitReport
-    from .drain import DrainReport, ShipReport
+    from .commit.report import CommitReport
+    from .drain import DrainReport
+    from .ship.report import ShipReport
 
     if isinstance(report, DrainReport):
         metrics.ship(report.ship)

@@ -164,7 +164,7 @@ def _server_rate(env: dict, gcs_pid: int, n: int = 1600) -> tuple[float, float, 
 
 
 def stage_rate(path: Path, tmp: Path) -> float:
-    from bqspool.loader.stage import Stager, read_batch_payloads
+    from bqspool.loader.ship.stage import Stager, read_batch_payloads
     from bqspool.schemas import load_schema_set
 
     conn = sqlite3.connect(path)
@@ -186,7 +186,7 @@ def main() -> int:
     ap.add_argument("--handover-events", type=int, default=4_500_000, help="buffer for the 8-s SIGTERM hand-over")
     args = ap.parse_args()
 
-    from bqspool.loader import localstack
+    from bqspool.loader.backends import localstack
     from bqspool.loader.clients import make_drainer, make_warehouse
 
     # The stack on tmpfs where there is one: fake-gcs-server writes every object to its root.

@@ -50,7 +50,7 @@ def bench_limit(path: Path, out: Path, chunk: int = 16_384) -> float:
     types in one thread, Parquet writes them; no casts, no checks."""
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
-    from bqspool.loader.stage import Stager, read_batch_payloads
+    from bqspool.loader.ship.stage import Stager, read_batch_payloads
     from bqspool.schemas import load_schema_set
 
     stored = Stager(load_schema_set("leafloaf")[STREAM]).stored_schema
@@ -73,7 +73,7 @@ def bench_limit(path: Path, out: Path, chunk: int = 16_384) -> float:
 
 
 def bench_stage(path: Path, out: Path) -> float:
-    from bqspool.loader.stage import Stager, read_batch_payloads
+    from bqspool.loader.ship.stage import Stager, read_batch_payloads
     from bqspool.schemas import load_schema_set
 
     conn = sqlite3.connect(path)
@@ -118,7 +118,7 @@ def main() -> int:
     ap.add_argument("--backlog", type=int, default=2_000_000, help="backlog for the peak-RSS run")
     args = ap.parse_args()
 
-    from bqspool.loader import localstack
+    from bqspool.loader.backends import localstack
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

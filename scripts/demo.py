@@ -151,8 +151,8 @@ def main() -> int:
     ap.add_argument("--keep-stack", action="store_true", help="leave the local stack running at the end")
     args = ap.parse_args()
 
-    from bqspool.loader import localstack
-    from bqspool.loader.clients import bigquery_client
+    from bqspool.loader.backends import localstack
+    from bqspool.loader.backends.google_clients import bigquery_client
     from bqspool.loader.config import load_config
 
     run_id = time.strftime("%Y%m%d_%H%M%S")
@@ -257,9 +257,10 @@ def main() -> int:
             good = row["n"] == counts[s] == row["d"]
             ok &= good
             print(f"  {s:30s} {counts[s]:9d} {row['n']:12d} {row['d']:13d}  {'ok' if good else 'MISMATCH'}")
-        from bqspool.loader.commitlog import Layout, status
+        from bqspool.loader.layout import Layout
+        from bqspool.loader.operate.status import commit_status
 
-        tables = status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day, tables=list(STREAMS))["tables"]
+        tables = commit_status(store, Layout(cfg.prefix), cfg.quota_jobs_per_table_day, tables=list(STREAMS))["tables"]
         jobs = {t: tables[t]["jobs_24h"] for t in STREAMS}
         ok &= all(jobs[t] for t in STREAMS if counts[t])  # what loaded went through recorded jobs
         print(f"  load jobs per table, from the commit log: {jobs}")

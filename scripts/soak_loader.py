@@ -30,8 +30,8 @@ from collections import Counter
 from pathlib import Path
 
 from bqspool.buffer import Buffer
-from bqspool.loader import localstack
-from bqspool.loader.clients import bigquery_client
+from bqspool.loader.backends import localstack
+from bqspool.loader.backends.google_clients import bigquery_client
 from bqspool.loader.config import load_config
 
 STREAMS = ("user_interactions", "tasks")

@@ -52,7 +52,7 @@ def stack(tmp_path_factory):
     """The real local stack (fake-gcs-server + BigQuery emulator), once per session."""
     import os
 
-    from bqspool.loader import localstack
+    from bqspool.loader.backends import localstack
 
     folder = tmp_path_factory.mktemp("stack")
     state = localstack.up(folder)

@@ -11,7 +11,8 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from bqspool.loader.clients import bigquery_client, make_committer, make_drainer, make_object_store, make_warehouse
+from bqspool.loader.backends.google_clients import bigquery_client
+from bqspool.loader.clients import make_committer, make_drainer, make_object_store, make_warehouse
 from bqspool.loader.config import Config, load_config
 from bqspool.schemas import load_schema_set
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import pytest
 from bqspool.loader.interfaces import ObjectStore, Warehouse
-from bqspool.loader.stage import Stager
+from bqspool.loader.ship.stage import Stager
 from bqspool.schemas.definition import parse_table
 from bqspool.schemas.errors import BackendError, ObjectConflictError, PreconditionFailedError
 
@@ -42,7 +42,8 @@ def backend(request, tmp_path_factory):
         store = MemoryObjectStore()
         yield Backend(kind, store, MemoryWarehouse(store), prefix)
         return
-    from bqspool.loader.clients import bigquery_client, make_object_store, make_warehouse
+    from bqspool.loader.backends.google_clients import bigquery_client
+    from bqspool.loader.clients import make_object_store, make_warehouse
     from bqspool.loader.config import load_config
 
     if kind == "local":
@@ -266,7 +267,7 @@ def test_a_duplicate_job_id_is_refused_by_the_backend(backend, tmp_path):
     backend.warehouse.wait(job_id, timeout=120)
     uri = backend.store.uri(f"{backend.prefix}/f.parquet")
     if backend.kind == "fake":
-        backend.warehouse.duplicate_ids = "adopt"
+        backend.warehouse.knobs.duplicate_ids = "adopt"
         backend.warehouse.start_load(job_id, table.name, [uri])
         assert backend.warehouse.inserts.count(job_id) == 1
         return
@@ -307,7 +308,7 @@ def test_a_data_failure_is_told_from_a_transient_one(backend, tmp_path):
         return  # a real backend cannot be made to fail transiently on demand
     from bqspool.loader.interfaces import JobError
 
-    backend.warehouse.job_errors = [JobError("backend", "backendError", "try later")]
+    backend.warehouse.knobs.job_errors = [JobError("backend", "backendError", "try later")]
     outcome = _load(backend, tmp_path, table, [{"_event_id": "1", "id": "1"}], f"j{uuid.uuid4().hex}", "t.parquet")
     assert outcome.transient
 
@@ -517,7 +518,7 @@ def test_the_bucket_keeps_lifecycle_rules(backend):
 
 
 def test_a_batch_answer_is_matched_to_its_call_by_content_id():
-    from bqspool.loader.gcs_batch import statuses
+    from bqspool.loader.backends.gcs_batch import statuses
 
     def answer(parts: list[tuple[int, str | None]], boundary: str = "b0und") -> bytes:
         out = ""
@@ -540,7 +541,7 @@ def test_a_batch_answer_is_matched_to_its_call_by_content_id():
 
 
 def test_a_batch_request_is_written_as_the_json_api_reads_it():
-    from bqspool.loader.gcs_batch import copy_call, delete_call, encode
+    from bqspool.loader.backends.gcs_batch import copy_call, delete_call, encode
 
     body = encode("http://h:1", [copy_call("bk", "a/x y~1.parquet", "arch/x"), delete_call("bk", "a/z")], "B")
     parts = body.split("--B")

@@ -80,7 +80,9 @@ def test_replay_after_a_schema_fix_keeps_event_ids_and_leaves_the_rest(tmp_path)
 def test_replay_brings_dropped_quarantined_rows_back_as_the_same_events(tmp_path, alltypes):
     """`quarantine drop` stores a batch's stored rows as dead letters; replay must turn those
     stored values (epoch micros, base64, JSON text) back into the same events, ids included."""
-    from bqspool.loader import holdback, ledger
+    from bqspool.loader.layout import Layout
+    from bqspool.loader.ship import ledger
+    from bqspool.loader.ship import quarantine as holdback
 
     path = tmp_path / "b.db"
     rng = random.Random(7)
@@ -92,7 +94,7 @@ def test_replay_brings_dropped_quarantined_rows_back_as_the_same_events(tmp_path
     before = stored_lines(conn, stream)
     buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
     ledger.prepare(conn)
-    ledger.seal(conn, stream, buffer_id, "p", 10_000, 1 << 30)
+    ledger.seal(conn, stream, buffer_id, Layout("p"), 10_000, 1 << 30)
     (batch,) = ledger.batches(conn)
     ledger.quarantine(conn, batch.batch_id, "invalid: made up for the test")
     assert holdback.drop(conn, [batch.batch_id]) == (1, 300)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from bqspool.buffer import Buffer
-from bqspool.loader import localstack
+from bqspool.loader.backends import localstack
 
 from .loader_support import Env
 

@@ -21,10 +21,13 @@ from pathlib import Path
 
 import pytest
 from bqspool.buffer import Buffer
-from bqspool.loader import localstack
-from bqspool.loader.commit import CommitReport, Committer
-from bqspool.loader.commitlog import Layout, LogReader, Record
+from bqspool.loader.backends import localstack
+from bqspool.loader.commit.commitlog import LogReader, Record
+from bqspool.loader.commit.committer import Committer
+from bqspool.loader.commit.report import CommitReport
 from bqspool.loader.drain import Drainer
+from bqspool.loader.layout import Layout
+from bqspool.loader.settings import Settings
 from bqspool.loader.testing import MemoryObjectStore, MemoryWarehouse
 from bqspool.schemas import load_schema_set
 
@@ -330,7 +333,7 @@ def test_of_two_overlapping_records_only_the_older_is_ever_submitted(tmp_path):
     warehouse = MemoryWarehouse(store, schemas)
     with Buffer(tmp_path / "b.db", schemas, strict=True) as buf:
         ids = [buf.append("tasks", make_event(schemas["tasks"], random.Random(i))) for i in range(3)]
-    Drainer(tmp_path / "b.db", schemas, store, None, batch_rows=1, progress=False).ship_once()
+    Drainer(tmp_path / "b.db", schemas, store, None, Settings(batch_rows=1), progress=False).ship_once()
     names = sorted(n for n in store.objects if "/staged/" in n)
     assert len(names) == 3
     a, b = Committer(store, warehouse), Committer(store, warehouse)
@@ -402,7 +405,7 @@ def test_a_ship_report_says_where_its_time_went(tmp_path):
     with Buffer(tmp_path / "b.db", schemas, strict=True) as buf:
         for i in range(50):
             buf.append("tasks", make_event(schemas["tasks"], random.Random(i)))
-    report = Drainer(tmp_path / "b.db", schemas, store, None, batch_rows=20, progress=False).ship_once()
+    report = Drainer(tmp_path / "b.db", schemas, store, None, Settings(batch_rows=20), progress=False).ship_once()
     assert report.batches_shipped == 3
     took = report.step_seconds
     assert set(took) == {"stage", "upload", "handover", "housekeeping"}

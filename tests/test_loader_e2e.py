@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from bqspool.buffer import Buffer
-from bqspool.loader.stage import Stager, read_batch_payloads
+from bqspool.loader.ship.stage import Stager, read_batch_payloads
 from bqspool.schemas import load_schema_set
 from bqspool.schemas.coerce import Coercer
 
@@ -132,7 +132,7 @@ def test_staging_is_deterministic_and_chunk_independent(tmp_path, alltypes):
 def test_staging_parses_in_blocks_and_around_a_line_longer_than_a_block(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from bqspool.loader import stage
+    from bqspool.loader.ship import stage
 
     table = load_schema_set("eixa")["user_interactions"]
     c = Coercer(table)

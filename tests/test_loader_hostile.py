@@ -79,7 +79,8 @@ def test_a_loader_paused_past_its_lease_stops_and_nothing_is_doubled(stack, tmp_
 
 
 def test_renewing_never_retakes_a_lease_that_changed_hands(stack, tmp_path):
-    from bqspool.loader import ledger
+    from bqspool.loader.layout import Layout
+    from bqspool.loader.ship import buffer_lease, ledger
     from bqspool.schemas.errors import LeaseLostError
 
     env = Env(tmp_path, "eixa")
@@ -87,17 +88,17 @@ def test_renewing_never_retakes_a_lease_that_changed_hands(stack, tmp_path):
     conn = sqlite3.connect(env.config.buffer, isolation_level=None)
     path = Path(env.config.buffer)
     ledger.prepare(conn)
-    mine = ledger.acquire_lease(conn, "a", 0.01, path)
-    ledger.release_lease(conn, mine)
+    mine = buffer_lease.acquire_lease(conn, "a", 0.01, path)
+    buffer_lease.release_lease(conn, mine)
     with pytest.raises(LeaseLostError):
-        ledger.renew_lease(conn, mine, 10)  # released: renewing must not take it again
+        buffer_lease.renew_lease(conn, mine, 10)  # released: renewing must not take it again
     time.sleep(0.02)
-    theirs = ledger.acquire_lease(conn, "b", 10, path)
+    theirs = buffer_lease.acquire_lease(conn, "b", 10, path)
     assert theirs.token == mine.token + 1
     with pytest.raises(LeaseLostError, match="held by b"):
-        ledger.seal(conn, "tasks", "x" * 16, "p", 10, 1 << 20, mine)
+        ledger.seal(conn, "tasks", "x" * 16, Layout("p"), 10, 1 << 20, mine)
     assert not ledger.batches(conn)
-    ledger.release_lease(conn, theirs)
+    buffer_lease.release_lease(conn, theirs)
     conn.close()
 
 
@@ -385,7 +386,7 @@ def test_a_retried_insert_looks_the_job_up_first(stack, tmp_path):
     env = Env(tmp_path, "eixa")
     appended = fill(env, {"tasks": 30})
     drainer = env.drainer()
-    client = drainer.warehouse.client
+    client = drainer.committer.warehouse.client
     real = client.load_table_from_uri
     calls = []
 

@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 from bqspool.buffer import Buffer
 from bqspool.buffer.store import connect
-from bqspool.loader import holdback, ledger, localstack
+from bqspool.loader.backends import localstack
 from bqspool.loader.clients import make_object_store
-from bqspool.loader.commitlog import Record
+from bqspool.loader.commit.commitlog import Record
 from bqspool.loader.config import load_config
+from bqspool.loader.layout import Layout
 from bqspool.loader.progress import Progress
+from bqspool.loader.ship import buffer_lease, ledger
+from bqspool.loader.ship import quarantine as holdback
 from bqspool.schemas.errors import BackendUnavailableError, ConfigError, LeaseHeldError
 
 from .events import make_event
@@ -61,7 +64,7 @@ def test_outage_mid_drain_then_redrain(stack, tmp_path, service, method, n):
     drainer = env.drainer()
     attr = "objects" if service == "gcs" else "warehouse"
     stopping = StopServerAfter(getattr(drainer.committer, attr), method, n, service, stack["folder"])
-    for stage in (drainer, drainer.committer):
+    for stage in (drainer.shipping, drainer.committer):
         setattr(stage, attr, stopping)
     try:
         with pytest.raises(BackendUnavailableError):
@@ -125,7 +128,7 @@ def test_dropping_a_quarantined_batch_moves_each_event_to_dead_letters(tmp_path)
     conn = sqlite3.connect(path, isolation_level=None)
     buffer_id = conn.execute("SELECT value FROM meta WHERE key = 'buffer_id'").fetchone()[0]
     ledger.prepare(conn)
-    assert ledger.seal(conn, "tasks", buffer_id, "p", 1000, 1 << 30) == 1
+    assert ledger.seal(conn, "tasks", buffer_id, Layout("p"), 1000, 1 << 30) == 1
     (batch,) = ledger.batches(conn)
     ledger.quarantine(conn, batch.batch_id, "invalid: no such column")
     assert holdback.drop(conn, [batch.batch_id]) == (1, 8)
@@ -213,7 +216,9 @@ def test_lease_keeps_two_loaders_apart(stack, tmp_path):
     appended = fill(env, {"tasks": 20})
     conn = connect(env.config.buffer)
     ledger.prepare(conn)
-    _elsewhere = ledger.acquire_lease(conn, "otherhost:1:abc", 2, Path(env.config.buffer))  # a live loader elsewhere
+    _elsewhere = buffer_lease.acquire_lease(
+        conn, "otherhost:1:abc", 2, Path(env.config.buffer)
+    )  # a live loader elsewhere
     with pytest.raises(LeaseHeldError, match="another loader"):
         env.drainer().drain_once()
     res = env.drain_cli()
@@ -352,7 +357,8 @@ def test_local_stack_cli(tmp_path):
 
 
 def test_local_stack_ephemeral_keeps_tables_in_memory(tmp_path, monkeypatch):
-    from bqspool.loader.clients import bigquery_client, make_warehouse
+    from bqspool.loader.backends.google_clients import bigquery_client
+    from bqspool.loader.clients import make_warehouse
     from google.api_core.exceptions import NotFound
 
     folder = tmp_path / "local"
@@ -460,7 +466,7 @@ def test_waiting_for_a_running_job_polls_soon_then_less_often():
     reports RUNNING a number of times. Polls start at 0.1 s and double to 2 s; a deadline stops them."""
     from types import SimpleNamespace
 
-    from bqspool.loader.bq import BigQueryWarehouse
+    from bqspool.loader.backends.bq import BigQueryWarehouse
     from bqspool.loader.retry import RetryPolicy
 
     class Client:

@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 from bqspool.buffer import Buffer
-from bqspool.loader.clients import bigquery_client, make_object_store
+from bqspool.loader.backends.google_clients import bigquery_client
+from bqspool.loader.clients import make_object_store
 
 from .loader_support import BQSPOOL, Env
 
@@ -253,7 +254,7 @@ def test_the_eixa_queries_return_what_the_events_imply(stack, tmp_path):
     history = run("recent-chat-history", "--param", "user_id=u1", "--param", "limit=4")
     assert [h["message_in"] for h in history] == ["hello 0", "hello 1", "hello 2", "hello 3"]
 
-    from bqspool.loader.queries import Analytics
+    from bqspool.loader.operate.queries import Analytics
 
     rows = Analytics(env.config).run("user-analytics", {"user_id": "u2", "days": 30})
     assert rows[0]["total_interactions"] == 1  # the library call an app's /analytics endpoint makes

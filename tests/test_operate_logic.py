@@ -3,10 +3,10 @@
 import datetime as dt
 
 import pytest
-from bqspool.loader.commitlog import Layout
-from bqspool.loader.restore import Restore, parse_day, restored_name
+from bqspool.loader.layout import Layout
+from bqspool.loader.operate.restore import Restore, parse_day, restored_name
+from bqspool.loader.operate.verify import drift, fix
 from bqspool.loader.testing import MemoryObjectStore, MemoryWarehouse
-from bqspool.loader.verify import drift, fix
 from bqspool.schemas import load_schema_set, parse_table
 from bqspool.schemas.errors import ConfigError, RestoreRefusedError, SchemaError, ValidationError
 from bqspool.schemas.queries import load_queries, load_query_file
@@ -150,7 +150,8 @@ def test_restore_days_names_and_refusal_on_fakes(tmp_path):
 def test_a_restore_on_fakes_loads_each_object_once_and_shows_its_progress(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from bqspool.loader.commit import Committer
+    from bqspool.loader.commit.committer import Committer
+    from bqspool.loader.settings import Settings
 
     sset = load_schema_set("eixa")
     store = MemoryObjectStore()
@@ -172,7 +173,7 @@ def test_a_restore_on_fakes_loads_each_object_once_and_shows_its_progress(tmp_pa
         store.put(f"p/archive/tasks/2026/11/28/tasks-b{k}-abc-t1795000000000-n4.parquet", path.read_bytes())
 
     def commit(on_loaded):
-        return Committer(store, wh, prefix="p", on_loaded=on_loaded).commit_once()
+        return Committer(store, wh, Settings(prefix="p"), on_loaded=on_loaded).commit_once()
 
     job = Restore(store, wh, sset, layout, "tasks", dt.date(2026, 11, 28), today, "tasks_copy", commit=commit)
     report = job.run()

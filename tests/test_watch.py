@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from bqspool.buffer import Buffer
-from bqspool.loader.alerts import Webhook, cycle
+from bqspool.loader.backends.webhook import Webhook
 from bqspool.loader.clients import make_object_store, make_warehouse
 from bqspool.loader.interfaces import QueryStat, TableStorage
-from bqspool.loader.monitor import Monitor
 from bqspool.loader.retry import RetryPolicy
 from bqspool.loader.testing import MemoryObjectStore, MemoryWarehouse
+from bqspool.loader.watch.cycle import cycle
+from bqspool.loader.watch.monitor import Monitor
 from bqspool.schemas import load_schema_set
 
 from .loader_support import Env
@@ -202,7 +203,7 @@ def test_table_size_and_slow_query_fire_and_resolve_and_a_dead_webhook_never_sto
     findings, state = cycle(mon, Webhook(hook.url))
     assert findings.alerts == [] and state["unsent"] == []
     assert hook.by_key() == {"table-size:tasks": ["firing", "resolved"], "slow-query:*": ["firing", "resolved"]}
-    from bqspool.loader.monitor import Alert, Findings
+    from bqspool.loader.watch.monitor import Alert, Findings
 
     warn = Alert("job-budget", "warning", "tasks", 0.9, 0.8, "tasks: ...")
     assert Findings([warn], {}, {}).exit_code == 1
@@ -224,8 +225,8 @@ def _samples(text: str) -> dict[tuple, float]:
 
 def test_the_metrics_agree_with_what_was_appended_shipped_and_loaded(stack, tmp_path):
     from bqspool.buffer.metrics import expose
-    from bqspool.loader.metrics import LoaderMetrics
     from bqspool.loader.scheduler import budget_reader, record
+    from bqspool.loader.watch.metrics import LoaderMetrics
     from prometheus_client import CollectorRegistry, generate_latest
 
     env = Env(tmp_path, "eixa", batch_rows=4)
@@ -309,7 +310,7 @@ def test_the_metrics_agree_with_what_was_appended_shipped_and_loaded(stack, tmp_
 def test_json_logs_carry_fields_and_an_outage_logs_one_line_per_retry_sequence_without_secrets(stack, tmp_path):
     import subprocess
 
-    from bqspool.loader import localstack
+    from bqspool.loader.backends import localstack
 
     from .loader_support import BQSPOOL
 
@@ -387,8 +388,8 @@ def test_the_status_page_shows_what_was_loaded_in_a_real_browser(stack, tmp_path
     import urllib.error
     import urllib.request
 
-    from bqspool.loader.cli.watch import _Gauges, _page_figures
-    from bqspool.loader.statuspage import StatusServer
+    from bqspool.loader.watch.metrics import MonitorGauges
+    from bqspool.loader.watch.statuspage import StatusServer
     from selenium.webdriver.common.by import By
 
     env = Env(tmp_path, "eixa", batch_rows=5)
@@ -404,12 +405,12 @@ def test_the_status_page_shows_what_was_loaded_in_a_real_browser(stack, tmp_path
     cfg = dataclasses.replace(env.config, monitor_state=str(tmp_path / "m.json"), monitor_no_data_minutes=0.001)
     store = make_object_store(cfg)
     mon = Monitor(cfg, load_schema_set("eixa"), store, make_warehouse(cfg), Path(cfg.buffer))
-    gauges = _Gauges()
+    gauges = MonitorGauges()
     server = StatusServer("127.0.0.1:0", gauges.text, refresh_s=5).start()
     try:
         time.sleep(0.1)  # the pending events are older than the (tiny) no-data threshold
         findings, state = cycle(mon, None)
-        page = _page_figures(mon, findings)
+        page = mon.page_figures(findings)
         gauges.update(state, page)
         server.update(state, page)
         browser = _browser()

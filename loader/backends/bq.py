@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 from google.api_core import exceptions as gexc
 
+from ..interfaces import JobError, JobFailure, JobOutcome, WarehouseLimits
+from ..retry import RetryPolicy
 from .bq_queries import QueriesMixin
 from .bq_tables import TablesMixin
 from .google_errors import TRANSIENT_REASONS
-from .interfaces import JobError, JobFailure, JobOutcome, WarehouseLimits
-from .retry import RetryPolicy
 
 log = logging.getLogger("bqspool.loader")
 

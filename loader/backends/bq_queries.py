@@ -10,8 +10,8 @@ from typing import Any
 from bqspool.schemas.errors import NotAvailableError
 from google.api_core import exceptions as gexc
 
+from ..interfaces import QueryParam, QueryStat, TableStorage
 from .bq_tables import fetch_table
-from .interfaces import QueryParam, QueryStat, TableStorage
 
 _SCALAR = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
 

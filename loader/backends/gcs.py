@@ -17,9 +17,9 @@ from bqspool.schemas.errors import BackendError, ObjectConflictError, Preconditi
 from google.api_core import exceptions as gexc
 from google.cloud import exceptions as cloud_errors
 
+from ..interfaces import LifecycleRule, StoredObject
+from ..retry import RetryPolicy
 from . import gcs_batch
-from .interfaces import LifecycleRule, StoredObject
-from .retry import RetryPolicy
 
 
 def crc32c_of(path: Path) -> str:

@@ -11,7 +11,7 @@ import click
 from bqspool.schemas.errors import BqspoolError, LeaseHeldError, LeaseLostError
 from bqspool.schemas.registry import bundled_names
 
-DEFAULT_BUFFER = ".bqspool/buffer.db"
+from ..config import DEFAULT_BUFFER
 
 # Exit codes, for scripts and schedulers. Retryable (3, 4) means: nothing was
 # lost, run the same command again later.

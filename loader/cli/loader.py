@@ -52,7 +52,7 @@ def setup(config_path: str | None, views: bool) -> None:
 
 
 def _views(wh, sset, cfg) -> None:
-    from ..queries import qualified, view_name
+    from ..operate.queries import qualified, view_name
 
     made = 0
     for q in sset.queries.values():
@@ -70,9 +70,9 @@ def _views(wh, sset, cfg) -> None:
 
 
 def _lifecycle(cfg) -> None:
-    from ..archive import apply_lifecycle
     from ..clients import make_object_store
-    from ..commitlog import Layout
+    from ..layout import Layout
+    from ..operate.archive import apply_lifecycle
 
     rules, kept = apply_lifecycle(make_object_store(cfg), cfg, Layout(cfg.prefix))
     for rule in rules:
@@ -130,9 +130,9 @@ def _print_commit(report) -> None:
 
 def _ship_exit(cfg, report) -> None:
     """Exit 2 for batches the ship held back, 5 for streams without a table."""
-    from .. import holdback
+    from ..ship import quarantine
 
-    held = holdback.list_held(cfg.buffer)
+    held = quarantine.list_batches(cfg.buffer)
     if held:
         for b in held:
             click.echo(f"quarantined: {b.batch_id} ({b.rows} events): {b.error}", err=True)
@@ -237,8 +237,8 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
 
 def _textfile(cfg, report) -> None:
     """This drain's metrics, for node_exporter's textfile collector (counters of this run)."""
-    from ..metrics import LoaderMetrics
     from ..scheduler import budget_reader, record
+    from ..watch.metrics import LoaderMetrics
 
     metrics = LoaderMetrics()
     record(metrics, report, budget_reader(cfg))
@@ -292,7 +292,7 @@ local_dir = click.option(
 )
 def local_up(folder: str, ephemeral: bool) -> None:
     """Start both servers in the background and print `export` lines."""
-    from .. import localstack
+    from ..backends import localstack
 
     state = localstack.up(folder, persistent=not ephemeral)
     click.echo(localstack.export_lines(state))
@@ -307,7 +307,7 @@ def local_up(folder: str, ephemeral: bool) -> None:
 @local_dir
 def local_env(folder: str) -> None:
     """Print the `export` lines again."""
-    from .. import localstack
+    from ..backends import localstack
 
     click.echo(localstack.export_lines(localstack.load_state(folder)))
 
@@ -316,7 +316,7 @@ def local_env(folder: str) -> None:
 @local_dir
 def local_down(folder: str) -> None:
     """Stop both servers (their data is kept, unless BigQuery ran with --ephemeral)."""
-    from .. import localstack
+    from ..backends import localstack
 
     localstack.down(folder)
     click.echo("local stack stopped", err=True)

@@ -50,11 +50,11 @@ def verify(config_path: str | None, as_json: bool, fix: bool, days: int, no_audi
     queries scan, since they are billed. Exit 0 when all matches, 1 on drift
     or duplicates.
     """
-    from ..audit import audit
     from ..clients import make_object_store, make_warehouse
-    from ..commitlog import Layout
-    from ..verify import drift
-    from ..verify import fix as apply_fixes
+    from ..layout import Layout
+    from ..operate.audit import audit
+    from ..operate.verify import drift
+    from ..operate.verify import fix as apply_fixes
 
     cfg = load_config(config_path)
     cfg.require("schemas", "project", "dataset")
@@ -137,8 +137,8 @@ def restore(config_path: str | None, table: str, since: str, until: str, into: s
     the load-job budget and pacing, exactly once if killed and run again.
     """
     from ..clients import make_committer, make_object_store, make_warehouse
-    from ..commitlog import Layout
-    from ..restore import Restore, parse_day
+    from ..layout import Layout
+    from ..operate.restore import Restore, parse_day
 
     cfg = load_config(config_path)
     cfg.require("schemas", "project", "dataset", "bucket")
@@ -188,8 +188,8 @@ def cost(config_path: str | None, days: int, as_json: bool) -> None:
     prices of the configuration ([price], dated by price.as_of).
     """
     from ..clients import make_object_store, make_warehouse
-    from ..commitlog import Layout
-    from ..cost import cost as compute
+    from ..layout import Layout
+    from ..operate.cost import cost as compute
 
     cfg = load_config(config_path)
     cfg.require("schemas", "project", "dataset", "bucket")
@@ -254,7 +254,7 @@ def query(config_path: str | None, name: str | None, params: tuple[str, ...], as
     """
     from bqspool.schemas.errors import ValidationError
 
-    from ..queries import Analytics
+    from ..operate.queries import Analytics
 
     cfg = load_config(config_path)
     cfg.require("schemas")

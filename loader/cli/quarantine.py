@@ -23,24 +23,24 @@ def _bucket(cfg):
     if not cfg.bucket:
         return None
     from ..clients import make_object_store
-    from ..commitlog import Layout
+    from ..layout import Layout
 
     return make_object_store(cfg), Layout(cfg.prefix)
 
 
 def _held(cfg) -> list[dict]:
-    from .. import held, holdback
+    from ..commit import held
+    from ..ship import quarantine
 
     out = []
     if Path(cfg.buffer).exists():
-        for b in holdback.list_held(cfg.buffer):
+        for b in quarantine.list_batches(cfg.buffer):
             out.append({"where": "buffer", "id": b.batch_id, "table": b.stream, "events": b.rows, "reason": b.error})
     bucket = _bucket(cfg)
     if bucket:
-        for h in held.held(bucket[0], bucket[1]):
-            table = bucket[1].split(h.name)[0]
+        for h in held.held_objects(bucket[0], bucket[1]):
             out.append(
-                {"where": "bucket", "id": h.name, "table": table, "area": h.area, "bytes": h.size, "reason": h.reason}
+                {"where": "bucket", "id": h.name, "table": h.table, "area": h.area, "bytes": h.size, "reason": h.reason}
             )
     return out
 
@@ -72,7 +72,8 @@ def quarantine_list(config_path: str | None, as_json: bool) -> None:
 def quarantine_retry(config_path: str | None, ids: tuple[str, ...]) -> None:
     """Put held items (all, or those named) back in line: batches for the next ship,
     objects for the next commit (each loaded alone)."""
-    from .. import held, holdback
+    from ..commit import held
+    from ..ship import quarantine
 
     cfg = load_config(config_path)
     items = _held(cfg)
@@ -82,7 +83,7 @@ def quarantine_retry(config_path: str | None, ids: tuple[str, ...]) -> None:
     unknown = named - set(in_buffer) - set(in_bucket)
     if unknown:
         raise click.BadParameter(f"not held back: {', '.join(sorted(unknown))}", param_hint="IDS")
-    n = holdback.retry_held(cfg.buffer, in_buffer) if in_buffer else 0
+    n = quarantine.retry_batches(cfg.buffer, in_buffer) if in_buffer else 0
     bucket = _bucket(cfg)
     m = held.retry(bucket[0], bucket[1], in_bucket) if bucket and in_bucket else 0
     click.echo(f"{n} batches will be shipped by the next ship, {m} objects loaded by the next commit")
@@ -94,7 +95,8 @@ def quarantine_retry(config_path: str | None, ids: tuple[str, ...]) -> None:
 def quarantine_drop(config_path: str | None, ids: tuple[str, ...]) -> None:
     """Give up on held items: a batch's events move to the buffer's dead letters; an
     object moves to the bucket's dropped/ area, never to be loaded."""
-    from .. import held, holdback
+    from ..commit import held
+    from ..ship import quarantine
 
     cfg = load_config(config_path)
     items = {h["id"]: h for h in _held(cfg)}
@@ -104,7 +106,7 @@ def quarantine_drop(config_path: str | None, ids: tuple[str, ...]) -> None:
     in_buffer = [i for i in ids if items[i]["where"] == "buffer"]
     in_bucket = [i for i in ids if items[i]["where"] == "bucket"]
     if in_buffer:
-        n, events = holdback.drop_held(cfg.buffer, in_buffer)
+        n, events = quarantine.drop_batches(cfg.buffer, in_buffer)
         click.echo(f"{n} batches dropped; their {events} events are in the dead letters")
     if in_bucket:
         bucket = _bucket(cfg)

@@ -11,63 +11,8 @@ from pathlib import Path
 import click
 from bqspool.schemas import load_schema_set
 
-from .base import DEFAULT_BUFFER, config_option, fail, load_config, main
-
-
-def _page_figures(monitor, findings) -> dict:
-    now = monitor.clock()
-    tables = {
-        table: {
-            "backlog": s["waiting_objects"] + s["pending_events"],
-            "hourly": monitor.hourly(table, now),
-            "jobs_24h": s["jobs_24h"],
-            "budget": s["budget"],
-            "quarantined": s["quarantined"],
-            "dead_letters": s["dead_letters"],
-        }
-        for table, s in findings.samples.items()
-    }
-    return {"tables": tables, "dataset": f"{monitor.config.project}.{monitor.config.dataset}"}
-
-
-class _Gauges:
-    """What the monitor's /metrics shows: its alerts and per-table figures."""
-
-    def __init__(self):
-        from bqspool.buffer.metrics import LABELS, _client
-
-        prom = _client()
-        self.prom = prom
-        self.registry = prom.CollectorRegistry()
-        self.alert = prom.Gauge(
-            "bqspool_alert_active", "1 while an alert fires.", (*LABELS, "rule", "severity"), registry=self.registry
-        )
-        self.backlog = prom.Gauge(
-            "bqspool_backlog",
-            "Objects waiting in the bucket plus events in this host's buffer.",
-            LABELS,
-            registry=self.registry,
-        )
-        self.jobs = prom.Gauge("bqspool_load_jobs_24h", "Load jobs in 24 h.", LABELS, registry=self.registry)
-        self.budget = prom.Gauge(
-            "bqspool_load_job_budget", "The daily load-job budget.", LABELS, registry=self.registry
-        )
-        self.loaded = prom.Gauge(
-            "bqspool_loaded_events_24h", "Events loaded in the last 24 h.", LABELS, registry=self.registry
-        )
-
-    def update(self, state: dict, page: dict) -> None:
-        self.alert.clear()
-        for a in state.get("active", {}).values():
-            self.alert.labels(a["table"], a["table"], a["rule"], a["severity"]).set(1)
-        for table, f in page["tables"].items():
-            self.backlog.labels(table, table).set(f["backlog"])
-            self.jobs.labels(table, table).set(f["jobs_24h"])
-            self.budget.labels(table, table).set(f["budget"])
-            self.loaded.labels(table, table).set(sum(f["hourly"]))
-
-    def text(self) -> bytes:
-        return self.prom.generate_latest(self.registry)
+from ..config import DEFAULT_BUFFER
+from .base import config_option, fail, load_config, main
 
 
 def _print(findings, as_json: bool) -> None:
@@ -118,10 +63,11 @@ def monitor(
     Thresholds are in [monitor] of the configuration. Exit 2 if a critical
     alert fires, 1 if only warnings, 0 if none (with --once).
     """
-    from ..alerts import Webhook, cycle
-    from ..alerts import every as loop
+    from ..backends.webhook import Webhook
     from ..clients import make_object_store, make_warehouse
-    from ..monitor import Monitor
+    from ..watch.cycle import cycle
+    from ..watch.cycle import every as loop
+    from ..watch.monitor import Monitor
 
     cfg = load_config(config_path)
     cfg.require("schemas")
@@ -139,16 +85,17 @@ def monitor(
         signal.signal(sig, lambda *_: stop.set())
     server = gauges = None
     if serve:
-        from ..statuspage import StatusServer
+        from ..watch.metrics import MonitorGauges
+        from ..watch.statuspage import StatusServer
 
-        gauges = _Gauges()
+        gauges = MonitorGauges()
         server = StatusServer(serve, gauges.text, refresh_s=max(5, int(seconds))).start()
         click.echo(f"status page on {server.address} (/healthz, /metrics)", err=True)
 
     def on_cycle(findings, state) -> None:
         _print(findings, as_json)
         if server is not None and gauges is not None:
-            page = _page_figures(watcher, findings)
+            page = watcher.page_figures(findings)
             gauges.update(state, page)
             server.update(state, page)
 

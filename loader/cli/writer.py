@@ -232,12 +232,13 @@ def _loader_summary(buffer_path: Path) -> dict:
     """The loader's view of the buffer, from the ledger (it owns those tables)."""
     from bqspool.buffer import store
 
-    from .. import ledger
+    from ..operate.status import ship_status
+    from ..ship import ledger
 
     conn = store.connect(buffer_path)
     try:
         ledger.prepare(conn)
-        return ledger.summary(conn)
+        return ship_status(conn)
     finally:
         conn.close()
 
@@ -255,7 +256,8 @@ def _commit_summary() -> dict | None:
     if not cfg.bucket:
         return None
     from ..clients import make_object_store
-    from ..commitlog import Layout, status
+    from ..layout import Layout
+    from ..operate.status import commit_status
 
     try:
         # A status check answers in seconds or says why not: a short retry deadline.
@@ -266,8 +268,8 @@ def _commit_summary() -> dict | None:
 
             tables = [t.name for t in load_schema_set(cfg.schemas).tables()]
         layout = Layout(cfg.prefix)
-        out = status(store, layout, cfg.quota_jobs_per_table_day, tables)
-        from ..archive import archive_size
+        out = commit_status(store, layout, cfg.quota_jobs_per_table_day, tables)
+        from ..operate.archive import archive_size
 
         out["archive"] = archive_size(store, layout)
         return out
@@ -299,7 +301,7 @@ def _print_commit_summary(commit: dict | None) -> None:
         )
     if commit["committing"]:
         click.echo(f"committing now: {commit['committing']}")
-    from ..archive import by_class
+    from ..operate.archive import by_class
 
     classes = by_class(commit.get("archive") or {})
     if classes:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from bqspool.schemas.errors import LeaseHeldError, LeaseLostError, PreconditionFailedError
 
-from .interfaces import ObjectStore
+from ..interfaces import ObjectStore
 
 log = logging.getLogger("bqspool.loader")
 

@@ -1,19 +1,10 @@
-"""The committer's state in the bucket: the layout, the commit log and its one rule.
+"""The committer's state in the bucket: the commit log and its one rule.
 
-Under the configured prefix::
-
-    staged/TABLE/DAY/FILE.parquet          shipped by hosts, not loaded yet
-    archive/TABLE/YYYY/MM/DD/FILE.parquet  loaded (DAY is the batch's seal day)
-    split/TABLE/DAY/FILE.parquet           rejected alone, and loaded in halves (see :mod:`.split`)
-    quarantine/TABLE/DAY/FILE.parquet      held back, with FILE.parquet.reason beside it
-    dead/TABLE/DAY/FILE.parquet            one event a job rejected alone, with its .reason
-    dropped/TABLE/DAY/FILE.parquet         given up on by an operator
-    commits/TABLE/ID-ATTEMPT.json          the commit log: one record per load job
-    commits/TABLE/ID-ATTEMPT.OUTCOME       its outcome: done, void, failed-data, failed-backend
-    commit-archive/TABLE/YYYY-MM-DD/...    records whose work is finished, by creation day; a done
-                                           marker there is ID-ATTEMPT.eEVENTS.bBYTES.done, so a
-                                           listing alone tells what was loaded (see :mod:`.history`)
-    committer.lease                        see :mod:`.bucket_lease`
+The log lives under ``PREFIX/commits/TABLE/`` while its work is under way,
+and moves to ``commit-archive/TABLE/DAY/`` once finished (the names are
+:mod:`bqspool.loader.layout`'s). ``commit-archive``'s done markers carry what
+their job loaded in their names, so a listing alone tells what was loaded
+(see :mod:`bqspool.loader.operate.history`).
 
 A *record* is created (``if_generation_match=0``) before its job is
 submitted. It names the job id, which derives from the record alone
@@ -34,76 +25,20 @@ rule keeps them from loading anything twice even when the lease cannot
 (a committer paused between its renewal and its request).
 
 A moved object is copied before it is deleted, so an object absent from
-``staged/`` that was ever shipped is in one of the areas it moves to: a host recovering from a crash checks there before it
-uploads a batch again (see :func:`already_handed_over`).
+``staged/`` that was ever shipped is in one of the areas it moves to: a
+host recovering from a crash checks there before it uploads a batch again
+(see ``ship.runner.already_handed_over``).
 """
 
 from __future__ import annotations
 
 import json
-import re
-import time
 from dataclasses import dataclass, field
 
-from .interfaces import ObjectStore, StoredObject
+from ..interfaces import ObjectStore, StoredObject
+from ..layout import OUTCOMES, Layout, Outcome, RecordName, appended_at, day_of, events_in
 
-OUTCOMES = ("done", "void", "failed-data", "failed-backend")
-AREAS_AFTER_STAGED = ("archive", "split", "quarantine", "dead", "dropped")  # where a staged object can move
 DAY_S = 86_400.0
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where everything lives under ``prefix``."""
-
-    prefix: str
-
-    def _p(self, *parts: str) -> str:
-        return "/".join((self.prefix.strip("/"), *parts))
-
-    @property
-    def lease(self) -> str:
-        return self._p("committer.lease")
-
-    def area(self, name: str, table: str | None = None) -> str:
-        """The prefix of an area of the bucket (``staged``, ``archive``, ``dead`` ...), or of a table's part of it."""
-        return self._p(name, f"{table}/" if table else "")
-
-    def staged(self, table: str | None = None) -> str:
-        return self.area("staged", table)
-
-    def staged_name(self, table: str, day: str, file: str) -> str:
-        return self._p("staged", table, day, file)
-
-    def commits(self, table: str | None = None) -> str:
-        return self.area("commits", table)
-
-    def commit_archive(self, table: str, day: str = "") -> str:
-        return self._p("commit-archive", table, f"{day}/" if day else "")
-
-    def quarantine(self, table: str | None = None) -> str:
-        return self.area("quarantine", table)
-
-    def split(self, name: str) -> tuple[str, str, str]:
-        """``(table, day, file)`` of a staged, quarantined or archived object's name."""
-        parts = name[len(self.prefix.strip("/")) + 1 :].split("/")
-        if parts[0] == "archive":
-            return parts[1], "-".join(parts[2:5]), parts[5]
-        return parts[1], parts[2], parts[3]
-
-    def moved(self, name: str, area: str) -> str:
-        """Where a staged object goes in ``area`` (archive, quarantine or dropped)."""
-        table, day, file = self.split(name)
-        if area == "archive":
-            return self._p("archive", table, *day.split("-"), file)
-        return self._p(area, table, day, file)
-
-    def by_table(self, store: ObjectStore, area: str) -> dict[str, list[StoredObject]]:
-        """Everything under ``area`` (a prefix from :meth:`area`), per table, from one listing."""
-        out: dict[str, list[StoredObject]] = {}
-        for o in store.list_objects(area):
-            out.setdefault(o.name[len(area) :].split("/")[0], []).append(o)
-        return out
 
 
 @dataclass(frozen=True)
@@ -166,10 +101,10 @@ class TableLog:
     """One listing of a table's live commit log, with the records read."""
 
     records: dict[str, Record] = field(default_factory=dict)  # by key
-    outcomes: dict[str, dict[str, StoredObject]] = field(default_factory=dict)  # key -> outcome -> marker
+    outcomes: dict[str, dict[Outcome, StoredObject]] = field(default_factory=dict)  # key -> outcome -> marker
     objects: list[StoredObject] = field(default_factory=list)  # everything listed
 
-    def outcome(self, key: str) -> str | None:
+    def outcome(self, key: str) -> Outcome | None:
         """The record's outcome; ``done`` wins over anything else written for it."""
         have = self.outcomes.get(key, {})
         for o in OUTCOMES:
@@ -217,21 +152,23 @@ class LogReader:
         log = TableLog()
         for obj in self.store.list_objects(self.layout.commits(table)):
             log.objects.append(obj)
-            file = obj.name.rpartition("/")[2]
-            stem, _, ext = file.partition(".")
-            if ext == "json":
-                rec = self._record(obj)
+            name = RecordName.parse(obj.name)
+            if name is None:
+                continue
+            if name.kind == "record":
+                rec = self.record(obj)
                 if rec is not None:
                     log.records[rec.key] = rec
-            elif ext in OUTCOMES:
-                log.outcomes.setdefault(stem, {})[ext] = obj
+            else:
+                log.outcomes.setdefault(name.key, {})[name.kind] = obj
         return log
 
     def remember(self, obj: StoredObject, rec: Record) -> None:
         """A record this process just wrote: no need to read it back."""
         self._cache[(obj.name, obj.generation)] = rec
 
-    def _record(self, obj: StoredObject) -> Record | None:
+    def record(self, obj: StoredObject) -> Record | None:
+        """The record ``obj`` (a listed ``KEY.json``), read once; None if it is gone."""
         key = (obj.name, obj.generation)
         if key not in self._cache:
             found = self.store.read_object(obj.name)
@@ -249,97 +186,18 @@ class LogReader:
         times = {
             r.key: r.created for r in live.records.values() if r.created >= since and live.outcome(r.key) != "void"
         }
-        days = {time.strftime("%Y-%m-%d", time.gmtime(t)) for t in (since, now)}
-        for day in sorted(days):
-            archived = self.store.list_objects(self.layout.commit_archive(table, day))
-            voided = {o.name.rpartition("/")[2].partition(".")[0] for o in archived if o.name.endswith(".void")}
-            for o in archived:
-                stem, _, ext = o.name.rpartition("/")[2].partition(".")
-                if ext == "json" and o.created >= since and stem not in voided:
-                    times[stem] = o.created
+        for day in sorted({day_of(since), day_of(now)}):
+            archived = [
+                (o, RecordName.parse(o.name)) for o in self.store.list_objects(self.layout.commit_archive(table, day))
+            ]
+            voided = {n.key for _, n in archived if n is not None and n.kind == "void"}
+            for o, n in archived:
+                if n is not None and n.kind == "record" and o.created >= since and n.key not in voided:
+                    times[n.key] = o.created
         return sorted(times.values())
-
-
-_EVENTS_RE = re.compile(r"(?:-n|~[ab])(\d+)\.parquet$")
-
-
-def events_in(name: str) -> int | None:
-    """The events an object holds, from its name: ``-nN`` for a shipped batch,
-    ``~aN``/``~bN`` for a half of a rejected one; None for another name."""
-    m = _EVENTS_RE.search(name)
-    return int(m.group(1)) if m else None
-
-
-_APPENDED_RE = re.compile(r"-t(\d{10,16})-")
-
-
-def appended_at(name: str) -> float | None:
-    """When an object's oldest event was appended (epoch seconds), from its name; None if it does not say."""
-    m = _APPENDED_RE.search(name.rpartition("/")[2])
-    return int(m.group(1)) / 1000 if m else None
 
 
 def delays(sources: tuple[str, ...] | list[str], loaded_at: float) -> list[tuple[float, int]]:
     """``(seconds from append to load, events)`` for each object whose name says when
-    its oldest event was appended (see :func:`appended_at`)."""
+    its oldest event was appended (see ``layout.appended_at``)."""
     return [(loaded_at - at, events_in(s) or 1) for s in sources if (at := appended_at(s)) is not None]
-
-
-def already_handed_over(store: ObjectStore, layout: Layout, name: str) -> bool:
-    """Whether a shipped object ``name`` is anywhere in the bucket's areas.
-
-    Checked in this order on purpose: a move copies before it deletes, so
-    if the object is not in ``staged/`` any more, its copy is already in
-    the area it moved to.
-    """
-    for where in (name, *(layout.moved(name, area) for area in AREAS_AFTER_STAGED)):
-        if any(o.name == where for o in store.list_objects(where)):  # metadata only, never the bytes
-            return True
-    return False
-
-
-HELD_AREAS = ("quarantine", "dead")
-
-
-def held(store: ObjectStore, layout: Layout) -> dict[str, dict[str, list[StoredObject]]]:
-    """What the bucket holds back, per area (quarantine, dead) and table: objects and their ``.reason`` files."""
-    return {area: layout.by_table(store, layout.area(area)) for area in HELD_AREAS}
-
-
-def status(
-    store: ObjectStore,
-    layout: Layout,
-    budget: int,
-    tables: list[str] | None = None,
-    now: float | None = None,
-    held_back: dict[str, dict[str, list[StoredObject]]] | None = None,
-) -> dict:
-    """What ``bqspool status`` shows of the commit stage, per table: objects
-    waiting and the oldest one's age, load jobs in the last 24 h against the
-    budget, and objects held back (quarantined, dead letters). ``tables``
-    (the schema set's) are shown even when nothing of theirs waits;
-    ``held_back`` is :func:`held`'s answer where the caller has it already."""
-    from . import bucket_lease
-
-    now = time.time() if now is None else now
-    reader = LogReader(store, layout)
-    held_back = held(store, layout) if held_back is None else held_back
-    counts = {
-        area: {t: n for t, objs in per_table.items() if (n := sum(not o.name.endswith(".reason") for o in objs))}
-        for area, per_table in held_back.items()
-    }
-    staged = layout.by_table(store, layout.staged())
-    names = set(staged) | set(layout.by_table(store, layout.commits())) | set(tables or ())
-    out = {}
-    for table in sorted(names.union(*counts.values())):
-        waiting = staged.get(table, [])
-        jobs = reader.jobs_since(table, now - DAY_S, reader.table(table), now)
-        out[table] = {
-            "waiting": len(waiting),
-            "oldest_age_s": round(now - min(o.created for o in waiting), 1) if waiting else None,
-            "jobs_24h": len(jobs),
-            "budget": budget,
-            "quarantined": counts["quarantine"].get(table, 0),
-            "dead_letters": counts["dead"].get(table, 0),
-        }
-    return {"tables": out, "committing": bucket_lease.holder_of(store, layout.lease)}

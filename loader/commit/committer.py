@@ -31,98 +31,60 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 from bqspool.schemas.display import safe_text
 from bqspool.schemas.errors import BackendUnavailableError, ObjectConflictError, PreconditionFailedError
 
-from . import bucket_lease, faults
-from .commitlog import DAY_S, Layout, LogReader, Record, TableLog, delays
-from .ledger import new_holder
-from .logs import fields
-from .progress import peak_rss_mb
-from .split import Splitter
-
-if TYPE_CHECKING:
-    from .interfaces import JobOutcome, ObjectStore, StoredObject, Warehouse
+from .. import faults
+from ..interfaces import JobOutcome, LoadJobs, ObjectStore, StoredObject, find_object
+from ..layout import Layout, ObjectName, Outcome, RecordName
+from ..logs import fields
+from ..process import new_holder, peak_rss_mb, since_boot
+from ..settings import DEFAULTS, Settings
+from . import bucket_lease
+from .budget import PACE_WINDOW_S, Budget
+from .commitlog import LogReader, Record, TableLog, delays
+from .report import CommitReport
+from .tidy import Tidier, about
 
 log = logging.getLogger("bqspool.loader")
 
 MAX_ROUNDS = 64  # rounds per table per commit: regrouping after a rejection takes a few
 MAX_TRANSIENT_ATTEMPTS = 5  # failed load jobs count against the table's daily quota
-NEAR_QUOTA = 0.8
-PACE_WINDOW_S = 10.0  # the warehouse's limits.jobs_per_table_10s are per this window
-MOVE_CHUNK = 100  # objects archived per call of move_objects: one GCS batch request of each kind
-
-
-@dataclass
-class CommitReport:
-    objects_loaded: int = 0
-    events_loaded: int = 0
-    jobs_submitted: int = 0
-    quarantined: list[str] = field(default_factory=list)
-    dead_lettered: int = 0  # events a load job rejected alone, found by splitting their object
-    voided: int = 0  # records given up because an older one claimed their objects
-    deferred: dict[str, str] = field(default_factory=dict)
-    waiting: dict[str, int] = field(default_factory=dict)  # objects still staged per table, after this commit
-    # Per table: events and objects loaded, jobs by outcome, and (seconds, events) from each loaded
-    # object's oldest append to its load, for the metrics.
-    per_table: dict[str, dict] = field(default_factory=dict)
-    seconds: float = 0.0
-    peak_rss_mb: float = 0.0
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    def table(self, table: str) -> dict:
-        return self.per_table.setdefault(table, {"events": 0, "objects": 0, "jobs": {}, "delays": []})
-
-    def job(self, table: str, outcome: str) -> None:
-        jobs = self.table(table)["jobs"]
-        jobs[outcome] = jobs.get(outcome, 0) + 1
 
 
 class Committer:
-    """Loads what hosts shipped under ``prefix`` into the warehouse's dataset."""
+    """Loads what hosts shipped under ``settings.prefix`` into the warehouse's dataset.
+
+    Depends on the warehouse's load jobs alone (:class:`~bqspool.loader.interfaces.LoadJobs`).
+    """
 
     def __init__(
         self,
         objects: ObjectStore,
-        warehouse: Warehouse,
+        warehouse: LoadJobs,
+        settings: Settings = DEFAULTS,
         *,
-        prefix: str = "bqspool",
-        per_job: int = 500,
-        quota_per_table_day: int = 1000,
-        pace_jobs: int | None = None,
-        lease_seconds: float = 120.0,
-        workers: int = 8,  # the storage client keeps 10 connections per pool: more threads only churn them
         should_stop: Callable[[], bool] = lambda: False,
         on_loaded: Callable[[list[str]], None] | None = None,  # told the objects of each job done (progress)
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        limits = warehouse.limits
+        self.objects, self.warehouse, self.settings = objects, warehouse, settings
         self.on_loaded = on_loaded
-        self.objects, self.warehouse = objects, warehouse
-        self.layout = Layout(prefix)
+        self.layout = Layout(settings.prefix)
         self.reader = LogReader(objects, self.layout)
-        self.quota = min(quota_per_table_day, limits.jobs_per_table_day)
-        self.per_job = min(per_job, limits.uris_per_job)
-        self.max_per_job = limits.uris_per_job
-        self.pace_jobs = pace_jobs or limits.jobs_per_table_10s
-        self.lease_seconds = lease_seconds
-        self.workers = workers
+        self.budget = Budget(settings, warehouse.limits, self.reader, clock)
         self.should_stop = should_stop
         self.clock, self.sleep = clock, sleep
         self.holder = new_holder()
         self.lease: bucket_lease.BucketLease | None = None
+        self.tidier = Tidier(objects, self.layout, self._renew)
         self._renewed = 0.0
-        self._report: CommitReport | None = None
-        self._eligible: dict[str, set[str]] = {}
+        self._report = CommitReport()  # this commit's
+        self._eligible: dict[str, set[str]] = {}  # per table: what this commit takes on
         self._staged: dict[str, dict[str, StoredObject]] = {}  # per table: what this commit knows is staged
-        self.splitter = Splitter(objects, self.layout)
 
     # -- the whole commit -------------------------------------------------------
 
@@ -131,12 +93,12 @@ class Committer:
         it, LeaseLostError if this one lost its lease midway, BackendUnavailableError
         if GCS or BigQuery stay down. Safe to kill at any instant."""
         started = time.monotonic()
-        report = CommitReport()
-        self._report = report
-        self._renewed = _since_boot()  # before the request: its time counts against the lease
-        self.lease = bucket_lease.acquire(self.objects, self.layout.lease, self.holder, self.lease_seconds, self.clock)
+        report = self._report = CommitReport()
+        self._renewed = since_boot()  # before the request: its time counts against the lease
+        lease_s = self.settings.lease_seconds
+        self.lease = bucket_lease.acquire(self.objects, self.layout.lease, self.holder, lease_s, self.clock)
         try:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="bqspool-move") as self._pool:
+            with self.tidier:
                 # One listing of everything staged names the tables, fixes what this
                 # commit takes on, and serves the first round: each is a walk of the bucket.
                 staged = self.layout.by_table(self.objects, self.layout.staged())
@@ -168,10 +130,10 @@ class Committer:
         that, a conditional write extends it or finds it lost.
         """
         assert self.lease is not None
-        if _since_boot() - self._renewed < self.lease_seconds / 3:
+        if since_boot() - self._renewed < self.settings.lease_seconds / 3:
             return
-        bucket_lease.renew(self.objects, self.lease, self.lease_seconds, self.clock)
-        self._renewed = _since_boot()
+        bucket_lease.renew(self.objects, self.lease, self.settings.lease_seconds, self.clock)
+        self._renewed = since_boot()
 
     def _commit_tables(self, tables: list[str], staged: dict[str, list[StoredObject]], report: CommitReport) -> None:
         """Rounds over every table at once: pacing waits per table, so one table's
@@ -218,13 +180,13 @@ class Committer:
         if staged is None:
             staged = {o.name: o for o in self.objects.list_objects(self.layout.staged(table))}
         known = len(staged)
-        if self._tidy(table, tlog, staged, report) or len(staged) != known:
+        if self.tidier.tidy(table, tlog, staged, report) or len(staged) != known:
             # Listed again once the loaded objects are gone, when it is short: it
             # shows the halves a split staged, and what waits for the next commit.
             staged = {o.name: o for o in self.objects.list_objects(self.layout.staged(table))}
         self._staged[table] = staged
         report.waiting[table] = len(staged)
-        recent = self._recent(tlog)
+        recent = self.budget.recent(tlog)
         todo = tlog.open()
         retries, wait = self._next_attempts(table, tlog, recent)
         todo += retries
@@ -232,70 +194,36 @@ class Committer:
             todo, wait = self._new_records(table, tlog, staged, report, recent)
         return todo, wait
 
-    def _recent(self, tlog: TableLog) -> list[float]:
-        now = self.clock()
-        return [r.created for r in tlog.records.values() if r.created > now - PACE_WINDOW_S]
-
-    def _room(self, recent: list[float]) -> tuple[int, float]:
-        """How many records may be written now under the pacing, and else how long until one may.
-
-        Never more than ``pace_jobs`` records per PACE_WINDOW_S on a table,
-        counted from the log: past that BigQuery answers rateLimitExceeded,
-        and the failed job still counts against the daily quota.
-        """
-        now = self.clock()
-        window = sorted(t for t in recent if t > now - PACE_WINDOW_S)
-        room = self.pace_jobs - len(window)
-        if room > 0:
-            return room, 0.0
-        return 0, max(0.01, PACE_WINDOW_S - (now - window[-self.pace_jobs]))
-
     # -- records -------------------------------------------------------------------
 
     def _new_records(
-        self, table: str, tlog: TableLog, staged: dict, report: CommitReport, recent: list[float]
+        self, table: str, tlog: TableLog, staged: dict[str, StoredObject], report: CommitReport, recent: list[float]
     ) -> tuple[list[Record], float]:
-        claimed = {s for r in tlog.claiming() for s in r.sources}
-        # A commit whose job failed transiently keeps its objects for its next attempt.
-        claimed |= {s for r in tlog.latest().values() if tlog.outcome(r.key) == "failed-backend" for s in r.sources}
-        eligible = self._eligible.get(table, set())
-        free = [n for n in staged if n not in claimed and _eligible(n, eligible)]
+        """Group the free staged objects into new records, as the budget and the pacing allow."""
+        free = self._free(table, tlog, staged)
         if not free:
             return [], 0.0
-        now = self.clock()
-        used = self.reader.jobs_since(table, now - DAY_S, tlog, now)
-        remaining = self.quota - len(used)
-        if remaining <= 0:
-            report.deferred[table] = f"load job budget used: {len(used)} of {self.quota} in the last 24h"
+        used = self.budget.used(table, tlog)
+        quota = self.budget.quota
+        if len(used) >= quota:
+            report.deferred[table] = f"load job budget used: {len(used)} of {quota} in the last 24h"
             log.warning(
                 "table %s: %s; deferring %d objects", table, report.deferred[table], len(free), extra=fields(table)
             )
             return [], 0.0
-        per_job = self.per_job
-        if len(used) >= NEAR_QUOTA * self.quota:
-            per_job = self.max_per_job  # as many objects per job as the warehouse takes
+        per_job = self.budget.objects_per_job(len(used))
+        if self.budget.near(len(used)):
             log.warning(
-                "table %s: %d of %d load jobs used in 24h; up to %d objects per job",
-                table,
-                len(used),
-                self.quota,
-                per_job,
+                "table %s: %d of %d load jobs used in 24h; up to %d objects per job", table, len(used), quota, per_job
             )
-        rejected_together = {
-            s
-            for r in tlog.records.values()
-            if tlog.outcome(r.key) == "failed-data" and len(r.sources) > 1
-            for s in r.sources
-        }
-        solo = rejected_together | {n for n in free if "~" in n}  # halves of a rejected object load alone
-        shared = [n for n in free if n not in solo]
-        groups = [[n] for n in free if n in solo] + [shared[i : i + per_job] for i in range(0, len(shared), per_job)]
-        if len(groups) > remaining:
-            report.deferred[table] = f"{len(groups) - remaining} load jobs wait for the daily budget"
-            groups = groups[:remaining]
-        room, wait = self._room(recent + [t for t in used if t > now - PACE_WINDOW_S])
-        if room < len(groups):
-            log.info("table %s: %d load jobs in the last %.0fs; the rest waits", table, self.pace_jobs, PACE_WINDOW_S)
+        groups = _groups(tlog, free, per_job)
+        allowed = self.budget.allow(len(groups), len(used), recent + self.budget.in_window(used))
+        if allowed.over_budget:
+            report.deferred[table] = f"{allowed.over_budget} load jobs wait for the daily budget"
+        if allowed.wait:
+            log.info(
+                "table %s: %d load jobs in the last %.0fs; the rest waits", table, self.budget.pace_jobs, PACE_WINDOW_S
+            )
         records = [
             self._create(
                 Record(
@@ -307,37 +235,42 @@ class Committer:
                     nbytes=sum(staged[n].size for n in g if n in staged),
                 )
             )
-            for g in groups[:room]
+            for g in groups[: allowed.jobs]
         ]
-        return records, (wait if room < len(groups) else 0.0)
+        return records, allowed.wait
 
-    def _defer(self, table: str, why: str) -> None:
-        if self._report is not None and table not in self._report.deferred:
-            self._report.deferred[table] = why
-            log.warning("table %s: %s", table, why, extra=fields(table))
+    def _free(self, table: str, tlog: TableLog, staged: dict[str, StoredObject]) -> list[str]:
+        """Staged objects this commit took on that no record claims."""
+        claimed = {s for r in tlog.claiming() for s in r.sources}
+        # A commit whose job failed transiently keeps its objects for its next attempt.
+        claimed |= {s for r in tlog.latest().values() if tlog.outcome(r.key) == "failed-backend" for s in r.sources}
+        eligible = self._eligible.get(table, set())
+        return [n for n in staged if n not in claimed and _eligible(n, eligible)]
 
     def _next_attempts(self, table: str, tlog: TableLog, recent: list[float]) -> tuple[list[Record], float]:
         """A job that failed transiently wrote nothing: its commit's next attempt."""
         due = [r for r in tlog.latest().values() if tlog.outcome(r.key) == "failed-backend"]
         if not due:
             return [], 0.0
-        now = self.clock()
-        used = len(self.reader.jobs_since(table, now - DAY_S, tlog, now))
-        if used + len(due) > self.quota:  # a retry is a job like any other
-            due = due[: max(0, self.quota - used)]
-            self._defer(table, f"load job budget used: {used} of {self.quota} in the last 24h; retries wait")
-        room, wait = self._room(recent)
-        out = [self._create(replace(rec, attempt=rec.attempt + 1, holder=self.holder)) for rec in due[:room]]
-        return out, (wait if room < len(due) else 0.0)
+        used = len(self.budget.used(table, tlog))
+        allowed = self.budget.allow(len(due), used, recent)  # a retry is a job like any other
+        if allowed.over_budget and self._report.defer(
+            table, f"load job budget used: {used} of {self.budget.quota} in the last 24h; retries wait"
+        ):
+            log.warning("table %s: %s", table, self._report.deferred[table], extra=fields(table))
+        out = [self._create(replace(rec, attempt=rec.attempt + 1, holder=self.holder)) for rec in due[: allowed.jobs]]
+        return out, allowed.wait
 
     def _create(self, rec: Record) -> Record:
         """Write ``rec`` to the commit log (create-only) before its job exists."""
         self._renew()
-        name = f"{self.layout.commits(rec.table)}{rec.key}.json"
+        name = self.layout.record(rec.table, RecordName(rec.key, "record"))
         try:
             obj = self.objects.write_object(name, rec.to_json(), 0)
         except PreconditionFailedError:  # the same next attempt, written by another committer first
-            obj = next(o for o in self.objects.list_objects(name) if o.name == name)
+            found = find_object(self.objects, name)
+            assert found is not None, "a record that exists is never deleted, only moved after it is finished"
+            obj = found
         faults.hit("after_record")
         written = replace(rec, name=name, created=obj.created)
         self.reader.remember(obj, written)
@@ -361,7 +294,7 @@ class Committer:
                 "commit %s is void: the older commit %s claims some of its objects",
                 rec.key,
                 older.key,
-                extra=fields(table, job_id=rec.job_id, attempt=rec.attempt),
+                extra=about(rec),
             )
             return None
         uris = [self.objects.uri(s) for s in rec.sources]
@@ -374,33 +307,15 @@ class Committer:
         _check_sources(outcome, uris)
         return outcome
 
-    def _end(self, rec: Record, outcome: JobOutcome, report: CommitReport) -> str:
+    def _end(self, rec: Record, outcome: JobOutcome, report: CommitReport) -> Outcome:
+        """Wait for ``rec``'s job and write its outcome."""
         if not outcome.done:
             outcome = self.warehouse.wait(rec.job_id)
         if not outcome.done:
             raise BackendUnavailableError(f"load job {rec.job_id} did not finish in time")
         faults.hit("after_job_done")
         if outcome.error is None:
-            # The names say how many events each object holds; the job's own
-            # count is the fallback (the emulator's counts the whole table).
-            events = rec.events if rec.events is not None else outcome.output_rows or 0
-            self._mark(rec, "done", {"rows": outcome.output_rows, "events": events, "bytes": rec.nbytes})
-            report.objects_loaded += len(rec.sources)
-            report.events_loaded += events
-            report.job(rec.table, "done")
-            log.info(
-                "load job %s loaded %d events from %d objects",
-                rec.job_id,
-                events,
-                len(rec.sources),
-                extra=_about(rec),
-            )
-            mine = report.table(rec.table)
-            mine["events"] += events
-            mine["objects"] += len(rec.sources)
-            mine["delays"] += delays(rec.sources, self.clock())
-            if self.on_loaded is not None:
-                self.on_loaded(list(rec.sources))
+            self._loaded(rec, outcome, report)
             return "done"
         error = safe_text(str(outcome.error), 1000)
         if outcome.transient:
@@ -409,7 +324,7 @@ class Committer:
                 rec.job_id,
                 outcome.error.reason,
                 rec.attempt + 1,
-                extra=_about(rec),
+                extra=about(rec),
             )
             self._mark(rec, "failed-backend", {"error": error})
             report.job(rec.table, "failed-backend")
@@ -423,149 +338,56 @@ class Committer:
             len(rec.sources),
             outcome.error.reason,
             "; loading them one by one to find the bad one" if len(rec.sources) > 1 else "",
-            extra=_about(rec),
+            extra=about(rec),
         )
         self._mark(rec, "failed-data", {"error": error})
         report.job(rec.table, "failed-data")
         return "failed-data"
 
-    def _mark(self, rec: Record, outcome: str, doc: dict) -> None:
+    def _loaded(self, rec: Record, outcome: JobOutcome, report: CommitReport) -> None:
+        """Record a job that loaded its objects, and count it."""
+        # The names say how many events each object holds; the job's own
+        # count is the fallback (the emulator's counts the whole table).
+        events = rec.events if rec.events is not None else outcome.output_rows or 0
+        self._mark(rec, "done", {"rows": outcome.output_rows, "events": events, "bytes": rec.nbytes})
+        report.objects_loaded += len(rec.sources)
+        report.events_loaded += events
+        report.job(rec.table, "done")
+        log.info("load job %s loaded %d events from %d objects", rec.job_id, events, len(rec.sources), extra=about(rec))
+        mine = report.table(rec.table)
+        mine["events"] += events
+        mine["objects"] += len(rec.sources)
+        mine["delays"] += delays(rec.sources, self.clock())
+        if self.on_loaded is not None:
+            self.on_loaded(list(rec.sources))
+
+    def _mark(self, rec: Record, outcome: Outcome, doc: dict) -> None:
         self._renew()
-        name = rec.name.removesuffix(".json") + f".{outcome}"
+        name = self.layout.record(rec.table, RecordName(rec.key, outcome))
         try:
             self.objects.write_object(name, json.dumps({"job_id": rec.job_id, **doc}).encode(), 0)
         except PreconditionFailedError:
             pass  # written already, by us before a crash or by another committer: outcomes never change
 
-    # -- tidying -----------------------------------------------------------------------
 
-    def _tidy(self, table: str, tlog: TableLog, staged: dict, report: CommitReport) -> bool:
-        """Archive, quarantine, split and close what the log says is finished; whether anything was split."""
-        split = False
-        latest = {r.commit: r.attempt for r in tlog.latest().values()}
-        rejected = {
-            r.sources[0] for r in tlog.records.values() if tlog.outcome(r.key) == "failed-data" and len(r.sources) == 1
-        }
-        # Done records first: a group's record closes once its objects, loaded alone, are archived.
-        for rec in sorted(tlog.records.values(), key=lambda r: (tlog.outcome(r.key) != "done", r.name)):
-            outcome = tlog.outcome(rec.key)
-            if outcome is None:
-                continue
-            if outcome == "done":
-                self._move_all([s for s in rec.sources if s in staged], "archive", staged)
-                faults.hit("after_archive")
-            elif outcome == "failed-data" and len(rec.sources) == 1:
-                split = self._rejected_alone(rec, tlog, staged, rejected, report) or split
-            if outcome == "failed-backend" and latest[rec.commit] == rec.attempt:
-                continue  # its next attempt is yet to be written
-            if outcome == "failed-data" and any(s in staged for s in rec.sources):
-                continue  # its objects still load one by one: it says so
-            self._close(rec, tlog)
-        known = {r.key for r in tlog.records.values()}
-        for obj in tlog.objects:  # outcomes whose record was closed before them (a crash between the two)
-            stem = obj.name.rpartition("/")[2].partition(".")[0]
-            if not obj.name.endswith(".json") and stem not in known:
-                self._renew()
-                self.objects.move_object(obj.name, self._archived(table, obj.name, obj.created))
-        return split
-
-    def _rejected_alone(
-        self, rec: Record, tlog: TableLog, staged: dict, rejected: set[str], report: CommitReport
-    ) -> bool:
-        """Split the object, dead-letter its one row, or quarantine its shipped object
-        whole (see :mod:`.split`); whether it was split."""
-        (src,) = rec.sources
-        under_way = self.splitter.quarantine_under_way(src)
-        if src not in staged and not under_way:
-            return False
-        marker = tlog.outcomes[rec.key]["failed-data"]
-        found = self.objects.read_object(marker.name)
-        error = json.loads(found[0]).get("error", "") if found else ""
-        reason = f"rejected by load job {rec.job_id}: {error}"
-        self._renew()
-        staged.pop(src, None)
-        if under_way or self.splitter.whole_rejected(src, rejected):
-            root = self.splitter.quarantine_whole(
-                src, f"both halves were rejected, so not a few bad rows: {reason}", staged
-            )
-            if root not in report.quarantined:
-                report.quarantined.append(root)
-                log.error(
-                    "object %s quarantined: load jobs rejected both its halves; see `bqspool quarantine list`", root
-                )
-            return False
-        done = self.splitter.narrow(src, reason)
-        if done == "unreadable":
-            report.quarantined.append(src)
-            log.error(
-                "object %s quarantined: it is not a readable Parquet file; see `bqspool quarantine list`",
-                src,
-                extra=_about(rec),
-            )
-        elif done == "dead":
-            report.dead_lettered += 1
-            log.error(
-                "load job %s rejected the one event of %s; it is a dead letter with the reason",
-                rec.job_id,
-                src,
-                extra=_about(rec),
-            )
-        else:
-            faults.hit("after_split")
-            log.warning(
-                "load job %s rejected %s alone; loading it in halves to find the bad rows",
-                rec.job_id,
-                src,
-                extra=_about(rec),
-            )
-        return done == "split"
-
-    def _move_all(self, names: list[str], area: str, staged: dict) -> None:
-        if not names:
-            return
-        self._renew()
-        moves = [(n, self.layout.moved(n, area)) for n in names]
-        # In chunks the store can batch (GCS: 100 calls a request), over the pool.
-        chunks = [moves[k : k + MOVE_CHUNK] for k in range(0, len(moves), MOVE_CHUNK)]
-        list(self._pool.map(self.objects.move_objects, chunks))
-        for n in names:
-            staged.pop(n, None)
-
-    def _close(self, rec: Record, tlog: TableLog) -> None:
-        """Move a finished record, then its outcomes, to ``commit-archive/``."""
-        self._renew()
-        self.objects.move_object(rec.name, self._archived(rec.table, rec.name, rec.created))
-        for outcome, marker in tlog.outcomes.get(rec.key, {}).items():
-            file = marker.name.rpartition("/")[2]
-            if outcome == "done" and rec.events is not None:  # what it loaded, in the name (see commitlog)
-                file = f"{rec.key}.e{rec.events}.b{rec.nbytes}.done"
-            self.objects.move_object(marker.name, self._archived(rec.table, file, rec.created))
-
-    def _archived(self, table: str, name: str, created: float) -> str:
-        day = time.strftime("%Y-%m-%d", time.gmtime(created))
-        return self.layout.commit_archive(table, day) + name.rpartition("/")[2]
-
-
-def _about(rec: Record) -> dict:
-    """A log line's fields for a line about ``rec``'s job."""
-    return fields(rec.table, job_id=rec.job_id, attempt=rec.attempt)
-
-
-def _since_boot() -> float:
-    """Seconds on a clock that keeps counting while the machine sleeps (Linux), else monotonic."""
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+def _groups(tlog: TableLog, free: list[str], per_job: int) -> list[list[str]]:
+    """``free`` objects in groups of ``per_job``, except those that load alone:
+    halves of a rejected object, and objects of a group a job rejected."""
+    rejected_together = {
+        s
+        for r in tlog.records.values()
+        if tlog.outcome(r.key) == "failed-data" and len(r.sources) > 1
+        for s in r.sources
+    }
+    solo = rejected_together | {n for n in free if ObjectName.of_file(n).is_half}
+    shared = [n for n in free if n not in solo]
+    return [[n] for n in free if n in solo] + [shared[i : i + per_job] for i in range(0, len(shared), per_job)]
 
 
 def _eligible(name: str, eligible: set[str]) -> bool:
     """``name`` was staged when the commit began, or is a half (of a half...) of one that was."""
-    stem = name.removesuffix(".parquet")
-    while True:
-        if f"{stem}.parquet" in eligible:
-            return True
-        if "~" not in stem:
-            return False
-        stem = stem.rpartition("~")[0]
+    folder = name.rpartition("/")[0]
+    return any(f"{folder}/{n.file}" in eligible for n in ObjectName.of_file(name).lineage())
 
 
 def _check_sources(outcome: JobOutcome, uris: list[str]) -> None:

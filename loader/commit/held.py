@@ -1,4 +1,4 @@
-"""Objects the commit stage held back: list, retry and drop them.
+"""Objects the commit stage held back in the bucket: list, retry and drop them.
 
 Two areas of the bucket hold objects back, each object with a ``.reason``
 beside it: ``quarantine/`` (a shipped object whose halves were both
@@ -16,16 +16,15 @@ from dataclasses import dataclass
 
 from bqspool.schemas.errors import BackendError
 
-from .commitlog import Layout
-from .interfaces import ObjectStore
-
-AREAS = ("quarantine", "dead")
+from ..interfaces import ObjectStore
+from ..layout import HELD, REASON, Layout, ObjectArea
 
 
 @dataclass(frozen=True)
-class Held:
+class HeldObject:
     name: str  # as it was staged: what retry and drop take
-    area: str
+    table: str
+    area: ObjectArea
     size: int
     reason: str
 
@@ -33,27 +32,26 @@ class Held:
         return dict(self.__dict__)
 
 
-def _staged_name(layout: Layout, held_name: str) -> str:
-    table, day, file = layout.split(held_name)
-    return layout.staged_name(table, day, file)
-
-
-def held(store: ObjectStore, layout: Layout) -> list[Held]:
+def held_objects(store: ObjectStore, layout: Layout) -> list[HeldObject]:
+    """Every object the bucket holds back, with its reason."""
     out = []
-    for area in AREAS:
-        listed = store.list_objects(f"{layout.prefix.strip('/')}/{area}/")
-        reasons = {o.name for o in listed if o.name.endswith(".reason")}
+    for area in HELD:
+        listed = store.list_objects(layout.area(area))
+        reasons = {o.name for o in listed if o.name.endswith(REASON)}
         for o in listed:
-            if o.name.endswith(".reason"):
+            found = layout.parse(o.name)
+            if found is None:  # a .reason, or a name bqspool did not write
                 continue
-            found = store.read_object(o.name + ".reason") if o.name + ".reason" in reasons else None
-            reason = found[0].decode("utf-8", "replace").strip() if found else "(no reason recorded)"
-            out.append(Held(_staged_name(layout, o.name), area, o.size, reason))
+            has_reason = o.name + REASON in reasons
+            text = store.read_object(o.name + REASON) if has_reason else None
+            reason = text[0].decode("utf-8", "replace").strip() if text else "(no reason recorded)"
+            name = found[1]
+            out.append(HeldObject(layout.path("staged", name), name.table, area, o.size, reason))
     return out
 
 
-def _find(store: ObjectStore, layout: Layout, names: list[str] | None) -> list[Held]:
-    everything = held(store, layout)
+def _find(store: ObjectStore, layout: Layout, names: list[str] | None) -> list[HeldObject]:
+    everything = held_objects(store, layout)
     if names is None:
         return everything
     by_name = {h.name: h for h in everything}
@@ -67,12 +65,12 @@ def retry(store: ObjectStore, layout: Layout, names: list[str] | None = None) ->
     """Put held objects (all, or those named) back in ``staged/``; how many."""
     items = _find(store, layout, names)
     for h in items:
-        reason = layout.moved(h.name, h.area) + ".reason"
+        reason = layout.reason(h.name, h.area)
         store.move_object(layout.moved(h.name, h.area), h.name)
         if (
             store.read_object(reason) is not None
         ):  # the reason goes with the hold: a new one is written if it fails again
-            store.move_object(reason, layout.moved(h.name, "retried") + ".reason")
+            store.move_object(reason, layout.reason(h.name, "retried"))
     return len(items)
 
 
@@ -80,8 +78,8 @@ def drop(store: ObjectStore, layout: Layout, names: list[str]) -> int:
     """Give up on held objects: they move to ``dropped/``, never to be loaded; how many."""
     items = _find(store, layout, names)
     for h in items:
-        reason = layout.moved(h.name, h.area) + ".reason"
+        reason = layout.reason(h.name, h.area)
         store.move_object(layout.moved(h.name, h.area), layout.moved(h.name, "dropped"))
         if store.read_object(reason) is not None:
-            store.move_object(reason, layout.moved(h.name, "dropped") + ".reason")
+            store.move_object(reason, layout.reason(h.name, "dropped"))
     return len(items)

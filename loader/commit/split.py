@@ -22,35 +22,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from bqspool.schemas.errors import PreconditionFailedError
 
-from .commitlog import Layout
-from .interfaces import ObjectStore
+from ..interfaces import ObjectStore, find_object
+from ..layout import Layout
 
-DEAD, SPLIT, QUARANTINE = "dead", "split", "quarantine"
-
-
-def root_of(name: str) -> str:
-    """The shipped object a part was split from (itself if it is no part)."""
-    folder, _, file = name.rpartition("/")
-    return f"{folder}/{file.partition('~')[0].removesuffix('.parquet')}.parquet"
-
-
-def halves(name: str, first: int, second: int) -> tuple[str, str]:
-    """The names of ``name``'s halves, with their numbers of events."""
-    stem = name.removesuffix(".parquet")
-    return f"{stem}~a{first}.parquet", f"{stem}~b{second}.parquet"
-
-
-def sibling_prefix(name: str) -> str:
-    """What the name of the other half of ``name``'s parent starts with."""
-    stem, _, last = name.removesuffix(".parquet").rpartition("~")
-    return f"{stem}~{'b' if last.startswith('a') else 'a'}"
-
-
-def exists(store: ObjectStore, name: str) -> bool:
-    return any(o.name == name for o in store.list_objects(name))
+Narrowed = Literal["unreadable", "dead", "split"]
 
 
 def write_reason(store: ObjectStore, name: str, text: str) -> None:
@@ -66,32 +45,36 @@ class Splitter:
     def __init__(self, store: ObjectStore, layout: Layout):
         self.store, self.layout = store, layout
 
-    def reason_name(self, name: str, area: str) -> str:
-        return self.layout.moved(name, area) + ".reason"
+    def _root(self, src: str) -> str:
+        """The shipped object ``src`` (a half, perhaps) was split from."""
+        return self.layout.path("staged", self.layout.name_of(src).root)
 
     def quarantine_under_way(self, src: str) -> bool:
-        return exists(self.store, self.reason_name(root_of(src), QUARANTINE))
+        return find_object(self.store, self.layout.reason(self._root(src), "quarantine")) is not None
 
     def whole_rejected(self, src: str, rejected: set[str]) -> bool:
         """Both halves of a shipped object rejected (the other now, in ``rejected``, or
         before, in ``split/``), and none of its rows loaded yet."""
-        if src.count("~") != 1:
+        name = self.layout.name_of(src)
+        if name.parent is None or name.parent.is_half:
             return False
-        other = sibling_prefix(src)
+        folder = src.rpartition("/")[0]
+        other = f"{folder}/{name.sibling_stem}"
         rejected_now = any(r.startswith(other) for r in rejected)
-        if not rejected_now and not self.store.list_objects(self.layout.moved(other, SPLIT)):
+        split_area = self.layout.path("split", name).rpartition("/")[0]
+        if not rejected_now and not self.store.list_objects(f"{split_area}/{name.sibling_stem}"):
             return False
-        loaded = self.layout.moved(root_of(src), "archive").removesuffix(".parquet") + "~"
-        return not self.store.list_objects(loaded)
+        archived = self.layout.path("archive", name.root)
+        return not self.store.list_objects(archived.removesuffix(".parquet") + "~")
 
-    def narrow(self, src: str, reason: str) -> str:
+    def narrow(self, src: str, reason: str) -> Narrowed:
         """Deal with ``src``, rejected alone, from one download of it: ``"unreadable"``
         (no Parquet file: quarantined), ``"dead"`` (one event: a dead letter) or
         ``"split"`` (its halves uploaded to ``staged/``, it moved to ``split/``)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from .stage import write_rows
+        from ..ship.stage import write_rows
 
         with tempfile.TemporaryDirectory(prefix="bqspool-split-") as tmp:
             path = Path(tmp) / "o.parquet"
@@ -105,30 +88,30 @@ class Splitter:
                 self.dead_letter(src, reason)
                 return "dead"
             mid = table.num_rows // 2
-            a, b = halves(src, mid, table.num_rows - mid)
-            for name, part in ((a, table.slice(0, mid)), (b, table.slice(mid))):
+            a, b = self.layout.name_of(src).halves(mid, table.num_rows - mid)
+            for half, part in ((a, table.slice(0, mid)), (b, table.slice(mid))):
                 out = Path(tmp) / "part.parquet"
                 write_rows(part, out)
-                self.store.upload(name, out)
-        self.store.move_object(src, self.layout.moved(src, SPLIT))
+                self.store.upload(self.layout.path("staged", half), out)
+        self.store.move_object(src, self.layout.moved(src, "split"))
         return "split"
 
     def dead_letter(self, src: str, reason: str) -> None:
-        write_reason(self.store, self.reason_name(src, DEAD), reason)
-        self.store.move_object(src, self.layout.moved(src, DEAD))
+        write_reason(self.store, self.layout.reason(src, "dead"), reason)
+        self.store.move_object(src, self.layout.moved(src, "dead"))
 
     def quarantine_one(self, src: str, reason: str) -> None:
-        write_reason(self.store, self.reason_name(src, QUARANTINE), reason)
-        self.store.move_object(src, self.layout.moved(src, QUARANTINE))
+        write_reason(self.store, self.layout.reason(src, "quarantine"), reason)
+        self.store.move_object(src, self.layout.moved(src, "quarantine"))
 
     def quarantine_whole(self, src: str, reason: str, staged: dict) -> str:
         """Quarantine ``src``'s shipped object whole; park its parts. Safe to repeat."""
-        root = root_of(src)
-        write_reason(self.store, self.reason_name(root, QUARANTINE), reason)
-        stem = root.removesuffix(".parquet") + "~"
-        for o in self.store.list_objects(stem):  # halves staged in this round too, not only the listed ones
-            self.store.move_object(o.name, self.layout.moved(o.name, SPLIT))
+        root = self._root(src)
+        write_reason(self.store, self.layout.reason(root, "quarantine"), reason)
+        for o in self.store.list_objects(root.removesuffix(".parquet") + "~"):  # halves staged this round too
+            self.store.move_object(o.name, self.layout.moved(o.name, "split"))
             staged.pop(o.name, None)
-        if exists(self.store, self.layout.moved(root, SPLIT)):
-            self.store.move_object(self.layout.moved(root, SPLIT), self.layout.moved(root, QUARANTINE))
+        parked = self.layout.moved(root, "split")
+        if find_object(self.store, parked) is not None:
+            self.store.move_object(parked, self.layout.moved(root, "quarantine"))
         return root

@@ -9,9 +9,9 @@ read: no rule touches it.
 
 from __future__ import annotations
 
-from .commitlog import Layout
-from .config import Config
-from .interfaces import LifecycleRule, ObjectStore
+from ..config import Config
+from ..interfaces import LifecycleRule, ObjectStore
+from ..layout import Layout
 
 
 def lifecycle_rules(config: Config, layout: Layout) -> list[LifecycleRule]:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from bqspool.schemas.definition import EVENT_ID, TableDef
 from bqspool.schemas.registry import SchemaSet
 
+from ..interfaces import ObjectStore, QueryParam, Warehouse
+from ..layout import Layout
 from . import history
-from .commitlog import Layout
-from .interfaces import ObjectStore, QueryParam, Warehouse
 
 EXAMPLES = 5
 

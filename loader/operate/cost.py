@@ -19,11 +19,11 @@ from typing import Any
 from bqspool.schemas.errors import NotAvailableError
 from bqspool.schemas.registry import SchemaSet
 
+from ..config import Config
+from ..interfaces import ObjectStore, Warehouse
+from ..layout import Layout
 from . import history
 from .archive import archive_size, by_class
-from .commitlog import Layout
-from .config import Config
-from .interfaces import ObjectStore, Warehouse
 
 GIB = 1024**3
 TIB = 1024**4
@@ -53,6 +53,44 @@ def archive_usd_month(config: Config, storage_class: str, nbytes: float) -> floa
     return nbytes / GIB * prices.get(storage_class, config.price_gcs_standard_gib_month)
 
 
+def _table(
+    store: ObjectStore, warehouse: Warehouse, layout: Layout, name: str, since: dt.date, today: dt.date
+) -> tuple[dict[str, Any], float]:
+    """One table's loads and storage, and its bytes per row (warehouse's, else Parquet's)."""
+    found = history.loads(store, layout, name, since, today)
+    events = sum(ld.events for ld in found)
+    parquet = sum(ld.bytes for ld in found)
+    stored = warehouse.table_storage(name)
+    reported = stored is not None and stored.rows > 0 and stored.total_bytes > 0
+    row_bytes = (stored.total_bytes / stored.rows) if reported and stored else (parquet / events if events else 0)
+    return {
+        "jobs": len(found),
+        "events": events,
+        "parquet_bytes": parquet,
+        "row_bytes": round(row_bytes, 1),
+        "row_bytes_from": "warehouse" if reported else "parquet (a lower bound)",
+        "per_day": history.per_day(found),
+        "storage": None
+        if stored is None
+        else {"rows": stored.rows, "active_bytes": stored.active_bytes, "long_term_bytes": stored.long_term_bytes},
+        "storage_reported": reported,
+    }, row_bytes
+
+
+def _queries(warehouse: Warehouse, config: Config, since: float) -> dict:
+    try:
+        stats = warehouse.query_history(since)
+    except NotAvailableError as exc:
+        return {"available": False, "reason": str(exc)}
+    billed = sum(q.bytes_billed for q in stats)
+    return {
+        "available": True,
+        "jobs": len(stats),
+        "bytes_billed": billed,
+        "usd": _usd(billed / TIB * config.price_query_per_tib),
+    }
+
+
 def cost(
     store: ObjectStore,
     warehouse: Warehouse,
@@ -67,42 +105,19 @@ def cost(
     since = today - dt.timedelta(days=days - 1)
     tables: dict[str, dict[str, Any]] = {}
     streamed_bytes = write_api_bytes = 0.0
-    storage_known = True
     for name in schemas:
-        found = history.loads(store, layout, name, since, today)
-        events = sum(ld.events for ld in found)
-        parquet = sum(ld.bytes for ld in found)
-        stored = warehouse.table_storage(name)
-        reported = stored is not None and stored.rows > 0 and stored.total_bytes > 0
-        row_bytes = (stored.total_bytes / stored.rows) if reported and stored else (parquet / events if events else 0)
-        streamed_bytes += events * max(row_bytes, MIN_STREAMED_ROW)
-        write_api_bytes += events * row_bytes
-        if stored is not None and not reported and events:
-            storage_known = False
-        tables[name] = {
-            "jobs": len(found),
-            "events": events,
-            "parquet_bytes": parquet,
-            "row_bytes": round(row_bytes, 1),
-            "row_bytes_from": "warehouse" if reported else "parquet (a lower bound)",
-            "per_day": history.per_day(found),
-            "storage": None
-            if stored is None
-            else {"rows": stored.rows, "active_bytes": stored.active_bytes, "long_term_bytes": stored.long_term_bytes},
-        }
+        tables[name], row_bytes = _table(store, warehouse, layout, name, since, today)
+        streamed_bytes += tables[name]["events"] * max(row_bytes, MIN_STREAMED_ROW)
+        write_api_bytes += tables[name]["events"] * row_bytes
+    reported = {name: t.pop("storage_reported") for name, t in tables.items()}
+    storage_known = all(reported[n] or t["storage"] is None or not t["events"] for n, t in tables.items())
     free = config.price_storage_write_free_tib * TIB * days / 30.0
     active = sum(t["storage"]["active_bytes"] for t in tables.values() if t["storage"])
     long_term = sum(t["storage"]["long_term_bytes"] for t in tables.values() if t["storage"])
-    archive: dict[str, dict[str, float]] = {}
-    for cls, size in by_class(archive_size(store, layout)).items():
-        archive[cls] = {**size, "usd_month": _usd(archive_usd_month(config, cls, size["bytes"]))}
-    queries: dict = {"available": True}
-    try:
-        stats = warehouse.query_history(now - days * 86_400)
-        billed = sum(q.bytes_billed for q in stats)
-        queries.update(jobs=len(stats), bytes_billed=billed, usd=_usd(billed / TIB * config.price_query_per_tib))
-    except NotAvailableError as exc:
-        queries = {"available": False, "reason": str(exc)}
+    archive = {
+        cls: {**size, "usd_month": _usd(archive_usd_month(config, cls, size["bytes"]))}
+        for cls, size in by_class(archive_size(store, layout)).items()
+    }
     return {
         "since": since.isoformat(),
         "until": today.isoformat(),
@@ -122,5 +137,5 @@ def cost(
             "usd_month": _usd(storage_usd_month(config, active, long_term)),
         },
         "archive": archive,
-        "queries": queries,
+        "queries": _queries(warehouse, config, now - days * 86_400),
     }

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .commitlog import Layout, LogReader
-from .interfaces import ObjectStore
-
-_DONE_RE = re.compile(r"^(?P<key>[^.]+)\.e(?P<events>\d+)\.b(?P<bytes>\d+)\.done$")
+from ..commit.commitlog import LogReader
+from ..interfaces import ObjectStore
+from ..layout import Layout, RecordName
 
 
 @dataclass(frozen=True)
@@ -64,25 +62,23 @@ def loads(
     out: dict[str, Load] = {}
     for day in days_between(first, last):
         folder = layout.commit_archive(table, day)
-        listed = store.list_objects(folder)
-        records = {o.name: o for o in listed if o.name.endswith(".json")}
-        for o in sorted(listed, key=lambda o: o.name):
-            file = o.name.rpartition("/")[2]
-            key = file.partition(".")[0]
-            if not file.endswith(".done") or key in live.records:
+        listed = [(o, RecordName.parse(o.name)) for o in store.list_objects(folder)]
+        records = {n.key: o for o, n in listed if n is not None and n.kind == "record"}
+        for o, name in sorted(listed, key=lambda pair: pair[0].name):
+            if name is None or name.kind != "done" or name.key in live.records:
                 continue
-            named = _DONE_RE.match(file)
-            record = records.get(f"{folder}{key}.json")
-            found = reader._record(record) if record is not None and (sources or not named) else None
+            record = records.get(name.key)
+            named = name.events is not None
+            found = reader.record(record) if record is not None and (sources or not named) else None
             if named:
-                events, nbytes = int(named["events"]), int(named["bytes"])
+                events, nbytes = name.events or 0, name.nbytes or 0
             elif found is not None and found.events is not None:  # archived before markers carried counts
                 events, nbytes = found.events, found.nbytes
             else:
                 data = store.read_object(o.name)
                 doc = json.loads(data[0]) if data else {}
                 events, nbytes = int(doc.get("events") or doc.get("rows") or 0), int(doc.get("bytes", 0))
-            out[key] = Load(table, day, key, events, nbytes, o.created, found.sources if found else ())
+            out[name.key] = Load(table, day, name.key, events, nbytes, o.created, found.sources if found else ())
     for rec in live.records.values():
         made = dt.datetime.fromtimestamp(rec.created, dt.UTC).date()
         marker = live.outcomes.get(rec.key, {}).get("done")

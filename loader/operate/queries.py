@@ -20,9 +20,9 @@ from bqspool.schemas.errors import ValidationError
 from bqspool.schemas.queries import NamedQuery
 from bqspool.schemas.registry import SchemaSet, load_schema_set
 
-from .config import Config
-from .config import load_config as _load_config
-from .interfaces import QueryParam, Warehouse
+from ..config import Config
+from ..config import load_config as _load_config
+from ..interfaces import QueryParam, Warehouse
 
 
 class Analytics:
@@ -38,7 +38,7 @@ class Analytics:
             schemas = load_schema_set(self.config.schemas)
         self.schemas = schemas
         if warehouse is None:
-            from .clients import make_warehouse
+            from ..clients import make_warehouse
 
             warehouse = make_warehouse(self.config)
         self.warehouse = warehouse

@@ -37,16 +37,14 @@ from bqspool.schemas.definition import EVENT_ID, TableDef
 from bqspool.schemas.errors import ConfigError, LeaseHeldError, NotAvailableError, RestoreRefusedError
 from bqspool.schemas.registry import SchemaSet
 
-from . import faults
-from .commitlog import AREAS_AFTER_STAGED, Layout, events_in
+from .. import faults
+from ..interfaces import ObjectStore, QueryParam, Warehouse
+from ..layout import AFTER_STAGED, Layout, ObjectArea, events_in, is_table_name
 from .history import days_between
-from .interfaces import ObjectStore, QueryParam, Warehouse
 from .verify import table_drift
 
 log = logging.getLogger("bqspool.loader")
 
-_RESTORED_RE = re.compile(r"-r[0-9a-f]{10}-n\d+\.parquet$")
-_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
 SAMPLE_IDS = 3  # per object: its first, middle and last event
 IDS_PER_QUERY = 10_000
 
@@ -93,11 +91,7 @@ def restore_id(table: str, target: str, since: dt.date, until: dt.date) -> str:
 
 def restored_name(layout: Layout, archived: str, target: str, rid: str) -> str:
     """Where an archived object is staged again for restore ``rid`` into ``target``."""
-    _, day, file = layout.split(archived)
-    stem = file.removesuffix(".parquet").replace("~", "_h")  # a half loads like any object here
-    n = events_in(file)
-    base = re.sub(r"-n\d+$", "", stem)
-    return layout.staged_name(target, day, f"{base}-r{rid}-n{n}.parquet")
+    return layout.path("staged", layout.name_of(archived).restored(target, rid))
 
 
 class Restore:
@@ -121,7 +115,7 @@ class Restore:
         if table not in schemas:
             raise ConfigError(f"schema set {schemas.name} has no table {table!r} (tables: {', '.join(schemas)})")
         target = into or table
-        if not _TABLE_RE.fullmatch(target):
+        if not is_table_name(target):
             raise ConfigError(f"--into {target!r}: a table name has letters, digits and underscores")
         if target != table and target in schemas:
             raise ConfigError(f"--into {target}: that is another table of the schema set; name a new table")
@@ -181,18 +175,21 @@ class Restore:
         out = []
         for day in days_between(self.since, self.until):
             prefix = f"{self.layout.area('archive', self.table)}{day.replace('-', '/')}/"
-            out += [o.name for o in self.store.list_objects(prefix) if not _RESTORED_RE.search(o.name)]
+            for o in self.store.list_objects(prefix):
+                found = self.layout.parse(o.name)
+                if found is not None and not found[1].is_restored:
+                    out.append(o.name)
         return sorted(out)
 
     def _copies(self) -> set[str]:
         """The staged names of this restore's copies found anywhere under the target."""
         found = set()
-        for area in ("staged", *AREAS_AFTER_STAGED):
+        for area in ("staged", *AFTER_STAGED):
             for name in self._in_area(area):
-                found.add(self.layout.staged_name(*self.layout.split(name)))
+                found.add(self.layout.path("staged", self.layout.name_of(name)))
         return found
 
-    def _in_area(self, area: str) -> set[str]:
+    def _in_area(self, area: ObjectArea) -> set[str]:
         """This restore's copies under ``area`` of the target."""
         prefix = self.layout.area(area, self.target)
         return {

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from bqspool.schemas.definition import Field, TableDef
 from bqspool.schemas.registry import SchemaSet
 
-from .interfaces import Warehouse
+from ..interfaces import Warehouse
 
 RECREATE = (
     "create a table with the schema file's definition and copy the data into it "
@@ -54,58 +54,9 @@ def _columns(table: str, prefix: str, want: tuple[Field, ...], have: dict, top: 
         path = f"{prefix}{f.name}"
         found = have_lower.get(f.name.lower())
         if found is None:
-            if not top:
-                out.append(
-                    Drift(
-                        table,
-                        f"column {path}",
-                        f"{f.type} {f.mode}",
-                        "no such field",
-                        advice="new RECORD sub-fields are not added here: add it with `bq update` and a schema file, "
-                        "or " + RECREATE,
-                    )
-                )
-            elif f.required:
-                out.append(
-                    Drift(
-                        table,
-                        f"column {path}",
-                        f"{f.type} REQUIRED",
-                        "no such column",
-                        advice="a REQUIRED column cannot be added to a table that has rows: "
-                        "make it NULLABLE in the schema file, or " + RECREATE,
-                    )
-                )
-            else:
-                out.append(
-                    Drift(table, f"column {path}", f"{f.type} {f.mode}", "no such column", fix=f"add column {path}")
-                )
-            continue
-        _, col = found
-        if col["type"] != f.type:
-            out.append(
-                Drift(
-                    table,
-                    f"column {path} type",
-                    f.type,
-                    col["type"],
-                    advice="BigQuery cannot change a column's type in place without rewriting it: " + RECREATE,
-                )
-            )
-            continue
-        have_mode = _mode_text(col.get("mode"))
-        if have_mode != f.mode:
-            if top and have_mode == "REQUIRED" and f.mode == "NULLABLE":
-                out.append(Drift(table, f"column {path} mode", f.mode, have_mode, fix=f"relax {path} to NULLABLE"))
-            else:
-                why = (
-                    "tightening a mode would reject rows the table holds"
-                    if f.mode == "REQUIRED"
-                    else "a column cannot switch between repeated and not in place"
-                )
-                out.append(Drift(table, f"column {path} mode", f.mode, have_mode, advice=f"{why}: {RECREATE}"))
-        if f.type == "RECORD":
-            out += _columns(table, f"{path}.", f.fields, col.get("fields", {}), top=False)
+            out.append(_missing(table, path, f, top))
+        else:
+            out += _column(table, path, f, found[1], top)
     wanted = {f.name.lower() for f in want}
     for name, col in have.items():
         if name.lower() not in wanted:
@@ -119,6 +70,58 @@ def _columns(table: str, prefix: str, want: tuple[Field, ...], have: dict, top: 
                     "or drop it yourself if it is unused",
                 )
             )
+    return out
+
+
+def _missing(table: str, path: str, f: Field, top: bool) -> Drift:
+    """A column of the schema file the table lacks: added if it may be."""
+    if not top:
+        return Drift(
+            table,
+            f"column {path}",
+            f"{f.type} {f.mode}",
+            "no such field",
+            advice="new RECORD sub-fields are not added here: add it with `bq update` and a schema file, or "
+            + RECREATE,
+        )
+    if f.required:
+        return Drift(
+            table,
+            f"column {path}",
+            f"{f.type} REQUIRED",
+            "no such column",
+            advice="a REQUIRED column cannot be added to a table that has rows: "
+            "make it NULLABLE in the schema file, or " + RECREATE,
+        )
+    return Drift(table, f"column {path}", f"{f.type} {f.mode}", "no such column", fix=f"add column {path}")
+
+
+def _column(table: str, path: str, f: Field, col: dict, top: bool) -> list[Drift]:
+    """A column both have: its type, its mode, and a RECORD's fields."""
+    if col["type"] != f.type:
+        return [
+            Drift(
+                table,
+                f"column {path} type",
+                f.type,
+                col["type"],
+                advice="BigQuery cannot change a column's type in place without rewriting it: " + RECREATE,
+            )
+        ]
+    out = []
+    have_mode = _mode_text(col.get("mode"))
+    if have_mode != f.mode:
+        if top and have_mode == "REQUIRED" and f.mode == "NULLABLE":
+            out.append(Drift(table, f"column {path} mode", f.mode, have_mode, fix=f"relax {path} to NULLABLE"))
+        else:
+            why = (
+                "tightening a mode would reject rows the table holds"
+                if f.mode == "REQUIRED"
+                else "a column cannot switch between repeated and not in place"
+            )
+            out.append(Drift(table, f"column {path} mode", f.mode, have_mode, advice=f"{why}: {RECREATE}"))
+    if f.type == "RECORD":
+        out += _columns(table, f"{path}.", f.fields, col.get("fields", {}), top=False)
     return out
 
 

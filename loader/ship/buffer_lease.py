@@ -1,4 +1,4 @@
-"""The drain lease: one loader per buffer file at a time, fenced by a token.
+"""The buffer's lease: one shipper per buffer file at a time, fenced by a token.
 
 The lease is a row in the buffer file (:mod:`.ledger`): holder, expiry and a
 *token* that grows by one every time the lease is taken. A loader takes it
@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
 import sqlite3
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +83,7 @@ def let_go(buffer: Path, token: int, fd: int | None) -> None:
 
 @dataclass(frozen=True)
 class Fence:
-    """Who holds the drain lease, and under which token (see :mod:`.lease`)."""
+    """Who holds the buffer's lease, and under which token (see the module)."""
 
     holder: str
     token: int
@@ -158,7 +156,3 @@ def release_lease(conn: sqlite3.Connection, fence: Fence) -> None:
             )
     finally:
         let_go(fence.buffer, fence.token, fence.fd)
-
-
-def new_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -14,7 +14,12 @@ and the state it was held in, until retried or dropped). What happens to a
 shipped object is the commit stage's business, recorded in the bucket (see
 :mod:`.commitlog`). Files written by earlier versions may hold batches in
 the states ``uploaded``, ``loaded``, ``split`` and ``dead`` and their
-``loads`` and ``jobs`` tables, which nothing reads any more.
+``loads`` and ``jobs`` tables, which nothing reads any more. An operator's
+``quarantine drop`` leaves a batch ``dropped``, its events in the dead
+letters.
+
+Object names are the bucket's grammar (:mod:`bqspool.loader.layout`): a
+batch is named when it is sealed, from a digest of its rows.
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from bqspool.buffer import rows
 from bqspool.buffer.store import now_us, transaction
 
-from .lease import Fence, acquire_lease, check_fence, new_holder, release_lease, renew_lease  # noqa: F401
+from ..layout import Layout, ObjectName
+from .buffer_lease import Fence, check_fence
 
 LOADED_RETENTION_US = 7 * 86_400 * 1_000_000  # loaded batch rows kept this long for `status`
-LIVE_STATES = ("sealed", "staged", "uploaded")  # a batch in one of these may still be shipped
+BatchState = Literal["sealed", "staged", "shipped", "quarantined", "dropped", "uploaded", "loaded", "split", "dead"]
+LIVE_STATES: tuple[BatchState, ...] = ("sealed", "staged", "uploaded")  # a batch in one of these may still be shipped
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class Batch:
     rows: int
     nbytes: int
     day: str
-    state: str
+    state: BatchState
     object_name: str
     object_size: int | None
     object_crc32c: str | None
@@ -68,8 +77,8 @@ LEDGER_STEPS: dict[int, list[str]] = {
         # The fencing token: it grows each time the drain lease is taken,
         # and every state change checks it (lease.py).
         "ALTER TABLE lease ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
-        # Parts of a batch a load job rejected, bisected to find the bad
-        # rows (bisect.py), and the state a quarantined batch was held in.
+        # Parts of a batch a load job rejected, split by earlier versions to
+        # find the bad rows, and the state a quarantined batch was held in.
         "ALTER TABLE batches ADD COLUMN parent TEXT",
         "ALTER TABLE batches ADD COLUMN part_lo INTEGER",
         "ALTER TABLE batches ADD COLUMN part_hi INTEGER",
@@ -94,18 +103,17 @@ def prepare(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('ledger_version', ?)", (str(want),))
 
 
-def summary(conn: sqlite3.Connection) -> dict:
-    """What ``bqspool status`` shows of the ship stage: batches by state, and who ships.
-    (The commit stage's view, load jobs and budgets, is in the bucket: ``commitlog.status``.)"""
-    states = dict(conn.execute("SELECT state, count(*) FROM batches GROUP BY state").fetchall())
-    lease_row = conn.execute(
+def states(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many batches are in each state."""
+    return dict(conn.execute("SELECT state, count(*) FROM batches GROUP BY state").fetchall())
+
+
+def lease_holder(conn: sqlite3.Connection) -> str | None:
+    """Who holds the buffer's lease now, or None."""
+    row = conn.execute(
         "SELECT holder FROM lease WHERE name = 'drain' AND holder != '' AND expires_us > ?", (now_us(),)
     ).fetchone()
-    return {
-        "batches": states,
-        "quarantined": states.get("quarantined", 0),
-        "shipping": lease_row[0] if lease_row else None,
-    }
+    return row[0] if row else None
 
 
 def quarantined_rows(conn: sqlite3.Connection) -> dict[str, int]:
@@ -117,30 +125,16 @@ def quarantined_rows(conn: sqlite3.Connection) -> dict[str, int]:
         return {}
 
 
-def content_name(placeholder: str, batch_id: str, digest: str, events: int, appended_ms: int | None = None) -> str:
-    """A batch's object name: its folder and id, a digest of its rows, when its
-    oldest event was appended (``-tMILLISECONDS``, for the append-to-loaded
-    delay: see ``commitlog.appended_at``) and its number of events
-    (``-nEVENTS``, which the committer counts by: see ``commitlog.events_in``).
+def unnamed(b: Batch) -> bool:
+    """Whether ``b`` still has a placeholder name (sealed by an earlier version):
+    it is named by its staged file's digest in :func:`mark_staged`.
 
     Two different batches never share an object name (nor, so, a job id)
     even when two hosts run copies of one buffer file, whose batch ids
     coincide: the digest covers each row's seq, events, size and append time
     to the microsecond (:func:`seal`), which two copies appending their own
-    events do not share. The name is fixed when the batch is sealed, so the
-    upload of a large batch can start while it is being staged. A batch
-    sealed by an earlier version (named ``BATCH_ID.parquet`` until staged)
-    gets the digest of its Parquet file when staged instead.
-    """
-    folder = placeholder.rpartition("/")[0]
-    appended = f"-t{appended_ms}" if appended_ms is not None else ""
-    return f"{folder}/{batch_id}-{digest[:20]}{appended}-n{events}.parquet"
-
-
-def unnamed(b: Batch) -> bool:
-    """Whether ``b`` still has a placeholder name (sealed by an earlier version):
-    it is named by its staged file's digest in :func:`mark_staged`."""
-    return b.object_name.endswith(f"/{b.batch_id}.parquet")
+    events do not share."""
+    return b.object_name.endswith("/" + ObjectName.placeholder("", "", b.batch_id).file)
 
 
 def _oldest_append_ms(conn: sqlite3.Connection, b: Batch) -> int | None:
@@ -153,65 +147,76 @@ def _oldest_append_ms(conn: sqlite3.Connection, b: Batch) -> int | None:
 # -- sealing ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Range:
+    """A range of stored rows to seal as one batch, with what names it."""
+
+    lo: int
+    hi: int
+    events: int
+    nbytes: int
+    digest: str  # over each row's seq, events, size and append time
+    oldest_us: int
+
+
+def _ranges(conn: sqlite3.Connection, stream: str, top: int, max_rows: int, max_bytes: int) -> list[_Range]:
+    """The stream's rows above seq ``top``, cut into ranges of at most ``max_rows``
+    events and ``max_bytes`` bytes. A stored row (up to 1,000 events) is never
+    split, so a range can go past either by less than one row."""
+    out: list[_Range] = []
+    lo = last = oldest = 0
+    events = nbytes = 0
+    digest = hashlib.sha256()
+    for seq, n, size, created in rows.rows_after(conn, stream, top):
+        if events and (events + n > max_rows or nbytes + size > max_bytes):
+            out.append(_Range(lo, last, events, nbytes, digest.hexdigest(), oldest))
+            events = 0
+        if not events:
+            lo, nbytes, oldest, digest = seq, 0, created, hashlib.sha256()
+        events += n
+        nbytes += size
+        oldest = min(oldest, created)
+        digest.update(f"{seq} {n} {size} {created}\n".encode())
+        last = seq
+    if events:
+        out.append(_Range(lo, last, events, nbytes, digest.hexdigest(), oldest))
+    return out
+
+
 def seal(
     conn: sqlite3.Connection,
     stream: str,
     buffer_id: str,
-    prefix: str,
+    layout: Layout,
     max_rows: int,
     max_bytes: int,
     fence: Fence | None = None,
 ) -> int:
-    """Seal every unsealed row of ``stream`` into batches; returns how many batches.
+    """Seal every unsealed row of ``stream`` into batches, each named for
+    ``staged/`` from a digest of its rows; returns how many batches.
 
     Unsealed rows are those above the highest sealed seq of the stream:
     appenders commit under the same write lock, so no row can later appear
     below a range sealed here.
     """
-    made = 0
     day = time.strftime("%Y-%m-%d", time.gmtime())
     with transaction(conn):
         check_fence(conn, fence)
         top = conn.execute("SELECT coalesce(max(seq_hi), 0) FROM batches WHERE stream = ?", (stream,)).fetchone()[0]
-        lo = None
-        events = nbytes = 0
-        last = top
         now = now_us()
-        pending: list[tuple] = []
-
-        digest = hashlib.sha256()
-        oldest = 0
-
-        def close(hi: int) -> None:
-            nonlocal made
-            batch_id = f"{stream}-{buffer_id[:16]}-{lo:012d}-{hi:012d}"
-            placeholder = f"{prefix.strip('/')}/{stream}/{day}/{batch_id}.parquet"
-            name = content_name(placeholder, batch_id, digest.hexdigest(), events, oldest // 1000)
-            pending.append((batch_id, stream, lo, hi, events, nbytes, day, "sealed", name, now, now))
-            made += 1
-
-        # A stored row (up to 1,000 events) is never split, so a batch can
-        # go past max_rows/max_bytes by less than one row.
-        for seq, n, size, created in rows.rows_after(conn, stream, top):
-            if lo is not None and (events + n > max_rows or nbytes + size > max_bytes):
-                close(last)
-                lo = None
-            if lo is None:
-                lo, events, nbytes = seq, 0, 0
-                digest, oldest = hashlib.sha256(), created
-            events += n
-            nbytes += size
-            oldest = min(oldest, created)
-            digest.update(f"{seq} {n} {size} {created}\n".encode())
-            last = seq
-        if lo is not None:
-            close(last)
+        made = []
+        for r in _ranges(conn, stream, top, max_rows, max_bytes):
+            batch_id = f"{stream}-{buffer_id[:16]}-{r.lo:012d}-{r.hi:012d}"
+            name = ObjectName.batch(stream, day, batch_id, r.digest, r.events, r.oldest_us // 1000)
+            made.append(
+                (batch_id, stream, r.lo, r.hi, r.events, r.nbytes, day, "sealed", layout.path("staged", name), now, now)
+            )
         conn.executemany(
             "INSERT INTO batches (batch_id, stream, seq_lo, seq_hi, rows, nbytes, day, state, object_name, "
             "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            pending,
+            made,
         )
-    return made
+    return len(made)
 
 
 # -- reading ------------------------------------------------------------------
@@ -253,14 +258,22 @@ def _set_state(conn: sqlite3.Connection, batch_id: str, expect: tuple[str, ...],
 
 
 def mark_staged(
-    conn: sqlite3.Connection, b: Batch, size: int, digest: str | None = None, fence: Fence | None = None
+    conn: sqlite3.Connection,
+    b: Batch,
+    size: int,
+    digest: str | None = None,
+    fence: Fence | None = None,
+    layout: Layout | None = None,
 ) -> str | None:
     """Record the staged file; returns the batch's object name, or None if it was
-    not ``sealed`` any more. ``digest`` (of the file) names an :func:`unnamed` batch."""
+    not ``sealed`` any more. ``digest`` (of the file) names an :func:`unnamed`
+    batch, in ``layout``'s staged area."""
     name = b.object_name
     if unnamed(b):
-        assert digest is not None, "a batch sealed by an earlier version is named by its file's digest"
-        name = content_name(b.object_name, b.batch_id, digest, b.rows, _oldest_append_ms(conn, b))
+        assert digest is not None and layout is not None, "a batch sealed by an earlier version is named when staged"
+        old = layout.name_of(b.object_name)
+        fresh = ObjectName.batch(old.table, old.day, b.batch_id, digest, b.rows, _oldest_append_ms(conn, b))
+        name = layout.path("staged", fresh)
     with transaction(conn):
         check_fence(conn, fence)
         ok = _set_state(
@@ -269,7 +282,7 @@ def mark_staged(
     return name if ok else None
 
 
-def adopt_legacy(conn: sqlite3.Connection, staged_prefix: str, fence: Fence | None = None) -> tuple[int, int]:
+def adopt_legacy(conn: sqlite3.Connection, layout: Layout, fence: Fence | None = None) -> tuple[int, int]:
     """Batches an earlier version staged or uploaded but never loaded go back to
     ``sealed``, named for ``staged/``, to be shipped like any other; returns
     (adopted, left).
@@ -277,6 +290,7 @@ def adopt_legacy(conn: sqlite3.Connection, staged_prefix: str, fence: Fence | No
     One that was already in a load group is left alone and counted: its job
     may have loaded it, and only the version that submitted it can tell.
     """
+    staged_prefix = layout.staged()
     with transaction(conn):
         check_fence(conn, fence)
         # Staged under the old layout too: their objects, if any, were never loaded.
@@ -292,7 +306,7 @@ def adopt_legacy(conn: sqlite3.Connection, staged_prefix: str, fence: Fence | No
         for batch_id, stream, day, load_id in [(*r, None) for r in old_staged] + rows_:
             if load_id is not None:
                 continue
-            name = f"{staged_prefix.strip('/')}/{stream}/{day}/{batch_id}.parquet"
+            name = layout.path("staged", ObjectName.placeholder(stream, day, batch_id))
             adopted += _set_state(
                 conn, batch_id, ("uploaded", "staged"), "state = 'sealed', object_name = ?, object_size = NULL", (name,)
             )
@@ -312,7 +326,11 @@ def event_lines(conn: sqlite3.Connection, b: Batch) -> list[str]:
 
 
 def mark_shipped(
-    conn: sqlite3.Connection, b: Batch, checksum: str, fault=None, fence: Fence | None = None
+    conn: sqlite3.Connection,
+    b: Batch,
+    checksum: str,
+    fault: Callable[[str], None] | None = None,
+    fence: Fence | None = None,
 ) -> int | None:
     """The batch's object is in the bucket, verified: the object is the durable
     copy now, so the batch's rows leave the buffer in the transaction that marks

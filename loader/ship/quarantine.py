@@ -2,9 +2,10 @@
 
 A batch is quarantined when it cannot be staged (a row that no longer
 parses as its table), when its object name is taken by other bytes, or
-when both halves of it were rejected by load jobs (see :mod:`.bisect`).
-Each function is one transaction on the buffer file, fenced by the caller's
-drain lease so an operator's step never races a running drain.
+or, in files written by earlier versions, when both halves of it were
+rejected by load jobs. Each function is one transaction on the buffer
+file, fenced by the caller's buffer lease so an operator's step never races
+a running ship.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from pathlib import Path
 from bqspool.buffer import opening, rows, store
 from bqspool.buffer.store import now_us, transaction
 
-from .ledger import Batch, Fence, acquire_lease, batches, check_fence, delete_rows, new_holder, prepare, release_lease
+from ..process import new_holder
+from .buffer_lease import Fence, acquire_lease, check_fence, release_lease
+from .ledger import Batch, batches, delete_rows, prepare
 
 
-def held(conn: sqlite3.Connection) -> list[Batch]:
+def quarantined(conn: sqlite3.Connection) -> list[Batch]:
+    """The quarantined batches, with their reasons."""
     return batches(conn, "quarantined")
 
 
@@ -43,26 +47,26 @@ def operator_session(buffer: str | Path, lease_s: float = 60.0) -> Iterator[tupl
         opening.release(in_use)
 
 
-def list_held(buffer: str | Path) -> list[Batch]:
+def list_batches(buffer: str | Path) -> list[Batch]:
     """The quarantined batches of ``buffer``, with their reasons."""
     path = Path(buffer)
     _, in_use = opening.open_file(path, check="none")
     conn = store.connect(path)
     try:
         prepare(conn)
-        return held(conn)
+        return quarantined(conn)
     finally:
         conn.close()
         opening.release(in_use)
 
 
-def retry_held(buffer: str | Path, batch_ids: list[str] | None = None) -> int:
+def retry_batches(buffer: str | Path, batch_ids: list[str] | None = None) -> int:
     """:func:`retry` on ``buffer``, under the drain lease; how many batches."""
     with operator_session(buffer) as (conn, fence):
         return retry(conn, batch_ids, fence)
 
 
-def drop_held(buffer: str | Path, batch_ids: list[str]) -> tuple[int, int]:
+def drop_batches(buffer: str | Path, batch_ids: list[str]) -> tuple[int, int]:
     """:func:`drop` on ``buffer``, under the drain lease; (batches, events)."""
     with operator_session(buffer) as (conn, fence):
         return drop(conn, batch_ids, fence)
@@ -94,7 +98,7 @@ def drop(conn: sqlite3.Connection, batch_ids: list[str], fence: Fence | None = N
     dropped = events = 0
     with transaction(conn):
         check_fence(conn, fence)
-        for b in [b for b in held(conn) if b.batch_id in set(batch_ids)]:
+        for b in [b for b in quarantined(conn) if b.batch_id in set(batch_ids)]:
             reason = f"dropped from quarantined batch {b.batch_id}: {b.error}"
             for raw in rows.read_range_raw(conn, b.stream, b.seq_lo, b.seq_hi):
                 lines = raw.decode("utf-8", "backslashreplace").split("\n")

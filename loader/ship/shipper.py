@@ -41,7 +41,7 @@ from typing import Any
 
 from bqspool.schemas.errors import BqspoolError
 
-from .config import Config
+from ..config import Config
 
 log = logging.getLogger("bqspool.loader")
 
@@ -77,8 +77,8 @@ class Shipper:
         self.buffer = buffer_or_path if isinstance(buffer_or_path, Buffer) else None
         path = Path(self.buffer.path if self.buffer is not None else buffer_or_path)
         if drainer is None:
-            from .clients import make_drainer
-            from .config import load_config
+            from ..clients import make_drainer
+            from ..config import load_config
 
             cfg = replace(config or load_config(), buffer=str(path))
             # The app's buffer knows its schema set: no need to configure it twice.

@@ -1,25 +1,37 @@
 """One monitoring cycle: evaluate the rules, notify on changes, keep the state.
 
 An alert notifies once when it starts firing and once when it resolves,
-never every cycle: the state file (``monitor.state``) remembers what was
+never every cycle: the state file (``monitor_state``) remembers what was
 active, so this holds across ``monitor --once`` runs from cron too. A
 webhook that fails is retried, then logged; its notifications wait in the
-state for the next cycle, and the monitor carries on.
+state for the next cycle, and the monitor carries on. The state is read
+once per cycle and handed to the evaluation.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from bqspool.schemas.errors import BackendUnavailableError, BqspoolError
+from bqspool.schemas.errors import BqspoolError
 
-from .logs import fields
-from .monitor import Findings, Monitor, history_points, load_state, save_state
-from .retry import RetryPolicy
+from ..commit.commitlog import DAY_S
+from ..logs import fields
+from .monitor import Monitor
+from .rules import Findings
 
 log = logging.getLogger("bqspool.loader")
+
+
+class Notifier(Protocol):
+    """Where notifications go (``backends.webhook.Webhook``): False if one could not be delivered."""
+
+    def send(self, note: dict) -> bool: ...
 
 
 def text_of(note: dict) -> str:
@@ -32,43 +44,32 @@ def text_of(note: dict) -> str:
     )
 
 
-class Webhook:
-    """POSTs ``{"text": ..., "status": ..., "alert": {...}}`` as JSON to ``url``."""
-
-    def __init__(self, url: str, retry: RetryPolicy | None = None, timeout: float = 10.0):
-        self.url = url
-        self.retry = retry or RetryPolicy(initial=0.5, maximum=5.0, deadline=20.0)
-        self.timeout = timeout
-
-    def send(self, note: dict) -> bool:
-        """Deliver one notification (retried); False, logged, if it could not be."""
-        import requests
-
-        body = {"text": text_of(note), **note}
-
-        def attempt() -> None:
-            try:
-                answer = requests.post(self.url, json=body, timeout=self.timeout)
-            except requests.RequestException as exc:
-                raise BackendUnavailableError(f"webhook unreachable: {type(exc).__name__}") from None
-            if answer.status_code >= 500 or answer.status_code == 429:
-                raise BackendUnavailableError(f"webhook answered {answer.status_code}")
-            if answer.status_code >= 400:
-                raise BqspoolError(f"webhook refused the notification: {answer.status_code}")
-
-        try:
-            self.retry.call("send an alert to the webhook", attempt)
-            return True
-        except BqspoolError as exc:
-            log.error("alert notification not delivered (%s); it is kept for the next cycle", exc)
-            return False
+def load_state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
-def cycle(monitor: Monitor, webhook: Webhook | None, state_path: Path | None = None) -> tuple[Findings, dict]:
+def save_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two monitors never share a temporary file
+    tmp.write_text(json.dumps(state, sort_keys=True))
+    tmp.replace(path)
+
+
+def history_points(state: dict, findings: Findings, now: float, keep_s: float = DAY_S) -> list[dict]:
+    """The page's 24 h of samples: the previous ones, plus this evaluation's."""
+    points = [p for p in state.get("history", []) if p["t"] >= now - keep_s]
+    points.append({"t": now, "tables": findings.samples})
+    return points[-2000:]
+
+
+def cycle(monitor: Monitor, notifier: Notifier | None, state_path: Path | None = None) -> tuple[Findings, dict]:
     """Evaluate once, send what changed, save the state; the findings and the new state."""
     path = state_path or Path(monitor.config.monitor_state)
     state = load_state(path)
-    findings = monitor.evaluate()
+    findings = monitor.evaluate(state)
     now = monitor.clock()
     active = {a.key: a.as_dict() for a in findings.alerts}
     before = state.get("active", {})
@@ -77,13 +78,13 @@ def cycle(monitor: Monitor, webhook: Webhook | None, state_path: Path | None = N
     notes += [{"status": "resolved", "alert": before[k]} for k in before if k not in active]
     for note in notes:
         log.warning(text_of(note), extra=fields(note["alert"]["table"]))
-    unsent = [n for n in notes if not webhook.send(n)] if webhook is not None else []
+    unsent = [n for n in notes if not notifier.send({"text": text_of(n), **n})] if notifier is not None else []
     new_state = {
         "evaluated": now,
         "active": active,
         "since": {k: state.get("since", {}).get(k, now) for k in active},
         "unsent": unsent,
-        "dropped": monitor._dropped if monitor._dropped is not None else state.get("dropped"),
+        "dropped": findings.dropped if findings.dropped is not None else state.get("dropped"),
         "unavailable": findings.unavailable,
         "history": history_points(state, findings, now),
     }
@@ -91,11 +92,17 @@ def cycle(monitor: Monitor, webhook: Webhook | None, state_path: Path | None = N
     return findings, new_state
 
 
-def every(monitor: Monitor, webhook: Webhook | None, interval: float, should_stop, on_cycle=None) -> None:
+def every(
+    monitor: Monitor,
+    notifier: Notifier | None,
+    interval: float,
+    should_stop: Callable[[], bool],
+    on_cycle: Callable[[Findings, dict], None] | None = None,
+) -> None:
     """Cycle every ``interval`` seconds until ``should_stop()``; a failing cycle is logged, not fatal."""
     while not should_stop():
         try:
-            findings, state = cycle(monitor, webhook)
+            findings, state = cycle(monitor, notifier)
             if on_cycle is not None:
                 on_cycle(findings, state)
         except BqspoolError as exc:

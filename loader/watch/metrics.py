@@ -1,4 +1,4 @@
-"""Prometheus metrics of the loader: fed from each ship and commit report.
+"""Prometheus metrics: the loader's, fed from each ship and commit report, and the monitor's gauges.
 
 ``bqspool run`` serves them on ``metrics_address``; ``drain --once
 --metrics-file PATH`` writes them for node_exporter's textfile collector.
@@ -15,20 +15,31 @@ Names start with ``bqspool_`` and carry ``stream`` and ``table``:
   stream and table ``*``);
 - ``bqspool_delay_seconds``: from the append of each loaded object's oldest
   event to its load (histogram, one observation per object).
+
+``bqspool monitor --serve`` serves :class:`MonitorGauges` instead: which
+alerts fire, each table's backlog and what it loaded in 24 h, and the same
+budget gauges.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bqspool.buffer.metrics import ALL, LABELS, _client
+from bqspool.buffer.metrics import ALL, LABELS, prometheus
 
-from .commitlog import events_in
+
+def budget_gauges(prom: Any, registry: Any) -> tuple[Any, Any]:
+    """``bqspool_load_jobs_24h`` and ``bqspool_load_job_budget``, per table (one definition for every registry)."""
+    jobs = prom.Gauge(
+        "bqspool_load_jobs_24h", "Load jobs in the last 24 h, from the commit log.", LABELS, registry=registry
+    )
+    budget = prom.Gauge("bqspool_load_job_budget", "The daily load-job budget per table.", LABELS, registry=registry)
+    return jobs, budget
 
 
 class LoaderMetrics:
     def __init__(self, registry: Any = None):
-        prom = _client()
+        prom = prometheus()
         self.prom = prom
         self.registry = registry if registry is not None else prom.CollectorRegistry()
 
@@ -41,12 +52,7 @@ class LoaderMetrics:
         self.loaded_objects = counter("bqspool_loaded_objects", "Objects loaded into BigQuery.")
         self.jobs = counter("bqspool_load_jobs", "Load jobs by outcome.", ("outcome",))
         self.quarantined = counter("bqspool_quarantined_events", "Events in batches the ship stage held back.")
-        self.jobs_24h = prom.Gauge(
-            "bqspool_load_jobs_24h", "Load jobs in the last 24 h, from the commit log.", LABELS, registry=self.registry
-        )
-        self.budget = prom.Gauge(
-            "bqspool_load_job_budget", "The daily load-job budget per table.", LABELS, registry=self.registry
-        )
+        self.jobs_24h, self.budget = budget_gauges(prom, self.registry)
         self.stage_seconds = prom.Histogram(
             "bqspool_stage_seconds",
             "How long a ship or a commit took.",
@@ -79,13 +85,12 @@ class LoaderMetrics:
             hist = self.delay.labels(table, table)
             for seconds, _events in t["delays"]:
                 hist.observe(max(0.0, seconds))
-        for name in report.quarantined:  # objects a load job rejected whole
-            table = name.split("/staged/")[-1].split("/quarantine/")[-1].split("/")[0]
-            self.quarantined.labels(table, table).inc(events_in(name) or 0)
+            if t.get("quarantined"):  # events in objects the commit held back
+                self.quarantined.labels(table, table).inc(t["quarantined"])
         self.stage_seconds.labels(ALL, ALL, "commit").observe(report.seconds)
 
     def budgets(self, commit_status: dict) -> None:
-        """Jobs used against the budget per table, from ``commitlog.status``."""
+        """Jobs used against the budget per table, from ``operate.status.commit_status``."""
         for table, t in commit_status.get("tables", {}).items():
             self.jobs_24h.labels(table, table).set(t["jobs_24h"])
             self.budget.labels(table, table).set(t["budget"])
@@ -102,3 +107,39 @@ class LoaderMetrics:
         host, _, port = address.rpartition(":")
         server, _thread = self.prom.start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)
         return server
+
+
+class MonitorGauges:
+    """What ``bqspool monitor --serve``'s /metrics shows: its alerts and per-table figures."""
+
+    def __init__(self) -> None:
+        prom = prometheus()
+        self.prom = prom
+        self.registry = prom.CollectorRegistry()
+        self.alert = prom.Gauge(
+            "bqspool_alert_active", "1 while an alert fires.", (*LABELS, "rule", "severity"), registry=self.registry
+        )
+        self.backlog = prom.Gauge(
+            "bqspool_backlog",
+            "Objects waiting in the bucket plus events in this host's buffer.",
+            LABELS,
+            registry=self.registry,
+        )
+        self.jobs, self.budget = budget_gauges(prom, self.registry)
+        self.loaded = prom.Gauge(
+            "bqspool_loaded_events_24h", "Events loaded in the last 24 h.", LABELS, registry=self.registry
+        )
+
+    def update(self, state: dict, page: dict) -> None:
+        """Set the gauges from a monitoring cycle's state and its page figures (``Monitor.page_figures``)."""
+        self.alert.clear()
+        for a in state.get("active", {}).values():
+            self.alert.labels(a["table"], a["table"], a["rule"], a["severity"]).set(1)
+        for table, f in page["tables"].items():
+            self.backlog.labels(table, table).set(f["backlog"])
+            self.jobs.labels(table, table).set(f["jobs_24h"])
+            self.budget.labels(table, table).set(f["budget"])
+            self.loaded.labels(table, table).set(sum(f["hourly"]))
+
+    def text(self) -> bytes:
+        return self.prom.generate_latest(self.registry)

@@ -1,0 +1,58 @@
+"""Google clients from the configuration, for real GCP or the local emulators.
+
+With ``STORAGE_EMULATOR_HOST`` / ``BIGQUERY_EMULATOR_HOST`` set (as
+``bqspool local env`` prints), the clients talk to those endpoints with
+anonymous credentials; otherwise they use Application Default Credentials.
+Credentials are never read from bqspool's own configuration or logged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..config import Config
+from ..retry import RetryPolicy
+
+
+def _endpoint(var: str) -> str | None:
+    host = os.environ.get(var)
+    if not host:
+        return None
+    return host if host.startswith("http") else f"http://{host}"
+
+
+def storage_client(config: Config) -> Any:
+    import google.cloud.storage as storage
+
+    endpoint = _endpoint("STORAGE_EMULATOR_HOST")
+    if endpoint:
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(
+            project=config.project, credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+        )
+    return storage.Client(project=config.project)
+
+
+def bigquery_client(config: Config) -> Any:
+    from google.cloud import bigquery
+
+    endpoint = _endpoint("BIGQUERY_EMULATOR_HOST")
+    if endpoint:
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(
+            project=config.project,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": endpoint},
+            location=config.location,
+        )
+    return bigquery.Client(project=config.project, location=config.location)
+
+
+def retry_policy(config: Config) -> RetryPolicy:
+    """The configured retry policy, told which of Google's errors are transient."""
+    from .google_errors import is_transient
+
+    return RetryPolicy(config.retry_initial, config.retry_maximum, config.retry_deadline, classify=is_transient)

@@ -1,0 +1,52 @@
+"""What one ship did: events, batches and bytes shipped, what was held back, and where the time went."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ShipReport:
+    events_shipped: int = 0
+    batches_shipped: int = 0
+    bytes_shipped: int = 0
+    quarantined: list[str] = field(default_factory=list)  # batches that cannot be staged
+    undrainable: dict[str, int] = field(default_factory=dict)  # streams with pending events but no table
+    per_stream: dict[str, dict[str, int]] = field(default_factory=dict)  # events, batches, quarantined
+    seconds: float = 0.0
+    # Where ``seconds`` went: "stage" (Parquet), "upload" (with its checks),
+    # "handover" (the rows leave the buffer), "housekeeping" (space handed back).
+    # Uploads and hand-overs overlap the next stage: the sum can pass ``seconds``.
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0  # of this process so far, for operators watching memory
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def stream(self, stream: str) -> dict[str, int]:
+        """``per_stream``'s figures of ``stream``."""
+        return self.per_stream.setdefault(stream, {"events": 0, "batches": 0, "quarantined": 0})
+
+    def add_time(self, step: str, seconds: float) -> None:
+        self.step_seconds[step] = round(self.step_seconds.get(step, 0.0) + seconds, 4)
+
+    @contextlib.contextmanager
+    def timing(self, step: str) -> Iterator[None]:
+        """Add the time the block takes to ``step_seconds[step]``."""
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            self.add_time(step, time.monotonic() - t)
+
+    def shipped(self, stream: str, events: int, nbytes: int) -> None:
+        """Count one batch handed over."""
+        self.events_shipped += events
+        self.batches_shipped += 1
+        self.bytes_shipped += nbytes
+        mine = self.stream(stream)
+        mine["events"] += events
+        mine["batches"] += 1
