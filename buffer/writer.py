@@ -223,8 +223,11 @@ class Writer:
             sleeper.release()
         if self.group.waiters:
             self._pick_leader(self.group)
-        elif self.group:
-            self._bg.notify()  # what gathered meanwhile is the background thread's
+        elif self.group or self.closing:
+            # What gathered meanwhile is the background thread's; and a closing
+            # writer's thread, which waited while this group had a waiter, must
+            # see that it may end now (close() joins it).
+            self._bg.notify()
 
     def _write(self, group: Group) -> int:
         """One transaction; returns the bytes the size cap counts, as seen inside it.

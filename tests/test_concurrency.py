@@ -128,3 +128,30 @@ def test_a_leader_not_just_woken_commits_at_once(buffer_path):
         b.append(S, interaction())
         assert 0.4 < time.monotonic() - t < 2.5
         assert sizes == [1, 1]
+
+
+def test_close_returns_while_a_durable_append_commits_its_own_group(tmp_path):
+    """The background thread waits while the current group has a waiter (that caller
+    commits it). If close() came meanwhile, the waiter's commit must wake the thread
+    to end: it did not, and close() (and the shipper's last ship after it) hung."""
+    import threading
+
+    from bqspool.buffer import store
+    from bqspool.buffer.writer import Writer
+
+    path = tmp_path / "b.db"
+    with Buffer(path, "eixa", durability="normal"):
+        pass  # the file and its tables
+    w = Writer(
+        path, synchronous="NORMAL", busy_timeout_s=5, flush_interval=0.05, pragmas={}, on_commit=lambda g, b: None
+    )
+    with w.cond:
+        w.group.rows.append(("s", '{"x":1}', 1, 7, store.now_us()))
+        w.join(w.group)  # a durable caller: it will commit this group itself
+        group = w.group
+        w.wake()  # the background thread finds a waiter on the group, and waits
+    stopping = threading.Thread(target=w.stop)
+    stopping.start()  # closing: the thread wakes, still sees the waiter, waits again
+    assert w.wait_for(group) and group.error is None  # the waiter commits
+    stopping.join(30)
+    assert not stopping.is_alive(), "close() hung: the writer's thread was never told the group was committed"
