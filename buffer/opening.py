@@ -262,6 +262,7 @@ def open_file(path: Path, *, check: str = "quick") -> tuple[Path | None, int]:
                 if problem is None:
                     if moved is not None:
                         _record_move(path, moved, problem_text)
+                    _check_identity(path)
                     fcntl.flock(in_use, fcntl.LOCK_SH)
                     ensure_reserve(path)
                     return moved, in_use
@@ -280,6 +281,39 @@ def open_file(path: Path, *, check: str = "quick") -> tuple[Path | None, int]:
             release(in_use)
             raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_identity(path: Path) -> None:
+    """Notice a copied file: the inode it was created with is recorded in it, and
+    checked on every open. A copy (``cp``, a backup restored, ``VACUUM INTO``)
+    has another: its pending events may also be shipped by the original, so
+    the copy is recorded (``copied``: when, and the highest seq then), and the
+    loader holds those events back for an operator (see ``loader/ship/ledger.py``).
+    A file reopened on another host, same volume (a rescheduled pod), is the
+    same file: same inode. Runs under the opening lock."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+    try:
+        inode = str(os.stat(path).st_ino)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'inode'").fetchone()
+        if row is not None and row[0] == inode:
+            return
+        with transaction(conn):
+            if row is not None:
+                top = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+                copied = {"at_us": now_us(), "from_inode": row[0], "inode": inode, "seq": top}
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('copied', ?)", (json.dumps(copied),))
+                log.error(
+                    "buffer file %s is a copy of another (inode %s, created as %s): its pending events up to "
+                    "seq %s, from before the copy, are held back from shipping until an operator decides "
+                    "(`bqspool quarantine list`)",
+                    path,
+                    inode,
+                    row[0],
+                    top,
+                )
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('inode', ?)", (inode,))
+    finally:
+        conn.close()
 
 
 def _record_move(path: Path, moved: Path, problem: str) -> None:

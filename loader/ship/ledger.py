@@ -25,6 +25,7 @@ batch is named when it is sealed, from a digest of its rows.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -159,16 +160,19 @@ class _Range:
     oldest_us: int
 
 
-def _ranges(conn: sqlite3.Connection, stream: str, top: int, max_rows: int, max_bytes: int) -> list[_Range]:
+def _ranges(
+    conn: sqlite3.Connection, stream: str, top: int, max_rows: int, max_bytes: int, cut: int = 0
+) -> list[_Range]:
     """The stream's rows above seq ``top``, cut into ranges of at most ``max_rows``
-    events and ``max_bytes`` bytes. A stored row (up to 1,000 events) is never
-    split, so a range can go past either by less than one row."""
+    events and ``max_bytes`` bytes, and after seq ``cut`` (a range never spans it).
+    A stored row (up to 1,000 events) is never split, so a range can go past
+    either size by less than one row."""
     out: list[_Range] = []
     lo = last = oldest = 0
     events = nbytes = 0
     digest = hashlib.sha256()
     for seq, n, size, created in rows.rows_after(conn, stream, top):
-        if events and (events + n > max_rows or nbytes + size > max_bytes):
+        if events and (events + n > max_rows or nbytes + size > max_bytes or last <= cut < seq):
             out.append(_Range(lo, last, events, nbytes, digest.hexdigest(), oldest))
             events = 0
         if not events:
@@ -181,6 +185,23 @@ def _ranges(conn: sqlite3.Connection, stream: str, top: int, max_rows: int, max_
     if events:
         out.append(_Range(lo, last, events, nbytes, digest.hexdigest(), oldest))
     return out
+
+
+def copied(conn: sqlite3.Connection) -> dict | None:
+    """Where this file was found to be a copy (``buffer/opening.py``): its highest seq
+    then (``seq``), the inodes and when; None for a file that never was."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'copied'").fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def _copy_reason(found: dict) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(found["at_us"] / 1e6))
+    return (
+        f"this buffer file is a copy of another (found at {when}: inode {found['inode']}, created as "
+        f"{found['from_inode']}); these events were pending when it was copied, so the original may ship them "
+        "too. If the original is gone for good, `bqspool quarantine retry` ships them; else `bqspool quarantine "
+        "drop` them"
+    )
 
 
 def seal(
@@ -197,23 +218,31 @@ def seal(
 
     Unsealed rows are those above the highest sealed seq of the stream:
     appenders commit under the same write lock, so no row can later appear
-    below a range sealed here.
+    below a range sealed here. In a file found to be a copy, the rows that
+    were pending when it was copied are sealed quarantined, with the reason.
     """
     day = time.strftime("%Y-%m-%d", time.gmtime())
     with transaction(conn):
         check_fence(conn, fence)
         top = conn.execute("SELECT coalesce(max(seq_hi), 0) FROM batches WHERE stream = ?", (stream,)).fetchone()[0]
+        hold = copied(conn)
+        cut = hold["seq"] if hold and top < hold["seq"] else 0
         now = now_us()
         made = []
-        for r in _ranges(conn, stream, top, max_rows, max_bytes):
+        for r in _ranges(conn, stream, top, max_rows, max_bytes, cut):
             batch_id = f"{stream}-{buffer_id[:16]}-{r.lo:012d}-{r.hi:012d}"
             name = ObjectName.batch(stream, day, batch_id, r.digest, r.events, r.oldest_us // 1000)
+            held = r.hi <= cut
             made.append(
-                (batch_id, stream, r.lo, r.hi, r.events, r.nbytes, day, "sealed", layout.path("staged", name), now, now)
+                (
+                    *(batch_id, stream, r.lo, r.hi, r.events, r.nbytes, day),
+                    *("quarantined" if held else "sealed", layout.path("staged", name), now, now),
+                    *(("sealed", _copy_reason(hold)) if held and hold else (None, None)),
+                )
             )
         conn.executemany(
             "INSERT INTO batches (batch_id, stream, seq_lo, seq_hi, rows, nbytes, day, state, object_name, "
-            "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_us, updated_us, held_from, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             made,
         )
     return len(made)
