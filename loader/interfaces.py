@@ -21,20 +21,24 @@ warehouse's :class:`WarehouseLimits`, and run the contract suite against it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from bqspool.schemas.definition import Field, TableDef
+
+    from .billing import RequestCounts
 
 
 @dataclass(frozen=True)
 class StoredObject:
     """An object in the store: its name, size and the store's checksum of it,
-    and, where the store says (listings, conditional writes), its generation
-    and when it was created (seconds since the epoch, by the store's clock)."""
+    and, where the store says (listings, stats, conditional writes), its
+    generation, when it was created and last written (seconds since the
+    epoch, by the store's clock: never compare these with a host's clock),
+    its storage class and its custom metadata."""
 
     name: str
     size: int
@@ -42,6 +46,16 @@ class StoredObject:
     generation: int = 0
     created: float = 0.0
     storage_class: str = "STANDARD"
+    updated: float = 0.0
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+class ObjectData(NamedTuple):
+    """An object's bytes, and the generation and write time (the store's clock) they are of."""
+
+    data: bytes
+    generation: int
+    updated: float
 
 
 @runtime_checkable
@@ -49,18 +63,33 @@ class ObjectStore(Protocol):
     """Where staged files go, and where the committer keeps its state.
 
     Uploads are idempotent by name. The commit stage coordinates through
-    the store alone: listings must be strongly consistent (an object
-    written is listed by the next call), and ``write_object`` must honour
-    its generation precondition. Nothing may depend on a conditional
+    the store alone: listings and stats must be strongly consistent (an
+    object written is seen by the next call), and ``write_object`` must
+    honour its generation precondition. Nothing may depend on a conditional
     delete (fake-gcs-server ignores those), so the interface has none.
+    Times the store reports are the store's own (:meth:`now` is its clock),
+    so that no decision depends on two hosts' clocks agreeing.
+
+    Every request is counted in ``requests`` (:mod:`.billing`) by the
+    operation it is, as it is sent: retries and each page of a listing too.
     """
+
+    @property
+    def requests(self) -> RequestCounts:
+        """What this store sent, by operation (see :mod:`.billing`)."""
+        ...
 
     def uri(self, name: str) -> str:
         """The URI a warehouse's load job reads ``name`` from."""
         ...
 
-    def upload(self, name: str, path: Path) -> StoredObject:
-        """Create ``name`` from the file at ``path``, only if it does not exist.
+    def now(self) -> float:
+        """The store's clock (epoch seconds), as of its latest answer."""
+        ...
+
+    def upload(self, name: str, path: Path, metadata: Mapping[str, str] | None = None) -> StoredObject:
+        """Create ``name`` from the file at ``path``, with custom ``metadata``,
+        only if it does not exist (one insert).
 
         If it exists with the same size and checksum, that is an earlier
         attempt of ours: return it. If it exists with other bytes, raise
@@ -69,11 +98,21 @@ class ObjectStore(Protocol):
         ...
 
     def list_objects(self, prefix: str) -> list[StoredObject]:
-        """Every object whose name starts with ``prefix``, by name, with generation and creation time."""
+        """Every object whose name starts with ``prefix``, by name, with its metadata
+        (class A: one request per page of up to 1,000 objects)."""
         ...
 
-    def read_object(self, name: str) -> tuple[bytes, int] | None:
-        """The object's bytes and generation, or None if there is none."""
+    def stat(self, name: str) -> StoredObject | None:
+        """The object's metadata, or None if there is none (class B)."""
+        ...
+
+    def read_object(self, name: str) -> ObjectData | None:
+        """The object's bytes, generation and write time, or None if there is none."""
+        ...
+
+    def delete_objects(self, names: Sequence[str]) -> list[bool]:
+        """Delete each of ``names`` (free); True for each deleted now, False for one
+        that was gone already. A store that can batch calls does."""
         ...
 
     def write_object(self, name: str, data: bytes, if_generation_match: int) -> StoredObject:
@@ -117,11 +156,11 @@ class ObjectStore(Protocol):
 
 
 def find_object(store: ObjectStore, name: str) -> StoredObject | None:
-    """The object ``name`` as a listing shows it, or None: its metadata, never its bytes.
+    """The object ``name``, or None: its metadata, never its bytes.
 
-    The one way the loader asks whether an object exists (a listing of the
-    name as a prefix, strongly consistent)."""
-    return next((o for o in store.list_objects(name) if o.name == name), None)
+    The one way the loader asks whether an object exists: a stat (class B,
+    strongly consistent), not a listing (class A)."""
+    return store.stat(name)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,9 +17,11 @@ from bqspool.schemas.errors import BackendError, ObjectConflictError, Preconditi
 from google.api_core import exceptions as gexc
 from google.cloud import exceptions as cloud_errors
 
-from ..interfaces import LifecycleRule, StoredObject
+from ..billing import RequestCounts
+from ..interfaces import LifecycleRule, ObjectData, StoredObject
 from ..retry import RetryPolicy
 from . import gcs_batch
+from .gcs_meter import Meter
 
 
 def crc32c_of(path: Path) -> str:
@@ -35,14 +37,16 @@ def crc32c_of(path: Path) -> str:
 
 def _stored(blob) -> StoredObject:
     when = blob.time_created  # parsed on each access: once per object in a listing of thousands
-    created = when.timestamp() if when else 0.0
+    written = blob.updated
     return StoredObject(
         blob.name,
         int(blob.size or 0),
         blob.crc32c or "",
         int(blob.generation or 0),
-        created,
+        when.timestamp() if when else 0.0,
         blob.storage_class or "STANDARD",
+        written.timestamp() if written else 0.0,
+        dict(blob.metadata or {}),
     )
 
 
@@ -73,18 +77,28 @@ class GcsStore:
         self.bucket_name = bucket
         self.bucket = client.bucket(bucket)
         self.retry = retry
+        self.meter = Meter()
+        self.meter.install(client)
+
+    @property
+    def requests(self) -> RequestCounts:
+        return self.meter.requests
 
     def uri(self, name: str) -> str:
         return f"gs://{self.bucket_name}/{name}"
 
-    def upload(self, name: str, path: Path) -> StoredObject:
+    def now(self) -> float:
+        return self.meter.now()
+
+    def upload(self, name: str, path: Path, metadata: Mapping[str, str] | None = None) -> StoredObject:
         """Create ``name`` from ``path`` with ``if_generation_match=0``; a 412 with
         the same size and crc32c is an earlier attempt of ours (see the interface)."""
         size, crc32c = path.stat().st_size, crc32c_of(path)
+        meta = dict(metadata or {})
 
         def attempt() -> StoredObject:
             if size <= MULTIPART_MAX:
-                return self._multipart(name, path.read_bytes(), crc32c)
+                return self._multipart(name, path.read_bytes(), crc32c, meta)
             # A file this large goes by a resumable upload, whose precondition
             # fake-gcs-server ignores: look first (and send nothing twice).
             if self._existing(name, size, crc32c):
@@ -93,6 +107,7 @@ class GcsStore:
             # time into memory, which would dominate a drain's footprint.
             blob = self.bucket.blob(name, chunk_size=UPLOAD_CHUNK)
             blob.crc32c = crc32c  # the server verifies what it received
+            blob.metadata = meta or None
             try:
                 # retry=None: one policy (ours) governs every call.
                 blob.upload_from_filename(str(path), if_generation_match=0, checksum="crc32c", retry=None, timeout=60)
@@ -102,7 +117,7 @@ class GcsStore:
 
         return self.retry.call(f"upload {self.uri(name)}", attempt)
 
-    def _multipart(self, name: str, data: bytes, crc32c: str) -> StoredObject:
+    def _multipart(self, name: str, data: bytes, crc32c: str, metadata: Mapping[str, str]) -> StoredObject:
         """One multipart upload request: the metadata (with the crc32c GCS checks
         the bytes against) and the bytes, if the object does not exist yet.
 
@@ -111,7 +126,10 @@ class GcsStore:
         a third of a large batch's upload time on the local stack."""
         base = self.client._connection.API_BASE_URL.rstrip("/")
         boundary = uuid.uuid4().hex
-        meta = json.dumps({"name": name, "crc32c": crc32c, "contentType": "application/octet-stream"})
+        resource: dict = {"name": name, "crc32c": crc32c, "contentType": "application/octet-stream"}
+        if metadata:
+            resource["metadata"] = dict(metadata)
+        meta = json.dumps(resource)
         body = b"".join(
             [
                 f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n"
@@ -138,7 +156,7 @@ class GcsStore:
                 f"{self.uri(name)} was stored as {found.get('size')} bytes with crc32c {found.get('crc32c')}; "
                 f"{len(data)} bytes with crc32c {crc32c} were sent"
             )
-        return StoredObject(name, len(data), crc32c, int(found.get("generation") or 0))
+        return StoredObject(name, len(data), crc32c, int(found.get("generation") or 0), metadata=dict(metadata))
 
     def list_objects(self, prefix: str) -> list[StoredObject]:
         def attempt() -> list[StoredObject]:
@@ -147,8 +165,15 @@ class GcsStore:
 
         return self.retry.call(f"list {self.uri(prefix)}", attempt)
 
-    def read_object(self, name: str) -> tuple[bytes, int] | None:
-        def attempt() -> tuple[bytes, int] | None:
+    def stat(self, name: str) -> StoredObject | None:
+        def attempt() -> StoredObject | None:
+            blob = self.bucket.get_blob(name, retry=None, timeout=30)
+            return None if blob is None else _stored(blob)
+
+        return self.retry.call(f"stat {self.uri(name)}", attempt)
+
+    def read_object(self, name: str) -> ObjectData | None:
+        def attempt() -> ObjectData | None:
             blob = self.bucket.get_blob(name, retry=None, timeout=30)
             if blob is None:
                 return None
@@ -159,9 +184,32 @@ class GcsStore:
                 raise gexc.ServiceUnavailable(f"{name} changed while being read") from exc
             except gexc.NotFound:
                 return None
-            return data, int(blob.generation)
+            return ObjectData(data, int(blob.generation), blob.updated.timestamp() if blob.updated else 0.0)
 
         return self.retry.call(f"read {self.uri(name)}", attempt)
+
+    def delete_objects(self, names: Sequence[str]) -> list[bool]:
+        """Per 100 names, one batch request of deletes (free); a delete the batch did
+        not settle (a transient error) is made again on its own."""
+        out: list[bool] = []
+        for k in range(0, len(names), gcs_batch.MAX_CALLS):
+            chunk = names[k : k + gcs_batch.MAX_CALLS]
+            statuses = self._batch(
+                f"delete {len(chunk)} objects from {self.uri(chunk[0])} ...",
+                [gcs_batch.delete_call(self.bucket_name, n) for n in chunk],
+            )
+            out += [s != 404 if 200 <= s < 300 or s == 404 else self._delete(n) for n, s in zip(chunk, statuses)]
+        return out
+
+    def _delete(self, name: str) -> bool:
+        def attempt() -> bool:
+            try:
+                self.bucket.delete_blob(name, retry=None, timeout=30)
+            except gexc.NotFound:
+                return False
+            return True
+
+        return self.retry.call(f"delete {self.uri(name)}", attempt)
 
     def write_object(self, name: str, data: bytes, if_generation_match: int) -> StoredObject:
         def attempt() -> StoredObject:
@@ -234,7 +282,7 @@ class GcsStore:
     def _batch(self, what: str, calls: list[tuple[str, str]]) -> list[int]:
         """Make ``calls`` in one batch request; the HTTP status of each, in order.
         The request as a whole is retried."""
-        return self.retry.call(what, lambda: gcs_batch.send(self.client, calls))
+        return self.retry.call(what, lambda: gcs_batch.send(self.client, calls, self.requests))
 
     def download(self, name: str, path: Path) -> None:
         def attempt() -> None:

@@ -23,6 +23,8 @@ from urllib.parse import quote
 from bqspool.schemas.errors import BackendError
 from google.cloud import exceptions as cloud_errors
 
+from ..billing import RequestCounts
+
 MAX_CALLS = 100  # the most calls the JSON API takes in one batch request
 
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
@@ -86,12 +88,15 @@ def statuses(content_type: str, body: bytes, n: int) -> list[int]:
     return codes
 
 
-def send(client, calls: Sequence[tuple[str, str]], timeout: float = 60.0) -> list[int]:
+def send(
+    client, calls: Sequence[tuple[str, str]], counts: RequestCounts | None = None, timeout: float = 60.0
+) -> list[int]:
     """Make ``calls`` (at most MAX_CALLS) in one batch request; the status of each.
 
     Raises the client's exception for the status of the request as a whole
     (a 5xx is transient to the retry policy); the calls' own statuses are
-    for the caller to judge.
+    for the caller to judge. Each call is counted in ``counts`` as the
+    operation it is (GCS bills a batch per call).
     """
     if not calls:
         return []
@@ -106,6 +111,9 @@ def send(client, calls: Sequence[tuple[str, str]], timeout: float = 60.0) -> lis
         headers={"Content-Type": f'multipart/mixed; boundary="{boundary}"'},
         timeout=timeout,
     )
+    if counts is not None:
+        for method, path in calls:
+            counts.add("delete" if method == "DELETE" else "copy" if "/copyTo/" in path else "insert")
     if not 200 <= response.status_code < 300:
         raise cloud_errors.from_http_response(response)
     return statuses(response.headers.get("Content-Type", ""), response.content, len(calls))
