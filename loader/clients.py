@@ -63,4 +63,8 @@ def make_committer(config: Config, **kw: Any) -> Committer:
     from .commit.committer import Committer
 
     config.require("project", "dataset", "bucket")
+    if config.schemas and "tables" not in kw:
+        from bqspool.schemas import load_schema_set
+
+        kw["tables"] = list(load_schema_set(config.schemas))  # objects of other tables are quarantined
     return Committer(make_object_store(config), make_warehouse(config), config.settings(), **kw)

@@ -11,6 +11,8 @@
     bucket = "my-spool-bucket"
     prefix = "bqspool"
     schedule = "5m"            # an interval (30s, 5m, 1h) or a cron line ("*/5 * * * *")
+    lease_seconds = 120        # the buffer's and the committer's lease
+    max_clock_skew = 30        # a committer whose clock is further off the storage server's commits nothing
 
     [batch]
     rows = 65536               # most rows in one batch (one Parquet file, one row group)
@@ -34,7 +36,8 @@
     no_data_minutes = 15
     error_rate = 0.01
     null_columns = ["user_search_events.user_id"]
-    webhook = "https://chat.example/hooks/..."  # Slack-compatible
+    webhook = "https://chat.example/hooks/..."  # Slack-compatible; a secret: output masks it
+    token = "..."              # `monitor --serve` asks for it on the page and /metrics; a secret too
 
     [price]                    # USD list prices `bqspool cost` uses; defaults dated by as_of
     as_of = "2026-11-01"
@@ -62,6 +65,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bqspool.schemas.errors import ConfigError
 
@@ -99,6 +103,7 @@ class Config:
     quota_jobs_per_table_day: int = DEFAULTS.jobs_per_table_day
     quota_jobs_per_table_10s: int | None = DEFAULTS.jobs_per_table_10s
     lease_seconds: float = DEFAULTS.lease_seconds
+    max_clock_skew: float = DEFAULTS.max_clock_skew  # seconds; a committer further off refuses to commit
     archive_coldline_days: int = 30  # loaded objects move to COLDLINE after this many days
     archive_delete_days: int | None = None  # and are deleted after this many; None: kept for ever
     # List prices in USD, as of price_as_of; `bqspool cost` computes with them.
@@ -128,7 +133,8 @@ class Config:
     monitor_job_budget: float = 0.8  # warning: load-job budget used in 24 h
     metrics_address: str | None = None  # `bqspool run` serves /metrics here (HOST:PORT)
     metrics_textfile: str | None = None  # `drain --once` writes its metrics here (node_exporter's textfile)
-    monitor_webhook: str | None = None  # JSON POST with a `text` field (Slack's incoming webhooks)
+    monitor_webhook: str | None = None  # JSON POST with a `text` field (Slack's incoming webhooks): a secret
+    monitor_token: str | None = None  # `monitor --serve`: a bearer token the page and /metrics ask for: a secret
     monitor_state: str = ".bqspool/monitor.json"  # what fired, for notifying once; the page's history
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -153,13 +159,29 @@ class Config:
             jobs_per_table_day=self.quota_jobs_per_table_day,
             jobs_per_table_10s=self.quota_jobs_per_table_10s,
             lease_seconds=self.lease_seconds,
+            max_clock_skew=self.max_clock_skew,
         )
 
-    def public(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sources"}
+    def public(self, *, reveal: bool = False) -> dict[str, Any]:
+        """Every setting by name; secrets masked unless ``reveal`` (see :func:`masked`)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sources"}
+        if not reveal:
+            out.update({k: masked(out[k]) for k in SECRETS if out[k]})
+        return out
+
+    def secrets(self) -> list[str]:
+        """The secret values set, for the logs to hide."""
+        return [v for k in SECRETS if (v := getattr(self, k))]
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "sources"}
+SECRETS = ("monitor_webhook", "monitor_token")  # never printed whole: `config show`, logs, --json
+
+
+def masked(value: str) -> str:
+    """A secret as output shows it: a URL's scheme and host, nothing of its path or query; else ``***``."""
+    parts = urlsplit(value)
+    return f"{parts.scheme}://{parts.hostname}/***" if parts.scheme and parts.hostname else "***"
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -101,7 +101,9 @@ class Drainer:
         self.committer = (
             None
             if warehouse is None
-            else Committer(objects, warehouse, settings, should_stop=should_stop, clock=clock, sleep=sleep)
+            else Committer(
+                objects, warehouse, settings, tables=list(schemas), should_stop=should_stop, clock=clock, sleep=sleep
+            )
         )
 
     @property

@@ -25,7 +25,9 @@ POINTS = (
     "after_record",
     "after_submit",
     "after_job_done",
+    "after_archive_write",
     "after_archive",
+    "after_summary",
     "after_split",
     # restore: after an archived object is staged again
     "after_restore_copy",

@@ -49,12 +49,21 @@ OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)  # in this order, the first fo
 
 PARQUET = ".parquet"
 REASON = ".reason"
+STRAYS = "~strays"  # the folder of objects the grammar does not hold: no table has this name
 _DAY_RE = re.compile(r"\d{4}-\d\d-\d\d")
 _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
 _FILE_RE = re.compile(r"[A-Za-z0-9_.~-]+\.parquet")
 _EVENTS_RE = re.compile(r"(?:-n|~[ab])(\d+)$")
 _APPENDED_RE = re.compile(r"-t(\d{10,16})-")
 _RESTORED_RE = re.compile(r"-r[0-9a-f]{10}-n\d+$")
+# A shipped batch's stem: STREAM-BUFFER-SEQLO-SEQHI-DIGEST[-tMILLIS]-nEVENTS, then its halves.
+_BATCH_RE = re.compile(
+    r"(?P<batch>[A-Za-z_][A-Za-z0-9_]*-[A-Za-z0-9]{1,16}-\d{12}-\d{12})-(?P<digest>[0-9a-f]{20})"
+    r"(?:-t\d{10,16})?-n\d+(?P<halves>(?:~[ab]\d+)*)"
+)
+# An archive file: the rows of one record's objects of one seal day (see commit/archiver.py).
+_ARCHIVE_RE = re.compile(r"(?P<key>[0-9a-f]{20}-\d+)-(?P<part>\d+)-n\d+")
+ObjectKind = Literal["batch", "archive", "restored"]
 
 
 def is_table_name(name: str) -> bool:
@@ -86,6 +95,11 @@ class ObjectName:
         return cls(table, day, f"{batch_id}-{digest[:20]}{appended}-n{events}{PARQUET}")
 
     @classmethod
+    def archive_file(cls, table: str, day: str, key: str, part: int, events: int) -> ObjectName:
+        """The archive file of record ``key``'s objects sealed on ``day`` (its ``part``-th)."""
+        return cls(table, day, f"{key}-{part}-n{events}{PARQUET}")
+
+    @classmethod
     def of_file(cls, path: str) -> ObjectName:
         """What the file part of any object path says (its table and day left
         empty): its events, when it was appended, whether it is a half, its lineage."""
@@ -111,6 +125,34 @@ class ObjectName:
         """When its oldest event was appended (epoch seconds); None if the name does not say."""
         m = _APPENDED_RE.search(self.file)
         return int(m.group(1)) / 1000 if m else None
+
+    @property
+    def kind(self) -> ObjectKind | None:
+        """What bqspool wrote under this name: a shipped batch (or a half of one), an
+        archive file, a restored copy; None for a name bqspool never writes."""
+        stem = self.stem
+        if not self.file.endswith(PARQUET):
+            return None
+        if _RESTORED_RE.search(stem):
+            return "restored"
+        if _BATCH_RE.fullmatch(stem):
+            return "batch"
+        if _ARCHIVE_RE.fullmatch(stem):
+            return "archive"
+        return None
+
+    @property
+    def batch_key(self) -> str | None:
+        """What makes a shipped batch (or a half of one) itself: the digest of its rows and
+        which half it is. Two objects with one key hold the same rows; None for other names."""
+        m = _BATCH_RE.fullmatch(self.stem)
+        return f"{m['digest']}{m['halves']}" if m else None
+
+    @property
+    def archive_key(self) -> str | None:
+        """How an archive file lists this object among those it holds: its batch key,
+        or a restored copy's whole stem (which names its restore); None otherwise."""
+        return self.stem if self.kind == "restored" else self.batch_key
 
     @property
     def is_half(self) -> bool:
@@ -274,6 +316,21 @@ class Layout:
     def reason(self, path: str, area: ObjectArea) -> str:
         """The ``.reason`` file beside an object moved to ``area``."""
         return self.moved(path, area) + REASON
+
+    def stray(self, path: str, area: ObjectArea = "quarantine") -> str:
+        """Where an object the grammar does not hold goes in ``area``: under
+        ``STRAYS`` (no table is named so), its path below the prefix flattened."""
+        root = self.prefix.strip("/") + "/"
+        rest = path[len(root) :] if path.startswith(root) else path
+        return self._p(area, STRAYS, rest.replace("%", "%25").replace("/", "%2F"))
+
+    def unstray(self, path: str) -> str | None:
+        """The original path of a stray moved by :meth:`stray`; None for another path."""
+        root = self.prefix.strip("/") + "/"
+        parts = path[len(root) :].split("/") if path.startswith(root) else []
+        if len(parts) != 3 or parts[1] != STRAYS:
+            return None
+        return root + parts[2].replace("%2F", "/").replace("%25", "%")
 
     # -- the commit log ---------------------------------------------------------------
 

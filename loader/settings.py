@@ -23,6 +23,10 @@ class Settings:
     jobs_per_table_day: int = 1000  # the load-job budget, under BigQuery's 1,500
     jobs_per_table_10s: int | None = None  # pacing; None: the warehouse's own limit
     lease_seconds: float = 120.0  # of the buffer's and of the bucket's lease
+    # A committer whose clock is further than this from the storage server's
+    # refuses to commit: everything it decides is on the server's clock, and a
+    # host that far off has a clock problem worth fixing before it acts.
+    max_clock_skew: float = 30.0
 
 
 DEFAULTS = Settings()

@@ -28,7 +28,8 @@ re-export it.
         │   ├── PreconditionFailedError  a conditional write met another generation: someone wrote first
         │   └── NotAvailableError  the backend does not offer this (the emulator's missing job history)
         ├── RestoreRefusedError the restore target already holds rows of those batches
-        └── SetupError          a table cannot be brought to its schema
+        ├── SetupError          a table cannot be brought to its schema
+        └── ClockSkewError      this host's clock is too far from the storage server's to commit
 
 Third-party errors (sqlite3, google clients) are translated at the boundary
 with ``raise ... from`` so callers only ever need this tree.
@@ -155,3 +156,12 @@ class RestoreRefusedError(PermanentError):
 
 class SetupError(PermanentError):
     """A table in BigQuery cannot be brought to the schema set's definition."""
+
+
+class ClockSkewError(PermanentError):
+    """This host's clock is further from the storage server's than the configured
+    margin (``skew``: seconds ahead, negative if behind); a committer refuses to act."""
+
+    def __init__(self, message: str, *, skew: float = 0.0):
+        self.skew = skew
+        super().__init__(message)

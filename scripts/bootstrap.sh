@@ -10,14 +10,21 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
-# The status page's test drives a real headless Chromium: Debian's packages.
-if [ "$extras" = "dev" ] && ! command -v chromedriver >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
-    else
-        echo "warning: chromium and chromium-driver are missing: apt-get install chromium chromium-driver" \
-            "(the status page's test needs them)" >&2
+# Debian's packages the tests need: a real headless Chromium for the status
+# page's test, and faketime to run committers on skewed clocks.
+if [ "$extras" = "dev" ]; then
+    missing=""
+    command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium chromium-driver"
+    command -v faketime >/dev/null 2>&1 || missing="$missing faketime"
+    if [ -n "$missing" ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -qq
+            # shellcheck disable=SC2086  # a list of package names
+            apt-get install -y -qq --no-install-recommends $missing >/dev/null
+        else
+            echo "warning: missing Debian packages:$missing: apt-get install$missing" \
+                "(the status page's and the skewed clocks' tests need them)" >&2
+        fi
     fi
 fi

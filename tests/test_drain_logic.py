@@ -181,16 +181,16 @@ def test_a_lease_write_whose_answer_was_lost_is_still_the_committers(rig):
 def test_a_renewal_whose_answer_was_lost_keeps_the_lease(rig):
     from bqspool.loader.commit import bucket_lease
 
-    lease = bucket_lease.acquire(rig.store, "p/committer.lease", "me", 60, rig.clock)
+    lease = bucket_lease.acquire(rig.store, "p/committer.lease", "me", 60)
     rig.clock.now += 30
     rig.store.knobs.lose_answer("write p/committer.lease")
-    bucket_lease.renew(rig.store, lease, 60, rig.clock)  # no LeaseLostError: the write was ours
+    bucket_lease.renew(rig.store, lease, 60)  # no LeaseLostError: the write was ours
     assert lease.generation == rig.store.read_object("p/committer.lease")[1]
     assert lease.expires == rig.clock.now + 60
     rig.clock.now += 30
-    bucket_lease.renew(rig.store, lease, 60, rig.clock)  # and the next renewal's precondition holds
+    bucket_lease.renew(rig.store, lease, 60)  # and the next renewal's precondition holds
     with pytest.raises(LeaseHeldError):
-        bucket_lease.acquire(rig.store, "p/committer.lease", "someone else", 60, rig.clock)
+        bucket_lease.acquire(rig.store, "p/committer.lease", "someone else", 60)
 
 
 def test_a_committer_whose_release_failed_takes_its_lease_back_at_once(rig):
@@ -258,10 +258,10 @@ def test_an_object_with_other_bytes_under_our_name_is_quarantined(rig):
     drainer = rig.drainer()
     real_upload = rig.store.upload
 
-    def planted(name, path):
+    def planted(name, path, *rest):
         if "/tasks/" in name and name not in rig.store.objects:
             rig.store.put(name, b"someone else's bytes")
-        return real_upload(name, path)
+        return real_upload(name, path, *rest)
 
     rig.store.upload = planted
     report = drainer.drain_once()
@@ -417,7 +417,7 @@ def test_the_next_batch_is_staged_while_one_uploads(rig):
     real_upload = rig.store.upload
     others = []  # staged files beside the one being uploaded, at each upload
 
-    def upload(name, path):
+    def upload(name, path, *rest):
         # The first upload waits (5 s at most) for the next batch to be staged.
         until = time.monotonic() + (5 if not others else 0)
         while True:
@@ -426,7 +426,7 @@ def test_the_next_batch_is_staged_while_one_uploads(rig):
                 break
             time.sleep(0.005)
         others.append(len(beside))
-        return real_upload(name, path)
+        return real_upload(name, path, *rest)
 
     rig.store.upload = upload
     report = rig.drainer(batch_rows=10).drain_once()
@@ -441,11 +441,11 @@ def test_an_upload_that_fails_behind_the_next_stage_loses_nothing(rig):
     real_upload = rig.store.upload
     calls = []
 
-    def upload(name, path):
+    def upload(name, path, *rest):
         calls.append(name)
         if len(calls) == 2:
             raise BackendUnavailableError("GCS is down")
-        return real_upload(name, path)
+        return real_upload(name, path, *rest)
 
     rig.store.upload = upload
     with pytest.raises(BackendUnavailableError):
@@ -466,9 +466,9 @@ def test_a_stage_that_fails_waits_for_the_batch_in_flight(rig):
     appended = rig.fill({"tasks": 30}, per_call=10)
     real_upload = rig.store.upload
 
-    def slow(name, path):
+    def slow(name, path, *rest):
         time.sleep(0.3)  # still uploading when the next stage fails
-        return real_upload(name, path)
+        return real_upload(name, path, *rest)
 
     rig.store.upload = slow
     drainer = rig.drainer(batch_rows=10)

@@ -9,6 +9,7 @@ an interleaving no real process can be made to produce on demand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -154,6 +155,89 @@ def test_six_hosts_and_a_committer_killed_at_random_load_everything_once(stack, 
     check_fleet(env, acked, range(6), unacked_allowance=5 * (host_kills + 6))
 
 
+# -- committers whose clocks disagree -------------------------------------------------------
+
+
+def _skewed_committers(env: Env, offsets: dict[str, str], seconds: float, seed: int) -> dict[str, list[str]]:
+    """Run ``bqspool run --role commit`` under faketime at each offset, each killed with
+    kill -9 every 1 to 3 s and started again, for ``seconds``; what each said."""
+    import shutil
+
+    if shutil.which("faketime") is None:
+        pytest.fail("faketime is missing: scripts/bootstrap.sh installs Debian's faketime package")
+    rng = random.Random(seed)
+    said: dict[str, list[str]] = {k: [] for k in offsets}
+
+    def start(offset: str) -> subprocess.Popen:
+        cmd = [BQSPOOL, "run", "--role", "commit"]
+        if offset != "0":
+            cmd = ["faketime", "-f", offset, *cmd]
+        # A session of its own: faketime runs the command as its child, and kill -9 is for both.
+        return subprocess.Popen(
+            cmd,
+            env=env.env(BQSPOOL_SCHEDULE="1s"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    procs = {k: start(k) for k in offsets}
+    until = time.monotonic() + seconds
+    try:
+        while time.monotonic() < until:
+            time.sleep(rng.uniform(1.0, 3.0))
+            victim = rng.choice(list(procs))
+            said[victim].append(_kill9(procs[victim]))
+            procs[victim] = start(victim)
+    finally:
+        for k, p in procs.items():
+            said[k].append(_kill9(p))
+    return said
+
+
+def _kill9(proc: subprocess.Popen) -> str:
+    """kill -9 the process and whatever it started; what it said."""
+    with contextlib.suppress(ProcessLookupError):  # it ended by itself
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.communicate(timeout=30)[1]
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["skew-refused", "skew-allowed"])
+def test_committers_ten_minutes_apart_never_load_anything_twice(stack, tmp_path, allowed):
+    """Committers at 0, +10 min and -10 min, killed every few seconds, while a host ships:
+    3,954 of 196,324 events were loaded twice. Refused, the skewed ones say why and
+    commit nothing; allowed (max_clock_skew raised), the lease on the store's clock
+    keeps them apart and every record is closed only once its objects are archived."""
+    skew = "3600" if allowed else "30"
+    env = Env(
+        tmp_path,
+        "eixa",
+        batch_rows=50,
+        batch_per_job=20,
+        lease_seconds=6,
+        quota_jobs_per_table_10s=100,
+        max_clock_skew=float(skew),
+    )
+    host = start_host(env, 0, seed=21, interval=0.5)
+    try:
+        said = _skewed_committers(env, {"0": [], "+10m": [], "-10m": []}, seconds=25, seed=3)
+    finally:
+        host.send_signal(signal.SIGTERM)  # its last ship takes everything it acknowledged
+        host.wait(30)
+    res = commit_cli(env)
+    assert res.returncode == 0, res.stderr
+    acked = acknowledged(env, range(1))
+    assert sum(len(v) for v in acked.values()) > 200
+    check_fleet(env, acked, range(1))
+    skewed = "".join(said["+10m"] + said["-10m"])
+    if allowed:
+        assert "not committing" not in skewed
+    else:
+        assert "600s ahead of the storage server's" in skewed and "not committing" in skewed
+        assert "600s behind the storage server's" in skewed
+
+
 # -- two committers -----------------------------------------------------------------------
 
 
@@ -163,9 +247,9 @@ def _records(env: Env) -> list[dict]:
     store = make_object_store(env.config)
     out = []
     for o in store.list_objects(f"{env.config.prefix}/commit-archive/"):
-        if o.name.endswith(".json"):
-            data, _ = store.read_object(o.name)
-            out.append({**json.loads(data), "created": o.created})
+        doc = json.loads(store.read_object(o.name).data)
+        if "holder" in doc:  # a closed record's summary (or, from earlier versions, the record)
+            out.append({**doc, "created": o.created})
     return out
 
 
@@ -296,6 +380,62 @@ def test_sigterm_ships_every_acknowledged_event_before_the_app_exits(stack, tmp_
     check_fleet(env, acked, range(1))
 
 
+def test_a_second_sigterm_waits_for_the_first_ones_ship(stack, tmp_path):
+    """Two SIGTERMs 0.3 s apart: the second used to cancel the last ship (0 of 1.5 M shipped)."""
+    env = Env(tmp_path, "eixa", batch_rows=20_000)
+    rng = random.Random(9)
+    backlog = [make_event(env.schemas["tasks"], rng) for _ in range(500)]
+    with Buffer(tmp_path / "host0.db", "eixa", durability="normal") as buf:
+        for _ in range(240):  # 120,000 events: a last ship that outlasts the 0.3 s between the signals
+            buf.append_many("tasks", backlog)
+    app = start_host(env, 0, seed=4, interval=3600)  # only SIGTERM ships
+    app.send_signal(signal.SIGTERM)
+    time.sleep(0.05)  # well inside the last ship of 120,000 events
+    app.send_signal(signal.SIGTERM)
+    code = app.wait(30)
+    _, err = app.communicate()
+    assert code == -signal.SIGTERM, err
+    assert "SIGTERM again" in err and "SIGTERM: shipped" in err, err
+    assert stored.pending_events(tmp_path / "host0.db") == 0  # the first ship finished, then the process went
+    assert commit_cli(env).returncode == 0
+    assert sum(env.bq_ids("tasks").values()) >= 120_000
+
+
+def test_a_shipper_started_off_the_main_thread_refuses_instead_of_losing_the_buffer(tmp_path):
+    """From a worker thread, as frameworks' startup hooks do, SIGTERM used to kill the
+    process with every event unshipped and no word. Now start() says how to do it."""
+    import threading
+
+    from bqspool.loader import Shipper
+    from bqspool.loader.ship.report import ShipReport
+    from bqspool.schemas.errors import ConfigError
+
+    class Idle:  # a drainer with nothing to ship: this test is about start() alone
+        def ship_once(self, deadline=None):
+            return ShipReport()
+
+    errors: list[BaseException] = []
+    t = threading.Thread(target=lambda: _start(Shipper(tmp_path / "b.db", drainer=Idle()), errors))
+    t.start()
+    t.join()
+    (err,) = errors
+    assert isinstance(err, ConfigError) and "main thread" in str(err) and "handle_signals=False" in str(err)
+    ok: list[BaseException] = []
+    quiet = Shipper(tmp_path / "b.db", drainer=Idle(), interval=3600, handle_signals=False)
+    t = threading.Thread(target=lambda: _start(quiet, ok))
+    t.start()
+    t.join()
+    assert ok == [] and quiet._thread is not None and quiet._thread.is_alive()
+    quiet._stop.set()
+
+
+def _start(shipper, errors: list) -> None:
+    try:
+        shipper.start()
+    except BaseException as exc:
+        errors.append(exc)
+
+
 def test_run_role_ship_ships_everything_on_sigterm(stack, tmp_path):
     env = Env(tmp_path, "eixa")
     rng = random.Random(9)
@@ -342,9 +482,9 @@ def test_of_two_overlapping_records_only_the_older_is_ever_submitted(tmp_path):
     rec_a = a._create(Record("tasks", "aaaa", 0, (names[0], names[1]), holder="A"))
     rec_b = b._create(Record("tasks", "bbbb", 0, (names[1], names[2]), holder="B"))
     report = CommitReport()
-    assert b._start("tasks", rec_b, None, report) is None and report.voided == 1
-    outcome = a._start("tasks", rec_a, None, report)
-    assert outcome is not None and a._end(rec_a, outcome, report) == "done"
+    assert b.jobs.start("tasks", rec_b, None, report) is None and report.voided == 1
+    outcome = a.jobs.start("tasks", rec_a, None, report)
+    assert outcome is not None and a.jobs.end(rec_a, outcome, report) == "done"
     assert warehouse.inserts == [rec_a.job_id]
     # The void record frees o2 for the next commit; o1 is claimed by A's done record.
     a._renew = lambda: None

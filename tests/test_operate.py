@@ -9,6 +9,7 @@ import pytest
 from bqspool.buffer import Buffer
 from bqspool.loader.backends.google_clients import bigquery_client
 from bqspool.loader.clients import make_object_store
+from bqspool.loader.layout import events_in
 
 from .loader_support import BQSPOOL, Env
 
@@ -125,12 +126,14 @@ def test_the_audit_agrees_with_the_log_then_catches_rows_loaded_twice_and_cost_a
     assert (ui["rows"], ui["distinct_ids"], ui["logged_events"], ui["difference"]) == (25, 25, 25, 0)
     assert ui["scanned_bytes"] is not None
 
-    # cost: from the commit log, agreeing with what the archive holds
+    # cost: from the commit log, agreeing with what the archive holds (the objects' rows,
+    # compacted into one file per record and day: the same events, in fewer bytes)
     archived = [o for o in make_object_store(env.config).list_objects(f"{env.config.prefix}/archive/")]
     report = json.loads(cli(env, "cost", "--days", "2", "--json").stdout)
     t = report["tables"]["user_interactions"]
     assert t["events"] == 25 and t["jobs"] >= 1
-    assert t["parquet_bytes"] == sum(o.size for o in archived)
+    assert sum(events_in(o.name) or 0 for o in archived) == 25 and len(archived) == t["jobs"]
+    assert 0 < sum(o.size for o in archived) <= t["parquet_bytes"]
     assert report["ingestion"]["bqspool_batch_loads_usd"] == 0.0
     assert report["ingestion"]["legacy_streaming_usd"] == pytest.approx(25 * 1024 / (200 * 1024**2) * 0.01, abs=1e-6)
     assert report["archive"]["STANDARD"]["bytes"] == sum(o.size for o in archived)
@@ -170,7 +173,8 @@ def test_restore_after_a_drop_brings_every_event_back_once_even_when_killed(stac
 
     refused = cli(env, "restore", "--table", "tasks", "--since", "1d")
     assert refused.returncode == 1
-    assert "already holds rows of 5 of the 5 archived batches" in refused.stderr
+    # Five objects, loaded two to a job: three archive files, one per load job.
+    assert "already holds rows of 3 of the 3 archive files" in refused.stderr
     assert "--into" in refused.stderr
 
     bigquery_client(env.config).delete_table(table_ref(env, "tasks"))
@@ -182,8 +186,8 @@ def test_restore_after_a_drop_brings_every_event_back_once_even_when_killed(stac
     done = cli(env, "restore", "--table", "tasks", "--since", "1d", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert (report["selected"], report["loaded_objects"], report["loaded_events"]) == (5, 5, 40)
-    assert report["resumed"] == 5  # all five were staged by the killed runs
+    assert (report["selected"], report["loaded_objects"], report["loaded_events"]) == (3, 3, 40)
+    assert report["resumed"] == 3  # all three were staged by the killed runs
     assert env.bq_ids("tasks") == loaded  # every id, once
 
     again = cli(env, "restore", "--table", "tasks", "--since", "1d", "--json")

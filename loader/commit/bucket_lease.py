@@ -2,7 +2,7 @@
 
 One committer per prefix (so per dataset) submits load jobs at a time. The
 lease is the object ``PREFIX/committer.lease``: a JSON document with the
-holder, a wall-clock expiry and a token that grows by one each time the
+holder, how long it lasts and a token that grows by one each time the
 lease changes hands. It is taken with ``if_generation_match`` (0 when there
 is no lease object yet, else the generation read, and only when the lease
 read has expired or was released), renewed with the generation our last
@@ -27,8 +27,12 @@ expires: keep ``lease_seconds`` short enough for the schedule (the default
 is 120 s). One that died on *this* host (the same hostname and PID
 namespace, and its PID gone or now another process, by start time) is
 known dead, and its lease is taken at once.
-Expiry compares wall clocks of different hosts: they are assumed to agree
-to well within the lease (NTP).
+
+Expiry is on the store's clock, never a host's: the lease object says how
+long it lasts (``ttl``), and it expires ``ttl`` seconds after the store
+last wrote it (the object's ``updated`` time), measured against the
+store's clock (the ``Date`` of its answers, see ``ObjectStore.now``). Two
+committers whose clocks disagree by minutes still agree on who holds it.
 """
 
 from __future__ import annotations
@@ -37,8 +41,6 @@ import json
 import logging
 import os
 import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from bqspool.schemas.errors import LeaseHeldError, LeaseLostError, PreconditionFailedError
@@ -56,44 +58,57 @@ class BucketLease:
     holder: str
     token: int
     generation: int
+    expires: float  # on the store's clock
+    written: float = 0.0  # when the store wrote our last write, on its clock (0: not known)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """The lease object as read: its document, generation, and when it expires (store's clock)."""
+
+    doc: dict
+    generation: int
     expires: float
 
 
-def _read(store: ObjectStore, name: str) -> tuple[dict, int]:
+def _read(store: ObjectStore, name: str) -> _Found:
     found = store.read_object(name)
     if found is None:
-        return {}, 0
-    data, generation = found
+        return _Found({}, 0, 0.0)
     try:
-        doc = json.loads(data)
+        doc = json.loads(found.data)
     except ValueError:
         doc = {}  # a damaged lease is an expired one: its generation still guards the takeover
-    return (doc if isinstance(doc, dict) else {}), generation
+    doc = doc if isinstance(doc, dict) else {}
+    ttl = doc.get("ttl")
+    if isinstance(ttl, (int, float)) and found.updated:
+        expires = found.updated + float(ttl)  # both on the store's clock
+    else:
+        expires = float(doc.get("expires", 0) or 0)  # an earlier version's lease: the writer's clock
+    return _Found(doc, found.generation, expires)
 
 
-def acquire(
-    store: ObjectStore, name: str, holder: str, ttl_s: float, clock: Callable[[], float] = time.time
-) -> BucketLease:
+def acquire(store: ObjectStore, name: str, holder: str, ttl_s: float) -> BucketLease:
     """Take the lease; LeaseHeldError if another holder's has not expired or it was taken meanwhile."""
-    doc, generation = _read(store, name)
-    now = clock()
+    found = _read(store, name)
+    doc, now = found.doc, store.now()
     # Our own lease, written by an earlier call whose answer never came (or
     # never let go): only this committer writes its holder id, so it is ours.
     ours = doc.get("holder") == holder
-    if doc.get("holder") and not ours and float(doc.get("expires", 0)) > now and not _died_here(doc.get("process")):
+    if doc.get("holder") and not ours and found.expires > now and not _died_here(doc.get("process")):
         raise LeaseHeldError(
-            f"another committer ({doc['holder']}) holds {name}; it expires in {float(doc['expires']) - now:.0f}s"
+            f"another committer ({doc['holder']}) holds {name}; it expires in {found.expires - now:.0f}s "
+            "(by the storage server's clock)"
         )
     token = int(doc.get("token", 0)) + (0 if ours else 1)
-    expires = now + ttl_s
     try:
-        written = store.write_object(name, _doc(holder, expires, token), generation)
+        written = store.write_object(name, _doc(holder, ttl_s, token, now + ttl_s), found.generation)
     except PreconditionFailedError as exc:
         landed = _landed(store, name, holder, token)
         if landed is None:
             raise LeaseHeldError(f"another committer took {name} at the same moment") from exc
         return BucketLease(name, holder, token, *landed)
-    return BucketLease(name, holder, token, written.generation, expires)
+    return BucketLease(name, holder, token, written.generation, (written.updated or now) + ttl_s, written.updated)
 
 
 def _landed(store: ObjectStore, name: str, holder: str, token: int) -> tuple[int, float] | None:
@@ -102,49 +117,53 @@ def _landed(store: ObjectStore, name: str, holder: str, token: int) -> tuple[int
     A write whose answer was lost (a dropped connection) is retried, and the
     retry's precondition fails against the write itself. The lease then
     names our holder and token, which nobody else writes: it is ours."""
-    doc, generation = _read(store, name)
-    if doc.get("holder") != holder or doc.get("token") != token:
+    found = _read(store, name)
+    if found.doc.get("holder") != holder or found.doc.get("token") != token:
         return None
-    return generation, float(doc.get("expires", 0))
+    return found.generation, found.expires
 
 
-def renew(store: ObjectStore, lease: BucketLease, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+def renew(store: ObjectStore, lease: BucketLease, ttl_s: float) -> None:
     """Extend the lease from now; LeaseLostError if anyone wrote it since our last write."""
-    expires = clock() + ttl_s
+    now = store.now()
     try:
-        written = store.write_object(lease.name, _doc(lease.holder, expires, lease.token), lease.generation)
+        written = store.write_object(lease.name, _doc(lease.holder, ttl_s, lease.token, now + ttl_s), lease.generation)
     except PreconditionFailedError as exc:
         landed = _landed(store, lease.name, lease.holder, lease.token)
         if landed is not None:  # our own write, its answer lost: renewed
             lease.generation, lease.expires = landed
             return
-        doc, _ = _read(store, lease.name)
+        doc = _read(store, lease.name).doc
         now_held = f"; it is now held by {doc.get('holder')} (token {doc.get('token')})" if doc.get("holder") else ""
         raise LeaseLostError(
             f"this committer ({lease.holder}, token {lease.token}) lost its lease{now_held}. "
             "It stopped before its next step; nothing was lost, run the commit again"
         ) from exc
-    lease.generation, lease.expires = written.generation, expires
+    lease.generation, lease.expires = written.generation, (written.updated or now) + ttl_s
 
 
 def release(store: ObjectStore, lease: BucketLease) -> None:
     """Give the lease up if it is still ours (a conditional write of an expired lease)."""
     try:
-        store.write_object(lease.name, _doc("", 0.0, lease.token), lease.generation)
+        store.write_object(lease.name, _doc("", 0.0, lease.token, 0.0), lease.generation)
     except PreconditionFailedError:
         pass  # taken over meanwhile: not ours to release
     except Exception as exc:  # it expires by itself; the next committer waits at most the lease
         log.warning("could not release the committer lease %s: %s", lease.name, exc)
 
 
-def holder_of(store: ObjectStore, name: str, clock: Callable[[], float] = time.time) -> str | None:
-    """Who holds the lease now, or None."""
-    doc, _ = _read(store, name)
-    return doc.get("holder") if doc.get("holder") and float(doc.get("expires", 0)) > clock() else None
+def holder_of(store: ObjectStore, name: str) -> str | None:
+    """Who holds the lease now (by the store's clock), or None."""
+    found = _read(store, name)
+    holder = found.doc.get("holder")
+    return holder if holder and found.expires > store.now() else None
 
 
-def _doc(holder: str, expires: float, token: int) -> bytes:
-    return json.dumps({"holder": holder, "expires": expires, "token": token, "process": _me()}).encode()
+def _doc(holder: str, ttl_s: float, token: int, expires: float) -> bytes:
+    """The lease document: ``ttl`` decides (from the object's write time); ``expires``,
+    on the store's clock as the writer read it, is for people reading the object."""
+    doc = {"holder": holder, "ttl": ttl_s, "expires": expires, "token": token, "process": _me()}
+    return json.dumps(doc).encode()
 
 
 def _start_time(pid: int) -> str | None:

@@ -45,15 +45,6 @@ class Budget:
         now = self.clock()
         return self.reader.jobs_since(table, now - DAY_S, tlog, now)
 
-    def recent(self, tlog: TableLog) -> list[float]:
-        """Creation times of the live records in the pacing window."""
-        now = self.clock()
-        return [r.created for r in tlog.records.values() if r.created > now - PACE_WINDOW_S]
-
-    def in_window(self, times: list[float]) -> list[float]:
-        now = self.clock()
-        return [t for t in times if t > now - PACE_WINDOW_S]
-
     def objects_per_job(self, used: int) -> int:
         """Objects per job: the configured number, or as many as the warehouse takes near the budget."""
         return self.max_per_job if self.near(used) else self.per_job
@@ -61,12 +52,12 @@ class Budget:
     def near(self, used: int) -> bool:
         return used >= NEAR_QUOTA * self.quota
 
-    def allow(self, wanted: int, used: int, recent: list[float]) -> Allowance:
-        """Of ``wanted`` jobs, how many may start now: within what is left of
-        the daily budget (``used`` in the last 24 h), then within the pacing
-        (``recent``: job times in the window)."""
-        within = max(0, min(wanted, self.quota - used))
-        room, wait = self._room(recent)
+    def allow(self, wanted: int, used: list[float]) -> Allowance:
+        """Of ``wanted`` jobs, how many may start now: within what is left of the
+        daily budget, then within the pacing; ``used`` are the times of the
+        table's jobs in the last 24 h (each job once: :meth:`used`)."""
+        within = max(0, min(wanted, self.quota - len(used)))
+        room, wait = self._room(used)
         return Allowance(min(within, room), wait if room < within else 0.0, wanted - within)
 
     def _room(self, recent: list[float]) -> tuple[int, float]:

@@ -147,6 +147,7 @@ class LogReader:
     def __init__(self, store: ObjectStore, layout: Layout):
         self.store, self.layout = store, layout
         self._cache: dict[tuple[str, int], Record] = {}
+        self._created: dict[str, float] = {}  # record key -> creation time, of records seen live
 
     def table(self, table: str) -> TableLog:
         log = TableLog()
@@ -159,6 +160,7 @@ class LogReader:
                 rec = self.record(obj)
                 if rec is not None:
                     log.records[rec.key] = rec
+                    self._created[rec.key] = rec.created
             else:
                 log.outcomes.setdefault(name.key, {})[name.kind] = obj
         return log
@@ -166,34 +168,42 @@ class LogReader:
     def remember(self, obj: StoredObject, rec: Record) -> None:
         """A record this process just wrote: no need to read it back."""
         self._cache[(obj.name, obj.generation)] = rec
+        self._created[rec.key] = rec.created
 
     def record(self, obj: StoredObject) -> Record | None:
-        """The record ``obj`` (a listed ``KEY.json``), read once; None if it is gone."""
+        """The record ``obj`` holds (a listed ``KEY.json``, or a closed record's
+        summary), read once; None if it is gone or holds no record (an earlier
+        version's outcome marker)."""
         key = (obj.name, obj.generation)
         if key not in self._cache:
             found = self.store.read_object(obj.name)
             if found is None:  # archived between the listing and the read
                 return None
-            self._cache[key] = Record.from_json(found[0], obj)
+            try:
+                self._cache[key] = Record.from_json(found.data, obj)
+            except (KeyError, TypeError, ValueError):
+                return None
         return self._cache[key]
 
     def jobs_since(self, table: str, since: float, live: TableLog, now: float) -> list[float]:
-        """Creation times of the table's records since ``since`` (live and archived,
-        void ones excepted): the jobs that count against the daily budget.
+        """Creation times of the table's jobs since ``since``: live records and the
+        summaries of closed ones (and, archived by earlier versions, records),
+        void ones excepted: what counts against the daily budget.
 
-        ``live`` may be a listing from before some records were archived:
-        each record counts once, by its key."""
+        ``live`` may be a listing from before some records were closed: each
+        record counts once, by its key."""
         times = {
             r.key: r.created for r in live.records.values() if r.created >= since and live.outcome(r.key) != "void"
         }
         for day in sorted({day_of(since), day_of(now)}):
-            archived = [
-                (o, RecordName.parse(o.name)) for o in self.store.list_objects(self.layout.commit_archive(table, day))
-            ]
-            voided = {n.key for _, n in archived if n is not None and n.kind == "void"}
+            listed = self.store.list_objects(self.layout.commit_archive(table, day))
+            archived = [(o, n) for o in listed if (n := RecordName.parse(o.name)) is not None]
+            voided = {n.key for _, n in archived if n.kind == "void"}
             for o, n in archived:
-                if n is not None and n.kind == "record" and o.created >= since and n.key not in voided:
-                    times[n.key] = o.created
+                if n.key not in voided and o.created >= since and (n.kind == "record" or n.kind in OUTCOMES):
+                    # When the record was made, where this reader saw it live; else when
+                    # it was closed, a little later (pacing then errs on the safe side).
+                    times.setdefault(n.key, self._created.get(n.key, o.created))
         return sorted(times.values())
 
 

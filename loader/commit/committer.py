@@ -26,27 +26,31 @@ records, so they hold across committers, hosts and restarts.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
-from bqspool.schemas.display import safe_text
-from bqspool.schemas.errors import BackendUnavailableError, ObjectConflictError, PreconditionFailedError
+from bqspool.schemas.errors import (
+    BackendUnavailableError,
+    ClockSkewError,
+    PreconditionFailedError,
+)
 
 from .. import faults
-from ..interfaces import JobOutcome, LoadJobs, ObjectStore, StoredObject, find_object
-from ..layout import Layout, ObjectName, Outcome, RecordName
+from ..interfaces import LoadJobs, ObjectStore, StoredObject, find_object
+from ..layout import Layout, ObjectName, RecordName, is_table_name
 from ..logs import fields
 from ..process import new_holder, peak_rss_mb, since_boot
 from ..settings import DEFAULTS, Settings
 from . import bucket_lease
 from .budget import PACE_WINDOW_S, Budget
-from .commitlog import LogReader, Record, TableLog, delays
+from .commitlog import LogReader, Record, TableLog
+from .jobs import Jobs
 from .report import CommitReport
-from .tidy import Tidier, about
+from .screen import Screen
+from .tidy import Tidier
 
 log = logging.getLogger("bqspool.loader")
 
@@ -66,21 +70,28 @@ class Committer:
         warehouse: LoadJobs,
         settings: Settings = DEFAULTS,
         *,
+        tables: Collection[str] | None = None,  # the schema set's: objects of others are quarantined
         should_stop: Callable[[], bool] = lambda: False,
         on_loaded: Callable[[list[str]], None] | None = None,  # told the objects of each job done (progress)
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time,  # this host's: only to check it against the store's
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self.objects, self.warehouse, self.settings = objects, warehouse, settings
+        self.objects, self.settings = objects, settings
         self.on_loaded = on_loaded
         self.layout = Layout(settings.prefix)
         self.reader = LogReader(objects, self.layout)
-        self.budget = Budget(settings, warehouse.limits, self.reader, clock)
+        # Every time the committer compares is on the store's clock (objects'
+        # times; ``now``): nothing depends on hosts' clocks agreeing.
+        self._offset = 0.0  # this host's clock minus the store's, measured at each commit's start
+        self.budget = Budget(settings, warehouse.limits, self.reader, lambda: self.now())
         self.should_stop = should_stop
         self.clock, self.sleep = clock, sleep
         self.holder = new_holder()
         self.lease: bucket_lease.BucketLease | None = None
-        self.tidier = Tidier(objects, self.layout, self._renew)
+        # Late-bound: ``_renew`` is what each step calls before it changes anything.
+        self.tidier = Tidier(objects, self.layout, lambda: self._renew())
+        self.jobs = Jobs(objects, warehouse, self.layout, self.reader, lambda: self._renew(), on_loaded)
+        self.screen = Screen(objects, self.layout, tables)
         self._renewed = 0.0
         self._report = CommitReport()  # this commit's
         self._eligible: dict[str, set[str]] = {}  # per table: what this commit takes on
@@ -88,22 +99,32 @@ class Committer:
 
     # -- the whole commit -------------------------------------------------------
 
+    @property
+    def warehouse(self) -> LoadJobs:
+        """The warehouse the jobs run in (one reference, the jobs')."""
+        return self.jobs.warehouse
+
+    @warehouse.setter
+    def warehouse(self, warehouse: LoadJobs) -> None:
+        self.jobs.warehouse = warehouse
+
     def commit_once(self) -> CommitReport:
         """Load everything shipped now. LeaseHeldError if another committer is at
         it, LeaseLostError if this one lost its lease midway, BackendUnavailableError
         if GCS or BigQuery stay down. Safe to kill at any instant."""
         started = time.monotonic()
         report = self._report = CommitReport()
+        self._check_clock()
         self._renewed = since_boot()  # before the request: its time counts against the lease
-        lease_s = self.settings.lease_seconds
-        self.lease = bucket_lease.acquire(self.objects, self.layout.lease, self.holder, lease_s, self.clock)
+        self.lease = bucket_lease.acquire(self.objects, self.layout.lease, self.holder, self.settings.lease_seconds)
+        if self.lease.written:  # the store's time of our write, to the millisecond: a finer offset than a Date
+            self._offset = self.clock() - self.lease.written
         try:
-            with self.tidier:
-                # One listing of everything staged names the tables, fixes what this
-                # commit takes on, and serves the first round: each is a walk of the bucket.
-                staged = self.layout.by_table(self.objects, self.layout.staged())
-                tables = sorted(set(staged) | set(self.layout.by_table(self.objects, self.layout.commits())))
-                self._commit_tables(tables, staged, report)
+            # One listing of everything staged names the tables, fixes what this
+            # commit takes on, and serves the first round: each is a walk of the bucket.
+            staged = self._staged_by_table(report)
+            tables = sorted(set(staged) | set(self.layout.by_table(self.objects, self.layout.commits())))
+            self._commit_tables([t for t in tables if is_table_name(t)], staged, report)
         finally:
             bucket_lease.release(self.objects, self.lease)
             self.lease = None
@@ -121,6 +142,34 @@ class Committer:
             )
         return report
 
+    def _staged_by_table(self, report: CommitReport) -> dict[str, list[StoredObject]]:
+        """Everything staged, per table, once paths the grammar does not hold are quarantined."""
+        staged = self.layout.by_table(self.objects, self.layout.staged())
+        everything = [o.name for objs in staged.values() for o in objs]
+        strays = set(self.screen.strays(everything))
+        report.quarantined += sorted(strays)
+        return {t: kept for t, objs in staged.items() if (kept := [o for o in objs if o.name not in strays])}
+
+    def _check_clock(self) -> None:
+        """ClockSkewError if this host's clock is off the store's by more than the margin.
+
+        Nothing the committer decides uses this host's clock; a host whose
+        clock is minutes off has a problem worth fixing before it acts."""
+        self.objects.stat(self.layout.lease)  # an answer, and with it the store's clock
+        skew = self._offset = self.clock() - self.objects.now()
+        if abs(skew) > self.settings.max_clock_skew:
+            raise ClockSkewError(
+                f"this host's clock is {abs(skew):.0f}s {'ahead of' if skew > 0 else 'behind'} the storage "
+                f"server's (more than max_clock_skew, {self.settings.max_clock_skew:g}s): not committing. "
+                "Fix the host's time (NTP); `bqspool doctor` shows the offset",
+                skew=skew,
+            )
+
+    def now(self) -> float:
+        """The store's clock, carried forward on this committer's own: what pacing, the
+        budget and delays are measured by."""
+        return self.clock() - self._offset
+
     def _renew(self) -> None:
         """Before every step that changes anything: still ours? (LeaseLostError if not).
 
@@ -132,7 +181,7 @@ class Committer:
         assert self.lease is not None
         if since_boot() - self._renewed < self.settings.lease_seconds / 3:
             return
-        bucket_lease.renew(self.objects, self.lease, self.settings.lease_seconds, self.clock)
+        bucket_lease.renew(self.objects, self.lease, self.settings.lease_seconds)
         self._renewed = since_boot()
 
     def _commit_tables(self, tables: list[str], staged: dict[str, list[StoredObject]], report: CommitReport) -> None:
@@ -157,9 +206,11 @@ class Committer:
                 # Submit every job before waiting for any: BigQuery runs them side by side.
                 # One fresh listing for the round's records, all written before it (the rule's check).
                 fresh = self.reader.table(table) if todo else None
-                started += [(rec, out) for rec in todo if (out := self._start(table, rec, fresh, report)) is not None]
+                started += [
+                    (rec, out) for rec in todo if (out := self.jobs.start(table, rec, fresh, report)) is not None
+                ]
             for rec, outcome in started:
-                if self._end(rec, outcome, report) == "failed-backend":
+                if self.jobs.end(rec, outcome, report) == "failed-backend":
                     failures[rec.table] = failures.get(rec.table, 0) + 1
                     if failures[rec.table] >= MAX_TRANSIENT_ATTEMPTS:
                         raise BackendUnavailableError(
@@ -186,24 +237,38 @@ class Committer:
             staged = {o.name: o for o in self.objects.list_objects(self.layout.staged(table))}
         self._staged[table] = staged
         report.waiting[table] = len(staged)
-        recent = self.budget.recent(tlog)
         todo = tlog.open()
-        retries, wait = self._next_attempts(table, tlog, recent)
-        todo += retries
+        used: list[float] | None = None  # the table's jobs in 24 h: read when a record may be written
+        if any(tlog.outcome(r.key) == "failed-backend" for r in tlog.latest().values()):
+            used = self.budget.used(table, tlog)
+            retries, wait = self._next_attempts(table, tlog, used)
+            todo += retries
+        else:
+            wait = 0.0
         if not todo and not wait:
-            todo, wait = self._new_records(table, tlog, staged, report, recent)
+            todo, wait = self._new_records(table, tlog, staged, report, used)
         return todo, wait
 
     # -- records -------------------------------------------------------------------
 
     def _new_records(
-        self, table: str, tlog: TableLog, staged: dict[str, StoredObject], report: CommitReport, recent: list[float]
+        self,
+        table: str,
+        tlog: TableLog,
+        staged: dict[str, StoredObject],
+        report: CommitReport,
+        used: list[float] | None,
     ) -> tuple[list[Record], float]:
         """Group the free staged objects into new records, as the budget and the pacing allow."""
-        free = self._free(table, tlog, staged)
+        free, claimed = self._free(table, tlog, staged)
+        free, held, gone = self.screen.misfits(table, free, claimed)
+        for name in held:
+            report.held_back(table, name)
+        for name in held + gone:
+            staged.pop(name, None)
         if not free:
             return [], 0.0
-        used = self.budget.used(table, tlog)
+        used = self.budget.used(table, tlog) if used is None else used
         quota = self.budget.quota
         if len(used) >= quota:
             report.deferred[table] = f"load job budget used: {len(used)} of {quota} in the last 24h"
@@ -217,7 +282,7 @@ class Committer:
                 "table %s: %d of %d load jobs used in 24h; up to %d objects per job", table, len(used), quota, per_job
             )
         groups = _groups(tlog, free, per_job)
-        allowed = self.budget.allow(len(groups), len(used), recent + self.budget.in_window(used))
+        allowed = self.budget.allow(len(groups), used)
         if allowed.over_budget:
             report.deferred[table] = f"{allowed.over_budget} load jobs wait for the daily budget"
         if allowed.wait:
@@ -239,23 +304,20 @@ class Committer:
         ]
         return records, allowed.wait
 
-    def _free(self, table: str, tlog: TableLog, staged: dict[str, StoredObject]) -> list[str]:
-        """Staged objects this commit took on that no record claims."""
+    def _free(self, table: str, tlog: TableLog, staged: dict[str, StoredObject]) -> tuple[list[str], set[str]]:
+        """Staged objects this commit took on that no record claims, and the claimed ones."""
         claimed = {s for r in tlog.claiming() for s in r.sources}
         # A commit whose job failed transiently keeps its objects for its next attempt.
         claimed |= {s for r in tlog.latest().values() if tlog.outcome(r.key) == "failed-backend" for s in r.sources}
         eligible = self._eligible.get(table, set())
-        return [n for n in staged if n not in claimed and _eligible(n, eligible)]
+        return [n for n in staged if n not in claimed and _eligible(n, eligible)], claimed
 
-    def _next_attempts(self, table: str, tlog: TableLog, recent: list[float]) -> tuple[list[Record], float]:
+    def _next_attempts(self, table: str, tlog: TableLog, used: list[float]) -> tuple[list[Record], float]:
         """A job that failed transiently wrote nothing: its commit's next attempt."""
         due = [r for r in tlog.latest().values() if tlog.outcome(r.key) == "failed-backend"]
-        if not due:
-            return [], 0.0
-        used = len(self.budget.used(table, tlog))
-        allowed = self.budget.allow(len(due), used, recent)  # a retry is a job like any other
+        allowed = self.budget.allow(len(due), used)  # a retry is a job like any other
         if allowed.over_budget and self._report.defer(
-            table, f"load job budget used: {used} of {self.budget.quota} in the last 24h; retries wait"
+            table, f"load job budget used: {len(used)} of {self.budget.quota} in the last 24h; retries wait"
         ):
             log.warning("table %s: %s", table, self._report.deferred[table], extra=fields(table))
         out = [self._create(replace(rec, attempt=rec.attempt + 1, holder=self.holder)) for rec in due[: allowed.jobs]]
@@ -276,103 +338,11 @@ class Committer:
         self.reader.remember(obj, written)
         return written
 
-    # -- jobs -----------------------------------------------------------------------
-
-    def _start(self, table: str, rec: Record, fresh: TableLog | None, report: CommitReport) -> JobOutcome | None:
-        """Submit ``rec``'s job, or adopt the job its id names; None if the record is void or finished."""
-        self._renew()
-        fresh = fresh or self.reader.table(table)  # listed after ``rec`` was written
-        mine = fresh.records.get(rec.key)
-        if mine is None or fresh.outcome(rec.key) is not None:
-            return None  # finished by another committer meanwhile
-        older = fresh.older_claim(mine)
-        if older is not None:
-            self._mark(rec, "void", {"claimed_by": older.key})
-            report.voided += 1
-            report.job(table, "void")
-            log.info(
-                "commit %s is void: the older commit %s claims some of its objects",
-                rec.key,
-                older.key,
-                extra=about(rec),
-            )
-            return None
-        uris = [self.objects.uri(s) for s in rec.sources]
-        outcome = self.warehouse.get_job(rec.job_id)
-        if outcome is None:
-            self._renew()  # the last check before the job
-            outcome = self.warehouse.start_load(rec.job_id, table, uris)
-            report.jobs_submitted += 1
-            faults.hit("after_submit")
-        _check_sources(outcome, uris)
-        return outcome
-
-    def _end(self, rec: Record, outcome: JobOutcome, report: CommitReport) -> Outcome:
-        """Wait for ``rec``'s job and write its outcome."""
-        if not outcome.done:
-            outcome = self.warehouse.wait(rec.job_id)
-        if not outcome.done:
-            raise BackendUnavailableError(f"load job {rec.job_id} did not finish in time")
-        faults.hit("after_job_done")
-        if outcome.error is None:
-            self._loaded(rec, outcome, report)
-            return "done"
-        error = safe_text(str(outcome.error), 1000)
-        if outcome.transient:
-            log.warning(
-                "load job %s failed transiently (%s); retrying as attempt %d",
-                rec.job_id,
-                outcome.error.reason,
-                rec.attempt + 1,
-                extra=about(rec),
-            )
-            self._mark(rec, "failed-backend", {"error": error})
-            report.job(rec.table, "failed-backend")
-            return "failed-backend"
-        # BigQuery's message may quote a rejected value: it goes into the
-        # record and the debug log; the warning names only the reason.
-        log.debug("load job %s rejected its data: %s", rec.job_id, error)
-        log.warning(
-            "load job %s for %d objects rejected its data (%s)%s",
-            rec.job_id,
-            len(rec.sources),
-            outcome.error.reason,
-            "; loading them one by one to find the bad one" if len(rec.sources) > 1 else "",
-            extra=about(rec),
-        )
-        self._mark(rec, "failed-data", {"error": error})
-        report.job(rec.table, "failed-data")
-        return "failed-data"
-
-    def _loaded(self, rec: Record, outcome: JobOutcome, report: CommitReport) -> None:
-        """Record a job that loaded its objects, and count it."""
-        # The names say how many events each object holds; the job's own
-        # count is the fallback (the emulator's counts the whole table).
-        events = rec.events if rec.events is not None else outcome.output_rows or 0
-        self._mark(rec, "done", {"rows": outcome.output_rows, "events": events, "bytes": rec.nbytes})
-        report.objects_loaded += len(rec.sources)
-        report.events_loaded += events
-        report.job(rec.table, "done")
-        log.info("load job %s loaded %d events from %d objects", rec.job_id, events, len(rec.sources), extra=about(rec))
-        mine = report.table(rec.table)
-        mine["events"] += events
-        mine["objects"] += len(rec.sources)
-        mine["delays"] += delays(rec.sources, self.clock())
-        if self.on_loaded is not None:
-            self.on_loaded(list(rec.sources))
-
-    def _mark(self, rec: Record, outcome: Outcome, doc: dict) -> None:
-        self._renew()
-        name = self.layout.record(rec.table, RecordName(rec.key, outcome))
-        try:
-            self.objects.write_object(name, json.dumps({"job_id": rec.job_id, **doc}).encode(), 0)
-        except PreconditionFailedError:
-            pass  # written already, by us before a crash or by another committer: outcomes never change
-
 
 def _groups(tlog: TableLog, free: list[str], per_job: int) -> list[list[str]]:
     """``free`` objects in groups of ``per_job``, except those that load alone:
-    halves of a rejected object, and objects of a group a job rejected."""
+    halves of a rejected object, and objects of a group a job rejected. Restored
+    copies group apart from shipped batches, so an archive file holds either."""
     rejected_together = {
         s
         for r in tlog.records.values()
@@ -380,21 +350,14 @@ def _groups(tlog: TableLog, free: list[str], per_job: int) -> list[list[str]]:
         for s in r.sources
     }
     solo = rejected_together | {n for n in free if ObjectName.of_file(n).is_half}
-    shared = [n for n in free if n not in solo]
-    return [[n] for n in free if n in solo] + [shared[i : i + per_job] for i in range(0, len(shared), per_job)]
+    groups = [[n] for n in free if n in solo]
+    for restored in (False, True):
+        shared = [n for n in free if n not in solo and (ObjectName.of_file(n).kind == "restored") == restored]
+        groups += [shared[i : i + per_job] for i in range(0, len(shared), per_job)]
+    return groups
 
 
 def _eligible(name: str, eligible: set[str]) -> bool:
     """``name`` was staged when the commit began, or is a half (of a half...) of one that was."""
     folder = name.rpartition("/")[0]
     return any(f"{folder}/{n.file}" in eligible for n in ObjectName.of_file(name).lineage())
-
-
-def _check_sources(outcome: JobOutcome, uris: list[str]) -> None:
-    """Adopt an existing job only if it loads exactly our objects."""
-    sources = outcome.source_uris
-    if sources is not None and sorted(sources) != sorted(uris):
-        raise ObjectConflictError(
-            f"load job {outcome.job_id} exists but loads other objects "
-            f"({len(sources)} source URIs, not ours); refusing to adopt it"
-        )

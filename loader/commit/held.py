@@ -17,19 +17,24 @@ from dataclasses import dataclass
 from bqspool.schemas.errors import BackendError
 
 from ..interfaces import ObjectStore
-from ..layout import HELD, REASON, Layout, ObjectArea
+from ..layout import HELD, REASON, STRAYS, Layout, ObjectArea
 
 
 @dataclass(frozen=True)
 class HeldObject:
     name: str  # as it was staged: what retry and drop take
-    table: str
+    table: str  # STRAYS for a path the grammar does not hold
     area: ObjectArea
     size: int
     reason: str
+    at: str  # where it is held now
+
+    @property
+    def stray(self) -> bool:
+        return self.table == STRAYS
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "at"}
 
 
 def held_objects(store: ObjectStore, layout: Layout) -> list[HeldObject]:
@@ -39,14 +44,16 @@ def held_objects(store: ObjectStore, layout: Layout) -> list[HeldObject]:
         listed = store.list_objects(layout.area(area))
         reasons = {o.name for o in listed if o.name.endswith(REASON)}
         for o in listed:
-            found = layout.parse(o.name)
-            if found is None:  # a .reason, or a name bqspool did not write
+            if o.name.endswith(REASON):
                 continue
-            has_reason = o.name + REASON in reasons
-            text = store.read_object(o.name + REASON) if has_reason else None
-            reason = text[0].decode("utf-8", "replace").strip() if text else "(no reason recorded)"
-            name = found[1]
-            out.append(HeldObject(layout.path("staged", name), name.table, area, o.size, reason))
+            found = layout.parse(o.name)
+            staged = layout.path("staged", found[1]) if found else layout.unstray(o.name)
+            if staged is None:  # a name bqspool did not write
+                continue
+            text = store.read_object(o.name + REASON) if o.name + REASON in reasons else None
+            reason = text.data.decode("utf-8", "replace").strip() if text else "(no reason recorded)"
+            table = found[1].table if found else STRAYS
+            out.append(HeldObject(staged, table, area, o.size, reason, o.name))
     return out
 
 
@@ -62,11 +69,20 @@ def _find(store: ObjectStore, layout: Layout, names: list[str] | None) -> list[H
 
 
 def retry(store: ObjectStore, layout: Layout, names: list[str] | None = None) -> int:
-    """Put held objects (all, or those named) back in ``staged/``; how many."""
+    """Put held objects (all, or those named) back in ``staged/``; how many. A stray
+    (a path the grammar does not hold) cannot load: retrying it by name is refused,
+    and retrying everything leaves it where it is."""
     items = _find(store, layout, names)
+    strays = [h.name for h in items if h.stray]
+    if names is not None and strays:
+        raise BackendError(
+            f"{', '.join(strays)}: not a name bqspool loads, so it cannot be retried; "
+            "`bqspool quarantine drop` it, or put its rows in a batch of your own"
+        )
+    items = [h for h in items if not h.stray]
     for h in items:
-        reason = layout.reason(h.name, h.area)
-        store.move_object(layout.moved(h.name, h.area), h.name)
+        reason = h.at + REASON
+        store.move_object(h.at, h.name)
         if (
             store.read_object(reason) is not None
         ):  # the reason goes with the hold: a new one is written if it fails again
@@ -78,8 +94,8 @@ def drop(store: ObjectStore, layout: Layout, names: list[str]) -> int:
     """Give up on held objects: they move to ``dropped/``, never to be loaded; how many."""
     items = _find(store, layout, names)
     for h in items:
-        reason = layout.reason(h.name, h.area)
-        store.move_object(layout.moved(h.name, h.area), layout.moved(h.name, "dropped"))
-        if store.read_object(reason) is not None:
-            store.move_object(reason, layout.reason(h.name, "dropped"))
+        to = layout.stray(h.name, "dropped") if h.stray else layout.moved(h.name, "dropped")
+        store.move_object(h.at, to)
+        if store.read_object(h.at + REASON) is not None:
+            store.move_object(h.at + REASON, to + REASON)
     return len(items)

@@ -2,15 +2,17 @@
 
 At the start of each round, per table, the committer's :class:`Tidier`:
 
-- moves the objects of a ``done`` record to ``archive/`` (many moves to a
-  request, over a few threads), then the record to ``commit-archive/``;
+- archives the objects of a ``done`` record, all of them as the bucket
+  holds them, and deletes them (see :mod:`.archiver`);
 - splits an object a job rejected alone, dead-letters its one row, or
   quarantines it whole (see :mod:`.split`);
-- closes void and superseded records, and outcome markers whose record was
-  closed before them (a crash between the two).
+- closes finished records: one summary of each (the record, its outcome
+  and its archive files) goes to ``commit-archive/``, and the live record
+  and its outcome markers are deleted. A record is closed only once every
+  object it names is archived or gone.
 
-Every move copies before it deletes and is safe to repeat, so a committer
-killed midway leaves nothing the next one cannot finish.
+Every step is safe to repeat, so a committer killed midway leaves nothing
+the next one cannot finish.
 """
 
 from __future__ import annotations
@@ -18,20 +20,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+
+from bqspool.schemas.errors import PreconditionFailedError
 
 from .. import faults
 from ..interfaces import ObjectStore, StoredObject
-from ..layout import Layout, ObjectArea, RecordName
+from ..layout import Layout, Outcome, RecordName
 from ..logs import fields
+from .archiver import Archiver, sizes_of
 from .commitlog import Record, TableLog
 from .report import CommitReport
 from .split import Narrowed, Splitter
 
 log = logging.getLogger("bqspool.loader")
-
-MOVE_CHUNK = 100  # objects archived per call of move_objects: one GCS batch request of each kind
 
 
 def about(rec: Record) -> dict[str, object]:
@@ -43,21 +44,10 @@ class Tidier:
     """Archives, splits, quarantines and closes for one committer; ``renew``
     is called before every step that changes anything (the lease)."""
 
-    def __init__(self, objects: ObjectStore, layout: Layout, renew: Callable[[], None], workers: int = 8):
+    def __init__(self, objects: ObjectStore, layout: Layout, renew: Callable[[], None]):
         self.objects, self.layout, self.renew = objects, layout, renew
         self.splitter = Splitter(objects, layout)
-        # The storage client keeps 10 connections per pool: more threads only churn them.
-        self.workers = workers
-        self._pool: ThreadPoolExecutor | None = None
-
-    def __enter__(self) -> Tidier:
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bqspool-move")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self.archiver = Archiver(objects, layout, renew)
 
     def tidy(self, table: str, tlog: TableLog, staged: dict[str, StoredObject], report: CommitReport) -> bool:
         """Archive, quarantine, split and close what the log says is finished; whether anything was split."""
@@ -71,8 +61,15 @@ class Tidier:
             outcome = tlog.outcome(rec.key)
             if outcome is None:
                 continue
+            archives: list[str] = []
             if outcome == "done":
-                self._move_all([s for s in rec.sources if s in staged], "archive", staged)
+                # Every object the record names, as the bucket holds it now: the
+                # view ``staged`` may predate another committer's record.
+                archives = self.archiver.archive(
+                    table, rec.key, rec.created, sizes_of(self.objects, rec.sources, staged)
+                )
+                for s in rec.sources:
+                    staged.pop(s, None)
                 faults.hit("after_archive")
             elif outcome == "failed-data" and len(rec.sources) == 1:
                 split = self._rejected_alone(rec, tlog, staged, rejected, report) or split
@@ -80,7 +77,7 @@ class Tidier:
                 continue  # its next attempt is yet to be written
             if outcome == "failed-data" and any(s in staged for s in rec.sources):
                 continue  # its objects still load one by one: it says so
-            self._close(rec, tlog)
+            self._close(rec, outcome, tlog, archives)
         self._close_orphans(table, tlog)
         return split
 
@@ -121,29 +118,22 @@ class Tidier:
         _report_narrowed(rec, src, done, report)
         return done == "split"
 
-    def _move_all(self, names: list[str], area: ObjectArea, staged: dict[str, StoredObject]) -> None:
-        if not names:
-            return
-        assert self._pool is not None, "a Tidier moves objects inside its with block"
+    def _close(self, rec: Record, outcome: Outcome, tlog: TableLog, archives: list[str]) -> None:
+        """Write the record's summary to ``commit-archive/``, then delete the live record and its markers."""
         self.renew()
-        moves = [(n, self.layout.moved(n, area)) for n in names]
-        # In chunks the store can batch (GCS: 100 calls a request), over the pool.
-        chunks = [moves[k : k + MOVE_CHUNK] for k in range(0, len(moves), MOVE_CHUNK)]
-        list(self._pool.map(self.objects.move_objects, chunks))
-        for n in names:
-            staged.pop(n, None)
-
-    def _close(self, rec: Record, tlog: TableLog) -> None:
-        """Move a finished record, then its outcomes, to ``commit-archive/``."""
-        self.renew()
-        self.objects.move_object(
-            rec.name, self.layout.archived_record(rec.table, RecordName(rec.key, "record"), rec.created)
-        )
-        for outcome, marker in tlog.outcomes.get(rec.key, {}).items():
-            name = RecordName(rec.key, outcome)
-            if outcome == "done" and rec.events is not None:  # what it loaded, in the name (see layout)
-                name = RecordName(rec.key, "done", rec.events, rec.nbytes)
-            self.objects.move_object(marker.name, self.layout.archived_record(rec.table, name, rec.created))
+        name = RecordName(rec.key, outcome)
+        if outcome == "done" and rec.events is not None:  # what it loaded, in the name (see layout)
+            name = RecordName(rec.key, "done", rec.events, rec.nbytes)
+        summary = {**json.loads(rec.to_json()), "outcome": outcome, "archive": archives}
+        try:
+            self.objects.write_object(
+                self.layout.archived_record(rec.table, name, rec.created), json.dumps(summary).encode(), 0
+            )
+        except PreconditionFailedError:
+            pass  # written before a crash: summaries never change
+        faults.hit("after_summary")
+        markers = [m.name for m in tlog.outcomes.get(rec.key, {}).values()]
+        self.objects.delete_objects([rec.name, *markers])
 
 
 def _report_narrowed(rec: Record, src: str, done: Narrowed, report: CommitReport) -> None:

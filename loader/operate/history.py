@@ -67,7 +67,9 @@ def loads(
         for o, name in sorted(listed, key=lambda pair: pair[0].name):
             if name is None or name.kind != "done" or name.key in live.records:
                 continue
-            record = records.get(name.key)
+            # The record beside it (archived by an earlier version), or the done
+            # summary itself, which holds the record (see commit/tidy.py).
+            record = records.get(name.key, o)
             named = name.events is not None
             found = reader.record(record) if record is not None and (sources or not named) else None
             if named:
@@ -76,7 +78,7 @@ def loads(
                 events, nbytes = found.events, found.nbytes
             else:
                 data = store.read_object(o.name)
-                doc = json.loads(data[0]) if data else {}
+                doc = json.loads(data.data) if data else {}
                 events, nbytes = int(doc.get("events") or doc.get("rows") or 0), int(doc.get("bytes", 0))
             out[name.key] = Load(table, day, name.key, events, nbytes, o.created, found.sources if found else ())
     for rec in live.records.values():

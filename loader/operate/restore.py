@@ -38,8 +38,9 @@ from bqspool.schemas.errors import ConfigError, LeaseHeldError, NotAvailableErro
 from bqspool.schemas.registry import SchemaSet
 
 from .. import faults
+from ..archived import SOURCES_KEY, archived_batches
 from ..interfaces import ObjectStore, QueryParam, Warehouse
-from ..layout import AFTER_STAGED, Layout, ObjectArea, events_in, is_table_name
+from ..layout import AFTER_STAGED, PARQUET, Layout, ObjectArea, ObjectName, events_in, is_table_name
 from .history import days_between
 from .verify import table_drift
 
@@ -72,6 +73,8 @@ class RestoreReport:
 def parse_day(text: str, today: dt.date) -> dt.date:
     """A day from ``YYYY-MM-DD``, an ISO time (its UTC day), ``today`` or ``Nd`` (N days ago)."""
     t = text.strip()
+    if re.fullmatch(r"\d+d", t) and int(t[:-1]) > (today - dt.date.min).days:
+        raise ConfigError(f"{text!r} reaches before year 1: give a number of days back to {dt.date.min}")
     try:
         if t == "today":
             return today
@@ -110,7 +113,10 @@ class Restore:
         *,
         commit: Callable[[Callable[[list[str]], None]], object],
         progress: bool = True,
-        poll_s: float = 2.0,
+        poll_s: float = 5.0,
+        wait_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         if table not in schemas:
             raise ConfigError(f"schema set {schemas.name} has no table {table!r} (tables: {', '.join(schemas)})")
@@ -127,7 +133,8 @@ class Restore:
         self.marker = f"-r{self.rid}-"  # in the name of each of this restore's copies
         self.commit = commit
         self.progress = progress
-        self.poll_s = poll_s
+        self.poll_s, self.wait_s = poll_s, wait_s
+        self.clock, self.sleep = clock, sleep
 
     def run(self) -> RestoreReport:
         report = RestoreReport(self.table, self.target, self.since.isoformat(), self.until.isoformat())
@@ -172,29 +179,36 @@ class Restore:
         return False
 
     def _selected(self) -> list[str]:
+        """The archive's objects of the days asked for, but for what restores staged
+        (a restored copy, or an archive file of restored copies only)."""
         out = []
         for day in days_between(self.since, self.until):
             prefix = f"{self.layout.area('archive', self.table)}{day.replace('-', '/')}/"
             for o in self.store.list_objects(prefix):
                 found = self.layout.parse(o.name)
-                if found is not None and not found[1].is_restored:
+                held = [k for k in o.metadata.get(SOURCES_KEY, "").split(",") if k]
+                restored = held and all(ObjectName.of_file(k + PARQUET).kind == "restored" for k in held)
+                if found is not None and found[1].kind != "restored" and not restored:
                     out.append(o.name)
         return sorted(out)
 
     def _copies(self) -> set[str]:
         """The staged names of this restore's copies found anywhere under the target."""
-        found = set()
-        for area in ("staged", *AFTER_STAGED):
-            for name in self._in_area(area):
-                found.add(self.layout.path("staged", self.layout.name_of(name)))
-        return found
+        return set().union(*(self._in_area(area) for area in ("staged", *AFTER_STAGED)))
 
     def _in_area(self, area: ObjectArea) -> set[str]:
-        """This restore's copies under ``area`` of the target."""
+        """This restore's copies under ``area`` of the target, by their staged names. In the
+        archive, by the archive files' lists of what they hold (see ``archived``)."""
+        if area == "archive":
+            held = archived_batches(self.store, self.layout, self.target)
+            return {
+                self.layout.path("staged", ObjectName(self.target, self.layout.name_of(f).day, f"{key}{PARQUET}"))
+                for key, f in held.items()
+                if self.marker in key + "-"
+            }
         prefix = self.layout.area(area, self.target)
-        return {
-            o.name for o in self.store.list_objects(prefix) if self.marker in o.name and o.name.endswith(".parquet")
-        }
+        found = (self.layout.parse(o.name) for o in self.store.list_objects(prefix) if self.marker in o.name)
+        return {self.layout.path("staged", f[1]) for f in found if f is not None}
 
     def _refuse_if_present(self, sources: list[str]) -> None:
         """RestoreRefusedError if the target holds rows of any of ``sources``."""
@@ -213,7 +227,7 @@ class Restore:
         if present:
             batches = sorted({sample[i] for i in present})
             raise RestoreRefusedError(
-                f"table {self.target} already holds rows of {len(batches)} of the {len(sources)} archived batches "
+                f"table {self.target} already holds rows of {len(batches)} of the {len(sources)} archive files "
                 f"to restore (for example {batches[0].rpartition('/')[2]}): restoring them would load them twice. "
                 f"Restore into a new table with --into NAME, or narrow --since/--until to days it lacks"
             )
@@ -243,7 +257,9 @@ class Restore:
             return sum(1 for copied in self._bar(pool.map(one, sources), "copying", len(sources)) if copied)
 
     def _load(self, sources: list[str]) -> str:
-        """Commit; if another committer holds the lease, wait for it to load our copies."""
+        """Commit the copies. While another committer holds the lease, wait and take
+        it when it frees (a running commit only loads what was staged when it
+        began), up to ``wait_s``; then LeaseHeldError saying what is left to do."""
         bar = self._new_bar(len(sources), "loading")
         loaded = len(self._in_area("archive"))
         if bar is not None:
@@ -253,17 +269,27 @@ class Restore:
             if bar is not None:
                 bar.update(sum(1 for n in names if self.marker in n))
 
+        deadline, waited = self.clock() + self.wait_s, False
         try:
-            self.commit(on_loaded)
-            return "this process"
-        except LeaseHeldError:
-            log.warning("another committer is running: it loads the restored objects; waiting for it")
-            while self._in_area("staged"):
-                time.sleep(self.poll_s)
-                if bar is not None:
-                    bar.n = len(self._in_area("archive"))
-                    bar.refresh()
-            return "the running committer"
+            while True:
+                try:
+                    self.commit(on_loaded)
+                    return "this process" if not waited else "this process, after another committer's lease"
+                except LeaseHeldError as exc:
+                    if self.clock() >= deadline:
+                        raise LeaseHeldError(
+                            f"restore: another committer kept the lease for {self.wait_s:.0f}s ({exc}). The "
+                            f"restored objects are staged under {self.target}: the next commit loads them; run "
+                            "this restore again to see them loaded"
+                        ) from exc
+                    if not waited:
+                        log.warning(
+                            "another committer is running (%s); waiting to take its lease, up to %.0fs",
+                            exc,
+                            self.wait_s,
+                        )
+                    waited = True
+                    self.sleep(self.poll_s)
         finally:
             if bar is not None:
                 bar.close()

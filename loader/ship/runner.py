@@ -43,6 +43,7 @@ from bqspool.schemas import SchemaSet
 from bqspool.schemas.errors import DiskFullError, LeaseLostError
 
 from .. import faults
+from ..archived import archived_batches
 from ..interfaces import ObjectStore, find_object
 from ..layout import AFTER_STAGED, Layout
 from ..logs import fields
@@ -80,14 +81,19 @@ def staging_error(exc: BaseException) -> bool:
 
 
 def already_handed_over(store: ObjectStore, layout: Layout, name: str) -> bool:
-    """Whether a shipped object ``name`` is anywhere in the bucket's areas.
+    """Whether a shipped object ``name`` is anywhere in the bucket: staged, moved
+    to another area, or loaded and archived.
 
-    Checked in this order on purpose: a move copies before it deletes, so
-    if the object is not in ``staged/`` any more, its copy is already in
-    the area it moved to.
+    Checked in this order on purpose: a move copies before it deletes, and
+    the committer writes an archive file before it deletes the objects it
+    holds, so an object gone from ``staged/`` is already where it went.
     """
     where = (name, *(layout.moved(name, area) for area in AFTER_STAGED))
-    return any(find_object(store, w) is not None for w in where)
+    if any(find_object(store, w) is not None for w in where):
+        return True
+    shipped = layout.name_of(name)
+    key = shipped.batch_key
+    return key is not None and key in archived_batches(store, layout, shipped.table, shipped.day)
 
 
 class Ship:

@@ -1,0 +1,180 @@
+"""Archiving what a load job loaded: one Parquet file per record and seal day, then the objects go.
+
+A done record's objects are read (class B), their rows written into one
+archive file per seal day (``archive/TABLE/YYYY/MM/DD/KEY-PART-nEVENTS.parquet``,
+one insert: class A), and the objects deleted (free). Moving each object
+instead cost a copy (class A) per object: the archive doubled the bill.
+The archive file is plain Parquet of the table, so ``bqspool restore``
+loads it as it is, an operator can read it, and the lifecycle moves a few
+big files to Coldline instead of many small ones.
+
+Every source of the record is dealt with from the bucket, not from a
+listing the committer took earlier: a record is closed only when each of
+its objects is archived and deleted, or gone. An archive file is named
+from the record alone, so a committer killed at any step finds it (a stat)
+and carries on; its custom metadata lists the batches it holds (their
+:attr:`~bqspool.loader.layout.ObjectName.batch_key`), so a copy of a batch
+that was loaded is recognised as one (see :mod:`bqspool.loader.archived`).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bqspool.schemas.errors import BackendError, ObjectConflictError
+
+from .. import faults
+from ..archived import SOURCES_KEY
+from ..interfaces import ObjectStore, StoredObject
+from ..layout import Layout, ObjectName, day_of
+
+log = logging.getLogger("bqspool.loader")
+
+MAX_FILES = 256  # objects in one archive file
+MAX_BYTES = 256 * 1024 * 1024  # and their bytes: what the committer holds on its disk at once
+DOWNLOADS = 8  # objects read at once
+MAX_INDEX = 6000  # characters of the batches' keys in the file's metadata (GCS allows 8 KiB in all)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One archive file to write: its path and the objects whose rows it holds."""
+
+    path: str
+    sources: tuple[str, ...]
+
+
+def plan(layout: Layout, table: str, key: str, created: float, sources: Mapping[str, int]) -> list[Part]:
+    """The archive files of record ``key``: its objects (name -> size) by seal day,
+    cut where a file would pass MAX_FILES, MAX_BYTES or MAX_INDEX. Deterministic:
+    the same record always plans the same files."""
+    by_day: dict[str, list[str]] = {}
+    for src in sorted(sources):
+        found = layout.parse(src)
+        day = found[1].day if found else day_of(created)
+        by_day.setdefault(day, []).append(src)
+    parts: list[Part] = []
+    for day, names in sorted(by_day.items()):
+        chunk: list[str] = []
+        size = index = 0
+        for src in names:
+            key_len = len(ObjectName.of_file(src).archive_key or "") + 1
+            if chunk and (len(chunk) >= MAX_FILES or size + sources[src] > MAX_BYTES or index + key_len > MAX_INDEX):
+                parts.append(_part(layout, table, day, key, len(parts), chunk))
+                chunk, size, index = [], 0, 0
+            chunk.append(src)
+            size += sources[src]
+            index += key_len
+        if chunk:
+            parts.append(_part(layout, table, day, key, len(parts), chunk))
+    return parts
+
+
+def _part(layout: Layout, table: str, day: str, key: str, i: int, chunk: list[str]) -> Part:
+    events = sum(ObjectName.of_file(s).events or 0 for s in chunk)
+    return Part(layout.path("archive", ObjectName.archive_file(table, day, key, i, events)), tuple(chunk))
+
+
+class Archiver:
+    """Writes archive files and deletes what they hold; ``renew`` runs before each change."""
+
+    def __init__(self, objects: ObjectStore, layout: Layout, renew: Callable[[], None]):
+        self.objects, self.layout, self.renew = objects, layout, renew
+
+    def archive(self, table: str, key: str, created: float, sources: Mapping[str, int]) -> list[str]:
+        """Archive record ``key``'s objects (name -> size; see :func:`plan`), then delete
+        them; the archive files. Safe to repeat after a crash at any point."""
+        parts = plan(self.layout, table, key, created, sources)
+        for part in parts:
+            if self.objects.stat(part.path) is None:
+                self._write(part)
+                faults.hit("after_archive_write")
+        self.renew()
+        self.objects.delete_objects(list(sources))
+        return [p.path for p in parts]
+
+    def _write(self, part: Part) -> None:
+        import pyarrow.parquet as pq
+
+        from ..ship.stage import parquet_writer
+
+        with tempfile.TemporaryDirectory(prefix="bqspool-archive-") as tmp:
+            inputs = Path(tmp) / "in"
+            inputs.mkdir()
+            files = self._download(part, inputs)
+            if not files:
+                return  # every object is gone: an earlier run archived and deleted them
+            tables = [pq.ParquetFile(f) for f in files]
+            schema = _unified([t.schema_arrow for t in tables])
+            out = Path(tmp) / "archive.parquet"
+            with parquet_writer(out, schema) as writer:
+                for pf in tables:
+                    for i in range(pf.num_row_groups):
+                        writer.write_table(_aligned(pf.read_row_group(i), schema))
+            keys = [k for s in part.sources if (k := ObjectName.of_file(s).archive_key)]
+            self.renew()
+            try:
+                self.objects.upload(part.path, out, {SOURCES_KEY: ",".join(keys)})
+            except ObjectConflictError:
+                pass  # written by an earlier attempt whose answer was lost: archived already
+
+    def _download(self, part: Part, folder: Path) -> list[Path]:
+        """The part's objects on local disk, in order; one that is gone is left out (said so)."""
+
+        def one(i: int, src: str) -> Path | None:
+            path = folder / f"{i}.parquet"
+            try:
+                self.objects.download(src, path)
+            except BackendError:
+                if self.objects.stat(src) is not None:
+                    raise
+                log.warning("archiving %s: its object %s is gone already; archiving the rest", part.path, src)
+                return None
+            return path
+
+        # Many small reads: side by side (the storage client keeps 10 connections a pool).
+        with ThreadPoolExecutor(DOWNLOADS, thread_name_prefix="bqspool-archive") as pool:
+            found = list(pool.map(one, range(len(part.sources)), part.sources))
+        return [f for f in found if f is not None]
+
+
+def _unified(schemas: list[Any]) -> Any:
+    """One schema for every object of a part: columns in the order first seen, a
+    column some objects lack (written before it was added) nullable."""
+    import pyarrow as pa
+
+    fields: dict[str, pa.Field] = {}
+    for schema in schemas:
+        for f in schema:
+            if f.name not in fields:
+                fields[f.name] = f
+    present = [set(s.names) for s in schemas]
+    return pa.schema(
+        [f if all(f.name in p for p in present) else f.with_nullable(True) for f in fields.values()],
+        metadata=schemas[0].metadata,
+    )
+
+
+def _aligned(table: Any, schema: Any) -> Any:
+    """``table`` with ``schema``'s columns in its order, nulls for those it lacks."""
+    import pyarrow as pa
+
+    columns = [
+        table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, type=f.type) for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def sizes_of(objects: ObjectStore, sources: tuple[str, ...], known: Mapping[str, StoredObject]) -> dict[str, int]:
+    """Each source's size: from ``known`` (a listing the caller has), else a stat; 0 for one that is gone."""
+    out = {}
+    for src in sources:
+        found = known.get(src) or objects.stat(src)
+        out[src] = found.size if found is not None else 0
+    return out
