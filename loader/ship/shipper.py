@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bqspool.schemas.errors import BqspoolError
+from bqspool.schemas.errors import BqspoolError, ConfigError
 
 from ..config import Config
 
@@ -91,14 +91,31 @@ class Shipper:
         self._thread: threading.Thread | None = None
         self._previous: Any = None
         self._lock = threading.Lock()  # one ship at a time: the thread's, or the last one
+        self._last_lock = threading.Lock()
+        self._last_done = threading.Event()  # set when the last ship (stop) has ended
+        self._last_shipped = 0
+        self._stopping = False
+        self._in_handler = False  # a SIGTERM handler is running: a second signal waits for it
         self.last_error: BqspoolError | None = None
         self.shipped = 0  # events shipped by this shipper
 
     def start(self) -> Shipper:
-        """Start the background thread and, from the main thread, the SIGTERM handler."""
+        """Start the background thread and the SIGTERM handler.
+
+        ConfigError from any thread but the main one (unless ``handle_signals``
+        is False): Python lets only the main thread install a signal handler,
+        and a shipper that cannot ship on SIGTERM would lose the buffer of a
+        host that goes (Cloud Run, a pod) without a word."""
+        if self.handle_signals and threading.current_thread() is not threading.main_thread():
+            raise ConfigError(
+                f"Shipper.start() was called from thread {threading.current_thread().name!r}, not the main "
+                "thread: only the main thread may install the SIGTERM handler that ships everything before the "
+                "process goes. Start the shipper from the main thread, or pass handle_signals=False and call "
+                "shipper.stop() from your framework's shutdown hook (it ships what is pending within the deadline)"
+            )
         self._thread = threading.Thread(target=self._loop, name="bqspool-shipper", daemon=True)
         self._thread.start()
-        if self.handle_signals and threading.current_thread() is threading.main_thread():
+        if self.handle_signals:
             self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         atexit.register(self.stop)
         return self
@@ -119,21 +136,37 @@ class Shipper:
 
     def stop(self, deadline: float | None = None) -> int:
         """Stop the thread and ship everything pending within ``deadline`` (default: the
-        shipper's); the events shipped by this last ship. Safe to call twice."""
-        if self._stop.is_set():
-            return 0
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.deadline)
-        if self.buffer is not None:
-            self.buffer.close()  # no new appends; what was acknowledged is in the file now
-        return self.ship_now(self.deadline if deadline is None else deadline)
+        shipper's); the events shipped by this last ship. A second call (atexit after
+        SIGTERM, another thread) waits for the first one's ship and returns its count."""
+        limit = self.deadline if deadline is None else deadline
+        with self._last_lock:
+            first, self._stopping = not self._stopping, True
+        if not first:
+            self._last_done.wait(timeout=limit + 1.0)
+            return self._last_shipped
+        try:
+            self._stop.set()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout=limit)
+            if self.buffer is not None:
+                self.buffer.close()  # no new appends; what was acknowledged is in the file now
+            self._last_shipped = self.ship_now(limit)
+            return self._last_shipped
+        finally:
+            self._last_done.set()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.ship_now()
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
+        # A second SIGTERM (process managers and people send two) arrives while
+        # the first handler waits for the last ship, and runs on top of it: it
+        # returns, so the first goes on waiting and hands the signal on once.
+        if self._in_handler:
+            log.warning("SIGTERM again: still shipping what is pending; the process goes when that ends")
+            return
+        self._in_handler = True
         # The work runs in a thread of its own and the handler waits for it,
         # bounded: the handler interrupts the main thread wherever it was,
         # perhaps holding a lock the last ship needs, and must never hang there.
