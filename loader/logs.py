@@ -35,6 +35,28 @@ class _Plain(logging.Formatter):
         return f"{text} [{' '.join(about)}]" if about else text
 
 
+class _Redact(logging.Filter):
+    """Replaces secrets (see :func:`redact`) in every record's message."""
+
+    secrets: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            text = record.getMessage()
+            for secret in self.secrets:
+                text = text.replace(secret, "***")
+            record.msg, record.args = text, None
+        return True
+
+
+_REDACT = _Redact()
+
+
+def redact(*secrets: str) -> None:
+    """Never write these values in a log line (a webhook URL with its token, say)."""
+    _REDACT.secrets = sorted({*_REDACT.secrets, *filter(None, secrets)}, key=len, reverse=True)
+
+
 def setup(level: int, fmt: str = "text") -> None:
     """Configure the root logger of a bqspool process (the CLI; never an app embedding the library)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -50,6 +72,7 @@ def setup(level: int, fmt: str = "text") -> None:
         )
     else:
         handler.setFormatter(_Plain("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_REDACT)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

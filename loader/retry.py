@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from bqspool.schemas.errors import BackendError, BackendUnavailableError, BqspoolError
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_delay, stop_any, wait_random_exponential
+from tenacity.stop import stop_base
 
 log = logging.getLogger("bqspool.loader")
 T = TypeVar("T")
@@ -33,6 +34,16 @@ def _kind(exc: BaseException) -> str:
     """A transient error in a few words: its class, and an HTTP status where it has one."""
     code = getattr(exc, "code", None)
     return f"{type(exc).__name__} {code}" if isinstance(code, int) else type(exc).__name__
+
+
+class _StopWhen(stop_base):
+    """Stop retrying once ``should_stop()`` says so (a process told to go)."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, retry_state: object) -> bool:
+        return self.should_stop()
 
 
 class RetryPolicy:
@@ -68,7 +79,9 @@ class RetryPolicy:
             return BackendUnavailableError(f"{what}: backend unavailable after retries ({_kind(exc)})")
         return BackendError(f"{what}: {exc}")
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
+    def call(self, what: str, fn: Callable[[], T], should_stop: Callable[[], bool] | None = None) -> T:
+        """``fn()`` until it succeeds, fails for good, the deadline passes or
+        ``should_stop()`` says so; failures come out as bqspool's errors."""
         # One warning when a retry sequence starts, one line when it ends;
         # each failure in between at debug level.
         attempts = [0]
@@ -82,8 +95,11 @@ class RetryPolicy:
                 "%s attempt %d failed: %s; next in %.1fs", what, state.attempt_number, exc, state.next_action.sleep
             )
 
+        stop: stop_base = stop_after_delay(self.deadline)
+        if should_stop is not None:
+            stop = stop_any(stop, _StopWhen(should_stop))
         retrying = Retrying(
-            stop=stop_after_delay(self.deadline),
+            stop=stop,
             # Full jitter: a random wait up to an exponentially growing cap.
             wait=wait_random_exponential(multiplier=self.initial, max=self.maximum),
             retry=retry_if_exception(self.is_transient),

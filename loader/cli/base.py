@@ -105,5 +105,8 @@ def existing_buffer(path: Path) -> Path:
 
 def load_config(config_path: str | None):
     from bqspool.loader.config import load_config as load
+    from bqspool.loader.logs import redact
 
-    return load(config_path)
+    cfg = load(config_path)
+    redact(*cfg.secrets())  # what the configuration holds secret never reaches a log line
+    return cfg

@@ -50,6 +50,8 @@ def verify(config_path: str | None, as_json: bool, fix: bool, days: int, no_audi
     queries scan, since they are billed. Exit 0 when all matches, 1 on drift
     or duplicates.
     """
+    from bqspool.schemas.errors import BqspoolError
+
     from ..clients import make_object_store, make_warehouse
     from ..layout import Layout
     from ..operate.audit import audit
@@ -62,28 +64,37 @@ def verify(config_path: str | None, as_json: bool, fix: bool, days: int, no_audi
     wh = make_warehouse(cfg)
     found = drift(wh, sset)
     fixed: list[str] = []
+    failed: str | None = None  # a fix the warehouse refused: what was fixed before it stays said
     if fix and any(d.fix for d in found):
-        fixed = apply_fixes(wh, sset, found)
+        try:
+            apply_fixes(wh, sset, found, on_fixed=fixed.append)
+        except BqspoolError as exc:
+            failed = str(exc)
         found = drift(wh, sset)
     audits = []
-    if not no_audit:
+    if not no_audit:  # each table's audit on its own: one that fails (a column changed by hand) stops no other
         store = make_object_store(cfg) if cfg.bucket else None
         audits = audit(wh, store, Layout(cfg.prefix), sset, days, _today())
-    duplicates = [a for a in audits if a.duplicated]
+    bad = bool(found or failed or any(a.duplicated or a.error for a in audits))
     if as_json:
-        click.echo(
-            _dumps(
-                {
-                    "drift": [d.as_dict() for d in found],
-                    "fixed": fixed,
-                    "audit": [a.as_dict() for a in audits],
-                    "ok": not found and not duplicates,
-                }
-            )
-        )
-        sys.exit(1 if found or duplicates else 0)
+        doc = {"drift": [d.as_dict() for d in found], "fixed": fixed, "audit": [a.as_dict() for a in audits]}
+        click.echo(_dumps({**doc, "fix_failed": failed, "ok": not bad}))
+        sys.exit(1 if bad else 0)
+    _print_verify(found, fixed, failed, fix, f"{len(sset)} tables of {sset.name} match {cfg.project}.{cfg.dataset}")
+    for a in audits:
+        _print_audit(a, days)
+    if audits:
+        scanned = [a.scanned_bytes for a in audits if not a.missing and not a.error]
+        total = None if any(s is None for s in scanned) else sum(s for s in scanned if s is not None)
+        click.echo(f"the audit's queries scan {_size(total)} (billed at the on-demand query price)")
+    sys.exit(1 if bad else 0)
+
+
+def _print_verify(found, fixed: list[str], failed: str | None, fix: bool, ok: str) -> None:
     for line in fixed:
         click.echo(f"fixed  {line}")
+    if failed:
+        click.echo(f"error: a fix failed after {len(fixed)} applied (listed above): {failed}", err=True)
     for d in found:
         click.echo(f"drift  {d}")
         if d.fix:
@@ -91,19 +102,15 @@ def verify(config_path: str | None, as_json: bool, fix: bool, days: int, no_audi
         else:
             click.echo(f"       {'refused' if fix else 'not fixable here'}: {d.advice}")
     if not found:
-        click.echo(f"schema ok: {len(sset)} tables of {sset.name} match {cfg.project}.{cfg.dataset}")
-    for a in audits:
-        _print_audit(a, days)
-    if audits:
-        scanned = [a.scanned_bytes for a in audits if not a.missing]
-        total = None if any(s is None for s in scanned) else sum(s for s in scanned if s is not None)
-        click.echo(f"the audit's queries scan {_size(total)} (billed at the on-demand query price)")
-    sys.exit(1 if found or duplicates else 0)
+        click.echo(f"schema ok: {ok}")
 
 
 def _print_audit(a, days: int) -> None:
     if a.missing:
         click.echo(f"audit  {a.table}: no such table, nothing to count")
+        return
+    if a.error:
+        click.echo(f"audit  {a.table}: could not count ({a.error}); see the drift above")
         return
     window = "the whole table (not partitioned)" if a.whole_table else f"the last {days} days of partitions"
     click.echo(
@@ -126,8 +133,18 @@ def _print_audit(a, days: int) -> None:
 @click.option("--since", required=True, help="First day: YYYY-MM-DD, an ISO time, 'today' or Nd (N days ago).")
 @click.option("--until", default="today", show_default=True, help="Last day, included.")
 @click.option("--into", default=None, help="A new table to restore into (created as the schema file says).")
+@click.option(
+    "--wait",
+    "wait_s",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to wait for another committer's lease before giving up (the copies stay staged).",
+)
 @json_flag
-def restore(config_path: str | None, table: str, since: str, until: str, into: str | None, as_json: bool) -> None:
+def restore(
+    config_path: str | None, table: str, since: str, until: str, into: str | None, wait_s: float, as_json: bool
+) -> None:
     """Load archived objects of TABLE back into a table that lacks them.
 
     Objects are chosen by the day their batch was sealed, --since to --until.
@@ -154,6 +171,7 @@ def restore(config_path: str | None, table: str, since: str, until: str, into: s
         into,
         commit=lambda on_loaded: make_committer(cfg, on_loaded=on_loaded).commit_once(),
         progress=sys.stderr.isatty() and not as_json,
+        wait_s=wait_s,
     )
     report = job.run()
     if as_json:

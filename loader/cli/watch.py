@@ -74,13 +74,15 @@ def monitor(
     store = make_object_store(cfg) if cfg.bucket else None
     warehouse = make_warehouse(cfg) if cfg.project and cfg.dataset else None
     watcher = Monitor(cfg, load_schema_set(cfg.schemas), store, warehouse, buffer_path)
-    webhook = Webhook(cfg.monitor_webhook) if cfg.monitor_webhook else None
+    stop = threading.Event()
+    # Sending gives up when the monitor is told to stop: an unreachable webhook
+    # never holds a SIGTERM'd monitor for its whole retry deadline.
+    webhook = Webhook(cfg.monitor_webhook, should_stop=stop.is_set) if cfg.monitor_webhook else None
     if every is None and serve is None:
         findings, _ = cycle(watcher, webhook)
         _print(findings, as_json)
         sys.exit(findings.exit_code)
     seconds = _interval(every or "30s")
-    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server = gauges = None
@@ -89,7 +91,7 @@ def monitor(
         from ..watch.statuspage import StatusServer
 
         gauges = MonitorGauges()
-        server = StatusServer(serve, gauges.text, refresh_s=max(5, int(seconds))).start()
+        server = StatusServer(serve, gauges.text, refresh_s=max(5, int(seconds)), token=cfg.monitor_token).start()
         click.echo(f"status page on {server.address} (/healthz, /metrics)", err=True)
 
     def on_cycle(findings, state) -> None:

@@ -22,6 +22,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from bqspool.schemas.definition import EVENT_ID, TableDef
+from bqspool.schemas.errors import BackendError
 from bqspool.schemas.registry import SchemaSet
 
 from ..interfaces import ObjectStore, QueryParam, Warehouse
@@ -41,6 +42,7 @@ class TableAudit:
     scanned_bytes: int | None = 0
     whole_table: bool = False  # not partitioned: the whole table was counted
     missing: bool = False  # no such table
+    error: str | None = None  # the warehouse refused to count (a column changed by hand, say)
 
     @property
     def duplicated(self) -> int:
@@ -98,5 +100,13 @@ def audit_table(
 def audit(
     warehouse: Warehouse, store: ObjectStore | None, layout: Layout, schemas: SchemaSet, days: int, today: dt.date
 ) -> list[TableAudit]:
-    """Audit every table of ``schemas`` (see the module); ``store`` None skips the commit-log comparison."""
-    return [audit_table(warehouse, store, layout, t, days, today) for t in schemas.tables()]
+    """Audit every table of ``schemas`` (see the module); ``store`` None skips the
+    commit-log comparison. A table the warehouse refuses to count (its columns
+    changed by hand: drift says how) carries the error; the others are counted."""
+    out = []
+    for t in schemas.tables():
+        try:
+            out.append(audit_table(warehouse, store, layout, t, days, today))
+        except BackendError as exc:  # not an outage: those stop the audit (and are retried)
+            out.append(TableAudit(t.name, whole_table=t.partitioning is None, error=str(exc)))
+    return out

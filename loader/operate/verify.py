@@ -11,6 +11,7 @@ tightened, another partition field).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bqspool.schemas.definition import Field, TableDef
@@ -215,9 +216,18 @@ def drift(warehouse: Warehouse, schemas: SchemaSet) -> list[Drift]:
     return out
 
 
-def fix(warehouse: Warehouse, schemas: SchemaSet, found: list[Drift]) -> list[str]:
-    """Apply the safe fixes among ``found``; the changes made, one line each."""
+def fix(
+    warehouse: Warehouse, schemas: SchemaSet, found: list[Drift], on_fixed: Callable[[str], None] | None = None
+) -> list[str]:
+    """Apply the safe fixes among ``found``; the changes made, one line each, each
+    also told to ``on_fixed`` as soon as it is made (a later fix may fail)."""
     done: list[str] = []
+
+    def made(line: str) -> None:
+        done.append(line)
+        if on_fixed is not None:
+            on_fixed(line)
+
     by_table: dict[str, list[Drift]] = {}
     for d in found:
         if d.fix:
@@ -225,16 +235,22 @@ def fix(warehouse: Warehouse, schemas: SchemaSet, found: list[Drift]) -> list[st
     for name, items in by_table.items():
         table = schemas[name]
         if any(d.what == "table" for d in items):
-            done += warehouse.ensure_table(table)
+            for line in warehouse.ensure_table(table):
+                made(line)
             continue
         options: dict = {}
+        pending: list[str] = []  # option changes, made in one update at the end
         for d in items:
             if d.what.startswith("column ") and d.what.endswith(" mode"):
                 column = d.what.removeprefix("column ").removesuffix(" mode")
                 warehouse.relax_column(name, column)
-            elif d.what.startswith("column "):
+                made(f"{name}: {d.fix}")
+                continue
+            if d.what.startswith("column "):
                 warehouse.add_column(name, table.field(d.what.removeprefix("column ")))
-            elif d.what == "partition expiration":
+                made(f"{name}: {d.fix}")
+                continue
+            if d.what == "partition expiration":
                 options["expiration_days"] = table.partitioning.expiration_days if table.partitioning else None
             elif d.what == "require partition filter":
                 options["require_partition_filter"] = bool(
@@ -245,7 +261,9 @@ def fix(warehouse: Warehouse, schemas: SchemaSet, found: list[Drift]) -> list[st
             elif d.what == "labels":
                 have = (warehouse.table_options(name) or {}).get("labels", {})
                 options["labels"] = {**have, **table.labels}
-            done.append(f"{name}: {d.fix}")
+            pending.append(f"{name}: {d.fix}")
         if options:
             warehouse.update_options(name, options)
+            for line in pending:
+                made(line)
     return done

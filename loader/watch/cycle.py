@@ -29,9 +29,12 @@ log = logging.getLogger("bqspool.loader")
 
 
 class Notifier(Protocol):
-    """Where notifications go (``backends.webhook.Webhook``): False if one could not be delivered."""
+    """Where notifications go (``backends.webhook.Webhook``): False if one could not be
+    delivered; ``should_stop()`` once nothing more should be tried."""
 
     def send(self, note: dict) -> bool: ...
+
+    def should_stop(self) -> bool: ...
 
 
 def text_of(note: dict) -> str:
@@ -52,9 +55,13 @@ def load_state(path: Path) -> dict:
 
 
 def save_state(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the state owner-only (it names tables and alerts), atomically."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two monitors never share a temporary file
-    tmp.write_text(json.dumps(state, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(state, sort_keys=True))
+    os.chmod(tmp, 0o600)  # an older file of ours may have been 0644
     tmp.replace(path)
 
 
@@ -78,7 +85,12 @@ def cycle(monitor: Monitor, notifier: Notifier | None, state_path: Path | None =
     notes += [{"status": "resolved", "alert": before[k]} for k in before if k not in active]
     for note in notes:
         log.warning(text_of(note), extra=fields(note["alert"]["table"]))
-    unsent = [n for n in notes if not notifier.send({"text": text_of(n), **n})] if notifier is not None else []
+    unsent: list[dict] = []
+    if notifier is not None:
+        for note in notes:
+            # Once told to stop, what is left waits in the state for the next monitor.
+            if notifier.should_stop() or not notifier.send({"text": text_of(note), **note}):
+                unsent.append(note)
     new_state = {
         "evaluated": now,
         "active": active,

@@ -9,11 +9,17 @@ with a meta refresh.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hmac
 import html
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
+
+from bqspool.schemas.errors import ConfigError
 
 W, H = 360, 80  # one chart's size in px
 
@@ -100,11 +106,85 @@ def render(state: dict, page: dict, refresh_s: int) -> str:
 </body></html>"""
 
 
-class StatusServer:
-    """Serves the page, /healthz and /metrics from the monitor's latest cycle, in a thread."""
+class _BoundedServer(HTTPServer):
+    """An HTTP server with a fixed pool of workers: a connection past them is
+    turned away at once (503), never given a thread of its own, so slow or idle
+    clients cannot pile up threads (900 held 904 threads before)."""
 
-    def __init__(self, address: str, metrics_text, refresh_s: int = 30):
-        host, _, port = address.rpartition(":")
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, workers: int):
+        super().__init__(address, handler)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bqspool-status")
+        self._free = threading.BoundedSemaphore(workers)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._free.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        self._pool.submit(self._work, request, client_address)
+
+    def _work(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self._free.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def bind_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``PORT``; the host is 127.0.0.1 unless named (the page
+    shows the dataset's figures: expose it on purpose, with a token)."""
+    host, _, port = address.rpartition(":")
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError:
+        raise ConfigError(f"--serve {address!r}: give HOST:PORT, like 127.0.0.1:8080") from None
+
+
+def authorized(header: str | None, token: str | None) -> bool:
+    """Whether an ``Authorization`` header carries ``token``: ``Bearer TOKEN``, or
+    HTTP Basic with TOKEN as the password (what a browser's own prompt sends)."""
+    if not token:
+        return True
+    scheme, _, value = (header or "").partition(" ")
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.strip(), token)
+    if scheme.lower() == "basic":
+        try:
+            password = base64.b64decode(value.strip()).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(password, token)
+    return False
+
+
+class StatusServer:
+    """Serves the page, /healthz and /metrics from the monitor's latest cycle, in a thread.
+
+    Each connection has ``idle_timeout`` seconds to send its request and take the
+    answer, and at most ``workers`` are served at once. With ``token``, the
+    page and /metrics ask for it (Bearer, or Basic with it as the password);
+    /healthz stays open for health checks."""
+
+    def __init__(
+        self,
+        address: str,
+        metrics_text,
+        refresh_s: int = 30,
+        *,
+        token: str | None = None,
+        idle_timeout: float = 10.0,
+        workers: int = 8,
+    ):
         self.state: dict[str, Any] = {}
         self.page: dict[str, Any] = {}
         self.metrics_text = metrics_text
@@ -112,31 +192,43 @@ class StatusServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = idle_timeout  # an idle or slow client is dropped, its worker freed
+
             def do_GET(self) -> None:
-                if self.path == "/metrics":
-                    self._send(200, "text/plain; version=0.0.4", outer.metrics_text())
-                elif self.path == "/healthz":
+                path = self.path.partition("?")[0]
+                if path == "/healthz":
                     critical = [a for a in outer.state.get("active", {}).values() if a["severity"] == "critical"]
                     body = "ok\n" if not critical else "".join(f"critical: {a['message']}\n" for a in critical)
                     self._send(503 if critical or not outer.state else 200, "text/plain", body.encode())
-                elif self.path in ("/", "/index.html"):
+                elif not authorized(self.headers.get("Authorization"), token):
+                    self._send(
+                        401,
+                        "text/plain",
+                        b"a token is needed: Authorization: Bearer TOKEN\n",
+                        {"WWW-Authenticate": 'Basic realm="bqspool"'},
+                    )
+                elif path == "/metrics":
+                    self._send(200, "text/plain; version=0.0.4", outer.metrics_text())
+                elif path in ("/", "/index.html"):
                     self._send(
                         200, "text/html; charset=utf-8", render(outer.state, outer.page, outer.refresh_s).encode()
                     )
                 else:
                     self._send(404, "text/plain", b"not found\n")
 
-            def _send(self, code: int, kind: str, body: bytes) -> None:
+            def _send(self, code: int, kind: str, body: bytes, headers: dict[str, str] | None = None) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(body)
 
             def log_message(self, *args) -> None:  # requests are not worth a log line each
                 pass
 
-        self.server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+        self.server = _BoundedServer(bind_address(address), Handler, workers)
         self.thread = threading.Thread(target=self.server.serve_forever, name="bqspool-status", daemon=True)
 
     @property
