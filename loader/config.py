@@ -48,6 +48,10 @@
     long_term_storage_gib_month = 0.01
     query_per_tib = 6.25
     gcs_standard_gib_month = 0.02    # also gcs_nearline_, gcs_coldline_, gcs_archive_gib_month
+    gcs_class_a_per_1000 = 0.005     # uploads, listings, the commit log's writes
+    gcs_class_b_per_1000 = 0.0004    # reads, stats
+    gcs_coldline_class_a_per_1000 = 0.02  # each archive file's lifecycle move to COLDLINE
+    pubsub_throughput_per_tib = 40.0 # and pubsub_bigquery_per_tib = 50.0: the comparison's
 
 Every key can be overridden by an environment variable: ``BQSPOOL_`` plus
 the key in capitals, sections joined with ``_`` (``BQSPOOL_BATCH_ROWS``).
@@ -118,6 +122,11 @@ class Config:
     price_gcs_nearline_gib_month: float = 0.01
     price_gcs_coldline_gib_month: float = 0.004
     price_gcs_archive_gib_month: float = 0.0012
+    price_gcs_class_a_per_1000: float = 0.005  # insert, copy, rewrite, compose, list, patch (STANDARD)
+    price_gcs_class_b_per_1000: float = 0.0004  # get, metadata (STANDARD)
+    price_gcs_coldline_class_a_per_1000: float = 0.02  # a lifecycle move to COLDLINE is one of these
+    price_pubsub_throughput_per_tib: float = 40.0  # Pub/Sub publishing, for the comparison
+    price_pubsub_bigquery_per_tib: float = 50.0  # a BigQuery subscription's writes, for the comparison
     # `bqspool monitor`: the seed's alert rules, translated (docs/operations.md)
     monitor_window_minutes: float = 60.0  # the window error rate and delay are measured over
     monitor_no_data_minutes: float = 15.0  # critical: nothing loaded this long while events wait

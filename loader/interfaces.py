@@ -97,9 +97,10 @@ class ObjectStore(Protocol):
         """
         ...
 
-    def list_objects(self, prefix: str) -> list[StoredObject]:
-        """Every object whose name starts with ``prefix``, by name, with its metadata
-        (class A: one request per page of up to 1,000 objects)."""
+    def list_objects(self, prefix: str, start_offset: str | None = None) -> list[StoredObject]:
+        """Every object whose name starts with ``prefix`` (and, given ``start_offset``,
+        is not before it), by name, with its metadata (class A: one request per page
+        of up to 1,000 objects)."""
         ...
 
     def stat(self, name: str) -> StoredObject | None:
@@ -115,9 +116,12 @@ class ObjectStore(Protocol):
         that was gone already. A store that can batch calls does."""
         ...
 
-    def write_object(self, name: str, data: bytes, if_generation_match: int) -> StoredObject:
-        """Write ``data`` only if the object's generation is ``if_generation_match``
-        (0: only if it does not exist); ``PreconditionFailedError`` otherwise."""
+    def write_object(
+        self, name: str, data: bytes, if_generation_match: int, metadata: Mapping[str, str] | None = None
+    ) -> StoredObject:
+        """Write ``data``, with custom ``metadata``, only if the object's generation is
+        ``if_generation_match`` (0: only if it does not exist); ``PreconditionFailedError``
+        otherwise. Listings return the metadata, so what it says costs no read."""
         ...
 
     def move_object(self, name: str, to: str) -> bool:
@@ -228,6 +232,11 @@ class LoadJobs(Protocol):
     """
 
     limits: WarehouseLimits
+
+    @property
+    def requests(self) -> RequestCounts:
+        """What this warehouse sent, by operation: job inserts, job lookups, queries (:mod:`.billing`)."""
+        ...
 
     def get_job(self, job_id: str) -> JobOutcome | None:
         """The job, or None if no job has that id."""

@@ -42,7 +42,6 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
         drainer = make_drainer(config, commit=role == "all", should_stop=stop.is_set, progress=True)
         step = drainer.drain_once if role == "all" else drainer.ship_once
     metrics = _metrics(config)
-    budgets = budget_reader(config) if metrics is not None and role != "ship" else None
     seconds = config.schedule_seconds()
     trigger = IntervalTrigger(seconds=seconds) if seconds else CronTrigger.from_crontab(config.schedule)
     scheduler = BlockingScheduler()
@@ -51,7 +50,7 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
         try:
             report = step()
             if metrics is not None:
-                record(metrics, report, budgets)
+                record(metrics, report)
         except BqspoolError as exc:
             # The buffer and the bucket keep everything; the next tick tries again.
             log.error("%s failed (%s): %s", role, "will retry" if exc.retryable else "needs attention", exc)
@@ -87,25 +86,8 @@ def _metrics(config: Config):
     return metrics
 
 
-def budget_reader(config: Config) -> Callable[[], dict]:
-    """``operate.status.commit_status`` of the configured bucket, with its client and
-    the schema set's tables made once (a listing per table each call)."""
-    from .clients import make_object_store
-    from .layout import Layout
-    from .operate.status import commit_status
-
-    tables = None
-    if config.schemas:
-        from bqspool.schemas import load_schema_set
-
-        tables = list(load_schema_set(config.schemas))
-    store, layout = make_object_store(config), Layout(config.prefix)
-    return lambda: commit_status(store, layout, config.quota_jobs_per_table_day, tables)
-
-
-def record(metrics, report, budgets: Callable[[], dict] | None = None) -> None:
-    """Feed a ship, commit or drain report to the metrics; with ``budgets`` (see
-    :func:`budget_reader`), the load jobs used against the budget per table too."""
+def record(metrics, report) -> None:
+    """Feed a ship, commit or drain report to the metrics."""
     from .commit.report import CommitReport
     from .drain import DrainReport
     from .ship.report import ShipReport
@@ -117,8 +99,6 @@ def record(metrics, report, budgets: Callable[[], dict] | None = None) -> None:
         metrics.ship(report)
     elif isinstance(report, CommitReport):
         metrics.commit(report)
-    if budgets is not None:
-        metrics.budgets(budgets())
 
 
 def last_ship(drainer, stop: threading.Event, deadline_s: float = SHUTDOWN_DEADLINE_S) -> None:

@@ -197,10 +197,10 @@ def test_a_committer_whose_release_failed_takes_its_lease_back_at_once(rig):
     appended = rig.fill({"tasks": 10})
     real_write = rig.store.write_object
 
-    def no_release(name, data, generation):  # GCS goes away as the commit lets its lease go
+    def no_release(name, data, generation, metadata=None):  # GCS goes away as the commit lets its lease go
         if name.endswith("committer.lease") and b'"holder": ""' in data:
             raise BackendUnavailableError("GCS is down")
-        return real_write(name, data, generation)
+        return real_write(name, data, generation, metadata)
 
     rig.store.write_object = no_release
     drainer = rig.drainer()

@@ -225,7 +225,7 @@ def _samples(text: str) -> dict[tuple, float]:
 
 def test_the_metrics_agree_with_what_was_appended_shipped_and_loaded(stack, tmp_path):
     from bqspool.buffer.metrics import expose
-    from bqspool.loader.scheduler import budget_reader, record
+    from bqspool.loader.scheduler import record
     from bqspool.loader.watch.metrics import LoaderMetrics
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -249,7 +249,7 @@ def test_the_metrics_agree_with_what_was_appended_shipped_and_loaded(stack, tmp_
     assert writer[("bqspool_commit_group_events_sum", ())] == 13
 
     metrics = LoaderMetrics()
-    record(metrics, env.drainer().drain_once(), budget_reader(env.config))
+    record(metrics, env.drainer().drain_once())
     got = _samples(metrics.text().decode())
     assert got[("bqspool_shipped_events_total", label("tasks"))] == 9
     assert got[("bqspool_shipped_batches_total", label("tasks"))] == 3

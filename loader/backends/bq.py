@@ -16,11 +16,13 @@ from collections.abc import Callable
 
 from google.api_core import exceptions as gexc
 
+from ..billing import RequestCounts
 from ..interfaces import JobError, JobFailure, JobOutcome, WarehouseLimits
 from ..retry import RetryPolicy
 from .bq_queries import QueriesMixin
 from .bq_tables import TablesMixin
 from .google_errors import TRANSIENT_REASONS
+from .meter import Meter, bigquery_operation
 
 log = logging.getLogger("bqspool.loader")
 
@@ -67,6 +69,13 @@ class BigQueryWarehouse(TablesMixin, QueriesMixin):
         self.project, self.dataset, self.location = project, dataset, location
         self.retry = retry
         self.clock, self.sleep = clock, sleep
+        self.meter = Meter(bigquery_operation)
+        self.meter.install(client)
+
+    @property
+    def requests(self) -> RequestCounts:
+        """What this warehouse sent: jobs inserted, looked up, queries, table administration."""
+        return self.meter.requests
 
     # -- load jobs ------------------------------------------------------------
 

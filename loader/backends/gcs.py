@@ -21,7 +21,7 @@ from ..billing import RequestCounts
 from ..interfaces import LifecycleRule, ObjectData, StoredObject
 from ..retry import RetryPolicy
 from . import gcs_batch
-from .gcs_meter import Meter
+from .meter import Meter
 
 
 def crc32c_of(path: Path) -> str:
@@ -158,10 +158,13 @@ class GcsStore:
             )
         return StoredObject(name, len(data), crc32c, int(found.get("generation") or 0), metadata=dict(metadata))
 
-    def list_objects(self, prefix: str) -> list[StoredObject]:
+    def list_objects(self, prefix: str, start_offset: str | None = None) -> list[StoredObject]:
         def attempt() -> list[StoredObject]:
             # The whole listing in one attempt: a page lost midway starts over.
-            return [_stored(b) for b in self.client.list_blobs(self.bucket_name, prefix=prefix, retry=None, timeout=60)]
+            blobs = self.client.list_blobs(
+                self.bucket_name, prefix=prefix, start_offset=start_offset, retry=None, timeout=60
+            )
+            return [_stored(b) for b in blobs]
 
         return self.retry.call(f"list {self.uri(prefix)}", attempt)
 
@@ -211,9 +214,13 @@ class GcsStore:
 
         return self.retry.call(f"delete {self.uri(name)}", attempt)
 
-    def write_object(self, name: str, data: bytes, if_generation_match: int) -> StoredObject:
+    def write_object(
+        self, name: str, data: bytes, if_generation_match: int, metadata: Mapping[str, str] | None = None
+    ) -> StoredObject:
         def attempt() -> StoredObject:
             blob = self.bucket.blob(name)
+            if metadata:
+                blob.metadata = dict(metadata)
             try:
                 blob.upload_from_string(
                     data,

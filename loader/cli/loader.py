@@ -98,9 +98,12 @@ def _loader_process() -> None:
 
 
 def _print_ship(report) -> None:
+    from ..billing import describe
+
     click.echo(
         f"shipped {report.events_shipped} events in {report.batches_shipped} batches "
-        f"({report.bytes_shipped} bytes) in {report.seconds:.1f}s{_steps(report.step_seconds)}",
+        f"({report.bytes_shipped} bytes) in {report.seconds:.1f}s{_steps(report.step_seconds)}; "
+        f"{describe(report.requests)}",
         err=True,
     )
 
@@ -112,10 +115,16 @@ def _steps(took: dict[str, float]) -> str:
 
 
 def _print_commit(report) -> None:
+    from ..billing import describe
+
     waiting = sum(report.waiting.values())
+    if report.idle:
+        click.echo(f"nothing staged: no commit; {describe(report.requests)}", err=True)
+        return
     click.echo(
         f"committed {report.objects_loaded} objects ({report.events_loaded} events) with "
-        f"{report.jobs_submitted} load jobs in {report.seconds:.1f}s; {waiting} objects still waiting",
+        f"{report.jobs_submitted} load jobs in {report.seconds:.1f}s; {waiting} objects still waiting; "
+        f"{describe({**report.requests, **report.bigquery})}",
         err=True,
     )
     if report.dead_lettered:
@@ -237,11 +246,11 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
 
 def _textfile(cfg, report) -> None:
     """This drain's metrics, for node_exporter's textfile collector (counters of this run)."""
-    from ..scheduler import budget_reader, record
+    from ..scheduler import record
     from ..watch.metrics import LoaderMetrics
 
     metrics = LoaderMetrics()
-    record(metrics, report, budget_reader(cfg))
+    record(metrics, report)
     metrics.write_textfile(cfg.metrics_textfile)
 
 

@@ -225,16 +225,16 @@ def cost(config_path: str | None, days: int, as_json: bool) -> None:
         click.echo(_dumps(report))
         return
     click.echo(f"cost {report['since']} to {report['until']} ({days} days), list prices as of {cfg.price_as_of}, USD")
-    click.echo(f"{'table':34s} {'jobs':>6s} {'events':>10s} {'loaded':>11s} {'row size':>9s}")
+    click.echo(
+        f"{'table':30s} {'jobs':>6s} {'events':>10s} {'loaded':>10s} {'row size':>9s} {'class A':>8s} {'class B':>8s}"
+    )
     for name, t in report["tables"].items():
+        ops = t["storage_operations"]
         click.echo(
-            f"{name:34s} {t['jobs']:>6d} {t['events']:>10d} {_size(t['parquet_bytes']):>11s} {t['row_bytes']:>8.0f}B"
+            f"{name:30s} {t['jobs']:>6d} {t['events']:>10d} {_size(t['parquet_bytes']):>10s} "
+            f"{t['row_bytes']:>8.0f}B {ops['class_a']:>8d} {ops['class_b']:>8d}"
         )
-    ing = report["ingestion"]
-    click.echo(f"ingestion of {ing['events']} events:")
-    click.echo(f"  bqspool batch load jobs      ${ing['bqspool_batch_loads_usd']:.2f}  (free on the shared slot pool)")
-    click.echo(f"  legacy streaming inserts     ${ing['legacy_streaming_usd']:.4f}  (each row billed as >= 1 KB)")
-    click.echo(f"  Storage Write API            ${ing['storage_write_api_usd']:.4f}  (after the free amount)")
+    _print_ingestion(report["ingestion"])
     if any(t["row_bytes_from"] != "warehouse" for t in report["tables"].values() if t["events"]):
         click.echo("  row sizes from Parquet bytes (a lower bound): the warehouse does not report logical bytes")
     bq = report["bigquery_storage"]
@@ -257,6 +257,27 @@ def cost(config_path: str | None, days: int, as_json: bool) -> None:
         click.echo(f"queries: {q['jobs']} jobs billed {_size(q['bytes_billed'])}: ${q['usd']:.4f}")
     else:
         click.echo(f"queries: not available here: {q['reason']}")
+
+
+def _print_ingestion(ing: dict) -> None:
+    """``cost``'s ingestion lines: bqspool's path item by item, then each alternative and the ratio to it."""
+    ops, moves = ing["storage_operations"], ing["lifecycle_transitions"]
+    click.echo(f"ingestion of {ing['events']} events:")
+    click.echo(f"  bqspool                      ${ing['bqspool_batch_loads_usd']:.4f}  (load jobs are free; this is:)")
+    click.echo(
+        f"    storage requests           ${ops['usd']:.4f}  ({ops['class_a']} class A, {ops['class_b']} class B)"
+    )
+    click.echo(f"    staging storage            ${ing['staging_storage_usd']:.4f}")
+    click.echo(f"    archive storage            ${ing['archive_storage_usd']:.4f}  (over the window)")
+    click.echo(f"    moves to COLDLINE          ${moves['usd']:.4f}  ({moves['files']} archive files)")
+    for key, label, note in (
+        ("legacy_streaming", "legacy streaming inserts", "each row billed as >= 1 KB"),
+        ("storage_write_api", "Storage Write API", "after the free amount"),
+        ("pubsub_bigquery_subscription", "Pub/Sub BigQuery subscription", "publish + subscription"),
+    ):
+        ratio = ing["ratio"][key]
+        vs = f"bqspool is {ratio:.2f}x" if ratio is not None else "bqspool costs more than $0 here"
+        click.echo(f"  {label:28s} ${ing[key + '_usd']:.4f}  ({note}; {vs})")
 
 
 @main.command()

@@ -29,7 +29,7 @@ from typing import Any
 
 from bqspool.schemas.errors import BackendError, ObjectConflictError
 
-from .. import faults
+from .. import billing, faults
 from ..archived import SOURCES_KEY
 from ..interfaces import ObjectStore, StoredObject
 from ..layout import Layout, ObjectName, day_of
@@ -140,7 +140,7 @@ class Archiver:
 
         # Many small reads: side by side (the storage client keeps 10 connections a pool).
         with ThreadPoolExecutor(DOWNLOADS, thread_name_prefix="bqspool-archive") as pool:
-            found = list(pool.map(one, range(len(part.sources)), part.sources))
+            found = list(pool.map(billing.keeping_tag(one), range(len(part.sources)), part.sources))
         return [f for f in found if f is not None]
 
 

@@ -41,10 +41,12 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from bqspool.schemas.errors import LeaseHeldError, LeaseLostError, PreconditionFailedError
 
+from ..billing import checked_ops
 from ..interfaces import ObjectStore
 
 log = logging.getLogger("bqspool.loader")
@@ -60,6 +62,9 @@ class BucketLease:
     generation: int
     expires: float  # on the store's clock
     written: float = 0.0  # when the store wrote our last write, on its clock (0: not known)
+    # Requests the last holder sent after its last summary, which it left in the
+    # released lease for the next holder to record (see Committer._carry).
+    carried: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,10 @@ def acquire(store: ObjectStore, name: str, holder: str, ttl_s: float) -> BucketL
         if landed is None:
             raise LeaseHeldError(f"another committer took {name} at the same moment") from exc
         return BucketLease(name, holder, token, *landed)
-    return BucketLease(name, holder, token, written.generation, (written.updated or now) + ttl_s, written.updated)
+    carried = checked_ops(doc.get("unrecorded")) if not doc.get("holder") else {}
+    return BucketLease(
+        name, holder, token, written.generation, (written.updated or now) + ttl_s, written.updated, carried
+    )
 
 
 def _landed(store: ObjectStore, name: str, holder: str, token: int) -> tuple[int, float] | None:
@@ -142,14 +150,18 @@ def renew(store: ObjectStore, lease: BucketLease, ttl_s: float) -> None:
     lease.generation, lease.expires = written.generation, (written.updated or now) + ttl_s
 
 
-def release(store: ObjectStore, lease: BucketLease) -> None:
-    """Give the lease up if it is still ours (a conditional write of an expired lease)."""
+def release(store: ObjectStore, lease: BucketLease, unrecorded: Mapping[str, int] | None = None) -> bool:
+    """Give the lease up if it is still ours (a conditional write of an expired lease),
+    leaving in it the requests ``unrecorded`` for the next holder to record; whether
+    it was written."""
     try:
-        store.write_object(lease.name, _doc("", 0.0, lease.token, 0.0), lease.generation)
+        store.write_object(lease.name, _doc("", 0.0, lease.token, 0.0, unrecorded), lease.generation)
     except PreconditionFailedError:
-        pass  # taken over meanwhile: not ours to release
+        return False  # taken over meanwhile: not ours to release
     except Exception as exc:  # it expires by itself; the next committer waits at most the lease
         log.warning("could not release the committer lease %s: %s", lease.name, exc)
+        return False
+    return True
 
 
 def holder_of(store: ObjectStore, name: str) -> str | None:
@@ -159,10 +171,12 @@ def holder_of(store: ObjectStore, name: str) -> str | None:
     return holder if holder and found.expires > store.now() else None
 
 
-def _doc(holder: str, ttl_s: float, token: int, expires: float) -> bytes:
+def _doc(holder: str, ttl_s: float, token: int, expires: float, unrecorded: Mapping[str, int] | None = None) -> bytes:
     """The lease document: ``ttl`` decides (from the object's write time); ``expires``,
     on the store's clock as the writer read it, is for people reading the object."""
-    doc = {"holder": holder, "ttl": ttl_s, "expires": expires, "token": token, "process": _me()}
+    doc: dict = {"holder": holder, "ttl": ttl_s, "expires": expires, "token": token, "process": _me()}
+    if unrecorded:
+        doc["unrecorded"] = dict(unrecorded)
     return json.dumps(doc).encode()
 
 

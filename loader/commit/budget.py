@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import billing
 from ..interfaces import WarehouseLimits
+from ..layout import is_table_name
 from ..settings import Settings
 from .commitlog import DAY_S, LogReader, TableLog
+from .report import CommitReport
 
 NEAR_QUOTA = 0.8  # of the budget used: from here on, as many objects per job as the warehouse takes
 PACE_WINDOW_S = 10.0  # the warehouse's limits.jobs_per_table_10s are per this window
@@ -44,6 +47,13 @@ class Budget:
         """Creation times of the table's jobs in the last 24 h (see ``LogReader.jobs_since``)."""
         now = self.clock()
         return self.reader.jobs_since(table, now - DAY_S, tlog, now)
+
+    def count(self, tables: list[str], logs: dict[str, TableLog], report: CommitReport) -> None:
+        """Each table's jobs in 24 h into ``report``'s ``jobs_24h``, where the commit did not count them already."""
+        for table in tables:
+            if is_table_name(table) and "jobs_24h" not in report.per_table.get(table, {}):
+                with billing.spending(table):
+                    report.table(table)["jobs_24h"] = len(self.used(table, logs.get(table) or TableLog()))
 
     def objects_per_job(self, used: int) -> int:
         """Objects per job: the configured number, or as many as the warehouse takes near the budget."""

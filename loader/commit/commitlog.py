@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from ..billing import checked_ops
 from ..interfaces import ObjectStore, StoredObject
 from ..layout import OUTCOMES, Layout, Outcome, RecordName, appended_at, day_of, events_in
 
@@ -51,6 +52,9 @@ class Record:
     created: float = 0.0
     holder: str = ""
     nbytes: int = 0  # the sources' stored size, for `cost` and the audit
+    # What the ships that made the sources spent (their objects' metadata): the
+    # done summary counts it with the commit's own requests, for `cost`.
+    ship_ops: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def events(self) -> int | None:
@@ -77,6 +81,7 @@ class Record:
                 "holder": self.holder,
                 "bytes": self.nbytes,
                 "sources": list(self.sources),
+                **({"ship_ops": self.ship_ops} if self.ship_ops else {}),
             },
             separators=(",", ":"),
         ).encode()
@@ -93,6 +98,7 @@ class Record:
             obj.created,
             doc["holder"],
             int(doc.get("bytes", 0)),
+            checked_ops(doc.get("ship_ops")),
         )
 
 
@@ -150,20 +156,33 @@ class LogReader:
         self._created: dict[str, float] = {}  # record key -> creation time, of records seen live
 
     def table(self, table: str) -> TableLog:
+        """One listing of ``table``'s live commit log."""
         log = TableLog()
         for obj in self.store.list_objects(self.layout.commits(table)):
-            log.objects.append(obj)
-            name = RecordName.parse(obj.name)
-            if name is None:
-                continue
-            if name.kind == "record":
-                rec = self.record(obj)
-                if rec is not None:
-                    log.records[rec.key] = rec
-                    self._created[rec.key] = rec.created
-            else:
-                log.outcomes.setdefault(name.key, {})[name.kind] = obj
+            self._add(log, obj)
         return log
+
+    def tables(self) -> dict[str, TableLog]:
+        """Every table's live commit log, from one listing of them all: a commit
+        round lists once, not once per table (a listing is a class A request)."""
+        root = self.layout.commits()
+        logs: dict[str, TableLog] = {}
+        for obj in self.store.list_objects(root):
+            self._add(logs.setdefault(obj.name[len(root) :].split("/")[0], TableLog()), obj)
+        return logs
+
+    def _add(self, log: TableLog, obj: StoredObject) -> None:
+        log.objects.append(obj)
+        name = RecordName.parse(obj.name)
+        if name is None:
+            return
+        if name.kind == "record":
+            rec = self.record(obj)
+            if rec is not None:
+                log.records[rec.key] = rec
+                self._created[rec.key] = rec.created
+        else:
+            log.outcomes.setdefault(name.key, {})[name.kind] = obj
 
     def remember(self, obj: StoredObject, rec: Record) -> None:
         """A record this process just wrote: no need to read it back."""
@@ -195,15 +214,17 @@ class LogReader:
         times = {
             r.key: r.created for r in live.records.values() if r.created >= since and live.outcome(r.key) != "void"
         }
-        for day in sorted({day_of(since), day_of(now)}):
-            listed = self.store.list_objects(self.layout.commit_archive(table, day))
-            archived = [(o, n) for o in listed if (n := RecordName.parse(o.name)) is not None]
-            voided = {n.key for _, n in archived if n.kind == "void"}
-            for o, n in archived:
-                if n.key not in voided and o.created >= since and (n.kind == "record" or n.kind in OUTCOMES):
-                    # When the record was made, where this reader saw it live; else when
-                    # it was closed, a little later (pacing then errs on the safe side).
-                    times.setdefault(n.key, self._created.get(n.key, o.created))
+        # One listing from the first day's folder on (days sort by name): yesterday's and today's.
+        listed = self.store.list_objects(
+            self.layout.commit_archive(table), start_offset=self.layout.commit_archive(table, day_of(since))
+        )
+        archived = [(o, n) for o in listed if (n := RecordName.parse(o.name)) is not None]
+        voided = {n.key for _, n in archived if n.kind == "void"}
+        for o, n in archived:
+            if n.key not in voided and o.created >= since and (n.kind == "record" or n.kind in OUTCOMES):
+                # When the record was made, where this reader saw it live; else when
+                # it was closed, a little later (pacing then errs on the safe side).
+                times.setdefault(n.key, self._created.get(n.key, o.created))
         return sorted(times.values())
 
 

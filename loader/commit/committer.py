@@ -38,13 +38,13 @@ from bqspool.schemas.errors import (
     PreconditionFailedError,
 )
 
-from .. import faults
+from .. import billing, faults
 from ..interfaces import LoadJobs, ObjectStore, StoredObject, find_object
-from ..layout import Layout, ObjectName, RecordName, is_table_name
+from ..layout import Layout, RecordName, is_table_name
 from ..logs import fields
 from ..process import new_holder, peak_rss_mb, since_boot
 from ..settings import DEFAULTS, Settings
-from . import bucket_lease
+from . import bucket_lease, grouping
 from .budget import PACE_WINDOW_S, Budget
 from .commitlog import LogReader, Record, TableLog
 from .jobs import Jobs
@@ -93,6 +93,8 @@ class Committer:
         self.jobs = Jobs(objects, warehouse, self.layout, self.reader, lambda: self._renew(), on_loaded)
         self.screen = Screen(objects, self.layout, tables)
         self._renewed = 0.0
+        self._left_work = True  # the last commit left work (deferred, waiting): the next may not skip
+        self._budgets_counted = False  # every table's jobs in 24 h, for the metrics, once a process
         self._report = CommitReport()  # this commit's
         self._eligible: dict[str, set[str]] = {}  # per table: what this commit takes on
         self._staged: dict[str, dict[str, StoredObject]] = {}  # per table: what this commit knows is staged
@@ -111,36 +113,76 @@ class Committer:
     def commit_once(self) -> CommitReport:
         """Load everything shipped now. LeaseHeldError if another committer is at
         it, LeaseLostError if this one lost its lease midway, BackendUnavailableError
-        if GCS or BigQuery stay down. Safe to kill at any instant."""
+        if GCS or BigQuery stay down. Safe to kill at any instant.
+
+        A commit with nothing to do costs one listing: when nothing is staged
+        and this committer's last commit left nothing behind, it takes no lease."""
         started = time.monotonic()
-        report = self._report = CommitReport()
+        report = self._report = CommitReport(budget=self.budget.quota)
+        counts, calls = self.objects.requests, self.warehouse.requests
+        before, calls_before = counts.snapshot(), calls.snapshot()
+        try:
+            with billing.spending(billing.SHARED):
+                if self._idle():
+                    report.idle = True
+                else:
+                    self._commit(report)
+        finally:
+            report.requests = counts.since(before)
+            report.bigquery = calls.since(calls_before)
+        report.seconds = round(time.monotonic() - started, 3)
+        report.peak_rss_mb = peak_rss_mb()
+        self._left_work = bool(report.deferred or report.quarantined or any(report.waiting.values()))
+        if report.jobs_submitted or report.objects_loaded or report.quarantined or report.deferred:
+            log.info(
+                "commit: %d objects (%d events) loaded with %d jobs in %.1fs; %s%s%s",
+                report.objects_loaded,
+                report.events_loaded,
+                report.jobs_submitted,
+                report.seconds,
+                billing.describe({**report.requests, **report.bigquery}),
+                f"; quarantined {report.quarantined}" if report.quarantined else "",
+                f"; deferred {report.deferred}" if report.deferred else "",
+            )
+        return report
+
+    def _idle(self) -> bool:
+        """Nothing staged, and nothing left by this committer's last commit (a
+        first commit always looks at the log: a committer may have died in it)."""
+        return not self._left_work and not self.objects.list_objects(self.layout.staged())
+
+    def _commit(self, report: CommitReport) -> None:
+        """The commit under the lease (see :meth:`commit_once`)."""
         self._check_clock()
         self._renewed = since_boot()  # before the request: its time counts against the lease
         self.lease = bucket_lease.acquire(self.objects, self.layout.lease, self.holder, self.settings.lease_seconds)
+        # What the last holder sent after its last summary: recorded by this commit's first.
+        self.objects.requests.give_back(billing.SHARED, self.lease.carried)
         if self.lease.written:  # the store's time of our write, to the millisecond: a finer offset than a Date
             self._offset = self.clock() - self.lease.written
         try:
             # One listing of everything staged names the tables, fixes what this
             # commit takes on, and serves the first round: each is a walk of the bucket.
             staged = self._staged_by_table(report)
-            tables = sorted(set(staged) | set(self.layout.by_table(self.objects, self.layout.commits())))
-            self._commit_tables([t for t in tables if is_table_name(t)], staged, report)
+            logs = self.reader.tables()
+            tables = sorted(set(staged) | set(logs))
+            self._commit_tables([t for t in tables if is_table_name(t)], staged, logs, report)
+            if not self._budgets_counted:  # once a process, every table: the metrics start with them
+                self.budget.count(sorted(set(tables) | set(self.screen.tables or ())), logs, report)
+                self._budgets_counted = True
         finally:
-            bucket_lease.release(self.objects, self.lease)
-            self.lease = None
-        report.seconds = round(time.monotonic() - started, 3)
-        report.peak_rss_mb = peak_rss_mb()
-        if report.jobs_submitted or report.objects_loaded or report.quarantined or report.deferred:
-            log.info(
-                "commit: %d objects (%d events) loaded with %d jobs in %.1fs%s%s",
-                report.objects_loaded,
-                report.events_loaded,
-                report.jobs_submitted,
-                report.seconds,
-                f"; quarantined {report.quarantined}" if report.quarantined else "",
-                f"; deferred {report.deferred}" if report.deferred else "",
-            )
-        return report
+            self._release()
+
+    def _release(self) -> None:
+        """Give the lease up, leaving in it what this commit sent since its last
+        summary (the release's own write included), for the next holder to record."""
+        assert self.lease is not None
+        counts = self.objects.requests
+        unrecorded = billing.add_ops(counts.take(*(t for t in counts.untaken() if t != billing.SHIP)), {"insert": 1})
+        counts.prepay(billing.SHARED, {"insert": 1})
+        if not bucket_lease.release(self.objects, self.lease, unrecorded):
+            counts.give_back(billing.SHARED, unrecorded)  # this committer's next summary records them
+        self.lease = None
 
     def _staged_by_table(self, report: CommitReport) -> dict[str, list[StoredObject]]:
         """Everything staged, per table, once paths the grammar does not hold are quarantined."""
@@ -184,33 +226,52 @@ class Committer:
         bucket_lease.renew(self.objects, self.lease, self.settings.lease_seconds)
         self._renewed = since_boot()
 
-    def _commit_tables(self, tables: list[str], staged: dict[str, list[StoredObject]], report: CommitReport) -> None:
+    def _commit_tables(
+        self,
+        tables: list[str],
+        staged: dict[str, list[StoredObject]],
+        logs: dict[str, TableLog],
+        report: CommitReport,
+    ) -> None:
         """Rounds over every table at once: pacing waits per table, so one table's
-        backlog never holds up another's jobs, and the tables share each wait."""
+        backlog never holds up another's jobs, and the tables share each wait.
+
+        Each round lists the commit log of every table once (``logs``, the
+        first round's), and once more after writing the round's records, for
+        the rule's check: listings are class A requests, so a round costs two
+        of them however many tables it serves."""
         failures: dict[str, int] = {}  # transient job failures in this commit: a later one starts afresh
         active = list(tables)
         # What was staged when this commit began, and halves split from it: hosts
         # keep shipping meanwhile, and a commit must end; the next one takes the rest.
         self._eligible = {t: {o.name for o in staged.get(t, [])} for t in tables}
         self._staged = {t: {o.name: o for o in staged.get(t, [])} for t in tables}
-        for _ in range(MAX_ROUNDS):
+        for i in range(MAX_ROUNDS):
             if not active or self.should_stop():
                 break
             started, waits = [], []
+            todos: dict[str, list[Record]] = {}
+            logs = logs if i == 0 else self.reader.tables()
             for table in list(active):
-                todo, wait = self._round(table, report)
+                with billing.spending(table):
+                    todo, wait = self._round(table, logs.get(table) or TableLog(), report)
                 if wait:
                     waits.append(wait)
                 elif not todo:
                     active.remove(table)
-                # Submit every job before waiting for any: BigQuery runs them side by side.
-                # One fresh listing for the round's records, all written before it (the rule's check).
-                fresh = self.reader.table(table) if todo else None
-                started += [
-                    (rec, out) for rec in todo if (out := self.jobs.start(table, rec, fresh, report)) is not None
-                ]
+                if todo:
+                    todos[table] = todo
+            # Submit every job before waiting for any: BigQuery runs them side by side.
+            # One fresh listing for the round's records, all written before it (the rule's check).
+            fresh = self.reader.tables() if todos else {}
+            for table, todo in todos.items():
+                with billing.spending(table):
+                    mine = fresh.get(table) or TableLog()
+                    started += [(r, out) for r in todo if (out := self.jobs.start(table, r, mine, report)) is not None]
             for rec, outcome in started:
-                if self.jobs.end(rec, outcome, report) == "failed-backend":
+                with billing.spending(rec.table):
+                    ended = self.jobs.end(rec, outcome, report)
+                if ended == "failed-backend":
                     failures[rec.table] = failures.get(rec.table, 0) + 1
                     if failures[rec.table] >= MAX_TRANSIENT_ATTEMPTS:
                         raise BackendUnavailableError(
@@ -221,19 +282,16 @@ class Committer:
                 log.info("pacing: waiting %.1fs for a table's 10-s window of load jobs", wait)
                 self.sleep(wait)
 
-    def _round(self, table: str, report: CommitReport) -> tuple[list[Record], float]:
-        """Tidy ``table``, then the records to run now, and how long pacing holds others back."""
-        tlog = self.reader.table(table)
-        # The view the last round left, not a fresh listing: before the archive moves
-        # the area still holds every loaded object, and listing 10,000 takes a second.
-        # Objects shipped since are not this commit's to load (see _eligible).
+    def _round(self, table: str, tlog: TableLog, report: CommitReport) -> tuple[list[Record], float]:
+        """Tidy ``table`` (its log as this round listed it), then the records to run
+        now, and how long pacing holds others back."""
+        # The view the last round left, not a fresh listing: objects shipped since
+        # are not this commit's to load (see _eligible), and a listing costs.
         staged = self._staged.get(table)
         if staged is None:
             staged = {o.name: o for o in self.objects.list_objects(self.layout.staged(table))}
-        known = len(staged)
-        if self.tidier.tidy(table, tlog, staged, report) or len(staged) != known:
-            # Listed again once the loaded objects are gone, when it is short: it
-            # shows the halves a split staged, and what waits for the next commit.
+        if self.tidier.tidy(table, tlog, staged, report):
+            # Listed again after a split: it shows the halves the split staged.
             staged = {o.name: o for o in self.objects.list_objects(self.layout.staged(table))}
         self._staged[table] = staged
         report.waiting[table] = len(staged)
@@ -281,7 +339,7 @@ class Committer:
             log.warning(
                 "table %s: %d of %d load jobs used in 24h; up to %d objects per job", table, len(used), quota, per_job
             )
-        groups = _groups(tlog, free, per_job)
+        groups = grouping.groups(tlog, free, per_job)
         allowed = self.budget.allow(len(groups), used)
         if allowed.over_budget:
             report.deferred[table] = f"{allowed.over_budget} load jobs wait for the daily budget"
@@ -298,10 +356,12 @@ class Committer:
                     tuple(g),
                     holder=self.holder,
                     nbytes=sum(staged[n].size for n in g if n in staged),
+                    ship_ops=grouping.ship_ops(staged[n] for n in g if n in staged),
                 )
             )
             for g in groups[: allowed.jobs]
         ]
+        report.table(table)["jobs_24h"] = len(used) + len(records)  # for the metrics: no listing of their own
         return records, allowed.wait
 
     def _free(self, table: str, tlog: TableLog, staged: dict[str, StoredObject]) -> tuple[list[str], set[str]]:
@@ -310,7 +370,7 @@ class Committer:
         # A commit whose job failed transiently keeps its objects for its next attempt.
         claimed |= {s for r in tlog.latest().values() if tlog.outcome(r.key) == "failed-backend" for s in r.sources}
         eligible = self._eligible.get(table, set())
-        return [n for n in staged if n not in claimed and _eligible(n, eligible)], claimed
+        return [n for n in staged if n not in claimed and grouping.eligible(n, eligible)], claimed
 
     def _next_attempts(self, table: str, tlog: TableLog, used: list[float]) -> tuple[list[Record], float]:
         """A job that failed transiently wrote nothing: its commit's next attempt."""
@@ -337,27 +397,3 @@ class Committer:
         written = replace(rec, name=name, created=obj.created)
         self.reader.remember(obj, written)
         return written
-
-
-def _groups(tlog: TableLog, free: list[str], per_job: int) -> list[list[str]]:
-    """``free`` objects in groups of ``per_job``, except those that load alone:
-    halves of a rejected object, and objects of a group a job rejected. Restored
-    copies group apart from shipped batches, so an archive file holds either."""
-    rejected_together = {
-        s
-        for r in tlog.records.values()
-        if tlog.outcome(r.key) == "failed-data" and len(r.sources) > 1
-        for s in r.sources
-    }
-    solo = rejected_together | {n for n in free if ObjectName.of_file(n).is_half}
-    groups = [[n] for n in free if n in solo]
-    for restored in (False, True):
-        shared = [n for n in free if n not in solo and (ObjectName.of_file(n).kind == "restored") == restored]
-        groups += [shared[i : i + per_job] for i in range(0, len(shared), per_job)]
-    return groups
-
-
-def _eligible(name: str, eligible: set[str]) -> bool:
-    """``name`` was staged when the commit began, or is a half (of a half...) of one that was."""
-    folder = name.rpartition("/")[0]
-    return any(f"{folder}/{n.file}" in eligible for n in ObjectName.of_file(name).lineage())

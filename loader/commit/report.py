@@ -18,10 +18,16 @@ class CommitReport:
     deferred: dict[str, str] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)  # objects still staged per table, after this commit
     # Per table: events and objects loaded, jobs by outcome, (seconds, events) from each loaded
-    # object's oldest append to its load, and events in objects quarantined, for the metrics.
+    # object's oldest append to its load, events in objects quarantined, and, where this
+    # commit counted them, its load jobs in 24 h (``jobs_24h``), for the metrics.
     per_table: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    budget: int = 0  # load jobs per table per day this committer allows itself
+    idle: bool = False  # nothing was staged: no lease taken, one listing spent
+    # Requests by operation (billing.OPERATIONS), as sent: the object store's, and BigQuery's API calls.
+    requests: dict[str, int] = field(default_factory=dict)
+    bigquery: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

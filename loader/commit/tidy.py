@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from bqspool.schemas.errors import PreconditionFailedError
 
-from .. import faults
+from .. import billing, faults
 from ..interfaces import ObjectStore, StoredObject
 from ..layout import Layout, Outcome, RecordName
 from ..logs import fields
@@ -119,21 +119,47 @@ class Tidier:
         return done == "split"
 
     def _close(self, rec: Record, outcome: Outcome, tlog: TableLog, archives: list[str]) -> None:
-        """Write the record's summary to ``commit-archive/``, then delete the live record and its markers."""
+        """Write the record's summary to ``commit-archive/``, then delete the live record and its markers.
+
+        The summary records what was spent on it (see :func:`_spent`): in its
+        body by stage, and in its metadata as one count, which a listing shows."""
         self.renew()
         name = RecordName(rec.key, outcome)
         if outcome == "done" and rec.events is not None:  # what it loaded, in the name (see layout)
             name = RecordName(rec.key, "done", rec.events, rec.nbytes)
-        summary = {**json.loads(rec.to_json()), "outcome": outcome, "archive": archives}
+        counts = self.objects.requests
+        ship, commit = _spent(counts, rec, outcome)
+        summary = {
+            **json.loads(rec.to_json()),
+            "outcome": outcome,
+            "archive": archives,
+            "requests": {"ship": ship, "commit": commit},
+        }
+        spent = billing.encode_ops(billing.add_ops(dict(ship), commit))
         try:
             self.objects.write_object(
-                self.layout.archived_record(rec.table, name, rec.created), json.dumps(summary).encode(), 0
+                self.layout.archived_record(rec.table, name, rec.created),
+                json.dumps(summary).encode(),
+                0,
+                {billing.OPS_KEY: spent},
             )
         except PreconditionFailedError:
-            pass  # written before a crash: summaries never change
+            counts.give_back(rec.table, commit)  # written before a crash, with what was spent then
+        except BaseException:
+            counts.give_back(rec.table, commit)
+            raise
         faults.hit("after_summary")
         markers = [m.name for m in tlog.outcomes.get(rec.key, {}).values()]
         self.objects.delete_objects([rec.name, *markers])
+
+
+def _spent(counts: billing.RequestCounts, rec: Record, outcome: Outcome) -> tuple[dict[str, int], dict[str, int]]:
+    """What ``rec``'s summary records: the ships' requests for its objects, if it
+    loaded them, and the commit's requests not recorded yet, for its table and
+    shared by every table, with the summary's own insert paid ahead."""
+    commit = billing.add_ops(counts.take(rec.table, billing.SHARED), {"insert": 1})
+    counts.prepay(rec.table, {"insert": 1})
+    return (dict(rec.ship_ops) if outcome == "done" else {}), commit
 
 
 def _report_narrowed(rec: Record, src: str, done: Narrowed, report: CommitReport) -> None:

@@ -10,7 +10,7 @@ read: no rule touches it.
 from __future__ import annotations
 
 from ..config import Config
-from ..interfaces import LifecycleRule, ObjectStore
+from ..interfaces import LifecycleRule, ObjectStore, StoredObject
 from ..layout import Layout
 
 
@@ -31,15 +31,26 @@ def apply_lifecycle(store: ObjectStore, config: Config, layout: Layout) -> tuple
     return rules, sorted(map(str, kept)) == sorted(map(str, rules))
 
 
+def archive_files(store: ObjectStore, layout: Layout) -> list[StoredObject]:
+    """Every file of the archive (one listing of it)."""
+    return store.list_objects(layout.area("archive"))
+
+
+def archive_sizes(files: list[StoredObject], layout: Layout) -> dict[str, dict[str, dict[str, int]]]:
+    """``{table: {storage_class: {"objects", "bytes"}}}`` of archive ``files``."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    root = layout.area("archive")
+    for o in files:
+        table = o.name[len(root) :].split("/")[0]
+        slot = out.setdefault(table, {}).setdefault(o.storage_class, {"objects": 0, "bytes": 0})
+        slot["objects"] += 1
+        slot["bytes"] += o.size
+    return out
+
+
 def archive_size(store: ObjectStore, layout: Layout) -> dict[str, dict[str, dict[str, int]]]:
     """``{table: {storage_class: {"objects", "bytes"}}}`` of the archive."""
-    out: dict[str, dict[str, dict[str, int]]] = {}
-    for table, objs in layout.by_table(store, layout.area("archive")).items():
-        for o in objs:
-            slot = out.setdefault(table, {}).setdefault(o.storage_class, {"objects": 0, "bytes": 0})
-            slot["objects"] += 1
-            slot["bytes"] += o.size
-    return out
+    return archive_sizes(archive_files(store, layout), layout)
 
 
 def by_class(sizes: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:

@@ -22,8 +22,8 @@ from pathlib import Path
 from bqspool.buffer import store
 from bqspool.schemas.errors import ObjectConflictError
 
-from .. import faults
-from ..interfaces import ObjectStore
+from .. import billing, faults
+from ..interfaces import ObjectStore, StoredObject
 from . import buffer_lease, ledger
 
 
@@ -87,7 +87,8 @@ class Delivery:
         t = time.monotonic()
         self.renew(conn)  # still ours before anything leaves the host
         try:
-            stored = self.objects.upload(b.object_name, path)
+            with billing.spending(billing.SHIP):
+                stored = self._upload(b, path)
         except ObjectConflictError as exc:
             return Delivered(b, None, conflict=str(exc) if self.quarantine(conn, b, str(exc)) else None)
         timings["upload"] = time.monotonic() - t
@@ -98,6 +99,19 @@ class Delivery:
         timings["handover"] = time.monotonic() - t
         path.unlink(missing_ok=True)
         return Delivered(b, events, timings)
+
+    def _upload(self, b: ledger.Batch, path: Path) -> StoredObject:
+        """Upload ``b``'s file with, in its metadata, what the ship spent on it: its
+        insert and every request since the last object's (the commit log keeps it,
+        so ``bqspool cost`` reads what each ship cost without a request of its own)."""
+        counts = self.objects.requests
+        spent = billing.add_ops(counts.take(billing.SHIP), {"insert": 1})
+        counts.prepay(billing.SHIP, {"insert": 1})
+        try:
+            return self.objects.upload(b.object_name, path, {billing.OPS_KEY: billing.encode_ops(spent)})
+        except BaseException:
+            counts.give_back(billing.SHIP, spent)  # recorded in the next object instead
+            raise
 
     def submit(self, b: ledger.Batch, path: Path) -> Future[Delivered] | None:
         """Deliver on the upload thread; None where the caller must deliver it

@@ -42,7 +42,7 @@ from bqspool.buffer import opening, rows, store
 from bqspool.schemas import SchemaSet
 from bqspool.schemas.errors import DiskFullError, LeaseLostError
 
-from .. import faults
+from .. import billing, faults
 from ..archived import archived_batches
 from ..interfaces import ObjectStore, find_object
 from ..layout import AFTER_STAGED, Layout
@@ -129,6 +129,23 @@ class Ship:
         buffer, LeaseLostError if this one lost its lease midway,
         BackendUnavailableError if GCS stays down, DiskFullError if the disk
         stays full."""
+        before = self.objects.requests.snapshot()
+        with billing.spending(billing.SHIP):
+            report = self._ship_once(deadline)
+        report.requests = self.objects.requests.since(before)
+        if report.batches_shipped or report.quarantined:
+            log.info(
+                "ship: %d events in %d batches (%d bytes) shipped in %.1fs; %s%s",
+                report.events_shipped,
+                report.batches_shipped,
+                report.bytes_shipped,
+                report.seconds,
+                billing.describe(report.requests),
+                f"; quarantined {report.quarantined}" if report.quarantined else "",
+            )
+        return report
+
+    def _ship_once(self, deadline: float | None) -> ShipReport:
         started = time.monotonic()
         report = ShipReport()
         self._tight = False
@@ -156,15 +173,6 @@ class Ship:
             opening.release(in_use)
         report.seconds = round(time.monotonic() - started, 3)
         report.peak_rss_mb = peak_rss_mb()
-        if report.batches_shipped or report.quarantined:
-            log.info(
-                "ship: %d events in %d batches (%d bytes) shipped in %.1fs%s",
-                report.events_shipped,
-                report.batches_shipped,
-                report.bytes_shipped,
-                report.seconds,
-                f"; quarantined {report.quarantined}" if report.quarantined else "",
-            )
         return report
 
     def _make_room(self, conn: sqlite3.Connection, step: Callable[[], T]) -> T:

@@ -112,10 +112,14 @@ class MemoryObjectStore:
 
         return self._call(f"upload {name}", ("insert",), attempt)
 
-    def list_objects(self, prefix: str) -> list[StoredObject]:
+    def list_objects(self, prefix: str, start_offset: str | None = None) -> list[StoredObject]:
         def attempt() -> list[StoredObject]:
             with self._lock:
-                found = [self._info(n) for n in sorted(self.objects) if n.startswith(prefix)]
+                found = [
+                    self._info(n)
+                    for n in sorted(self.objects)
+                    if n.startswith(prefix) and (start_offset is None or n >= start_offset)
+                ]
             for _ in range(len(found) // 1000):  # a page per 1,000, the first counted below
                 self.requests.add("list")
             return found
@@ -140,7 +144,9 @@ class MemoryObjectStore:
 
         return self._call(f"read {name}", ("get",), attempt)
 
-    def write_object(self, name: str, data: bytes, if_generation_match: int) -> StoredObject:
+    def write_object(
+        self, name: str, data: bytes, if_generation_match: int, metadata: Mapping[str, str] | None = None
+    ) -> StoredObject:
         def attempt() -> StoredObject:
             with self._lock:
                 have = self.meta[name].generation if name in self.objects else 0
@@ -148,7 +154,7 @@ class MemoryObjectStore:
                     raise PreconditionFailedError(
                         f"{self.uri(name)} is at generation {have}, not {if_generation_match}"
                     )
-                return self._put(name, data)
+                return self._put(name, data, metadata)
 
         return self._call(f"write {name}", ("insert",), attempt)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from bqspool.schemas import SchemaSet
 from bqspool.schemas.errors import NotAvailableError, SetupError
 
+from ..billing import RequestCounts
 from ..interfaces import JobError, JobOutcome, QueryParam, QueryStat, TableStorage, WarehouseLimits
 from ..retry import RetryPolicy
 from .faults import Calls, WarehouseKnobs
@@ -59,6 +60,7 @@ class MemoryWarehouse:
         self.tables: dict[str, _Table] = {}
         self.jobs: dict[str, _Job] = {}
         self.inserts: list[str] = []  # every job id start_load ran, duplicates included
+        self.requests = RequestCounts()  # as BigQuery's adapter counts them (billing.OPERATIONS)
         self.dataset_created = False
         if schemas is not None:
             for table in schemas.tables():
@@ -73,12 +75,15 @@ class MemoryWarehouse:
         return job.outcome
 
     def get_job(self, job_id: str) -> JobOutcome | None:
-        return self._calls.call(
-            f"get job {job_id}", lambda: self._visible(self.jobs[job_id]) if job_id in self.jobs else None
-        )
+        def attempt() -> JobOutcome | None:
+            self.requests.add("job_lookup")
+            return self._visible(self.jobs[job_id]) if job_id in self.jobs else None
+
+        return self._calls.call(f"get job {job_id}", attempt)
 
     def start_load(self, job_id: str, table: str, uris: list[str]) -> JobOutcome:
         def attempt() -> JobOutcome:
+            self.requests.add("job_insert")
             if job_id in self.jobs and self.knobs.duplicate_ids == "adopt":
                 return self._visible(self.jobs[job_id])
             self.inserts.append(job_id)
@@ -137,10 +142,12 @@ class MemoryWarehouse:
     # -- datasets and tables ----------------------------------------------------
 
     def ensure_dataset(self) -> bool:
+        self.requests.add("table_admin")
         created, self.dataset_created = not self.dataset_created, True
         return created
 
     def ensure_table(self, table) -> list[str]:
+        self.requests.add("table_admin")
         cols = {f.name: (f.type, f.mode) for f in table.fields if f.name != "_event_id"}
         have = self.tables.get(table.name)
         if have is None:
@@ -200,9 +207,11 @@ class MemoryWarehouse:
         self.tables[table].columns[column] = (typ, "NULLABLE")
 
     def query(self, sql: str, params: Sequence[QueryParam] = ()) -> list[dict]:
+        self.requests.add("query")
         raise NotAvailableError("the in-memory warehouse runs no SQL")
 
     def dry_run(self, sql: str, params: Sequence[QueryParam] = ()) -> int | None:
+        self.requests.add("query")
         return None
 
     def table_storage(self, table: str) -> TableStorage | None:

@@ -8,13 +8,17 @@ Names start with ``bqspool_`` and carry ``stream`` and ``table``:
 - ``bqspool_loaded_events_total``, ``bqspool_loaded_objects_total``;
 - ``bqspool_load_jobs_total`` (with ``outcome``: done, failed-data,
   failed-backend, void);
-- ``bqspool_load_jobs_24h`` against ``bqspool_load_job_budget``;
+- ``bqspool_load_jobs_24h`` against ``bqspool_load_job_budget``, as the
+  committer counted them for its last records of the table;
 - ``bqspool_quarantined_events_total`` (in batches the ship stage held back,
   and in objects the commit stage quarantined);
 - ``bqspool_stage_seconds`` (histogram, with ``stage``: ship or commit;
   stream and table ``*``);
 - ``bqspool_delay_seconds``: from the append of each loaded object's oldest
-  event to its load (histogram, one observation per object).
+  event to its load (histogram, one observation per object);
+- ``bqspool_requests_total`` (with ``stage``: ship or commit, and ``class``:
+  A, B, free or bigquery; stream and table ``*``): the requests sent, as
+  they are billed (:mod:`bqspool.loader.billing`).
 
 ``bqspool monitor --serve`` serves :class:`MonitorGauges` instead: which
 alerts fire, each table's backlog and what it loaded in 24 h, and the same
@@ -26,6 +30,8 @@ from __future__ import annotations
 from typing import Any
 
 from bqspool.buffer.metrics import ALL, LABELS, prometheus
+
+from ..billing import by_class
 
 
 def budget_gauges(prom: Any, registry: Any) -> tuple[Any, Any]:
@@ -53,6 +59,7 @@ class LoaderMetrics:
         self.jobs = counter("bqspool_load_jobs", "Load jobs by outcome.", ("outcome",))
         self.quarantined = counter("bqspool_quarantined_events", "Events in batches the ship stage held back.")
         self.jobs_24h, self.budget = budget_gauges(prom, self.registry)
+        self.requests = counter("bqspool_requests", "Requests sent, by stage and billing class.", ("stage", "class"))
         self.stage_seconds = prom.Histogram(
             "bqspool_stage_seconds",
             "How long a ship or a commit took.",
@@ -75,6 +82,7 @@ class LoaderMetrics:
             if s["quarantined"]:
                 self.quarantined.labels(stream, stream).inc(s["quarantined"])
         self.stage_seconds.labels(ALL, ALL, "ship").observe(report.seconds)
+        self._count_requests("ship", report.requests)
 
     def commit(self, report) -> None:
         for table, t in report.per_table.items():
@@ -87,13 +95,18 @@ class LoaderMetrics:
                 hist.observe(max(0.0, seconds))
             if t.get("quarantined"):  # events in objects the commit held back
                 self.quarantined.labels(table, table).inc(t["quarantined"])
+            if "jobs_24h" in t:  # counted where the commit wrote records: no listing of the metrics' own
+                self.jobs_24h.labels(table, table).set(t["jobs_24h"])
+                self.budget.labels(table, table).set(report.budget)
         self.stage_seconds.labels(ALL, ALL, "commit").observe(report.seconds)
+        self._count_requests("commit", {**report.requests, **report.bigquery})
 
-    def budgets(self, commit_status: dict) -> None:
-        """Jobs used against the budget per table, from ``operate.status.commit_status``."""
-        for table, t in commit_status.get("tables", {}).items():
-            self.jobs_24h.labels(table, table).set(t["jobs_24h"])
-            self.budget.labels(table, table).set(t["budget"])
+    def _count_requests(self, stage: str, ops: dict[str, int]) -> None:
+        for cls, n in by_class(ops).items():
+            if n:
+                self.requests.labels(
+                    ALL, ALL, stage, cls.removeprefix("class_").upper() if "class" in cls else cls
+                ).inc(n)
 
     def text(self) -> bytes:
         return self.prom.generate_latest(self.registry)

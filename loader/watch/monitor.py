@@ -19,6 +19,8 @@ from pathlib import Path
 from bqspool.schemas.errors import BackendUnavailableError, BqspoolError, NotAvailableError
 from bqspool.schemas.registry import SchemaSet
 
+from ..billing import add_ops
+from ..billing import usd as billing_usd
 from ..commit.commitlog import DAY_S, LogReader, delays
 from ..config import Config
 from ..interfaces import ObjectStore, QueryParam, QueryStat, TableStorage, Warehouse
@@ -268,8 +270,14 @@ class Monitor:
         cfg = self.config
         usd = sum(storage_usd_month(cfg, s.active_bytes, s.long_term_bytes) for s in stored.values() if s) / 30
         usd += sum(archive_usd_month(cfg, cls, size["bytes"]) for cls, size in by_class(archived).items()) / 30
+        if self.store is not None:  # the requests the last 24 h's loads recorded (their summaries)
+            spent: dict[str, int] = {}
+            for table in self.schemas:
+                for ld in self._loads(table, now - DAY_S, now, sources=False):
+                    add_ops(spent, ld.ops)
+            usd += billing_usd(spent, cfg.price_gcs_class_a_per_1000, cfg.price_gcs_class_b_per_1000)
         if queries is None:
-            unavailable["daily-cost"] = "query cost is not available here: storage and the archive only"
+            unavailable["daily-cost"] = "query cost is not available here: storage, the archive and requests only"
         else:
             usd += sum(q.bytes_billed for q in queries if q.started >= now - DAY_S) / TIB * cfg.price_query_per_tib
         return usd

@@ -1,11 +1,13 @@
-"""What the storage client sends, as GCS bills it, and the server's clock, from every answer.
+"""What a Google client sends, as it is billed, and the server's clock, from every answer.
 
 A response hook on the client's HTTP session sees each request once it is
 answered, retries included, so the counts are what was sent, not what was
-meant: each page of a listing, each attempt of an upload. Batch requests
-are counted per call by :mod:`.gcs_batch`, which knows their parts. The
-``Date`` of each answer is the server's clock; :meth:`Meter.now` carries it
-forward on this host's monotonic clock.
+meant: each page of a listing, each attempt of an upload. Each request is
+named by the operation it is (:func:`gcs_operation`,
+:func:`bigquery_operation`); GCS batch requests are counted per call by
+:mod:`.gcs_batch`, which knows their parts. The ``Date`` of each answer is
+the server's clock; :meth:`Meter.now` carries it forward on this host's
+monotonic clock.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import email.utils
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,8 +25,8 @@ from ..billing import RequestCounts
 _OBJECT_OP = re.compile(r"/o/[^/]+/(copyTo|rewriteTo|compose)(?:/|$)")
 
 
-def operation(method: str, url: str) -> str | None:
-    """The billed operation of one JSON API request, or None for one that is not
+def gcs_operation(method: str, url: str, body: Any = None) -> str | None:
+    """The billed operation of one GCS JSON API request, or None for one that is not
     billed on its own (a resumable upload's data, a batch request's envelope)."""
     parts = urlsplit(url)
     path, query = parts.path, parse_qs(parts.query)
@@ -48,20 +51,36 @@ def operation(method: str, url: str) -> str | None:
     return "get"  # an object's or a bucket's metadata
 
 
-class Meter:
-    """Counts a client's requests and keeps the server's clock."""
+def bigquery_operation(method: str, url: str, body: Any = None) -> str | None:
+    """What one BigQuery API request is: a load job inserted, a job looked up, a
+    query (or a query job), or anything else (tables, datasets)."""
+    path = urlsplit(url).path
+    if path.endswith("/jobs") and method == "POST":
+        data = body if isinstance(body, bytes) else str(body or "").encode()
+        return "job_insert" if b'"load"' in data else "query"
+    if path.endswith("/queries") and method == "POST":
+        return "query"
+    if re.search(r"/(jobs|queries)/[^/]+$", path) and method == "GET":
+        return "job_lookup"
+    return "table_admin"
 
-    def __init__(self) -> None:
+
+class Meter:
+    """Counts a client's requests by ``operation`` and keeps the server's clock."""
+
+    def __init__(self, operation: Callable[[str, str, Any], str | None] = gcs_operation) -> None:
+        self.operation = operation
         self.requests = RequestCounts()
         self._lock = threading.Lock()
         self._server: tuple[float, float] | None = None  # (server epoch, local monotonic) of the latest Date
 
     def install(self, client: Any) -> None:
-        """Hook into ``client``'s HTTP session (the google-cloud-storage client's ``_http``)."""
+        """Hook into ``client``'s HTTP session (a Google client's ``_http``)."""
         client._http.hooks.setdefault("response", []).append(self._on_response)
 
     def _on_response(self, response: Any, *args: Any, **kwargs: Any) -> None:
-        op = operation(response.request.method, response.request.url)
+        request = response.request
+        op = self.operation(request.method, request.url, request.body)
         if op is not None:
             self.requests.add(op)
         date = response.headers.get("Date")
