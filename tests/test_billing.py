@@ -168,9 +168,10 @@ def test_every_request_of_a_drain_is_recorded_once(rig):  # noqa: F811
     drainer = rig.drainer(batch_rows=5)
     report = drainer.drain_once()
     assert report.ship.requests == {"insert": 11}  # one upload an object, nothing else
-    # Shared: staged, and the log three times (two rounds, the rule's check); each of the schema set's
-    # tables its budget (the first commit counts them all, for the metrics), each loaded one its archive index.
-    assert report.commit.requests["list"] == 4 + len(EIXA) + 3
+    # Shared: staged twice (is there anything? then under the lease), and the log three times (two
+    # rounds, the rule's check); each of the schema set's tables its budget (the first commit counts
+    # them all, for the metrics), and each table loaded its archive index.
+    assert report.commit.requests["list"] == 5 + len(EIXA) + 3
     assert not any(_balance(rig.store).values())
     # A second drain with nothing new costs one listing, and records what the first left in the lease.
     idle = drainer.commit_once()
@@ -178,9 +179,10 @@ def test_every_request_of_a_drain_is_recorded_once(rig):  # noqa: F811
     more = rig.fill({"tasks": 5}, seed=2)
     drainer.drain_once()
     assert not any(_balance(rig.store).values())
-    # The lease carried the first commit's tail: the second commit's summary recorded it.
+    # What a commit sends after its last summary waits for the next: this commit's release, and the
+    # first commit's budget listings of the two tables that had nothing (made after its release).
     lease = json.loads(rig.store.objects["bqspool/committer.lease"])
-    assert billing.by_class(lease["unrecorded"])["class_a"] == 1  # this commit's release, for the next
+    assert lease["unrecorded"] == {"insert": 1, "list": 2, "delete": 2}
     exactly_once(rig, {**appended, "tasks": appended["tasks"] + more["tasks"]})
 
 
@@ -199,3 +201,21 @@ def test_a_commit_killed_midway_records_nothing_twice(rig, point):  # noqa: F811
     # (A real kill -9 loses what the dead process had not recorded; the simulated one unwinds.)
     assert not any(_balance(rig.store).values())
     exactly_once(rig, appended)
+
+
+def test_a_committer_alone_reads_the_archive_and_the_closed_log_once(rig):  # noqa: F811
+    """What a committer read of the archive (the copy screen's index) and of the closed
+    log (the budget) stays true while it alone commits: it adds what it writes. When
+    another committer held the lease meanwhile, it reads both again."""
+    drainer = rig.drainer(batch_rows=5)
+    appended = rig.fill({"tasks": 10})
+    drainer.drain_once()
+    more = rig.fill({"tasks": 10}, seed=1)
+    report = drainer.drain_once()
+    assert report.commit.requests["list"] == 5  # staged twice, the log three times: nothing per table
+    other = rig.fill({"tasks": 5}, seed=2)
+    rig.drainer(batch_rows=5).drain_once()  # another committer
+    last = rig.fill({"tasks": 5}, seed=3)
+    report = drainer.drain_once()
+    assert report.commit.requests["list"] == 5 + 2  # and the table's budget and archive index, afresh
+    exactly_once(rig, {"tasks": appended["tasks"] + more["tasks"] + other["tasks"] + last["tasks"]})

@@ -90,6 +90,9 @@ LOCAL_DIFFERENCES: dict[str, str] = {
     "test_query_history_is_kept": "the emulator has no INFORMATION_SCHEMA.JOBS: `cost` says query cost is not "
     "available here",
     "test_the_bucket_keeps_lifecycle_rules": "fake-gcs-server accepts lifecycle rules and forgets them: `setup` warns",
+    "test_an_object_keeps_8_kib_of_metadata_and_a_listing_shows_it": "fake-gcs-server keeps an object's attributes "
+    "in one extended attribute of its file (4 KiB on ext4) and answers 500 past it; an archive file's index stays "
+    "under 3,000 characters (commit/archiver.py MAX_INDEX)",
     "test_a_rejected_job_of_several_objects_writes_nothing": "the emulator writes the rows of a job's objects read "
     "before the one it rejects; BigQuery writes nothing. The exactly-once tests on the local stack fail loudly if "
     "a job of several objects was rejected (loader_support.no_rejected_group)",
@@ -189,6 +192,28 @@ def test_a_listing_shows_every_object_just_written_with_its_creation_time(backen
     assert all(o.size == 1 and o.generation > 0 for o in listed)
     assert all(abs(o.created - time.time()) < 300 for o in listed)
     assert backend.store.list_objects(f"{backend.prefix}/nothing/") == []
+
+
+def test_metadata_an_archive_file_carries_is_kept_and_listed(backend, tmp_path):
+    from bqspool.loader.commit.archiver import MAX_INDEX
+
+    path = tmp_path / "a.parquet"
+    path.write_bytes(b"x" * 100)
+    index = ",".join(f"{i:020x}" for i in range(MAX_INDEX // 21))
+    backend.store.upload(
+        f"{backend.prefix}/meta/a.parquet", path, {"bqspool-objects": index, "bqspool-ops": "insert=1"}
+    )
+    (listed,) = backend.store.list_objects(f"{backend.prefix}/meta/")
+    assert listed.metadata["bqspool-objects"] == index and listed.metadata["bqspool-ops"] == "insert=1"
+
+
+def test_an_object_keeps_8_kib_of_metadata_and_a_listing_shows_it(backend, tmp_path):
+    path = tmp_path / "b.parquet"
+    path.write_bytes(b"x" * 100)
+    big = "k" * 8000  # GCS allows 8 KiB of custom metadata in all
+    backend.store.upload(f"{backend.prefix}/meta8/b.parquet", path, {"bqspool-objects": big})
+    (listed,) = backend.store.list_objects(f"{backend.prefix}/meta8/")
+    assert listed.metadata["bqspool-objects"] == big
 
 
 def test_a_move_copies_then_deletes_and_is_safe_to_repeat(backend, tmp_path):

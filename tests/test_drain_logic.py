@@ -206,9 +206,10 @@ def test_a_committer_whose_release_failed_takes_its_lease_back_at_once(rig):
     drainer = rig.drainer()
     drainer.drain_once()  # loaded; the release failed, so the lease stays, live
     rig.store.write_object = real_write
+    more = rig.fill({"tasks": 5}, seed=3)
+    drainer.ship_once()
     with pytest.raises(LeaseHeldError):
         rig.drainer().commit_once()  # another committer waits it out ...
-    more = rig.fill({"tasks": 5}, seed=3)
     report = drainer.drain_once()  # ... but the one that holds it goes on at once
     assert report.events_loaded == 5
     exactly_once(rig, {"tasks": appended["tasks"] + more["tasks"]})

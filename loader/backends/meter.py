@@ -75,8 +75,11 @@ class Meter:
         self._server: tuple[float, float] | None = None  # (server epoch, local monotonic) of the latest Date
 
     def install(self, client: Any) -> None:
-        """Hook into ``client``'s HTTP session (a Google client's ``_http``)."""
-        client._http.hooks.setdefault("response", []).append(self._on_response)
+        """Hook into ``client``'s HTTP session (a Google client's ``_http``): a client
+        without one (a stand-in some tests pass) sends nothing this could count."""
+        session = getattr(client, "_http", None)
+        if session is not None and hasattr(session, "hooks"):
+            session.hooks.setdefault("response", []).append(self._on_response)
 
     def _on_response(self, response: Any, *args: Any, **kwargs: Any) -> None:
         request = response.request

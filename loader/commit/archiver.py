@@ -39,15 +39,18 @@ log = logging.getLogger("bqspool.loader")
 MAX_FILES = 256  # objects in one archive file
 MAX_BYTES = 256 * 1024 * 1024  # and their bytes: what the committer holds on its disk at once
 DOWNLOADS = 8  # objects read at once
-MAX_INDEX = 6000  # characters of the batches' keys in the file's metadata (GCS allows 8 KiB in all)
+# Characters of the batches' keys in the file's metadata: GCS allows 8 KiB in all, and
+# fake-gcs-server keeps an object's attributes in one 4-KiB extended attribute of its file.
+MAX_INDEX = 3000
 
 
 @dataclass(frozen=True)
 class Part:
-    """One archive file to write: its path and the objects whose rows it holds."""
+    """One archive file to write: its path, the objects whose rows it holds, and their seal day."""
 
     path: str
     sources: tuple[str, ...]
+    day: str = ""
 
 
 def plan(layout: Layout, table: str, key: str, created: float, sources: Mapping[str, int]) -> list[Part]:
@@ -78,14 +81,21 @@ def plan(layout: Layout, table: str, key: str, created: float, sources: Mapping[
 
 def _part(layout: Layout, table: str, day: str, key: str, i: int, chunk: list[str]) -> Part:
     events = sum(ObjectName.of_file(s).events or 0 for s in chunk)
-    return Part(layout.path("archive", ObjectName.archive_file(table, day, key, i, events)), tuple(chunk))
+    return Part(layout.path("archive", ObjectName.archive_file(table, day, key, i, events)), tuple(chunk), day)
 
 
 class Archiver:
-    """Writes archive files and deletes what they hold; ``renew`` runs before each change."""
+    """Writes archive files and deletes what they hold; ``renew`` runs before each change,
+    ``on_archived(table, day, keys, path)`` after each file is in the bucket."""
 
-    def __init__(self, objects: ObjectStore, layout: Layout, renew: Callable[[], None]):
-        self.objects, self.layout, self.renew = objects, layout, renew
+    def __init__(
+        self,
+        objects: ObjectStore,
+        layout: Layout,
+        renew: Callable[[], None],
+        on_archived: Callable[[str, str, list[str], str], None] = lambda *a: None,
+    ):
+        self.objects, self.layout, self.renew, self.on_archived = objects, layout, renew, on_archived
 
     def archive(self, table: str, key: str, created: float, sources: Mapping[str, int]) -> list[str]:
         """Archive record ``key``'s objects (name -> size; see :func:`plan`), then delete
@@ -95,6 +105,9 @@ class Archiver:
             if self.objects.stat(part.path) is None:
                 self._write(part)
                 faults.hit("after_archive_write")
+            self.on_archived(
+                table, part.day, [k for s in part.sources if (k := ObjectName.of_file(s).archive_key)], part.path
+            )
         self.renew()
         self.objects.delete_objects(list(sources))
         return [p.path for p in parts]

@@ -41,10 +41,10 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from bqspool.schemas.errors import LeaseHeldError, LeaseLostError, PreconditionFailedError
+from bqspool.schemas.errors import ClockSkewError, LeaseHeldError, LeaseLostError, PreconditionFailedError
 
 from ..billing import checked_ops
 from ..interfaces import ObjectStore
@@ -162,6 +162,23 @@ def release(store: ObjectStore, lease: BucketLease, unrecorded: Mapping[str, int
         log.warning("could not release the committer lease %s: %s", lease.name, exc)
         return False
     return True
+
+
+def clock_offset(store: ObjectStore, name: str, clock: Callable[[], float], max_skew: float) -> float:
+    """This host's clock minus the store's, asked with a stat of the lease ``name``;
+    ClockSkewError past ``max_skew`` seconds. Nothing a committer decides uses this
+    host's clock; a host whose clock is minutes off has a problem worth fixing
+    before it acts."""
+    store.stat(name)  # an answer, and with it the store's clock
+    skew = clock() - store.now()
+    if abs(skew) > max_skew:
+        raise ClockSkewError(
+            f"this host's clock is {abs(skew):.0f}s {'ahead of' if skew > 0 else 'behind'} the storage "
+            f"server's (more than max_clock_skew, {max_skew:g}s): not committing. "
+            "Fix the host's time (NTP); `bqspool doctor` shows the offset",
+            skew=skew,
+        )
+    return skew
 
 
 def holder_of(store: ObjectStore, name: str) -> str | None:

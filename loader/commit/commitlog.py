@@ -27,7 +27,7 @@ rule keeps them from loading anything twice even when the lease cannot
 A moved object is copied before it is deleted, so an object absent from
 ``staged/`` that was ever shipped is in one of the areas it moves to: a
 host recovering from a crash checks there before it uploads a batch again
-(see ``ship.runner.already_handed_over``).
+(see ``archived.already_handed_over``).
 """
 
 from __future__ import annotations
@@ -154,6 +154,19 @@ class LogReader:
         self.store, self.layout = store, layout
         self._cache: dict[tuple[str, int], Record] = {}
         self._created: dict[str, float] = {}  # record key -> creation time, of records seen live
+        # Per table: the closed records' job times from ``commit-archive/`` (None: void), read
+        # once and kept up to date with what this committer closes (see :meth:`forget`).
+        self._closed: dict[str, dict[str, float | None]] = {}
+
+    def forget(self) -> None:
+        """Drop what was read of closed records: another committer may have closed some since."""
+        self._closed.clear()
+
+    def closed(self, table: str, key: str, created: float, outcome: str) -> None:
+        """A record this committer just closed (its summary written)."""
+        known = self._closed.get(table)
+        if known is not None:
+            known[key] = None if outcome == "void" else created
 
     def table(self, table: str) -> TableLog:
         """One listing of ``table``'s live commit log."""
@@ -214,18 +227,27 @@ class LogReader:
         times = {
             r.key: r.created for r in live.records.values() if r.created >= since and live.outcome(r.key) != "void"
         }
-        # One listing from the first day's folder on (days sort by name): yesterday's and today's.
+        if table not in self._closed:
+            self._closed[table] = self._read_closed(table, since)
+        for key, created in self._closed[table].items():
+            if created is not None and created >= since:
+                times.setdefault(key, created)
+        return sorted(times.values())
+
+    def _read_closed(self, table: str, since: float) -> dict[str, float | None]:
+        """Closed records' job times from ``since``'s day on (one listing: days sort by
+        name), void ones as None."""
         listed = self.store.list_objects(
             self.layout.commit_archive(table), start_offset=self.layout.commit_archive(table, day_of(since))
         )
         archived = [(o, n) for o in listed if (n := RecordName.parse(o.name)) is not None]
-        voided = {n.key for _, n in archived if n.kind == "void"}
+        out: dict[str, float | None] = {n.key: None for _, n in archived if n.kind == "void"}
         for o, n in archived:
-            if n.key not in voided and o.created >= since and (n.kind == "record" or n.kind in OUTCOMES):
+            if n.key not in out and (n.kind == "record" or n.kind in OUTCOMES):
                 # When the record was made, where this reader saw it live; else when
                 # it was closed, a little later (pacing then errs on the safe side).
-                times.setdefault(n.key, self._created.get(n.key, o.created))
-        return sorted(times.values())
+                out[n.key] = self._created.get(n.key, o.created)
+        return out
 
 
 def delays(sources: tuple[str, ...] | list[str], loaded_at: float) -> list[tuple[float, int]]:

@@ -34,7 +34,6 @@ from dataclasses import replace
 
 from bqspool.schemas.errors import (
     BackendUnavailableError,
-    ClockSkewError,
     PreconditionFailedError,
 )
 
@@ -89,11 +88,12 @@ class Committer:
         self.holder = new_holder()
         self.lease: bucket_lease.BucketLease | None = None
         # Late-bound: ``_renew`` is what each step calls before it changes anything.
-        self.tidier = Tidier(objects, self.layout, lambda: self._renew())
-        self.jobs = Jobs(objects, warehouse, self.layout, self.reader, lambda: self._renew(), on_loaded)
         self.screen = Screen(objects, self.layout, tables)
+        self.tidier = Tidier(objects, self.layout, lambda: self._renew(), self.reader, self.screen.remember)
+        self.jobs = Jobs(objects, warehouse, self.layout, self.reader, lambda: self._renew(), on_loaded)
+        self._token: int | None = None  # the lease's token at this committer's last commit
         self._renewed = 0.0
-        self._left_work = True  # the last commit left work (deferred, waiting): the next may not skip
+        self.left_work = True  # the last commit left work (deferred, waiting), or none ran yet: do not skip
         self._budgets_counted = False  # every table's jobs in 24 h, for the metrics, once a process
         self._report = CommitReport()  # this commit's
         self._eligible: dict[str, set[str]] = {}  # per table: what this commit takes on
@@ -123,41 +123,45 @@ class Committer:
         before, calls_before = counts.snapshot(), calls.snapshot()
         try:
             with billing.spending(billing.SHARED):
+                logs: dict[str, TableLog] = {}
                 if self._idle():
                     report.idle = True
                 else:
-                    self._commit(report)
+                    logs = self._commit(report)
+                if not self._budgets_counted:  # once a process, every table: the metrics start with them
+                    self.budget.count(sorted(set(logs) | set(self.screen.tables or ())), logs, report)
+                    self._budgets_counted = True
         finally:
             report.requests = counts.since(before)
             report.bigquery = calls.since(calls_before)
         report.seconds = round(time.monotonic() - started, 3)
         report.peak_rss_mb = peak_rss_mb()
-        self._left_work = bool(report.deferred or report.quarantined or any(report.waiting.values()))
+        self.left_work = bool(report.deferred or report.quarantined or any(report.waiting.values()))
         if report.jobs_submitted or report.objects_loaded or report.quarantined or report.deferred:
-            log.info(
-                "commit: %d objects (%d events) loaded with %d jobs in %.1fs; %s%s%s",
-                report.objects_loaded,
-                report.events_loaded,
-                report.jobs_submitted,
-                report.seconds,
-                billing.describe({**report.requests, **report.bigquery}),
-                f"; quarantined {report.quarantined}" if report.quarantined else "",
-                f"; deferred {report.deferred}" if report.deferred else "",
-            )
+            log.info("%s", report.line())
         return report
 
     def _idle(self) -> bool:
-        """Nothing staged, and nothing left by this committer's last commit (a
-        first commit always looks at the log: a committer may have died in it)."""
-        return not self._left_work and not self.objects.list_objects(self.layout.staged())
+        """Nothing staged, and nothing left by this committer's last commit, or
+        (its first) nothing in the commit log."""
+        if self.objects.list_objects(self.layout.staged()):
+            return False
+        # A first commit looks at the log too: a committer may have died in the middle of one.
+        return not self.left_work or not self.objects.list_objects(self.layout.commits())
 
-    def _commit(self, report: CommitReport) -> None:
-        """The commit under the lease (see :meth:`commit_once`)."""
+    def _commit(self, report: CommitReport) -> dict[str, TableLog]:
+        """The commit under the lease (see :meth:`commit_once`); the commit log as it began."""
         self._check_clock()
         self._renewed = since_boot()  # before the request: its time counts against the lease
         self.lease = bucket_lease.acquire(self.objects, self.layout.lease, self.holder, self.settings.lease_seconds)
         # What the last holder sent after its last summary: recorded by this commit's first.
         self.objects.requests.give_back(billing.SHARED, self.lease.carried)
+        if self._token is None or self.lease.token not in (self._token, self._token + 1):
+            # Another committer held the lease since our last commit: what we read of the
+            # archive and the closed log may be behind. Alone, we kept both up to date.
+            self.screen.forget()
+            self.reader.forget()
+        self._token = self.lease.token
         if self.lease.written:  # the store's time of our write, to the millisecond: a finer offset than a Date
             self._offset = self.clock() - self.lease.written
         try:
@@ -167,11 +171,9 @@ class Committer:
             logs = self.reader.tables()
             tables = sorted(set(staged) | set(logs))
             self._commit_tables([t for t in tables if is_table_name(t)], staged, logs, report)
-            if not self._budgets_counted:  # once a process, every table: the metrics start with them
-                self.budget.count(sorted(set(tables) | set(self.screen.tables or ())), logs, report)
-                self._budgets_counted = True
         finally:
             self._release()
+        return {t: logs.get(t) or TableLog() for t in tables}
 
     def _release(self) -> None:
         """Give the lease up, leaving in it what this commit sent since its last
@@ -193,19 +195,11 @@ class Committer:
         return {t: kept for t, objs in staged.items() if (kept := [o for o in objs if o.name not in strays])}
 
     def _check_clock(self) -> None:
-        """ClockSkewError if this host's clock is off the store's by more than the margin.
-
-        Nothing the committer decides uses this host's clock; a host whose
-        clock is minutes off has a problem worth fixing before it acts."""
-        self.objects.stat(self.layout.lease)  # an answer, and with it the store's clock
-        skew = self._offset = self.clock() - self.objects.now()
-        if abs(skew) > self.settings.max_clock_skew:
-            raise ClockSkewError(
-                f"this host's clock is {abs(skew):.0f}s {'ahead of' if skew > 0 else 'behind'} the storage "
-                f"server's (more than max_clock_skew, {self.settings.max_clock_skew:g}s): not committing. "
-                "Fix the host's time (NTP); `bqspool doctor` shows the offset",
-                skew=skew,
-            )
+        """ClockSkewError if this host's clock is off the store's by more than the margin
+        (see :func:`.bucket_lease.clock_offset`)."""
+        self._offset = bucket_lease.clock_offset(
+            self.objects, self.layout.lease, self.clock, self.settings.max_clock_skew
+        )
 
     def now(self) -> float:
         """The store's clock, carried forward on this committer's own: what pacing, the

@@ -32,6 +32,17 @@ class CommitReport:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def line(self) -> str:
+        """The log's line about this commit."""
+        from ..billing import describe
+
+        return (
+            f"commit: {self.objects_loaded} objects ({self.events_loaded} events) loaded with "
+            f"{self.jobs_submitted} jobs in {self.seconds:.1f}s; {describe({**self.requests, **self.bigquery})}"
+            + (f"; quarantined {self.quarantined}" if self.quarantined else "")
+            + (f"; deferred {self.deferred}" if self.deferred else "")
+        )
+
     def table(self, table: str) -> dict:
         return self.per_table.setdefault(table, {"events": 0, "objects": 0, "jobs": {}, "delays": [], "quarantined": 0})
 

@@ -40,6 +40,16 @@ class Screen:
         self.objects, self.layout, self.tables = objects, layout, tables
         self._archived: dict[tuple[str, str], dict[str, str]] = {}  # (table, day) -> batch key -> archive file
 
+    def forget(self) -> None:
+        """Drop what was read of the archive: another committer may have archived since."""
+        self._archived.clear()
+
+    def remember(self, table: str, day: str, keys: list[str], path: str) -> None:
+        """An archive file this committer wrote: what was read of its day stays whole."""
+        known = self._archived.get((table, day))
+        if known is not None:
+            known.update(dict.fromkeys(keys, path))
+
     def strays(self, names: Iterable[str]) -> list[str]:
         """Quarantine the paths the grammar does not hold; the ones quarantined."""
         out = []

@@ -28,7 +28,7 @@ from ..interfaces import ObjectStore, StoredObject
 from ..layout import Layout, Outcome, RecordName
 from ..logs import fields
 from .archiver import Archiver, sizes_of
-from .commitlog import Record, TableLog
+from .commitlog import LogReader, Record, TableLog
 from .report import CommitReport
 from .split import Narrowed, Splitter
 
@@ -44,10 +44,17 @@ class Tidier:
     """Archives, splits, quarantines and closes for one committer; ``renew``
     is called before every step that changes anything (the lease)."""
 
-    def __init__(self, objects: ObjectStore, layout: Layout, renew: Callable[[], None]):
-        self.objects, self.layout, self.renew = objects, layout, renew
+    def __init__(
+        self,
+        objects: ObjectStore,
+        layout: Layout,
+        renew: Callable[[], None],
+        reader: LogReader,
+        on_archived: Callable[[str, str, list[str], str], None],
+    ):
+        self.objects, self.layout, self.renew, self.reader = objects, layout, renew, reader
         self.splitter = Splitter(objects, layout)
-        self.archiver = Archiver(objects, layout, renew)
+        self.archiver = Archiver(objects, layout, renew, on_archived)
 
     def tidy(self, table: str, tlog: TableLog, staged: dict[str, StoredObject], report: CommitReport) -> bool:
         """Archive, quarantine, split and close what the log says is finished; whether anything was split."""
@@ -148,6 +155,7 @@ class Tidier:
         except BaseException:
             counts.give_back(rec.table, commit)
             raise
+        self.reader.closed(rec.table, rec.key, rec.created, outcome)
         faults.hit("after_summary")
         markers = [m.name for m in tlog.outcomes.get(rec.key, {}).values()]
         self.objects.delete_objects([rec.name, *markers])
