@@ -12,8 +12,8 @@ already loaded.
 
 from __future__ import annotations
 
-from .interfaces import ObjectStore
-from .layout import Layout, ObjectName
+from .interfaces import ObjectStore, find_object
+from .layout import AFTER_STAGED, Layout, ObjectName
 
 SOURCES_KEY = "bqspool-objects"  # an archive file's metadata: the archive keys it holds, comma-separated
 
@@ -33,3 +33,19 @@ def archived_batches(store: ObjectStore, layout: Layout, table: str, day: str | 
         for key in filter(None, o.metadata.get(SOURCES_KEY, "").split(",")):
             out[key] = o.name
     return out
+
+
+def already_handed_over(store: ObjectStore, layout: Layout, name: str) -> bool:
+    """Whether a shipped object ``name`` is anywhere in the bucket: staged, moved
+    to another area, or loaded and archived.
+
+    Checked in this order on purpose: a move copies before it deletes, and
+    the committer writes an archive file before it deletes the objects it
+    holds, so an object gone from ``staged/`` is already where it went.
+    """
+    where = (name, *(layout.moved(name, area) for area in AFTER_STAGED))
+    if any(find_object(store, w) is not None for w in where):
+        return True
+    shipped = layout.name_of(name)
+    key = shipped.batch_key
+    return key is not None and key in archived_batches(store, layout, shipped.table, shipped.day)

@@ -10,12 +10,17 @@
     location = "US"
     bucket = "my-spool-bucket"
     prefix = "bqspool"
-    schedule = "5m"            # an interval (30s, 5m, 1h) or a cron line ("*/5 * * * *")
+    schedule = "90s"           # the commit's: an interval (30s, 5m, 1h) or a cron line ("*/5 * * * *")
     lease_seconds = 120        # the buffer's and the committer's lease
     max_clock_skew = 30        # a committer whose clock is further off the storage server's commits nothing
 
+    [ship]                     # when a stream ships (docs/deploy.md, "Freshness against cost")
+    target_bytes = 16777216    # when its pending events would fill an object this big (Parquet)
+    max_delay = "9m"           # or when its oldest event is this old
+    check = "10s"              # how often `run` and the in-process Shipper look (no request)
+
     [batch]
-    rows = 65536               # most rows in one batch (one Parquet file, one row group)
+    rows = 1000000             # most rows in one batch (one Parquet file, row groups of 65,536)
     bytes = 268435456          # most stored payload bytes in one batch
     per_job = 500              # most batches (source URIs) in one load job
 
@@ -96,7 +101,10 @@ class Config:
     location: str = "US"
     bucket: str | None = None
     prefix: str = DEFAULTS.prefix
-    schedule: str = "5m"
+    schedule: str = "90s"  # the commit schedule of `bqspool run`
+    ship_target_bytes: int = DEFAULTS.target_bytes
+    ship_max_delay: str = "9m"  # an interval: 30s, 9m, 1h
+    ship_check: str = "10s"
     # What the ship and commit stages run by: the defaults and their reasons are in settings.py.
     batch_rows: int = DEFAULTS.batch_rows
     batch_bytes: int = DEFAULTS.batch_bytes
@@ -169,7 +177,15 @@ class Config:
             jobs_per_table_10s=self.quota_jobs_per_table_10s,
             lease_seconds=self.lease_seconds,
             max_clock_skew=self.max_clock_skew,
+            target_bytes=self.ship_target_bytes,
+            max_delay=self.seconds("ship_max_delay"),
         )
+
+    def seconds(self, name: str) -> float:
+        """An interval setting (``ship_max_delay``, ``ship_check``) in seconds."""
+        found = interval_seconds(getattr(self, name))
+        assert found is not None, f"{name} was checked when the configuration was loaded"
+        return found
 
     def public(self, *, reveal: bool = False) -> dict[str, Any]:
         """Every setting by name; secrets masked unless ``reveal`` (see :func:`masked`)."""
@@ -253,6 +269,11 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
     config = Config(**values, sources=sources)
     if config.schedule_seconds() is None:
         _check_cron(config.schedule)
+    for name in ("ship_max_delay", "ship_check"):
+        if not interval_seconds(getattr(config, name)):
+            raise ConfigError(
+                f"{name} {getattr(config, name)!r} (from {sources[name]}): not an interval above 0 (30s, 9m, 1h)"
+            )
     if config.batch_per_job > 10_000:
         raise ConfigError("batch_per_job: a load job takes at most 10,000 source URIs")
     _check_names(config)

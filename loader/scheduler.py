@@ -1,8 +1,16 @@
 """``bqspool run``: ship, commit or both on an APScheduler schedule, one at a time.
 
-Scheduling is a thin layer: each tick calls ``Drainer.ship_once()``,
-``Committer.commit_once()`` or ``Drainer.drain_once()``, by role. A
-SIGTERM or SIGINT lets the current step finish; then a shipping role ships
+Scheduling is a thin layer over the stages, by role:
+
+- ``ship``: every ``ship.check`` (10 s), the streams that are due ship
+  (:mod:`.ship.policy`: a full object, or an event ``ship.max_delay`` old);
+  the check reads the buffer file and sends no request;
+- ``commit``: on ``schedule`` (90 s), one commit; with nothing staged it
+  costs one listing;
+- ``all``: ``ship``'s ticks, and a commit after each that shipped something
+  (or after one that left work): a single host commits what it shipped.
+
+A SIGTERM or SIGINT lets the current step finish; then a shipping role ships
 everything pending within the shutdown deadline (:data:`SHUTDOWN_DEADLINE_S`,
 inside the 10 s Cloud Run and Kubernetes give before SIGKILL), and the
 loop exits.
@@ -16,11 +24,15 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from bqspool.schemas.errors import BqspoolError
 
 from .clients import make_committer, make_drainer
 from .config import Config
+
+if TYPE_CHECKING:
+    from .drain import Drainer, DrainReport
 
 log = logging.getLogger("bqspool.loader")
 
@@ -35,14 +47,15 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     stop = stop or threading.Event()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
     step: Callable[[], object]
+    drainer: Drainer | None = None
     if role == "commit":
-        committer = make_committer(config, should_stop=stop.is_set)
-        step, drainer = committer.commit_once, None
+        step = make_committer(config, should_stop=stop.is_set).commit_once
+        seconds, every = config.schedule_seconds(), config.schedule
     else:
         drainer = make_drainer(config, commit=role == "all", should_stop=stop.is_set, progress=True)
-        step = drainer.drain_once if role == "all" else drainer.ship_once
+        step = (lambda: ship_then_commit(drainer)) if role == "all" else (lambda: drainer.ship_once(due_only=True))
+        seconds, every = config.seconds("ship_check"), config.ship_check
     metrics = _metrics(config)
-    seconds = config.schedule_seconds()
     trigger = IntervalTrigger(seconds=seconds) if seconds else CronTrigger.from_crontab(config.schedule)
     scheduler = BlockingScheduler()
 
@@ -66,12 +79,23 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.warning(
-        "bqspool run --role %s: %s every %s", role, config.buffer if drainer else config.prefix, config.schedule
-    )
+    log.warning("bqspool run --role %s: %s every %s", role, config.buffer if drainer else config.prefix, every)
     scheduler.start()
     if drainer is not None:
         last_ship(drainer, stop)
+
+
+def ship_then_commit(drainer: Drainer) -> DrainReport:
+    """``run --role all``'s tick: ship the due streams, then commit if that shipped
+    something or the last commit left work (a first tick always commits: a
+    process that died may have left work too)."""
+    from .drain import DrainReport
+
+    report = DrainReport(ship=drainer.ship_once(due_only=True))
+    assert drainer.committer is not None
+    if report.ship.batches_shipped or drainer.committer.left_work:
+        report.commit = drainer.commit_once()
+    return report
 
 
 def _metrics(config: Config):

@@ -168,6 +168,10 @@ def main() -> int:
         BQSPOOL_DATASET=f"demo_{run_id}",
         BQSPOOL_PREFIX=f"demo/{run_id}",
         BQSPOOL_SCHEDULE="3s",
+        # A short demo ships each stream once its oldest event is 3 s old
+        # (production: 9 minutes, or a 16-MiB object; docs/deploy.md).
+        BQSPOOL_SHIP_MAX_DELAY="3s",
+        BQSPOOL_SHIP_CHECK="1s",
         BQSPOOL_RETRY_DEADLINE="2",
         BQSPOOL_RETRY_MAXIMUM="1",
         BQSPOOL_MONITOR_STATE=str(folder / run_id / "monitor.json"),

@@ -50,6 +50,10 @@ class Env:
             retry_maximum=0.5,
             retry_deadline=3.0,
             lease_seconds=10.0,
+            # Streams come due a second after their oldest event, and `run` looks every
+            # second: tests of the fleet see ships within seconds, not minutes.
+            ship_max_delay="1s",
+            ship_check="1s",
         )
         # A bucket of its own: fake-gcs-server's listings walk the whole
         # bucket on every call, so a bucket shared by the session slows down
@@ -82,6 +86,9 @@ class Env:
                 "BQSPOOL_LEASE_SECONDS": str(c.lease_seconds),
                 "BQSPOOL_MAX_CLOCK_SKEW": str(c.max_clock_skew),
                 "BQSPOOL_BATCH_ROWS": str(c.batch_rows),
+                "BQSPOOL_SHIP_MAX_DELAY": c.ship_max_delay,
+                "BQSPOOL_SHIP_CHECK": c.ship_check,
+                "BQSPOOL_SHIP_TARGET_BYTES": str(c.ship_target_bytes),
                 "BQSPOOL_BATCH_PER_JOB": str(c.batch_per_job),
                 "BQSPOOL_QUOTA_JOBS_PER_TABLE_DAY": str(c.quota_jobs_per_table_day),
                 **(
@@ -202,6 +209,42 @@ def assert_exactly_once(env: Env, appended: dict[str, list[str]]) -> None:
     assert env.pending() == 0
     # Nothing left behind: every shipped object loaded and archived, every commit closed.
     assert env.bucket("staged") == [] and env.bucket("commits") == []
+
+
+def wait_until(what: str, done, timeout: float = 300.0, step: float = 0.1) -> None:
+    """Poll ``done()`` until it is true: tests wait on state, not on wall-clock margins
+    (the timeout only stops a hung test, far above any run's time)."""
+    end = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < end, f"still waiting for {what} after {timeout:.0f}s"
+        time.sleep(step)
+
+
+def wait_buffer_lease_expired(buffer: str | Path) -> None:
+    """Until the buffer's drain lease has run out, by the host clock its holders use."""
+    import sqlite3
+
+    from bqspool.buffer.store import now_us
+
+    def expired() -> bool:
+        conn = sqlite3.connect(buffer)
+        try:
+            row = conn.execute("SELECT expires_us FROM lease WHERE name = 'drain'").fetchone()
+        finally:
+            conn.close()
+        return row is None or row[0] < now_us()
+
+    wait_until("the buffer's lease to expire", expired)
+
+
+def wait_bucket_lease_expired(env: Env) -> None:
+    """Until the committers' lease in the bucket has run out, by the storage server's clock."""
+    from bqspool.loader.commit import bucket_lease
+    from bqspool.loader.layout import Layout
+
+    store = make_object_store(env.config)
+    name = Layout(env.config.prefix).lease
+    wait_until("the bucket's lease to expire", lambda: bucket_lease.holder_of(store, name) is None)
 
 
 def append_in_calls(buf, stream: str, events: list, per_call: int = 5) -> list:

@@ -35,7 +35,7 @@ from bqspool.schemas import load_schema_set
 
 from . import stored
 from .events import make_event
-from .loader_support import BQSPOOL, Env, append_in_calls
+from .loader_support import BQSPOOL, Env, append_in_calls, wait_bucket_lease_expired
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAMS = ("user_interactions", "tasks")
@@ -289,7 +289,9 @@ def test_two_committers_started_together_never_overlap_and_load_once(stack, tmp_
 
 
 def test_a_committer_stopped_past_its_lease_loads_nothing_twice(stack, tmp_path):
-    env = Env(tmp_path, "eixa", batch_rows=20, batch_per_job=2, lease_seconds=2, quota_jobs_per_table_10s=100)
+    # A 10-s lease: the stopped committer's must outlast the start of a second
+    # `bqspool commit` even on a busy machine; then the test waits for it to run out.
+    env = Env(tmp_path, "eixa", batch_rows=20, batch_per_job=2, lease_seconds=10, quota_jobs_per_table_10s=100)
     rng = random.Random(8)
     with Buffer(env.config.buffer, "eixa", strict=True) as buf:
         appended = {s: append_in_calls(buf, s, [make_event(env.schemas[s], rng) for _ in range(80)]) for s in STREAMS}
@@ -298,7 +300,7 @@ def test_a_committer_stopped_past_its_lease_loads_nothing_twice(stack, tmp_path)
     try:
         held = commit_cli(env)
         assert held.returncode == 4 and "another committer" in held.stderr  # alive, and its lease runs
-        time.sleep(2.2)
+        wait_bucket_lease_expired(env)
         b = commit_cli(env)  # takes over, and finishes the record A wrote
         assert b.returncode == 0, b.stderr
     finally:
@@ -414,7 +416,7 @@ def test_a_shipper_started_off_the_main_thread_refuses_instead_of_losing_the_buf
     from bqspool.schemas.errors import ConfigError
 
     class Idle:  # a drainer with nothing to ship: this test is about start() alone
-        def ship_once(self, deadline=None):
+        def ship_once(self, deadline=None, due_only=False):
             return ShipReport()
 
     errors: list[BaseException] = []
@@ -439,29 +441,30 @@ def _start(shipper, errors: list) -> None:
         errors.append(exc)
 
 
-def test_run_role_ship_ships_everything_on_sigterm(stack, tmp_path):
+def test_run_role_ship_ships_nothing_before_it_is_due_and_everything_on_sigterm(stack, tmp_path):
     env = Env(tmp_path, "eixa")
     rng = random.Random(9)
+    with Buffer(env.config.buffer, "eixa", strict=True) as buf:
+        early = buf.append_many("tasks", [make_event(env.schemas["tasks"], rng) for _ in range(5)])
     proc = subprocess.Popen(
-        [BQSPOOL, "run", "--role", "ship"], env=env.env(BQSPOOL_SCHEDULE="1h"), stderr=subprocess.PIPE, text=True
+        [BQSPOOL, "run", "--role", "ship"],
+        env=env.env(BQSPOOL_SHIP_MAX_DELAY="1h", BQSPOOL_SHIP_CHECK="0.2s"),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not env.bucket("staged") and time.monotonic() < deadline:
-            if not Path(env.config.buffer).exists() or stored.pending_events(env.config.buffer) == 0:
-                with Buffer(env.config.buffer, "eixa", strict=True) as buf:
-                    buf.append_many("tasks", [make_event(env.schemas["tasks"], rng) for _ in range(5)])
-            time.sleep(0.3)
-        with Buffer(env.config.buffer, "eixa", strict=True) as buf:  # after the first tick: only SIGTERM ships these
+        time.sleep(2)  # ten looks: nothing is an hour old, nor fills an object
+        assert env.bucket("staged") == [] and stored.pending_events(env.config.buffer) == 5
+        with Buffer(env.config.buffer, "eixa", strict=True) as buf:
             late = buf.append_many("tasks", [make_event(env.schemas["tasks"], rng) for _ in range(25)])
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
     err = proc.stderr.read() if proc.stderr else ""
     assert code == 0, err
-    assert "on the way out" in err and stored.pending_events(env.config.buffer) == 0
+    assert "shipped 30 events on the way out" in err and stored.pending_events(env.config.buffer) == 0
     assert commit_cli(env).returncode == 0
-    assert set(late) <= set(env.bq_ids("tasks"))
+    assert set(early + late) == set(env.bq_ids("tasks"))
 
 
 # -- the commit log's rule, on the fakes --------------------------------------------------------
@@ -498,7 +501,7 @@ def test_of_two_overlapping_records_only_the_older_is_ever_submitted(tmp_path):
     assert [n for n in store.objects if "/staged/" in n or "/commits/" in n] == []
 
 
-def test_an_in_process_shipper_ships_on_its_interval_and_on_stop(stack, tmp_path):
+def test_an_in_process_shipper_ships_what_is_due_and_everything_on_stop(stack, tmp_path):
     from dataclasses import replace
 
     from bqspool.loader import Shipper
@@ -506,8 +509,10 @@ def test_an_in_process_shipper_ships_on_its_interval_and_on_stop(stack, tmp_path
     env = Env(tmp_path, "eixa")
     rng = random.Random(12)
     buf = Buffer(env.config.buffer, "eixa", strict=True)
-    # No schema set configured: the shipper takes the buffer's own.
-    shipper = Shipper(buf, replace(env.config, schemas=None), interval=0.2, handle_signals=False).start()
+    # No schema set configured: the shipper takes the buffer's own. A stream is due
+    # a second after its oldest event; a quiet one never.
+    config = replace(env.config, schemas=None, ship_max_delay="1s")
+    shipper = Shipper(buf, config, interval=0.2, handle_signals=False).start()
     first = buf.append_many("tasks", [make_event(env.schemas["tasks"], rng) for _ in range(10)])
     deadline = time.monotonic() + 20
     while not env.bucket("staged") and time.monotonic() < deadline:

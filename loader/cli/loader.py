@@ -100,6 +100,8 @@ def _loader_process() -> None:
 def _print_ship(report) -> None:
     from ..billing import describe
 
+    if report.due:
+        click.echo("due: " + "; ".join(f"{s}: {why}" for s, why in report.due.items()), err=True)
     click.echo(
         f"shipped {report.events_shipped} events in {report.batches_shipped} batches "
         f"({report.bytes_shipped} bytes) in {report.seconds:.1f}s{_steps(report.step_seconds)}; "
@@ -166,14 +168,21 @@ def _commit_exit(report) -> None:
 
 
 once_option = click.option("--once", is_flag=True, required=True, help="Do everything pending now, then exit.")
+due_option = click.option(
+    "--due",
+    is_flag=True,
+    help="Ship only the streams that are due (a full object, or an event ship.max_delay old), "
+    "as `run` does: for cron hosts. Default: ship everything pending.",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 
 
 @main.command()
 @config_option
 @once_option
+@due_option
 @json_option
-def ship(config_path: str | None, once: bool, as_json: bool) -> None:
+def ship(config_path: str | None, once: bool, due: bool, as_json: bool) -> None:
     """Ship the buffer to the bucket once: seal, stage, upload, hand over.
 
     Runs on every host; needs only the bucket, never BigQuery. A batch's
@@ -187,7 +196,7 @@ def ship(config_path: str | None, once: bool, as_json: bool) -> None:
 
     cfg = load_config(config_path)
     _loader_process()
-    report = make_drainer(cfg, commit=False).ship_once()
+    report = make_drainer(cfg, commit=False).ship_once(due_only=due)
     click.echo(json.dumps(report.as_dict(), indent=2)) if as_json else _print_ship(report)
     _ship_exit(cfg, report)
 
@@ -217,8 +226,9 @@ def commit(config_path: str | None, once: bool, as_json: bool) -> None:
 @main.command()
 @config_option
 @once_option
+@due_option
 @json_option
-def drain(config_path: str | None, once: bool, as_json: bool) -> None:
+def drain(config_path: str | None, once: bool, due: bool, as_json: bool) -> None:
     """Ship, then commit, in one process: what a single host runs (cron, timers, CronJobs).
 
     The same two stages as `ship` and `commit`, with the same guarantee.
@@ -232,7 +242,7 @@ def drain(config_path: str | None, once: bool, as_json: bool) -> None:
 
     cfg = load_config(config_path)
     _loader_process()
-    report = make_drainer(cfg).drain_once()
+    report = make_drainer(cfg).drain_once(due_only=due)
     if cfg.metrics_textfile:
         _textfile(cfg, report)
     if as_json:
@@ -264,10 +274,14 @@ def _textfile(cfg, report) -> None:
     help="ship: this host's buffer only (a sidecar, a VM); commit: the dataset's committer; all: both.",
 )
 def run(config_path: str | None, role: str) -> None:
-    """Run ship, commit or both on the configured schedule until SIGTERM/SIGINT.
+    """Run ship, commit or both until SIGTERM/SIGINT.
 
-    On SIGTERM a shipping role ships everything pending within the
-    shutdown deadline (8 s, inside Cloud Run's 10), then exits.
+    ship: every ship.check (10 s) the streams that are due ship (a full
+    object, or an event ship.max_delay old); the check sends no request.
+    commit: a commit on the schedule (90 s). all: ship's checks, and a
+    commit after each that shipped something. On SIGTERM a shipping role
+    ships everything pending within the shutdown deadline (8 s, inside
+    Cloud Run's 10), then exits.
     """
     from ..scheduler import run_forever
 

@@ -161,12 +161,13 @@ class _Range:
 
 
 def _ranges(
-    conn: sqlite3.Connection, stream: str, top: int, max_rows: int, max_bytes: int, cut: int = 0
+    conn: sqlite3.Connection, stream: str, top: int, max_rows: int, max_bytes: int, cut: int = 0, whole: bool = False
 ) -> list[_Range]:
     """The stream's rows above seq ``top``, cut into ranges of at most ``max_rows``
     events and ``max_bytes`` bytes, and after seq ``cut`` (a range never spans it).
     A stored row (up to 1,000 events) is never split, so a range can go past
-    either size by less than one row."""
+    either size by less than one row. With ``whole``, only full ranges: the
+    last one, short of both sizes, is left out."""
     out: list[_Range] = []
     lo = last = oldest = 0
     events = nbytes = 0
@@ -182,7 +183,7 @@ def _ranges(
         oldest = min(oldest, created)
         digest.update(f"{seq} {n} {size} {created}\n".encode())
         last = seq
-    if events:
+    if events and not (whole and events < max_rows and nbytes < max_bytes):
         out.append(_Range(lo, last, events, nbytes, digest.hexdigest(), oldest))
     return out
 
@@ -212,9 +213,11 @@ def seal(
     max_rows: int,
     max_bytes: int,
     fence: Fence | None = None,
+    whole: bool = False,
 ) -> int:
     """Seal every unsealed row of ``stream`` into batches, each named for
-    ``staged/`` from a digest of its rows; returns how many batches.
+    ``staged/`` from a digest of its rows; returns how many batches. With
+    ``whole``, only full batches: the rest stays unsealed, to fill one.
 
     Unsealed rows are those above the highest sealed seq of the stream:
     appenders commit under the same write lock, so no row can later appear
@@ -229,7 +232,7 @@ def seal(
         cut = hold["seq"] if hold and top < hold["seq"] else 0
         now = now_us()
         made = []
-        for r in _ranges(conn, stream, top, max_rows, max_bytes, cut):
+        for r in _ranges(conn, stream, top, max_rows, max_bytes, cut, whole):
             batch_id = f"{stream}-{buffer_id[:16]}-{r.lo:012d}-{r.hi:012d}"
             name = ObjectName.batch(stream, day, batch_id, r.digest, r.events, r.oldest_us // 1000)
             held = r.hi <= cut

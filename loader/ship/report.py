@@ -22,6 +22,7 @@ class ShipReport:
     # Uploads and hand-overs overlap the next stage: the sum can pass ``seconds``.
     step_seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0  # of this process so far, for operators watching memory
+    due: dict[str, str] = field(default_factory=dict)  # with due_only: the streams shipped, and why
     # The object store's requests by operation (billing.OPERATIONS), as sent: what this ship cost.
     requests: dict[str, int] = field(default_factory=dict)
 

@@ -43,57 +43,24 @@ from bqspool.schemas import SchemaSet
 from bqspool.schemas.errors import DiskFullError, LeaseLostError
 
 from .. import billing, faults
-from ..archived import archived_batches
-from ..interfaces import ObjectStore, find_object
-from ..layout import AFTER_STAGED, Layout
+from ..archived import already_handed_over
+from ..interfaces import ObjectStore
+from ..layout import Layout
 from ..logs import fields
 from ..process import new_holder, peak_rss_mb
 from ..progress import Progress
 from ..settings import DEFAULTS, Settings
 from . import buffer_lease, ledger
 from .delivery import Delivered, Delivery, connect
+from .policy import Due, ShipPolicy
 from .report import ShipReport
-from .stage import Stager, read_batch_payloads
+from .stage import Stager, read_batch_payloads, staging_error
 
 log = logging.getLogger("bqspool.loader")
 T = TypeVar("T")
 
 TIGHT_BATCH_BYTES = 256 * 1024  # batch size while the disk is full: its Parquet file must fit the reserve
-
-
-def staging_error(exc: BaseException) -> bool:
-    """Whether staging failed because of the batch's rows (quarantine it), not the host."""
-    if isinstance(exc, OSError):  # disk full, I/O: the host's, retry later
-        return False
-    return isinstance(
-        exc,
-        (
-            ValueError,
-            TypeError,
-            KeyError,
-            ArithmeticError,
-            UnicodeError,
-            sqlite3.DataError,
-            sqlite3.OperationalError,
-            sqlite3.IntegrityError,
-        ),
-    ) or type(exc).__module__.startswith("pyarrow")
-
-
-def already_handed_over(store: ObjectStore, layout: Layout, name: str) -> bool:
-    """Whether a shipped object ``name`` is anywhere in the bucket: staged, moved
-    to another area, or loaded and archived.
-
-    Checked in this order on purpose: a move copies before it deletes, and
-    the committer writes an archive file before it deletes the objects it
-    holds, so an object gone from ``staged/`` is already where it went.
-    """
-    where = (name, *(layout.moved(name, area) for area in AFTER_STAGED))
-    if any(find_object(store, w) is not None for w in where):
-        return True
-    shipped = layout.name_of(name)
-    key = shipped.batch_key
-    return key is not None and key in archived_batches(store, layout, shipped.table, shipped.day)
+DEADLINE_BATCH_ROWS = 65_536  # events per batch on the way out: a deadline is kept to about a batch's stage
 
 
 class Ship:
@@ -109,8 +76,10 @@ class Ship:
         staging_dir: str | Path | None = None,
         progress: bool = True,
         should_stop: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.time,  # what "due" is measured by, against the buffer's append times
     ):
         self.path = Path(buffer_path)
+        self.clock = clock
         self.schemas, self.objects, self.settings = schemas, objects, settings
         self.layout = Layout(settings.prefix)
         self.staging = Path(staging_dir) if staging_dir else self.path.with_name(self.path.name + ".staging")
@@ -122,16 +91,40 @@ class Ship:
         self._delivery: Delivery | None = None  # this ship's uploads and hand-overs
         self._recovering: set[str] = set()  # batches staged before this ship: uploaded already, perhaps
         self._tight = False  # the disk is full: small batches, one at a time
+        self._deadline = False  # this ship has a deadline (SIGTERM): small batches
+        self.policy = ShipPolicy(settings.target_bytes, settings.max_delay)
+        self._only: dict[str, Due] | None = None  # this ship's streams (the due ones), or None: all
 
-    def ship_once(self, deadline: float | None = None) -> ShipReport:
-        """Ship everything pending now, or until ``deadline`` (a ``time.monotonic()``
-        instant) passes. Raises LeaseHeldError if another loader ships this
-        buffer, LeaseLostError if this one lost its lease midway,
-        BackendUnavailableError if GCS stays down, DiskFullError if the disk
-        stays full."""
+    def due(self) -> dict[str, Due]:
+        """The streams due to ship now, each with why (see :mod:`.policy`): reads the
+        buffer file alone, no request; nothing if it does not exist yet."""
+        if not self.path.exists():
+            return {}
+        conn = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            return self.policy.due(conn, self.schemas, self.clock())
+        except sqlite3.OperationalError as exc:  # an older file, or busy: a whole ship sorts it out
+            return {"*": Due("unfinished", f"the buffer could not be read for the check ({exc})")}
+        finally:
+            conn.close()
+
+    def ship_once(self, deadline: float | None = None, *, due_only: bool = False) -> ShipReport:
+        """Ship everything pending now (with ``due_only``, the due streams' only: see
+        :meth:`due`), or until ``deadline`` (a ``time.monotonic()`` instant) passes.
+        Raises LeaseHeldError if another loader ships this buffer, LeaseLostError
+        if this one lost its lease midway, BackendUnavailableError if GCS stays
+        down, DiskFullError if the disk stays full."""
+        due = self.due() if due_only else None
+        if due is not None and not due:
+            return ShipReport()  # nothing due: no lease, no request
         before = self.objects.requests.snapshot()
-        with billing.spending(billing.SHIP):
-            report = self._ship_once(deadline)
+        self._only = None if due is None or "*" in due else due
+        try:
+            with billing.spending(billing.SHIP):
+                report = self._ship_once(deadline)
+        finally:
+            self._only = None
+        report.due = {s: str(why) for s, why in (due or {}).items()}
         report.requests = self.objects.requests.since(before)
         if report.batches_shipped or report.quarantined:
             log.info(
@@ -149,6 +142,7 @@ class Ship:
         started = time.monotonic()
         report = ShipReport()
         self._tight = False
+        self._deadline = deadline is not None
         _, in_use = opening.open_file(self.path, check="none")
         conn = connect(self.path)
         try:
@@ -236,11 +230,19 @@ class Ship:
             )
         for stream, n in rows.streams_pending(conn):
             if stream in self.schemas:
-                ledger.seal(conn, stream, buffer_id, self.layout, self.settings.batch_rows, batch_bytes, self.fence)
+                if self._only is None or stream in self._only:
+                    cut = min(batch_bytes, self.policy.stored_target(stream))  # an object of about target_bytes
+                    # Due by size: whole objects ship, the rest waits to fill one (or to age).
+                    whole = self._only is not None and self._only[stream].kind == "size"
+                    ledger.seal(conn, stream, buffer_id, self.layout, self._max_rows(), cut, self.fence, whole)
             else:
                 report.undrainable[stream] = n
                 log.error("stream %r has %d pending events but no table in the schema set; not shipping it", stream, n)
         faults.hit("after_seal")
+
+    def _max_rows(self) -> int:
+        # On the way out (a deadline) batches stay small, so the deadline is kept to a batch's time.
+        return min(self.settings.batch_rows, DEADLINE_BATCH_ROWS) if self._deadline else self.settings.batch_rows
 
     def _ship(self, conn: sqlite3.Connection, report: ShipReport, deadline: float | None) -> None:
         assert self.fence is not None
@@ -361,7 +363,9 @@ class Ship:
 
     def _count(self, done: Delivered, report: ShipReport) -> None:
         if done.events is not None:
-            report.shipped(done.batch.stream, done.events, done.batch.object_size or 0)
+            b = done.batch
+            report.shipped(b.stream, done.events, b.object_size or 0)
+            self.policy.learn(b.stream, b.nbytes, b.object_size or 0)
 
     def _report_quarantined(self, b: ledger.Batch, reason: str, report: ShipReport) -> None:
         report.quarantined.append(b.batch_id)

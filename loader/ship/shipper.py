@@ -6,11 +6,15 @@
     from bqspool.loader import Shipper, load_config
 
     buffer = Buffer("/tmp/bqspool/buffer.db", "eixa")
-    shipper = Shipper(buffer, load_config()).start()   # ships every 30 s from a thread
+    shipper = Shipper(buffer, load_config()).start()   # ships from a thread, as streams come due
     ...
     buffer.append("user_interactions", event)
 
-A background thread ships the buffer every ``interval`` seconds. On
+A background thread looks at the buffer every ``interval`` seconds
+(``ship.check``, 10 s) and ships the streams that are due: those whose
+pending events would fill an object of ``ship.target_bytes``, or whose
+oldest event is ``ship.max_delay`` old (:mod:`.policy`). The look reads
+the buffer file and sends no request, so a quiet app costs nothing. On
 SIGTERM (a scale-in, a rolling update) the shipper closes the buffer to
 new appends, flushes what was acknowledged, ships everything pending
 within ``deadline`` seconds (default 8, inside the 10 s Cloud Run and
@@ -45,7 +49,6 @@ from ..config import Config
 
 log = logging.getLogger("bqspool.loader")
 
-DEFAULT_INTERVAL_S = 30.0
 DEFAULT_DEADLINE_S = 8.0
 
 
@@ -65,7 +68,7 @@ class Shipper:
         buffer_or_path: Any,
         config: Config | None = None,
         *,
-        interval: float = DEFAULT_INTERVAL_S,
+        interval: float | None = None,  # seconds between looks; default: the configuration's ship.check
         deadline: float = DEFAULT_DEADLINE_S,
         handle_signals: bool = True,
         drainer: Any = None,
@@ -74,18 +77,21 @@ class Shipper:
 
         from bqspool.buffer import Buffer
 
+        from ..config import load_config
+
         self.buffer = buffer_or_path if isinstance(buffer_or_path, Buffer) else None
         path = Path(self.buffer.path if self.buffer is not None else buffer_or_path)
+        config = config or load_config()
         if drainer is None:
             from ..clients import make_drainer
-            from ..config import load_config
 
-            cfg = replace(config or load_config(), buffer=str(path))
+            cfg = replace(config, buffer=str(path))
             # The app's buffer knows its schema set: no need to configure it twice.
             own = self.buffer.schemas if cfg.schemas is None and self.buffer is not None else None
             drainer = make_drainer(cfg, commit=False, schemas=own, progress=False)
         self.drainer = drainer
-        self.interval, self.deadline = interval, deadline
+        self.interval = config.seconds("ship_check") if interval is None else interval
+        self.deadline = deadline
         self.handle_signals = handle_signals
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,12 +126,13 @@ class Shipper:
         atexit.register(self.stop)
         return self
 
-    def ship_now(self, deadline: float | None = None) -> int:
-        """Ship what is pending (within ``deadline`` seconds if given); the events shipped."""
+    def ship_now(self, deadline: float | None = None, *, due_only: bool = False) -> int:
+        """Ship what is pending (the due streams' only, with ``due_only``), within
+        ``deadline`` seconds if given; the events shipped."""
         with self._lock:
             until = None if deadline is None else time.monotonic() + deadline
             try:
-                report = self.drainer.ship_once(deadline=until)
+                report = self.drainer.ship_once(deadline=until, due_only=due_only)
             except BqspoolError as exc:
                 self.last_error = exc
                 log.error("shipping failed (%s): %s", "will retry" if exc.retryable else "needs attention", exc)
@@ -157,7 +164,7 @@ class Shipper:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self.ship_now()
+            self.ship_now(due_only=True)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         # A second SIGTERM (process managers and people send two) arrives while

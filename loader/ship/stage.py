@@ -202,3 +202,22 @@ def read_batch_payloads(conn: sqlite3.Connection, stream: str, lo: int, hi: int,
             parts, events = [], 0
     if parts:
         yield "\n".join(parts)
+
+
+def staging_error(exc: BaseException) -> bool:
+    """Whether staging failed because of the batch's rows (quarantine it), not the host."""
+    if isinstance(exc, OSError):  # disk full, I/O: the host's, retry later
+        return False
+    return isinstance(
+        exc,
+        (
+            ValueError,
+            TypeError,
+            KeyError,
+            ArithmeticError,
+            UnicodeError,
+            sqlite3.DataError,
+            sqlite3.OperationalError,
+            sqlite3.IntegrityError,
+        ),
+    ) or type(exc).__module__.startswith("pyarrow")
