@@ -19,6 +19,7 @@ from bqspool.schemas import SchemaSet
 from .commit.committer import Committer
 from .commit.report import CommitReport
 from .interfaces import LoadJobs, ObjectStore
+from .process import give_back_memory
 from .settings import DEFAULTS, Settings
 from .ship.report import ShipReport
 from .ship.runner import Ship
@@ -56,6 +57,11 @@ class DrainReport:
     def undrainable(self) -> dict[str, int]:
         return self.ship.undrainable
 
+    @property
+    def peak_rss_mb(self) -> float:
+        """The process's peak RSS, as the later of the two stages saw it."""
+        return max(self.ship.peak_rss_mb, self.commit.peak_rss_mb)
+
     def as_dict(self) -> dict:
         return {
             "events_loaded": self.events_loaded,
@@ -65,6 +71,7 @@ class DrainReport:
             "deferred": self.deferred,
             "undrainable": self.undrainable,
             "seconds": self.seconds,
+            "peak_rss_mb": self.peak_rss_mb,
             "ship": self.ship.as_dict(),
             "commit": self.commit.as_dict(),
         }
@@ -117,17 +124,20 @@ class Drainer:
         if self.committer is not None:
             self.committer.should_stop = fn
 
-    def drain_once(self) -> DrainReport:
-        """Ship, then commit: what a single host runs. The errors of both."""
+    def drain_once(self, *, due_only: bool = False) -> DrainReport:
+        """Ship (with ``due_only``, the due streams only), then commit: what a single
+        host runs. The errors of both."""
         started = time.monotonic()
-        report = DrainReport(ship=self.ship_once())
+        report = DrainReport(ship=self.shipping.ship_once(due_only=due_only))
+        give_back_memory()
         report.commit = self.commit_once()
         report.seconds = round(time.monotonic() - started, 3)
         return report
 
-    def ship_once(self, deadline: float | None = None) -> ShipReport:
-        """Ship everything pending now, or until ``deadline`` (see :meth:`.ship.runner.Ship.ship_once`)."""
-        return self.shipping.ship_once(deadline)
+    def ship_once(self, deadline: float | None = None, *, due_only: bool = False) -> ShipReport:
+        """Ship everything pending now (the due streams' only, with ``due_only``), or
+        until ``deadline`` (see :meth:`.ship.runner.Ship.ship_once`)."""
+        return self.shipping.ship_once(deadline, due_only=due_only)
 
     def commit_once(self) -> CommitReport:
         """Load everything shipped under the prefix, by any host (see :class:`.commit.committer.Committer`)."""

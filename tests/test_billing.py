@@ -172,6 +172,8 @@ def test_every_request_of_a_drain_is_recorded_once(rig):  # noqa: F811
     # rounds, the rule's check); each of the schema set's tables its budget (the first commit counts
     # them all, for the metrics), and each table loaded its archive index.
     assert report.commit.requests["list"] == 5 + len(EIXA) + 3
+    # Each object read once (class B), merged into its archive file while its job ran.
+    assert report.commit.requests["read"] == 11
     assert not any(_balance(rig.store).values())
     # A second drain with nothing new costs one listing, and records what the first left in the lease.
     idle = drainer.commit_once()

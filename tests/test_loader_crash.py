@@ -27,10 +27,21 @@ def fill(env, n, seed):
 # Every fault point is crashed at, twice, on the in-memory fakes
 # (test_drain_logic.py); on the real stack, the points where a real server's
 # state matters: an object uploaded, a hand-over midway, a commit recorded,
-# a job submitted or done, objects archived.
+# a job submitted or done, and each step of archiving: an archive file
+# written, the loaded objects deleted, the record's summary written.
 @pytest.mark.parametrize(
     "point",
-    ["after_seal", "after_upload", "mid_ship", "after_record", "after_submit", "after_job_done", "after_archive"],
+    [
+        "after_seal",
+        "after_upload",
+        "mid_ship",
+        "after_record",
+        "after_submit",
+        "after_job_done",
+        "after_archive_write",
+        "after_archive",
+        "after_summary",
+    ],
 )
 def test_crash_at_each_step_then_drain_again(stack, tmp_path, point):
     env = Env(tmp_path, "eixa", batch_rows=40, batch_per_job=2)

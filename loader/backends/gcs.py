@@ -64,6 +64,15 @@ def _rules(found) -> list[LifecycleRule]:
     return out
 
 
+def _hash(header: str, kind: str) -> str:
+    """The ``kind=`` value of an ``x-goog-hash`` header (``crc32c=...,md5=...``), or ""."""
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == kind:
+            return value
+    return ""
+
+
 UPLOAD_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
 MULTIPART_MAX = 8 * 1024 * 1024  # the client uploads larger files by a resumable session
 
@@ -292,11 +301,32 @@ class GcsStore:
         return self.retry.call(what, lambda: gcs_batch.send(self.client, calls, self.requests))
 
     def download(self, name: str, path: Path) -> None:
+        """``name``'s bytes into ``path``, checked against the crc32c GCS sends with them.
+
+        One GET of the media, streamed to the file, written here: the client's
+        download spent about 2 ms of CPU per object, and a committer archiving
+        10,000 small objects reads every one of them."""
+        import google_crc32c
+
+        base = self.client._connection.API_BASE_URL.rstrip("/")
+        url = f"{base}/download/storage/v1/b/{quote(self.bucket_name, safe='')}/o/{quote(name, safe='')}?alt=media"
+
         def attempt() -> None:
-            try:
-                self.bucket.blob(name).download_to_filename(str(path), retry=None, timeout=300)
-            except gexc.NotFound:
-                raise BackendError(f"{self.uri(name)} does not exist") from None
+            response = self.client._http.request("GET", url, stream=True, timeout=300)
+            with response:
+                if response.status_code == 404:
+                    raise BackendError(f"{self.uri(name)} does not exist")
+                if not 200 <= response.status_code < 300:
+                    raise cloud_errors.from_http_response(response)
+                checksum = google_crc32c.Checksum()
+                with open(path, "wb") as fh:
+                    for chunk in response.iter_content(1 << 20):
+                        checksum.update(chunk)
+                        fh.write(chunk)
+            sent = _hash(response.headers.get("x-goog-hash", ""), "crc32c")
+            got = base64.b64encode(checksum.digest()).decode("ascii")
+            if sent and sent != got:  # a transfer that went wrong: read it again
+                raise gexc.ServiceUnavailable(f"{self.uri(name)} arrived with crc32c {got}, not {sent}")
 
         self.retry.call(f"download {self.uri(name)}", attempt)
 

@@ -33,6 +33,9 @@ def is_transient(exc: BaseException) -> bool | None:
     if isinstance(exc, gexc.GoogleAPICallError):
         reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
         return bool(reasons & TRANSIENT_REASONS)
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout, auth_exc.TransportError)):
+    if isinstance(
+        exc,
+        (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, auth_exc.TransportError),
+    ):
         return True
     return None

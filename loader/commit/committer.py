@@ -172,6 +172,7 @@ class Committer:
             tables = sorted(set(staged) | set(logs))
             self._commit_tables([t for t in tables if is_table_name(t)], staged, logs, report)
         finally:
+            self.tidier.archiver.discard()
             self._release()
         return {t: logs.get(t) or TableLog() for t in tables}
 
@@ -260,6 +261,8 @@ class Committer:
             fresh = self.reader.tables() if todos else {}
             for table, todo in todos.items():
                 with billing.spending(table):
+                    for r in todo:  # its archive files are merged while its job runs
+                        self.tidier.archiver.prepare(table, r.key, r.created, r.sources, self._staged.get(table, {}))
                     mine = fresh.get(table) or TableLog()
                     started += [(r, out) for r in todo if (out := self.jobs.start(table, r, mine, report)) is not None]
             for rec, outcome in started:

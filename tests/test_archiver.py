@@ -1,0 +1,60 @@
+"""Archive files merged while their load jobs run: used when the job is done, never written otherwise.
+
+On the fakes (the decisions); the real stack runs the same path in every
+exactly-once test, and tests/test_loader_crash.py kills it at each step.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow.parquet as pq
+import pytest
+from bqspool.loader.archived import SOURCES_KEY
+from bqspool.loader.commit import archiver
+from bqspool.loader.interfaces import JobError
+from bqspool.schemas.errors import BackendUnavailableError
+
+from .test_drain_logic import exactly_once, rig  # noqa: F401  (the fixture)
+
+
+def archive_rows(rig) -> dict[str, int]:  # noqa: F811
+    """Archive file name -> its rows."""
+    return {
+        name: pq.read_metadata(io.BytesIO(data)).num_rows
+        for name, data in rig.store.objects.items()
+        if "/archive/" in name and name.endswith(".parquet")
+    }
+
+
+def test_a_merge_ahead_that_failed_is_done_again_when_archiving(rig, monkeypatch):  # noqa: F811
+    appended = rig.fill({"tasks": 20})
+    merge = archiver.Archiver._merge
+    calls = []
+
+    def failing_once(self, part, folder):
+        calls.append(part.path)
+        if len(calls) == 1:
+            raise OSError("disk full while merging ahead")
+        return merge(self, part, folder)
+
+    monkeypatch.setattr(archiver.Archiver, "_merge", failing_once)
+    rig.drainer(batch_rows=5).drain_once()
+    exactly_once(rig, appended)
+    assert len(calls) == 2 and calls[0] == calls[1]  # ahead (failed), then again at archiving
+    assert sum(archive_rows(rig).values()) == 20
+
+
+def test_a_job_that_fails_leaves_no_archive_file_although_merged_ahead(rig):  # noqa: F811
+    appended = rig.fill({"tasks": 10})
+    rig.warehouse.knobs.job_errors = [JobError("backend", "backendError", "down")] * 10
+    with pytest.raises(BackendUnavailableError, match="failed 5 times"):
+        rig.drainer(batch_rows=5).drain_once()
+    assert archive_rows(rig) == {}  # merged ahead five times; written never
+    rig.warehouse.knobs.job_errors = []
+    rig.drainer(batch_rows=5).drain_once()
+    exactly_once(rig, appended)
+    rows = archive_rows(rig)
+    assert sum(rows.values()) == 10
+    held = [k for name in rows for k in rig.store.meta[name].metadata.get(SOURCES_KEY, "").split(",") if k]
+    assert len(held) == len(set(held)) == 2  # both objects, each in the archive once
