@@ -21,7 +21,14 @@ from bqspool.loader.config import load_config
 from bqspool.schemas.errors import ConfigError
 
 from .events import make_event
-from .loader_support import BQSPOOL, Env, append_in_calls, assert_exactly_once, wait_stopped
+from .loader_support import (
+    BQSPOOL,
+    Env,
+    append_in_calls,
+    assert_exactly_once,
+    wait_buffer_lease_expired,
+    wait_stopped,
+)
 from .stored import sqlite_utils_db
 
 SECRET = "PAYLOAD-MARKER-7f3e"
@@ -48,13 +55,14 @@ def counters(env):
 
 
 def test_a_loader_paused_past_its_lease_stops_and_nothing_is_doubled(stack, tmp_path):
-    env = Env(tmp_path, "eixa", batch_rows=20, batch_per_job=2, lease_seconds=2)
+    # A 10-s lease, to outlast the start of a second drain on a busy machine.
+    env = Env(tmp_path, "eixa", batch_rows=20, batch_per_job=2, lease_seconds=10)
     appended = fill(env, {"tasks": 100, "user_interactions": 100})
     a = env.paused("drain", "--once", fault="after_stage:1:stop")
     try:
         held = env.drain_cli()
         assert held.returncode == 4 and "another loader" in held.stderr  # A is alive and its lease runs
-        time.sleep(2.2)  # ... until it expires: then another loader may take over
+        wait_buffer_lease_expired(env.config.buffer)  # ... until it expires: then another may take over
         b = env.drain_cli()
         assert b.returncode == 0, b.stderr
         assert_exactly_once(env, appended)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from bqspool.buffer import Buffer
-from bqspool.buffer.store import connect
+from bqspool.buffer.store import connect, now_us
 from bqspool.loader.backends import localstack
 from bqspool.loader.clients import make_object_store
 from bqspool.loader.commit.commitlog import Record
@@ -217,15 +217,15 @@ def test_lease_keeps_two_loaders_apart(stack, tmp_path):
     appended = fill(env, {"tasks": 20})
     conn = connect(env.config.buffer)
     ledger.prepare(conn)
-    _elsewhere = buffer_lease.acquire_lease(
-        conn, "otherhost:1:abc", 2, Path(env.config.buffer)
-    )  # a live loader elsewhere
+    # A live loader elsewhere, with a lease far longer than a drain takes to start.
+    _elsewhere = buffer_lease.acquire_lease(conn, "otherhost:1:abc", 600, Path(env.config.buffer))
     with pytest.raises(LeaseHeldError, match="another loader"):
         env.drainer().drain_once()
     res = env.drain_cli()
     assert res.returncode == 4 and "another loader" in res.stderr
     assert env.pending() == 20
-    time.sleep(2.2)  # that loader died: its lease runs out
+    # That loader died, and its lease ran out: the clock moved past its expiry.
+    conn.execute("UPDATE lease SET expires_us = ? WHERE name = 'drain'", (now_us() - 1,))
     assert env.drainer().drain_once().events_loaded == 20
     # Concurrent drainers on one buffer: one at a time, everything once.
     more = fill(env, {"tasks": 30, "user_interactions": 30}, seed=2)
