@@ -21,9 +21,11 @@ and the ratios the targets are about:
   each wait for their own commit are bounded by the 8-row commit ceiling
   (Little's law), shown beside it.
 
-    python scripts/bench_buffer.py [--events N] [--durability full|normal]
+    python scripts/bench_buffer.py [--events N] [--durability full|normal] [--smoke]
 
-Exits 1 when a target is missed, so it can gate a release.
+Exits 1 when a target is missed, so it can gate a release (--smoke: a run of a
+few seconds that prints the same figures and ratios and gates nothing; the
+test suite runs it so the benchmark cannot rot).
 """
 
 from __future__ import annotations
@@ -263,7 +265,10 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=100_000, help="events for the bulk runs (default 100000)")
     ap.add_argument("--durable-events", type=int, default=4_000, help="events for per-call durable runs")
     ap.add_argument("--durability", choices=["full", "normal"], default="full")
+    ap.add_argument("--smoke", action="store_true", help="a tiny run that gates nothing")
     args = ap.parse_args()
+    if args.smoke:
+        args.events, args.durable_events = 3_000, 200
     sync = {"full": "FULL", "normal": "NORMAL"}[args.durability]
     events = make_events(args.events)
     # The benchmark holds its whole corpus in memory, which an app does not:
@@ -298,7 +303,7 @@ def main() -> int:
         async1 = bench_async(d / "async1.db", durable, args.durability, 1)
         async100 = bench_async(d / "async100.db", events[:30_000], args.durability, 100)
         async1000 = bench_async(d / "async1000.db", events[:30_000], args.durability, 1000)
-        ceiling = bench_asyncio_ceiling(100_000)
+        ceiling = bench_asyncio_ceiling(2_000 if args.smoke else 100_000)
         log50, log99 = bench_logging(d / "events.log", events[:20_000])
 
     results = {
@@ -332,7 +337,10 @@ def main() -> int:
         ("wait=False p99 / logging.info p99", nw99 / log99, 1.0, "<="),
     ]
     print(json.dumps(results, indent=2))
-    return 0 if report_checks(checks) else 1
+    met = report_checks(checks)
+    if args.smoke:
+        print("smoke run: too small to judge the targets; nothing gated")
+    return 0 if met or args.smoke else 1
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ Prints, on the same ~300-byte events:
   rss       peak RSS of a drain process working through a large backlog
 and the ratios: stage >= 0.7x limit, e2e >= 0.5x limit, peak RSS <= 300 MB.
 
-    python scripts/bench_loader.py [--events N] [--backlog N]
+    python scripts/bench_loader.py [--events N] [--backlog N] [--smoke]
 
-Starts (and stops) its own local stack. Exits 1 when a target is missed.
+Starts (and stops) its own local stack. Exits 1 when a target is missed, or
+when a drain did not load every event (--smoke: a run of seconds on a few
+thousand events that gates only on every event loaded).
 """
 
 from __future__ import annotations
@@ -116,7 +118,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=300_000, help="events for the throughput runs")
     ap.add_argument("--backlog", type=int, default=2_000_000, help="backlog for the peak-RSS run")
+    ap.add_argument("--smoke", action="store_true", help="a tiny run that gates only on completeness")
     args = ap.parse_args()
+    if args.smoke:
+        args.events, args.backlog = 3_000, 5_000
 
     from bqspool.loader.backends import localstack
 
@@ -164,7 +169,10 @@ def main() -> int:
     complete = big["events_loaded"] == args.backlog and e2e["events_loaded"] == e2e_mem["events_loaded"] == args.events
     if not complete:
         print("a drain did not load every event")
-    return 0 if report_checks(checks) and complete else 1
+    met = report_checks(checks)
+    if args.smoke:
+        print("smoke run: too small to judge the targets; gated only on every event loaded")
+    return 0 if (met or args.smoke) and complete else 1
 
 
 if __name__ == "__main__":
