@@ -21,7 +21,7 @@ from bqspool.schemas.errors import (
     ValidationError,
 )
 
-from . import opening, registry, rows, store
+from . import configured, opening, registry, rows, store
 from .admission import AdmissionMixin
 from .aio import AsyncAppendMixin, AsyncBatch
 from .ids import uuid7, uuid7_many
@@ -42,7 +42,9 @@ class Buffer(AdmissionMixin, AsyncAppendMixin, InspectMixin):
     """A durable local spool of events, one SQLite file in WAL mode.
 
     ``Buffer(path, schemas="leafloaf")`` opens (or creates, mode 0600) the
-    file, checks and migrates it, and validates each appended event against
+    file, checks and migrates it (``Buffer()``: the configured buffer and
+    schema set, from ``BQSPOOL_BUFFER`` / ``BQSPOOL_SCHEMAS`` or
+    ``bqspool.toml``, as every command finds them; see :mod:`.configured`), and validates each appended event against
     the stream's table. Safe to share between threads and asyncio tasks;
     several processes may open the same file.
 
@@ -68,7 +70,7 @@ class Buffer(AdmissionMixin, AsyncAppendMixin, InspectMixin):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         schemas: str | os.PathLike | SchemaSet | None = None,
         *,
         durability: str = "full",
@@ -91,6 +93,9 @@ class Buffer(AdmissionMixin, AsyncAppendMixin, InspectMixin):
             raise ConfigError(f"check must be quick, full or none, got {check!r}")
         if max_bytes is not None and max_bytes <= 0:
             raise ConfigError("max_bytes must be positive (or None for no cap)")
+        if path is None:
+            path, configured_schemas = configured.writer_settings()
+            schemas = configured_schemas if schemas is None else schemas
         self.path = Path(path).expanduser().absolute()
         self.schemas = load_schema_set(schemas) if schemas is not None else None
         self.durability = durability
@@ -195,8 +200,18 @@ class Buffer(AdmissionMixin, AsyncAppendMixin, InspectMixin):
     # -- appending ----------------------------------------------------------
 
     def _unknown_stream(self, stream: Any) -> UnknownStreamError:
-        known = ", ".join(sorted(self._coercers)) or "none: the buffer was opened without schemas"
-        return UnknownStreamError(f"unknown stream (known streams: {known})", stream=stream_text(stream))
+        import difflib
+
+        near = difflib.get_close_matches(str(stream), sorted(self._coercers), n=1, cutoff=0.6)
+        if near:
+            why = f"did you mean {near[0]}?"
+        else:
+            why = "known streams: " + (
+                ", ".join(sorted(self._coercers)) or "none: the buffer was opened without schemas"
+            )
+        err = UnknownStreamError(f"unknown stream {stream_text(stream)!r} ({why})")
+        err.stream = stream_text(stream)
+        return err
 
     def _dead_row(self, stream: Any, event: Any, event_id: str, exc: ValidationError) -> tuple:
         """The dead-letter row for an invalid event; raises instead in strict mode.
@@ -207,11 +222,14 @@ class Buffer(AdmissionMixin, AsyncAppendMixin, InspectMixin):
         """
         if self.strict:
             raise exc
-        self._dead_log(
-            "event sent to dead letters: stream %s, field %r (reason in the dead_letters table)",
-            stream_text(stream),
-            exc.path or None,
-        )
+        if isinstance(exc, UnknownStreamError):  # names the stream alone, never a value
+            self._dead_log("event sent to dead letters: %s", exc)
+        else:
+            self._dead_log(
+                "event sent to dead letters: stream %s, field %r (reason in the dead_letters table)",
+                stream_text(stream),
+                exc.path or None,
+            )
         log.debug("dead letter %s: %s", event_id, exc)
         return dead_row(stream, event_id, raw_payload(event), str(exc))
 

@@ -69,19 +69,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bqspool.buffer.configured import CONFIG_FILE, DEFAULT_BUFFER, config_file, read_file
 from bqspool.schemas.errors import ConfigError
 
 from .settings import DEFAULTS, Settings
 
-CONFIG_FILE = "bqspool.toml"
-DEFAULT_BUFFER = ".bqspool/buffer.db"
 _INTERVAL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -242,23 +240,41 @@ def _convert(name: str, value: Any, source: str) -> Any:
     return value
 
 
-def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """The effective configuration, with ``sources`` naming where each value came from."""
+SECTIONS = ("ship", "batch", "retry", "quota", "archive", "monitor", "price")
+
+
+def key_name(name: str) -> str:
+    """A setting as bqspool.toml spells it: ``ship.max_delay`` for ``ship_max_delay``."""
+    section, _, rest = name.partition("_")
+    return f"{section}.{rest}" if section in SECTIONS and rest else name
+
+
+def _unknown(file: Path, name: str) -> ConfigError:
+    """An unknown key, named as the file has it, with the nearest known ones."""
+    import difflib
+
+    known = [key_name(n) for n in _FIELDS]
+    near = difflib.get_close_matches(key_name(name), known, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(near)}?)" if near else " (`bqspool config show` lists every setting)"
+    return ConfigError(f"{file}: unknown setting {key_name(name)!r}{hint}")
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """The effective configuration, with ``sources`` naming where each value came
+    from: defaults, then the file, then ``BQSPOOL_*`` in ``env``, then ``overrides``
+    (a command's flags: ``{"buffer": ...}``), the last one winning."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     sources = {name: "default" for name in _FIELDS}
-    explicit = path or env.get("BQSPOOL_CONFIG")
-    file = Path(explicit) if explicit else Path(CONFIG_FILE)
-    if explicit and not file.exists():
-        raise ConfigError(f"config file {file} does not exist")
-    if file.exists():
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{file}: {exc}") from exc
-        for name, value in _flatten(data).items():
+    file = config_file(path, env)  # the one way every command and Buffer() find it
+    if file is not None:
+        for name, value in _flatten(read_file(file)).items():
             if name not in _FIELDS:
-                raise ConfigError(f"{file}: unknown setting {name!r} (known: {', '.join(sorted(_FIELDS))})")
+                raise _unknown(file, name)
             values[name] = _convert(name, value, str(file))
             sources[name] = str(file)
     for name in _FIELDS:
@@ -266,6 +282,9 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         if var in env and env[var] != "":
             values[name] = _convert(name, env[var], var)
             sources[name] = var
+    for name, value in (overrides or {}).items():
+        values[name] = _convert(name, value, f"--{name}")
+        sources[name] = f"--{name}"
     config = Config(**values, sources=sources)
     if config.schedule_seconds() is None:
         _check_cron(config.schedule)

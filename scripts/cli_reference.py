@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import click
+from bqspool.loader import exit_codes
 from bqspool.loader.cli import main
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
@@ -31,6 +32,21 @@ def render() -> str:
         "# Command reference",
         "",
         "Generated from `--help` by `python scripts/cli_reference.py`; a test checks it is current.",
+        "",
+    ]
+    out += [
+        "## Exit codes",
+        "",
+        "The same for every command, and stable (`bqspool.loader.exit_codes`). Retryable codes (3, 4) mean",
+        "nothing was lost: run the same command again later.",
+        "",
+        "| code | meaning |",
+        "| --- | --- |",
+        *(f"| {code} | {meaning} |" for code, meaning in exit_codes.TABLE),
+        "",
+        "Global options (`--config`, `--buffer`, `--schemas`) go before or after the command's name;",
+        "every command resolves its settings the same way: defaults, then `bqspool.toml` (or `--config` /",
+        "`BQSPOOL_CONFIG`), then `BQSPOOL_*`, then the flags.",
         "",
     ]
     for path, cmd in walk(main, ["bqspool"]):

@@ -151,6 +151,7 @@ def main() -> int:
     ap.add_argument("--keep-stack", action="store_true", help="leave the local stack running at the end")
     args = ap.parse_args()
 
+    from bqspool.loader import exit_codes
     from bqspool.loader.backends import localstack
     from bqspool.loader.backends.google_clients import bigquery_client
     from bqspool.loader.config import load_config
@@ -213,9 +214,9 @@ def main() -> int:
         time.sleep(max(0.0, args.outage - 4))
         say("bqspool monitor --once, during the outage:")
         during = subprocess.run([bqspool, "monitor", "--once", "--buffer", str(buffers[0])], env=env)
-        if during.returncode != 2:
+        if during.returncode != exit_codes.CRITICAL:
             say("MISMATCH: monitor saw no critical alert during the outage")
-        outage_alert_ok = during.returncode == 2
+        outage_alert_ok = during.returncode == exit_codes.CRITICAL
         time.sleep(1)
         say("outage over: starting GCS and BigQuery again")
         localstack.start_service("gcs", stack_dir)

@@ -42,13 +42,13 @@ def test_verify_reports_every_drift_even_when_the_audit_cannot_count(stack, tmp_
     env.query("ALTER TABLE {ds}.tasks ADD COLUMN added_by_hand STRING")
     env.query("ALTER TABLE {ds}.routines DROP COLUMN created_at")  # the audit's partition filter names it
     res = cli(env, "verify")
-    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 7 and "Traceback" not in res.stderr, res.stderr
     assert "drift  tasks: column description" in res.stdout and "added_by_hand" in res.stdout
     assert "drift  routines: column created_at" in res.stdout
     assert "audit  routines: could not count" in res.stdout
     assert "audit  tasks:" in res.stdout  # the other tables are counted
     fixed = cli(env, "verify", "--fix", "--no-audit")
-    assert "fixed  tasks: add column description" in fixed.stdout and fixed.returncode == 1, fixed.stdout
+    assert "fixed  tasks: add column description" in fixed.stdout and fixed.returncode == 7, fixed.stdout
 
 
 def test_a_fix_that_fails_says_what_it_changed_before(tmp_path):

@@ -202,7 +202,7 @@ def test_a_column_removed_under_pending_events_quarantines_that_batch_only(stack
             "user_interactions", [make_event(buf.schemas["user_interactions"], rng) for _ in range(20)]
         )
     res = env.drain_cli()
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == 6, res.stderr
     assert "cannot be staged" in res.stderr and "Traceback" not in res.stderr and SECRET not in res.stderr
     assert set(env.bq_ids("user_interactions")) == set(other)  # the healthy stream drained
     held = json.loads(
@@ -235,7 +235,7 @@ def test_a_damaged_stored_row_quarantines_its_batch_without_printing_it(stack, t
     assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"  # invisible to SQLite's own check
     conn.close()
     res = env.drain_cli()
-    assert res.returncode == 2 and "cannot be staged" in res.stderr, res.stderr
+    assert res.returncode == 6 and "cannot be staged" in res.stderr, res.stderr
     assert SECRET not in res.stderr and "Traceback" not in res.stderr
     assert set(env.bq_ids("user_interactions")) == set(other)
 

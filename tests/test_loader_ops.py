@@ -102,7 +102,7 @@ def test_poison_batch_is_quarantined_while_others_load(stack, tmp_path):
     # Someone alters the table out from under the loader.
     env.query("ALTER TABLE {ds}.tasks DROP COLUMN updated_at")
     res = env.drain_cli()
-    assert res.returncode == 2, res.stderr
+    assert res.returncode == 6, res.stderr
     assert "quarantined" in res.stderr and "bqspool quarantine retry" in res.stderr
     assert env.bq_ids("user_interactions") and set(env.bq_ids("user_interactions")) == set(
         appended["user_interactions"]

@@ -89,7 +89,7 @@ def test_verify_finds_drift_fixes_what_is_safe_and_refuses_the_rest(stack, tmp_p
     client.delete_table(table_ref(env, "user_interactions"))
 
     found = cli(env, "verify", "--no-audit")
-    assert found.returncode == 1
+    assert found.returncode == 7  # drift found
     lines = [x for x in found.stdout.splitlines() if x.startswith("drift")]
     expected = [
         "tasks: column origin: the schema file says STRING NULLABLE, BigQuery has no such column",
@@ -103,7 +103,7 @@ def test_verify_finds_drift_fixes_what_is_safe_and_refuses_the_rest(stack, tmp_p
     assert len(lines) == len(expected), found.stdout
 
     fixed = cli(env, "verify", "--no-audit", "--fix")
-    assert fixed.returncode == 1  # the retyped column is refused
+    assert fixed.returncode == 7  # the retyped column is refused: drift stays
     assert "refused: BigQuery cannot change a column's type in place" in fixed.stdout
     assert "restore --into NEW" in fixed.stdout
     assert sum(x.startswith("fixed") for x in fixed.stdout.splitlines()) == 4, fixed.stdout
@@ -153,7 +153,7 @@ def test_the_audit_agrees_with_the_log_then_catches_rows_loaded_twice_and_cost_a
         "INSERT INTO {ds}.user_interactions SELECT * FROM {ds}.user_interactions WHERE interaction_id IN ('i3', 'i7')"
     )
     bad = cli(env, "verify", "--json")
-    assert bad.returncode == 1
+    assert bad.returncode == 7
     ui = {a["table"]: a for a in json.loads(bad.stdout)["audit"]}["user_interactions"]
     assert ui["duplicated"] == 2 and ui["difference"] == 2
     assert sorted(d["copies"] for d in ui["duplicates"]) == [2, 2]

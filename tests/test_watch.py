@@ -106,7 +106,7 @@ def test_every_rule_fires_once_and_resolves_once_with_one_notification_each(stac
     clock[0] = time.time() + 16 * 60  # shipped 16 minutes ago, nothing loaded since
     first, _ = cycle(mon, webhook)
     assert {"no-data:tasks", "no-data:user_interactions", "error-rate:tasks", "buffer-full:*"} <= keys(first)
-    assert first.exit_code == 2
+    assert first.exit_code == 9  # critical
     assert "slow-query" in first.unavailable and "no job history" in first.unavailable["slow-query"]
     a = next(a for a in first.alerts if a.key == "error-rate:tasks")
     assert a.table == "tasks" and a.threshold == 0.01 and a.value == pytest.approx(1 / 2)  # 1 dead, 1 pending
@@ -139,7 +139,7 @@ def test_every_rule_fires_once_and_resolves_once_with_one_notification_each(stac
 
     cli = CliRunner(env=env.env(BQSPOOL_MONITOR_STATE=str(tmp_path / "cli.json")))
     now = cli.invoke(main, ["monitor", "--json"])  # the real clock, the default thresholds
-    assert now.exit_code == json.loads(now.stdout)["exit_code"] == 2, now.output
+    assert now.exit_code == json.loads(now.stdout)["exit_code"] == 9, now.output
     assert [a["key"] for a in json.loads(now.stdout)["alerts"]] == ["error-rate:tasks"]  # the dead letter
     nulls = cli.invoke(
         main,
@@ -147,7 +147,7 @@ def test_every_rule_fires_once_and_resolves_once_with_one_notification_each(stac
         env={"BQSPOOL_MONITOR_NULL_RATE": "0.001", "BQSPOOL_MONITOR_NULL_COLUMNS": "user_interactions.error_code"},
     )
     assert (
-        nulls.exit_code == 2
+        nulls.exit_code == 9
         and "WARNING  null-rate" in nulls.stdout
         and "CRITICAL error-rate" in nulls.stdout
         and "threshold 0.1%" in nulls.stdout
@@ -206,8 +206,8 @@ def test_table_size_and_slow_query_fire_and_resolve_and_a_dead_webhook_never_sto
     from bqspool.loader.watch.monitor import Alert, Findings
 
     warn = Alert("job-budget", "warning", "tasks", 0.9, 0.8, "tasks: ...")
-    assert Findings([warn], {}, {}).exit_code == 1
-    assert Findings([warn, Alert("no-data", "critical", "tasks", 20, 15, "...")], {}, {}).exit_code == 2
+    assert Findings([warn], {}, {}).exit_code == 8
+    assert Findings([warn, Alert("no-data", "critical", "tasks", 20, 15, "...")], {}, {}).exit_code == 9
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def test_json_logs_carry_fields_and_an_outage_logs_one_line_per_retry_sequence_w
     finally:
         localstack.start_service("gcs", stack["folder"])
     assert down.returncode == 3
-    assert [a.key for a in during.alerts] == ["unreachable:*"] and during.exit_code == 2
+    assert [a.key for a in during.alerts] == ["unreachable:*"] and during.exit_code == 9
     assert "/storage/v1/" not in during.alerts[0].message  # what failed and which kind, not the request
     after, _ = cycle(mon, Webhook(hook.url))
     assert "unreachable:*" not in {a.key for a in after.alerts}

@@ -7,11 +7,16 @@
 - :mod:`.operate`: ``verify``, ``restore``, ``cost``, ``query``;
 - :mod:`.watch`: ``monitor``.
 
-Exceptions become exit codes in one place, :func:`.base.exit_code`. A new
-command goes in the module of its area (or a new one imported below).
+Exceptions become exit codes in one place, :func:`.base.exit_code` (the
+table: :mod:`bqspool.loader.exit_codes`). Every command takes the global
+options ``--config``, ``--buffer`` and ``--schemas``, before or after its
+name, and reads its settings through :func:`.base.settings`. A new command
+goes in the module of its area (or a new one imported below).
 """
 
 from . import loader, operate, quarantine, schemas, watch, writer  # noqa: F401  (each registers its commands)
-from .base import main
+from .base import add_global_options, main
+
+add_global_options(main)
 
 __all__ = ["main"]

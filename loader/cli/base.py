@@ -11,15 +11,16 @@ import click
 from bqspool.schemas.errors import BqspoolError, LeaseHeldError, LeaseLostError
 from bqspool.schemas.registry import bundled_names
 
+from .. import exit_codes
 from ..config import DEFAULT_BUFFER
 
-# Exit codes, for scripts and schedulers. Retryable (3, 4) means: nothing was
-# lost, run the same command again later.
-EXIT_ERROR = 1  # a permanent error: configuration, bad input, a refused request
-EXIT_QUARANTINE = 2  # drain: a batch is held back; see `bqspool quarantine list`
-EXIT_RETRY = 3  # something that passes: a backend unreachable, a full disk, a locked file
-EXIT_LEASE = 4  # another loader holds the buffer, or took it over from this one
-EXIT_UNDRAINABLE = 5  # drain: a stream has pending events but no table in the schema set
+# Exit codes, for scripts and schedulers: the one table is loader/exit_codes.py.
+EXIT_ERROR = exit_codes.ERROR
+EXIT_QUARANTINE = exit_codes.QUARANTINE
+EXIT_RETRY = exit_codes.RETRY
+EXIT_LEASE = exit_codes.LEASE
+EXIT_UNDRAINABLE = exit_codes.UNDRAINABLE
+EXIT_FOUND = exit_codes.FOUND
 
 
 def exit_code(exc: BqspoolError) -> int:
@@ -48,32 +49,53 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
-buffer_option = click.option(
-    "--buffer",
-    "buffer_path",
-    envvar="BQSPOOL_BUFFER",
-    default=DEFAULT_BUFFER,
-    show_default=True,
-    show_envvar=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Buffer file.",
-)
-schemas_option = click.option(
-    "--schemas",
-    envvar="BQSPOOL_SCHEMAS",
-    show_envvar=True,
-    help=f"Schema set: a directory of table files or a bundled name ({', '.join(bundled_names())}).",
-)
-config_option = click.option(
-    "--config",
-    "config_path",
-    envvar="BQSPOOL_CONFIG",
-    type=click.Path(dir_okay=False),
-    help="Configuration file (default: ./bqspool.toml if present).",
-)
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Keep a global option's value where every command of this run finds it
+    (``ctx.meta`` is shared along the chain): the last one given wins, so an
+    option works before or after the subcommand."""
+    if value is not None:
+        ctx.meta[f"bqspool.{param.name}"] = value
+    return value
 
 
-@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+def global_options() -> list[click.Option]:
+    """``--config``, ``--buffer`` and ``--schemas``: on the group and on every
+    command (see :func:`add_global_options`); :func:`settings` reads them."""
+    return [
+        click.Option(
+            ["--config", "config_path"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_remember,
+            help="Configuration file [env var: BQSPOOL_CONFIG; default: ./bqspool.toml if present].",
+        ),
+        click.Option(
+            ["--buffer", "buffer_path"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_remember,
+            help=f"Buffer file [env var: BQSPOOL_BUFFER; default: `buffer` of the configuration, {DEFAULT_BUFFER}].",
+        ),
+        click.Option(
+            ["--schemas", "schemas"],
+            expose_value=False,
+            callback=_remember,
+            help=f"Schema set: a directory of table files or a bundled name ({', '.join(bundled_names())}) "
+            "[env var: BQSPOOL_SCHEMAS; default: `schemas` of the configuration].",
+        ),
+    ]
+
+
+def add_global_options(group: click.Group) -> None:
+    """Give every command under ``group`` the global options it lacks."""
+    for command in group.commands.values():
+        have = {p.name for p in command.params}
+        command.params.extend(o for o in global_options() if o.name not in have)
+        if isinstance(command, click.Group):
+            add_global_options(command)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]}, params=global_options())
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.option(
     "--log-format",
@@ -91,6 +113,32 @@ def main(verbose: int, log_format: str) -> None:
     setup(logging.WARNING - 10 * min(verbose, 2), log_format)
 
 
+def settings():
+    """This run's configuration, resolved one way for every command: defaults,
+    then ``bqspool.toml`` (or ``--config`` / ``BQSPOOL_CONFIG``), then
+    ``BQSPOOL_*``, then ``--buffer`` / ``--schemas``."""
+    from bqspool.loader.config import load_config as load
+    from bqspool.loader.logs import redact
+
+    ctx = click.get_current_context()
+    cfg = ctx.meta.get("bqspool.settings")
+    if cfg is None:
+        flags = {
+            name: ctx.meta[f"bqspool.{key}"]
+            for name, key in (("buffer", "buffer_path"), ("schemas", "schemas"))
+            if f"bqspool.{key}" in ctx.meta
+        }
+        cfg = load(ctx.meta.get("bqspool.config_path"), overrides=flags)
+        redact(*cfg.secrets())  # what the configuration holds secret never reaches a log line
+        ctx.meta["bqspool.settings"] = cfg
+    return cfg
+
+
+def configured_buffer() -> Path:
+    """The configured buffer file (see :func:`settings`)."""
+    return Path(settings().buffer)
+
+
 def open_buffer(path: Path, schemas: str | None, **kw: Any):
     from bqspool.buffer import Buffer
 
@@ -99,14 +147,5 @@ def open_buffer(path: Path, schemas: str | None, **kw: Any):
 
 def existing_buffer(path: Path) -> Path:
     if not path.exists():
-        fail(f"no buffer at {path} (set --buffer or BQSPOOL_BUFFER)")
+        fail(f"no buffer at {path} (set --buffer, BQSPOOL_BUFFER or `buffer` in bqspool.toml)")
     return path
-
-
-def load_config(config_path: str | None):
-    from bqspool.loader.config import load_config as load
-    from bqspool.loader.logs import redact
-
-    cfg = load(config_path)
-    redact(*cfg.secrets())  # what the configuration holds secret never reaches a log line
-    return cfg

@@ -8,15 +8,15 @@ import sys
 import click
 from bqspool.schemas import load_schema_set
 
-from .base import EXIT_ERROR, EXIT_QUARANTINE, EXIT_UNDRAINABLE, config_option, load_config, main
+from ..text import counted
+from .base import EXIT_ERROR, EXIT_QUARANTINE, EXIT_UNDRAINABLE, main, settings
 
 
 @main.command()
-@config_option
 @click.option(
     "--views", is_flag=True, help="Also create a view of each of the schema set's queries without parameters."
 )
-def setup(config_path: str | None, views: bool) -> None:
+def setup(views: bool) -> None:
     """Create the dataset and every table of the schema set (idempotent).
 
     New NULLABLE fields are added to existing tables; changes that cannot be
@@ -27,7 +27,7 @@ def setup(config_path: str | None, views: bool) -> None:
 
     from ..clients import make_warehouse
 
-    cfg = load_config(config_path)
+    cfg = settings()
     cfg.require("schemas", "project", "dataset")
     sset = load_schema_set(cfg.schemas)
     wh = make_warehouse(cfg)
@@ -44,7 +44,7 @@ def setup(config_path: str | None, views: bool) -> None:
         for p in problems:
             click.echo(f"error: {p}", err=True)
         sys.exit(EXIT_ERROR)
-    click.echo(f"{len(sset)} tables of {sset.name} ready in {cfg.project}.{cfg.dataset}")
+    click.echo(f"{counted(len(sset), 'table')} of {sset.name} ready in {cfg.project}.{cfg.dataset}")
     if views:
         _views(wh, sset, cfg)
     if cfg.bucket:
@@ -103,7 +103,7 @@ def _print_ship(report) -> None:
     if report.due:
         click.echo("due: " + "; ".join(f"{s}: {why}" for s, why in report.due.items()), err=True)
     click.echo(
-        f"shipped {report.events_shipped} events in {report.batches_shipped} batches "
+        f"shipped {counted(report.events_shipped, 'event')} in {counted(report.batches_shipped, 'batch')} "
         f"({report.bytes_shipped} bytes) in {report.seconds:.1f}s{_steps(report.step_seconds)}; "
         f"{describe(report.requests)}",
         err=True,
@@ -124,8 +124,8 @@ def _print_commit(report) -> None:
         click.echo(f"nothing staged: no commit; {describe(report.requests)}", err=True)
         return
     click.echo(
-        f"committed {report.objects_loaded} objects ({report.events_loaded} events) with "
-        f"{report.jobs_submitted} load jobs in {report.seconds:.1f}s; {waiting} objects still waiting; "
+        f"committed {counted(report.objects_loaded, 'object')} ({counted(report.events_loaded, 'event')}) with "
+        f"{counted(report.jobs_submitted, 'load job')} in {report.seconds:.1f}s; {counted(waiting, 'object')} still waiting; "
         f"{describe({**report.requests, **report.bigquery})}",
         err=True,
     )
@@ -140,7 +140,7 @@ def _print_commit(report) -> None:
 
 
 def _ship_exit(cfg, report) -> None:
-    """Exit 2 for batches the ship held back, 5 for streams without a table."""
+    """Exit 6 for batches the ship held back, 5 for streams without a table."""
     from ..ship import quarantine
 
     held = quarantine.list_batches(cfg.buffer)
@@ -159,7 +159,7 @@ def _ship_exit(cfg, report) -> None:
 
 
 def _commit_exit(report) -> None:
-    """Exit 2 when this commit quarantined an object."""
+    """Exit 6 when this commit quarantined an object."""
     if report.quarantined:
         for name in report.quarantined:
             click.echo(f"quarantined: {name}", err=True)
@@ -167,7 +167,9 @@ def _commit_exit(report) -> None:
         sys.exit(EXIT_QUARANTINE)
 
 
-once_option = click.option("--once", is_flag=True, required=True, help="Do everything pending now, then exit.")
+once_option = click.option(
+    "--once", is_flag=True, help="Do everything pending now, then exit: the only mode (`run` repeats it); optional."
+)
 due_option = click.option(
     "--due",
     is_flag=True,
@@ -178,23 +180,22 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 
 @main.command()
-@config_option
 @once_option
 @due_option
 @json_option
-def ship(config_path: str | None, once: bool, due: bool, as_json: bool) -> None:
+def ship(once: bool, due: bool, as_json: bool) -> None:
     """Ship the buffer to the bucket once: seal, stage, upload, hand over.
 
     Runs on every host; needs only the bucket, never BigQuery. A batch's
     rows leave the buffer once its object is in the bucket, verified.
-    Exits 0 when everything pending was shipped, 2 when a batch cannot be
+    Exits 0 when everything pending was shipped, 6 when a batch cannot be
     staged (quarantined), 3 when something that passes stopped it (GCS
     unreachable, a full disk, a locked file), 4 when another loader ships
     this buffer, 5 when a stream has pending events but no table.
     """
     from ..clients import make_drainer
 
-    cfg = load_config(config_path)
+    cfg = settings()
     _loader_process()
     report = make_drainer(cfg, commit=False).ship_once(due_only=due)
     click.echo(json.dumps(report.as_dict(), indent=2)) if as_json else _print_ship(report)
@@ -202,21 +203,20 @@ def ship(config_path: str | None, once: bool, due: bool, as_json: bool) -> None:
 
 
 @main.command()
-@config_option
 @once_option
 @json_option
-def commit(config_path: str | None, once: bool, as_json: bool) -> None:
+def commit(once: bool, as_json: bool) -> None:
     """Load what every host shipped into BigQuery once, exactly once.
 
     Runs once per dataset (one committer at a time holds the bucket's
     lease); needs no buffer. Exits 0 when everything waiting was loaded or
-    deferred by the budget, 2 when an object was quarantined, 3 when GCS or
+    deferred by the budget, 6 when an object was quarantined, 3 when GCS or
     BigQuery stayed unreachable, 4 when another committer holds the lease
     or took it over.
     """
     from ..clients import make_committer
 
-    cfg = load_config(config_path)
+    cfg = settings()
     _loader_process()
     report = make_committer(cfg).commit_once()
     click.echo(json.dumps(report.as_dict(), indent=2)) if as_json else _print_commit(report)
@@ -224,15 +224,14 @@ def commit(config_path: str | None, once: bool, as_json: bool) -> None:
 
 
 @main.command()
-@config_option
 @once_option
 @due_option
 @json_option
-def drain(config_path: str | None, once: bool, due: bool, as_json: bool) -> None:
+def drain(once: bool, due: bool, as_json: bool) -> None:
     """Ship, then commit, in one process: what a single host runs (cron, timers, CronJobs).
 
     The same two stages as `ship` and `commit`, with the same guarantee.
-    Exits 0 when everything pending was loaded, 2 when a batch or an object
+    Exits 0 when everything pending was loaded, 6 when a batch or an object
     is in quarantine, 3 when something that passes stopped it (GCS or
     BigQuery unreachable past the retry policy, a full disk, a locked
     file), 4 when another loader or committer holds its lease or took it
@@ -240,7 +239,7 @@ def drain(config_path: str | None, once: bool, due: bool, as_json: bool) -> None
     """
     from ..clients import make_drainer
 
-    cfg = load_config(config_path)
+    cfg = settings()
     _loader_process()
     report = make_drainer(cfg).drain_once(due_only=due)
     if cfg.metrics_textfile:
@@ -265,7 +264,6 @@ def _textfile(cfg, report) -> None:
 
 
 @main.command()
-@config_option
 @click.option(
     "--role",
     type=click.Choice(["all", "ship", "commit"]),
@@ -273,7 +271,7 @@ def _textfile(cfg, report) -> None:
     show_default=True,
     help="ship: this host's buffer only (a sidecar, a VM); commit: the dataset's committer; all: both.",
 )
-def run(config_path: str | None, role: str) -> None:
+def run(role: str) -> None:
     """Run ship, commit or both until SIGTERM/SIGINT.
 
     ship: every ship.check (10 s) the streams that are due ship (a full
@@ -285,7 +283,7 @@ def run(config_path: str | None, role: str) -> None:
     """
     from ..scheduler import run_forever
 
-    cfg = load_config(config_path)
+    cfg = settings()
     _loader_process()
     run_forever(cfg, role=role)
 

@@ -10,7 +10,7 @@ import time
 import click
 from bqspool.schemas import load_schema_set
 
-from .base import EXIT_ERROR, config_option, load_config, main
+from .base import EXIT_ERROR, EXIT_FOUND, main, settings
 
 json_flag = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
@@ -34,12 +34,11 @@ def _dumps(data) -> str:
 
 
 @main.command()
-@config_option
 @json_flag
 @click.option("--fix", is_flag=True, help="Apply the safe fixes: missing tables, new NULLABLE columns, options.")
 @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 3650), help="Days of partitions to audit.")
 @click.option("--no-audit", is_flag=True, help="Compare the schema only; run no (billed) audit queries.")
-def verify(config_path: str | None, as_json: bool, fix: bool, days: int, no_audit: bool) -> None:
+def verify(as_json: bool, fix: bool, days: int, no_audit: bool) -> None:
     """Compare the live dataset with the schema set, and audit exactly-once delivery.
 
     Each difference is one line: the table, what the schema file says and
@@ -58,7 +57,7 @@ def verify(config_path: str | None, as_json: bool, fix: bool, days: int, no_audi
     from ..operate.verify import drift
     from ..operate.verify import fix as apply_fixes
 
-    cfg = load_config(config_path)
+    cfg = settings()
     cfg.require("schemas", "project", "dataset")
     sset = load_schema_set(cfg.schemas)
     wh = make_warehouse(cfg)
@@ -79,7 +78,7 @@ def verify(config_path: str | None, as_json: bool, fix: bool, days: int, no_audi
     if as_json:
         doc = {"drift": [d.as_dict() for d in found], "fixed": fixed, "audit": [a.as_dict() for a in audits]}
         click.echo(_dumps({**doc, "fix_failed": failed, "ok": not bad}))
-        sys.exit(1 if bad else 0)
+        sys.exit(EXIT_FOUND if bad else 0)
     _print_verify(found, fixed, failed, fix, f"{len(sset)} tables of {sset.name} match {cfg.project}.{cfg.dataset}")
     for a in audits:
         _print_audit(a, days)
@@ -87,7 +86,7 @@ def verify(config_path: str | None, as_json: bool, fix: bool, days: int, no_audi
         scanned = [a.scanned_bytes for a in audits if not a.missing and not a.error]
         total = None if any(s is None for s in scanned) else sum(s for s in scanned if s is not None)
         click.echo(f"the audit's queries scan {_size(total)} (billed at the on-demand query price)")
-    sys.exit(1 if bad else 0)
+    sys.exit(EXIT_FOUND if bad else 0)
 
 
 def _print_verify(found, fixed: list[str], failed: str | None, fix: bool, ok: str) -> None:
@@ -128,7 +127,6 @@ def _print_audit(a, days: int) -> None:
 
 
 @main.command()
-@config_option
 @click.option("--table", required=True, help="The schema set's table whose archive to restore.")
 @click.option("--since", required=True, help="First day: YYYY-MM-DD, an ISO time, 'today' or Nd (N days ago).")
 @click.option("--until", default="today", show_default=True, help="Last day, included.")
@@ -142,9 +140,7 @@ def _print_audit(a, days: int) -> None:
     help="Seconds to wait for another committer's lease before giving up (the copies stay staged).",
 )
 @json_flag
-def restore(
-    config_path: str | None, table: str, since: str, until: str, into: str | None, wait_s: float, as_json: bool
-) -> None:
+def restore(table: str, since: str, until: str, into: str | None, wait_s: float, as_json: bool) -> None:
     """Load archived objects of TABLE back into a table that lacks them.
 
     Objects are chosen by the day their batch was sealed, --since to --until.
@@ -157,7 +153,7 @@ def restore(
     from ..layout import Layout
     from ..operate.restore import Restore, parse_day
 
-    cfg = load_config(config_path)
+    cfg = settings()
     cfg.require("schemas", "project", "dataset", "bucket")
     today = _today()
     job = Restore(
@@ -195,10 +191,9 @@ def restore(
 
 
 @main.command()
-@config_option
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3650), help="Days to count.")
 @json_flag
-def cost(config_path: str | None, days: int, as_json: bool) -> None:
+def cost(days: int, as_json: bool) -> None:
     """What ingestion, storage and queries cost over the last --days days.
 
     From what bqspool loaded (the commit log), the tables' and the archive's
@@ -209,7 +204,7 @@ def cost(config_path: str | None, days: int, as_json: bool) -> None:
     from ..layout import Layout
     from ..operate.cost import cost as compute
 
-    cfg = load_config(config_path)
+    cfg = settings()
     cfg.require("schemas", "project", "dataset", "bucket")
     report = compute(
         make_object_store(cfg),
@@ -281,11 +276,10 @@ def _print_ingestion(ing: dict) -> None:
 
 
 @main.command()
-@config_option
 @click.argument("name", required=False)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A query parameter (repeatable).")
 @json_flag
-def query(config_path: str | None, name: str | None, params: tuple[str, ...], as_json: bool) -> None:
+def query(name: str | None, params: tuple[str, ...], as_json: bool) -> None:
     """Run the schema set's query NAME (queries/NAME.sql) with query parameters.
 
     Without NAME, list the set's queries and their parameters. Values are
@@ -295,7 +289,7 @@ def query(config_path: str | None, name: str | None, params: tuple[str, ...], as
 
     from ..operate.queries import Analytics
 
-    cfg = load_config(config_path)
+    cfg = settings()
     cfg.require("schemas")
     if name is None:
         sset = load_schema_set(cfg.schemas)

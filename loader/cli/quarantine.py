@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from .base import config_option, load_config, main
+from ..text import counted
+from .base import main, settings
 
 
 def _bucket(cfg):
@@ -51,11 +52,10 @@ def quarantine() -> None:
 
 
 @quarantine.command("list")
-@config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list of held items.")
-def quarantine_list(config_path: str | None, as_json: bool) -> None:
+def quarantine_list(as_json: bool) -> None:
     """List held-back batches (buffer) and objects (bucket) with their reasons."""
-    items = _held(load_config(config_path))
+    items = _held(settings())
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
@@ -67,15 +67,14 @@ def quarantine_list(config_path: str | None, as_json: bool) -> None:
 
 
 @quarantine.command("retry")
-@config_option
 @click.argument("ids", nargs=-1)
-def quarantine_retry(config_path: str | None, ids: tuple[str, ...]) -> None:
+def quarantine_retry(ids: tuple[str, ...]) -> None:
     """Put held items (all, or those named) back in line: batches for the next ship,
     objects for the next commit (each loaded alone)."""
     from ..commit import held
     from ..ship import quarantine
 
-    cfg = load_config(config_path)
+    cfg = settings()
     items = _held(cfg)
     named = set(ids)
     in_buffer = [h["id"] for h in items if h["where"] == "buffer" and (not named or h["id"] in named)]
@@ -86,19 +85,20 @@ def quarantine_retry(config_path: str | None, ids: tuple[str, ...]) -> None:
     n = quarantine.retry_batches(cfg.buffer, in_buffer) if in_buffer else 0
     bucket = _bucket(cfg)
     m = held.retry(bucket[0], bucket[1], in_bucket) if bucket and in_bucket else 0
-    click.echo(f"{n} batches will be shipped by the next ship, {m} objects loaded by the next commit")
+    click.echo(
+        f"{counted(n, 'batch')} will be shipped by the next ship, {counted(m, 'object')} loaded by the next commit"
+    )
 
 
 @quarantine.command("drop")
-@config_option
 @click.argument("ids", nargs=-1, required=True)
-def quarantine_drop(config_path: str | None, ids: tuple[str, ...]) -> None:
+def quarantine_drop(ids: tuple[str, ...]) -> None:
     """Give up on held items: a batch's events move to the buffer's dead letters; an
     object moves to the bucket's dropped/ area, never to be loaded."""
     from ..commit import held
     from ..ship import quarantine
 
-    cfg = load_config(config_path)
+    cfg = settings()
     items = {h["id"]: h for h in _held(cfg)}
     unknown = [i for i in ids if i not in items]
     if unknown:
@@ -107,8 +107,8 @@ def quarantine_drop(config_path: str | None, ids: tuple[str, ...]) -> None:
     in_bucket = [i for i in ids if items[i]["where"] == "bucket"]
     if in_buffer:
         n, events = quarantine.drop_batches(cfg.buffer, in_buffer)
-        click.echo(f"{n} batches dropped; their {events} events are in the dead letters")
+        click.echo(f"{counted(n, 'batch')} dropped; their {counted(events, 'event')} are in the dead letters")
     if in_bucket:
         bucket = _bucket(cfg)
         assert bucket is not None
-        click.echo(f"{held.drop(bucket[0], bucket[1], in_bucket)} objects moved to dropped/")
+        click.echo(f"{counted(held.drop(bucket[0], bucket[1], in_bucket), 'object')} moved to dropped/")

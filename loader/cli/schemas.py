@@ -8,7 +8,8 @@ import click
 from bqspool.schemas import load_schema_set
 from bqspool.schemas.bigquery import schema_to_json, table_to_json
 
-from .base import config_option, fail, load_config, main
+from ..text import counted
+from .base import fail, main, settings
 
 
 @main.group()
@@ -25,7 +26,7 @@ def schemas_check(directory: str) -> None:
         part = table.partitioning
         extra = f"partitioned by {part.type} on {part.field}" if part else "not partitioned"
         click.echo(f"ok  {table.name}: {len(table.fields)} columns, {extra}")
-    click.echo(f"{len(sset)} tables valid in {sset.source}")
+    click.echo(f"{counted(len(sset), 'table')} valid in {sset.source}")
 
 
 @schemas.command("show")
@@ -51,11 +52,10 @@ def config() -> None:
 
 
 @config.command("show")
-@config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: each value with its source.")
-def config_show(config_path: str | None, as_json: bool) -> None:
+def config_show(as_json: bool) -> None:
     """Print the effective configuration and where each value came from."""
-    cfg = load_config(config_path)
+    cfg = settings()
     values = cfg.public()
     if as_json:
         click.echo(json.dumps({k: {"value": v, "source": cfg.sources[k]} for k, v in values.items()}, indent=2))

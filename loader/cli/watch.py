@@ -11,8 +11,7 @@ from pathlib import Path
 import click
 from bqspool.schemas import load_schema_set
 
-from ..config import DEFAULT_BUFFER
-from .base import config_option, fail, load_config, main
+from .base import fail, main, settings
 
 
 def _print(findings, as_json: bool) -> None:
@@ -38,30 +37,19 @@ def _print(findings, as_json: bool) -> None:
 
 
 @main.command()
-@config_option
 @click.option("--once", "mode", flag_value="once", default=True, help="Evaluate once and exit (the default).")
 @click.option("--every", "every", metavar="INTERVAL", help="Evaluate every INTERVAL (30s, 5m) until SIGTERM.")
 @click.option("--serve", metavar="HOST:PORT", help="Serve the status page, /healthz and /metrics (implies --every).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option(
-    "--buffer",
-    "buffer_path",
-    envvar="BQSPOOL_BUFFER",
-    default=DEFAULT_BUFFER,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="This host's buffer, for its rules (size cap, drops, pending events); skipped if absent.",
-)
-def monitor(
-    config_path: str | None, mode: str, every: str | None, serve: str | None, as_json: bool, buffer_path: Path
-) -> None:
+def monitor(mode: str, every: str | None, serve: str | None, as_json: bool) -> None:
     """Evaluate the alert rules; notify a webhook when one starts and when it resolves.
 
     Critical: no data loaded for 15 min while events wait, error rate over
     1%, a table over 1 TB, a query over 30 s, the buffer near its cap or
     dropping. Warning: p95 append-to-loaded delay over 10 min, daily cost
     over $50, NULL rate over 5% in named columns, load-job budget over 80%.
-    Thresholds are in [monitor] of the configuration. Exit 2 if a critical
-    alert fires, 1 if only warnings, 0 if none (with --once).
+    Thresholds are in [monitor] of the configuration. Exit 9 if a critical
+    alert fires, 8 if only warnings, 0 if none (with --once).
     """
     from ..backends.webhook import Webhook
     from ..clients import make_object_store, make_warehouse
@@ -69,11 +57,11 @@ def monitor(
     from ..watch.cycle import every as loop
     from ..watch.monitor import Monitor
 
-    cfg = load_config(config_path)
+    cfg = settings()
     cfg.require("schemas")
     store = make_object_store(cfg) if cfg.bucket else None
     warehouse = make_warehouse(cfg) if cfg.project and cfg.dataset else None
-    watcher = Monitor(cfg, load_schema_set(cfg.schemas), store, warehouse, buffer_path)
+    watcher = Monitor(cfg, load_schema_set(cfg.schemas), store, warehouse, Path(cfg.buffer))
     stop = threading.Event()
     # Sending gives up when the monitor is told to stop: an unreachable webhook
     # never holds a SIGTERM'd monitor for its whole retry deadline.

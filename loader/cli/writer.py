@@ -11,23 +11,23 @@ import click
 from bqspool.buffer.rows import stream_text
 from bqspool.schemas.errors import BqspoolError
 
-from .base import buffer_option, existing_buffer, fail, main, open_buffer, schemas_option
+from ..text import counted
+from .base import configured_buffer, existing_buffer, fail, main, open_buffer, settings
 
 
 @main.command()
 @click.argument("stream")
-@buffer_option
-@schemas_option
 @click.option("--dead-letter", is_flag=True, help="Also store bad lines, as dead-letter rows with their reason.")
-def append(stream: str, buffer_path: Path, schemas: str | None, dead_letter: bool) -> None:
+def append(stream: str, dead_letter: bool) -> None:
     """Append NDJSON events from stdin to STREAM.
 
     Good lines are stored; each bad line is reported on stderr with its line
     number and reason (and, with --dead-letter, kept as a dead letter).
     Exits 1 if any line was bad, 0 otherwise.
     """
+    buffer_path, schemas = configured_buffer(), settings().schemas
     if not schemas:
-        fail("append needs a schema set: --schemas or BQSPOOL_SCHEMAS")
+        fail("append needs a schema set: --schemas, BQSPOOL_SCHEMAS or `schemas` in bqspool.toml")
     good = bad = 0
     chunk: list[Any] = []
     lines: list[int] = []
@@ -63,19 +63,18 @@ def append(stream: str, buffer_path: Path, schemas: str | None, dead_letter: boo
             if len(chunk) >= 1000:
                 flush_chunk()
         flush_chunk()
-    click.echo(f"{good} events appended to {stream_text(stream)}, {bad} bad lines", err=True)
+    click.echo(f"{counted(good, 'event')} appended to {stream_text(stream)}, {counted(bad, 'bad line')}", err=True)
     sys.exit(1 if bad else 0)
 
 
 @main.command()
-@buffer_option
-@schemas_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(buffer_path: Path, schemas: str | None, as_json: bool) -> None:
+def status(as_json: bool) -> None:
     """Pending events per stream, dead letters, drops and file size; and, where a
     bucket is configured, the commit stage per table: objects waiting, the
     oldest one's age, load jobs in the last 24 h against the budget, and
     objects held back."""
+    buffer_path, schemas = configured_buffer(), settings().schemas
     if not buffer_path.exists():  # a committer's host: the bucket's view alone
         commit = _commit_summary()
         if commit is None:
@@ -146,14 +145,14 @@ def _when(text: str) -> int:
 
 
 @dead_letters.command("list")
-@buffer_option
 @click.option("--stream", help="Only this stream's dead letters.")
 @click.option(
     "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many, newest first; 0 for all."
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, payload whole.")
-def dead_letters_list(buffer_path: Path, stream: str | None, limit: int, as_json: bool) -> None:
+def dead_letters_list(stream: str | None, limit: int, as_json: bool) -> None:
     """Show dead letters, newest first: id, time, stream, event id, reason, payload."""
+    buffer_path = configured_buffer()
     import datetime as dt
 
     existing_buffer(buffer_path)
@@ -174,16 +173,15 @@ def dead_letters_list(buffer_path: Path, stream: str | None, limit: int, as_json
 
 
 @dead_letters.command("replay")
-@buffer_option
-@schemas_option
 @click.option("--stream", help="Only this stream's dead letters.")
 @click.argument("ids", nargs=-1, type=int)
-def dead_letters_replay(buffer_path: Path, schemas: str | None, stream: str | None, ids: tuple[int, ...]) -> None:
+def dead_letters_replay(stream: str | None, ids: tuple[int, ...]) -> None:
     """Check dead letters (all, a stream's, or those IDS) again against the schema set and make
     the ones that pass pending events again, with their original event ids. Exits 1 if any
     still fail; those stay, and are listed with their current reason."""
+    buffer_path, schemas = configured_buffer(), settings().schemas
     if not schemas:
-        fail("replay needs a schema set: --schemas or BQSPOOL_SCHEMAS")
+        fail("replay needs a schema set: --schemas, BQSPOOL_SCHEMAS or `schemas` in bqspool.toml")
     existing_buffer(buffer_path)
     buf = open_buffer(buffer_path, schemas)
     try:
@@ -194,12 +192,13 @@ def dead_letters_replay(buffer_path: Path, schemas: str | None, stream: str | No
         click.echo(f"{dead_id}: {reason}", err=True)
     if len(report.still_bad) > 20:
         click.echo(f"... and {len(report.still_bad) - 20} more", err=True)
-    click.echo(f"{report.replayed} dead letters replayed as pending events, {len(report.still_bad)} still invalid")
+    click.echo(
+        f"{counted(report.replayed, 'dead letter')} replayed as pending events, {len(report.still_bad):,} still invalid"
+    )
     sys.exit(1 if report.still_bad else 0)
 
 
 @dead_letters.command("purge")
-@buffer_option
 @click.option("--stream", help="Only this stream's dead letters.")
 @click.option(
     "--before",
@@ -210,9 +209,10 @@ def dead_letters_replay(buffer_path: Path, schemas: str | None, stream: str | No
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.argument("ids", nargs=-1, type=int)
 def dead_letters_purge(
-    buffer_path: Path, stream: str | None, before: str | None, everything: bool, yes: bool, ids: tuple[int, ...]
+    stream: str | None, before: str | None, everything: bool, yes: bool, ids: tuple[int, ...]
 ) -> None:
     """Delete dead letters for good: those IDS, a --stream's, those --before a time, or --all."""
+    buffer_path = configured_buffer()
     if not (everything or stream or before or ids):
         fail("say which: IDS, --stream, --before or --all")
     before_us = _when(before) if before else None
@@ -221,11 +221,16 @@ def dead_letters_purge(
     try:
         if not yes:
             total = buf.stats()["dead_letters"]
-            click.confirm(f"delete the selected dead letters (of {total}) for good?", abort=True)
+            chosen = sum(
+                1
+                for d in buf.dead_letters(None, stream=stream)
+                if (everything or not ids or d["id"] in ids) and (before_us is None or d["created_us"] < before_us)
+            )
+            click.confirm(f"delete {counted(chosen, 'dead letter')} (of {total:,}) for good?", abort=True)
         n = buf.purge_dead_letters(stream=stream, ids=list(ids) or None, before_us=before_us, everything=everything)
     finally:
         buf.close()
-    click.echo(f"{n} dead letters deleted")
+    click.echo(f"{counted(n, 'dead letter')} deleted")
 
 
 def _loader_summary(buffer_path: Path) -> dict:
@@ -317,6 +322,6 @@ def _print_loader_summary(buffer_path: Path) -> None:
         states = ", ".join(f"{n} {s}" for s, n in sorted(loader["batches"].items())) or "none"
         click.echo(f"batches: {states}")
     if loader["quarantined"]:
-        click.echo(f"warning: {loader['quarantined']} batches quarantined: see `bqspool quarantine list`")
+        click.echo(f"warning: {counted(loader['quarantined'], 'batch')} quarantined: see `bqspool quarantine list`")
     if loader["shipping"]:
         click.echo(f"shipping now: {loader['shipping']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..layout import ObjectName, Outcome
+from ..text import counted
 
 
 @dataclass
@@ -37,8 +38,8 @@ class CommitReport:
         from ..billing import describe
 
         return (
-            f"commit: {self.objects_loaded} objects ({self.events_loaded} events) loaded with "
-            f"{self.jobs_submitted} jobs in {self.seconds:.1f}s; {describe({**self.requests, **self.bigquery})}"
+            f"commit: {counted(self.objects_loaded, 'object')} ({counted(self.events_loaded, 'event')}) loaded with "
+            f"{counted(self.jobs_submitted, 'job')} in {self.seconds:.1f}s; {describe({**self.requests, **self.bigquery})}"
             + (f"; quarantined {self.quarantined}" if self.quarantined else "")
             + (f"; deferred {self.deferred}" if self.deferred else "")
         )

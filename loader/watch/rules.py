@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from .. import exit_codes
 from ..config import Config
 from ..interfaces import QueryStat, TableStorage
 from ..operate.cost import TIB
@@ -69,8 +70,8 @@ class Findings:
     @property
     def exit_code(self) -> int:
         if any(a.severity == CRITICAL for a in self.alerts):
-            return 2
-        return 1 if self.alerts else 0
+            return exit_codes.CRITICAL
+        return exit_codes.WARNING if self.alerts else exit_codes.OK
 
 
 @dataclass(frozen=True)
