@@ -77,5 +77,5 @@ def setup(level: int, fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # The HTTP stack's own retry lines carry the full URL and the whole error, once per attempt.
-    for noisy in ("urllib3", "urllib3.connectionpool", "google.auth", "google.api_core"):
+    for noisy in ("urllib3", "urllib3.connectionpool", "google.auth", "google.api_core", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR) if level > logging.DEBUG else logging.DEBUG)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bqspool.schemas.errors import BqspoolError
 
@@ -62,6 +62,7 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     def tick() -> None:
         try:
             report = step()
+            log.info("%s", cycle_line(report))
             if metrics is not None:
                 record(metrics, report)
         except BqspoolError as exc:
@@ -73,16 +74,26 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     scheduler.add_job(tick, trigger, max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
 
     def on_signal(signum, frame) -> None:
-        log.warning("received %s: finishing the current step, then exiting", signal.Signals(signum).name)
+        log.info("received %s: finishing the current step, then exiting", signal.Signals(signum).name)
         stop.set()
         scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.warning("bqspool run --role %s: %s every %s", role, config.buffer if drainer else config.prefix, every)
+    log.info("bqspool run --role %s: %s every %s", role, config.buffer if drainer else config.prefix, every)
     scheduler.start()
     if drainer is not None:
         last_ship(drainer, stop)
+
+
+def cycle_line(report: Any) -> str:
+    """One line about what a cycle did: its ship's, its commit's, or both."""
+    from .drain import DrainReport
+
+    if isinstance(report, DrainReport):
+        done = report.commit.seconds or report.commit.idle  # a cycle that committed
+        return report.ship.line() + ("; " + report.commit.line() if done else "")
+    return report.line()
 
 
 def ship_then_commit(drainer: Drainer) -> DrainReport:
@@ -106,7 +117,7 @@ def _metrics(config: Config):
 
     metrics = LoaderMetrics()
     metrics.serve(config.metrics_address)
-    log.warning("metrics on http://%s/metrics", config.metrics_address)
+    log.info("metrics on http://%s/metrics", config.metrics_address)
     return metrics
 
 
@@ -130,6 +141,6 @@ def last_ship(drainer, stop: threading.Event, deadline_s: float = SHUTDOWN_DEADL
     drainer.should_stop = lambda: False  # the stop was for the schedule, not for this
     try:
         report = drainer.ship_once(deadline=time.monotonic() + deadline_s)
-        log.warning("shipped %d events on the way out", report.events_shipped)
+        log.info("shipped %d events on the way out", report.events_shipped)
     except BqspoolError as exc:
         log.error("could not ship on the way out (%s); the buffer keeps the events", exc)

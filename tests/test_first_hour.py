@@ -47,3 +47,68 @@ def test_usage_errors_exit_2_and_nothing_else_does(tmp_path):
 
     ours = [code for code, _ in exit_codes.TABLE if code != exit_codes.USAGE]
     assert exit_codes.USAGE == 2 and 2 not in ours and len(set(ours)) == len(ours)
+
+
+def no_google_env(tmp_path) -> dict:
+    """An environment with no Google credentials anywhere and no local stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BQSPOOL_", "GOOGLE_", "CLOUDSDK_"))}
+    env.pop("STORAGE_EMULATOR_HOST", None)
+    env.pop("BIGQUERY_EMULATOR_HOST", None)
+    env.update(HOME=str(tmp_path), NO_GCE_CHECK="true", GCE_METADATA_HOST="127.0.0.1:9")
+    return env
+
+
+def test_no_google_credentials_is_one_line_naming_the_fix(tmp_path):
+    (tmp_path / "bqspool.toml").write_text('schemas = "leafloaf"\nproject = "p-x"\ndataset = "d"\nbucket = "some-b"\n')
+    for args in (["setup"], ["drain"], ["commit"]):
+        res = subprocess.run(
+            [BQSPOOL, *args], capture_output=True, text=True, env=no_google_env(tmp_path), cwd=tmp_path, timeout=120
+        )
+        assert res.returncode == 1, (args, res.stderr)
+        line = one_line(res)
+        assert "no Google credentials" in line and "gcloud auth application-default login" in line
+        assert 'eval "$(bqspool local up)"' in line
+
+
+def test_a_missing_bucket_is_named_before_anything_says_ready(stack, tmp_path):
+    env = {"BQSPOOL_BUCKET": "no-such-bucket-here", "BQSPOOL_SCHEMAS": "leafloaf", "BQSPOOL_DATASET": "d_missing"}
+    env.update({k: v for k, v in os.environ.items() if k in ("BQSPOOL_PROJECT", "BQSPOOL_LOCATION")})
+    res = run(["setup"], tmp_path, env=env)
+    assert res.returncode == 1 and res.stdout == "", res.stdout  # nothing was said to be ready
+    assert one_line(res) == "error: bucket no-such-bucket-here does not exist (create it, or set bucket)"
+    with Buffer(tmp_path / "b.db", "leafloaf") as buf:
+        buf.append("user_search_events", {"user_id": "u", "query": "q", "timestamp": 1_700_000_000})
+    res = run(["ship", "--buffer", str(tmp_path / "b.db")], tmp_path, env=env)
+    assert res.returncode == 1
+    assert one_line(res) == "error: bucket no-such-bucket-here does not exist (create it, or set bucket)"
+
+
+def test_a_missing_dataset_is_one_line_that_says_run_setup(stack, tmp_path):
+    env = {"BQSPOOL_SCHEMAS": "leafloaf", "BQSPOOL_DATASET": "never_created"}
+    env.update({k: v for k, v in os.environ.items() if k in ("BQSPOOL_PROJECT", "BQSPOOL_LOCATION")})
+    res = run(["query", "recent-activity"], tmp_path, env=env)
+    assert res.returncode == 1
+    line = one_line(res)
+    assert line.startswith("error: dataset ") and "never_created does not exist in location US" in line, line
+    assert "(run `bqspool setup`, or set dataset and location to the dataset's)" in line
+
+
+def test_an_unreachable_endpoint_is_named_once_with_a_hint_and_each_wait_said(tmp_path):
+    env = {
+        "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
+        "BIGQUERY_EMULATOR_HOST": "http://127.0.0.1:9",
+        "BQSPOOL_BUCKET": "some-bucket",
+        "BQSPOOL_PROJECT": "p-x",
+        "BQSPOOL_SCHEMAS": "leafloaf",
+        "BQSPOOL_RETRY_INITIAL": "1",
+        "BQSPOOL_RETRY_MAXIMUM": "2",
+        "BQSPOOL_RETRY_DEADLINE": "6",
+    }
+    with Buffer(tmp_path / "b.db", "leafloaf") as buf:
+        buf.append("user_search_events", {"user_id": "u", "query": "q", "timestamp": 1_700_000_000})
+    res = run(["ship", "--buffer", str(tmp_path / "b.db")], tmp_path, env=env)
+    assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr
+    first = [x for x in res.stderr.splitlines() if "retrying for up to 6s" in x]
+    assert len(first) == 1 and "cannot reach 127.0.0.1:9 (the local stack: is it running?" in first[0], res.stderr
+    assert "still failing after" in res.stderr  # the wait is said, not silent
+    assert "nothing was lost" in res.stderr

@@ -325,7 +325,14 @@ def test_run_drains_on_schedule_and_stops_on_sigterm(stack, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(20)
-    assert code == 0, proc.stderr.read()
+    err = proc.stderr.read()
+    assert code == 0, err
+    # At the default level: the banner and one line a cycle at info; no warnings, no scheduler's own.
+    lines = err.splitlines()
+    assert any(" INFO bqspool.loader: bqspool run --role all: " in x for x in lines), err
+    assert any(" INFO bqspool.loader: ship: 10 events in 1 batch " in x for x in lines), err
+    assert sum(" INFO bqspool.loader: ship: " in x for x in lines) >= 2, err  # a line each cycle
+    assert not [x for x in lines if " WARNING " in x or "apscheduler" in x], err
     appended["tasks"] += more["tasks"]
     # `pending == 0` means shipped; a stop between a ship and its commit leaves
     # objects waiting in the bucket, for the next commit.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from bqspool.schemas.errors import ConfigError
+
 from ..config import Config
 from ..retry import RetryPolicy
 
@@ -32,7 +34,7 @@ def storage_client(config: Config) -> Any:
         return storage.Client(
             project=config.project, credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
         )
-    return storage.Client(project=config.project)
+    return _credentialed(lambda: storage.Client(project=config.project))
 
 
 def bigquery_client(config: Config) -> Any:
@@ -48,11 +50,26 @@ def bigquery_client(config: Config) -> Any:
             client_options={"api_endpoint": endpoint},
             location=config.location,
         )
-    return bigquery.Client(project=config.project, location=config.location)
+    return _credentialed(lambda: bigquery.Client(project=config.project, location=config.location))
 
 
 def retry_policy(config: Config) -> RetryPolicy:
-    """The configured retry policy, told which of Google's errors are transient."""
-    from .google_errors import is_transient
+    """The configured retry policy, told which of Google's errors are transient and
+    which a user can fix (see :func:`.google_errors.explain`)."""
+    from .google_errors import explain, is_transient
 
-    return RetryPolicy(config.retry_initial, config.retry_maximum, config.retry_deadline, classify=is_transient)
+    return RetryPolicy(
+        config.retry_initial, config.retry_maximum, config.retry_deadline, classify=is_transient, explain=explain
+    )
+
+
+def _credentialed(make: Any) -> Any:
+    """``make()``, a client; with no credentials to find, the one-line error that says how to get them."""
+    from google.auth import exceptions as auth_exc
+
+    from .google_errors import NO_CREDENTIALS
+
+    try:
+        return make()
+    except auth_exc.DefaultCredentialsError:
+        raise ConfigError(NO_CREDENTIALS) from None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import unquote, urlsplit
+
 import requests
+from bqspool.schemas.errors import BqspoolError, ConfigError
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 
@@ -38,4 +42,42 @@ def is_transient(exc: BaseException) -> bool | None:
         (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, auth_exc.TransportError),
     ):
         return True
+    return None
+
+
+NO_CREDENTIALS = (
+    "no Google credentials found: run `gcloud auth application-default login` (on GCP, give the VM or "
+    'workload a service account); for the local stack, `eval "$(bqspool local up)"`'
+)
+_BUCKET_PATH = re.compile(r"/b/([^/?]+)(?:/o)?/?$")  # a bucket, a listing or an upload: 404 only without the bucket
+_DATASET = re.compile(r"Not found: Dataset ([\w.:-]+)")
+_TABLE = re.compile(r"Not found: Table ([\w.:-]+)")
+_LOCATION = re.compile(r"was not found in location (\w[\w-]*)")
+
+
+def explain(exc: BaseException) -> BqspoolError | None:
+    """An error a user can fix, as one line that says how; None for the rest (see RetryPolicy)."""
+    if isinstance(exc, auth_exc.DefaultCredentialsError):
+        return ConfigError(NO_CREDENTIALS)
+    if isinstance(exc, auth_exc.RefreshError):
+        return ConfigError(
+            f"Google credentials could not be refreshed ({exc.args[0] if exc.args else exc}): {NO_CREDENTIALS}"
+        )
+    if not isinstance(exc, gexc.NotFound):
+        return None
+    text = str(exc)
+    url = getattr(getattr(getattr(exc, "response", None), "request", None), "url", "") or ""
+    path = urlsplit(url).path
+    found = _BUCKET_PATH.search(path) if "/storage/v1/" in path else None
+    if found:
+        return ConfigError(f"bucket {unquote(found.group(1))} does not exist (create it, or set bucket)")
+    if m := _DATASET.search(text):
+        name = m.group(1).replace(":", ".")
+        # BigQuery cannot tell a missing dataset from one in another location: say both.
+        where = _LOCATION.search(text)
+        place = f" in location {where.group(1)}" if where else ""
+        also = " and location to the dataset's" if where else ""
+        return ConfigError(f"dataset {name} does not exist{place} (run `bqspool setup`, or set dataset{also})")
+    if m := _TABLE.search(text):
+        return ConfigError(f"table {m.group(1).replace(':', '.')} does not exist (run `bqspool setup`)")
     return None

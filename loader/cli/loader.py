@@ -30,6 +30,11 @@ def setup(views: bool) -> None:
     cfg = settings()
     cfg.require("schemas", "project", "dataset")
     sset = load_schema_set(cfg.schemas)
+    if cfg.bucket:  # before any table: a missing bucket is said first, not after "ready"
+        from ..clients import make_object_store
+        from ..layout import Layout
+
+        make_object_store(cfg).list_objects(Layout(cfg.prefix).lease)
     wh = make_warehouse(cfg)
     if wh.ensure_dataset():
         click.echo(f"created dataset {cfg.project}.{cfg.dataset} in {cfg.location}")
@@ -281,8 +286,14 @@ def run(role: str) -> None:
     ships everything pending within the shutdown deadline (8 s, inside
     Cloud Run's 10), then exits.
     """
+    import logging
+
     from ..scheduler import run_forever
 
+    # A service logs what each cycle did: bqspool's own lines at info at least
+    # (the banner, one line a cycle); other libraries stay quiet unless -vv.
+    ours = logging.getLogger("bqspool")
+    ours.setLevel(min(logging.getLogger().level, logging.INFO))
     cfg = settings()
     _loader_process()
     run_forever(cfg, role=role)

@@ -138,7 +138,7 @@ class Committer:
         report.peak_rss_mb = peak_rss_mb()
         self.left_work = bool(report.deferred or report.quarantined or any(report.waiting.values()))
         if report.jobs_submitted or report.objects_loaded or report.quarantined or report.deferred:
-            log.info("%s", report.line())
+            log.debug("%s", report.line())  # `run` logs each cycle's line at info (see scheduler)
         return report
 
     def _idle(self) -> bool:

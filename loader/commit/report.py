@@ -37,6 +37,8 @@ class CommitReport:
         """The log's line about this commit."""
         from ..billing import describe
 
+        if self.idle:
+            return f"commit: nothing staged ({describe({**self.requests, **self.bigquery})})"
         return (
             f"commit: {counted(self.objects_loaded, 'object')} ({counted(self.events_loaded, 'event')}) loaded with "
             f"{counted(self.jobs_submitted, 'job')} in {self.seconds:.1f}s; {describe({**self.requests, **self.bigquery})}"

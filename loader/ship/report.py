@@ -29,6 +29,19 @@ class ShipReport:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def line(self) -> str:
+        """One line about this ship, for the log."""
+        from ..billing import describe
+        from ..text import counted
+
+        if not (self.batches_shipped or self.quarantined):
+            return "ship: nothing due" if self.due == {} else "ship: nothing to ship"
+        return (
+            f"ship: {counted(self.events_shipped, 'event')} in {counted(self.batches_shipped, 'batch')} "
+            f"({self.bytes_shipped:,} bytes) in {self.seconds:.1f}s; {describe(self.requests)}"
+            + (f"; quarantined {self.quarantined}" if self.quarantined else "")
+        )
+
     def stream(self, stream: str) -> dict[str, int]:
         """``per_stream``'s figures of ``stream``."""
         return self.per_stream.setdefault(stream, {"events": 0, "batches": 0, "quarantined": 0})

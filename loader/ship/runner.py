@@ -127,15 +127,7 @@ class Ship:
         report.due = {s: str(why) for s, why in (due or {}).items()}
         report.requests = self.objects.requests.since(before)
         if report.batches_shipped or report.quarantined:
-            log.info(
-                "ship: %d events in %d batches (%d bytes) shipped in %.1fs; %s%s",
-                report.events_shipped,
-                report.batches_shipped,
-                report.bytes_shipped,
-                report.seconds,
-                billing.describe(report.requests),
-                f"; quarantined {report.quarantined}" if report.quarantined else "",
-            )
+            log.debug("%s", report.line())  # `run` logs each cycle's line at info (see scheduler)
         return report
 
     def _ship_once(self, deadline: float | None) -> ShipReport:
