@@ -28,7 +28,7 @@ from .ids import uuid7, uuid7_many
 from .inspect import InspectMixin
 from .pack import Chunk, pack_events
 from .payload import RateLimitedLog, raw_payload
-from .rows import dead_row, stream_text
+from .rows import dead_row, stream_text, unknown_stream
 from .writer import Group, Writer
 
 log = logging.getLogger("bqspool.buffer")
@@ -200,18 +200,7 @@ class Buffer(AdmissionMixin, AsyncAppendMixin, InspectMixin):
     # -- appending ----------------------------------------------------------
 
     def _unknown_stream(self, stream: Any) -> UnknownStreamError:
-        import difflib
-
-        near = difflib.get_close_matches(str(stream), sorted(self._coercers), n=1, cutoff=0.6)
-        if near:
-            why = f"did you mean {near[0]}?"
-        else:
-            why = "known streams: " + (
-                ", ".join(sorted(self._coercers)) or "none: the buffer was opened without schemas"
-            )
-        err = UnknownStreamError(f"unknown stream {stream_text(stream)!r} ({why})")
-        err.stream = stream_text(stream)
-        return err
+        return unknown_stream(stream, sorted(self._coercers))
 
     def _dead_row(self, stream: Any, event: Any, event_id: str, exc: ValidationError) -> tuple:
         """The dead-letter row for an invalid event; raises instead in strict mode.

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from bqspool.schemas.display import MAX_REASON, safe_text, show
+from bqspool.schemas.errors import UnknownStreamError
 
 MAX_DEAD_PAYLOAD = 1024 * 1024  # characters of raw payload kept in a dead-letter row
 
@@ -204,3 +205,14 @@ def lines(conn: sqlite3.Connection, stream: str, lo: int, hi: int, first: int, l
         if seen >= last:
             break
     return out
+
+
+def unknown_stream(stream: Any, known: list[str]) -> UnknownStreamError:
+    """The error for an event of a stream no table has: the nearest known name, if one is near."""
+    import difflib
+
+    near = difflib.get_close_matches(str(stream), known, n=1, cutoff=0.6)
+    why = f"did you mean {near[0]}?" if near else "known streams: " + (", ".join(known) or "none: no schema set")
+    err = UnknownStreamError(f"unknown stream {stream_text(stream)!r} ({why})")
+    err.stream = stream_text(stream)
+    return err

@@ -112,3 +112,15 @@ def test_an_unreachable_endpoint_is_named_once_with_a_hint_and_each_wait_said(tm
     assert len(first) == 1 and "cannot reach 127.0.0.1:9 (the local stack: is it running?" in first[0], res.stderr
     assert "still failing after" in res.stderr  # the wait is said, not silent
     assert "nothing was lost" in res.stderr
+
+
+def test_config_show_aligns_every_key_as_the_file_spells_it(tmp_path):
+    (tmp_path / "bqspool.toml").write_text('schemas = "eixa"\n[ship]\nmax_delay = "4m"\n')
+    res = run(["config", "show"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert any(x.startswith("ship.max_delay ") and "4m" in x and x.endswith("(bqspool.toml)") for x in lines)
+    sources = {x.rindex("(") for x in lines if len(x) - x.rindex("(") < 40}  # where the source column starts
+    values = {len(x) - len(x[x.index(" ") :].lstrip()) for x in lines}  # where the value column starts
+    assert len(values) == 1, res.stdout
+    assert len(sources) <= 2, res.stdout  # values longer than the column push only their own source

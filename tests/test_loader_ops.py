@@ -345,6 +345,7 @@ def test_local_stack_cli(tmp_path):
     up = subprocess.run([BQSPOOL, "local", "up", "--dir", str(folder)], capture_output=True, text=True, timeout=120)
     try:
         assert up.returncode == 0, up.stderr
+        assert f'`eval "$(bqspool local env --dir {folder})"`' in up.stderr  # the hint works as printed
         names = {line.split("=")[0].removeprefix("export ") for line in up.stdout.splitlines()}
         assert names == {
             "STORAGE_EMULATOR_HOST",

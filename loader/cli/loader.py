@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -328,9 +329,9 @@ def local_up(folder: str, ephemeral: bool) -> None:
 
     state = localstack.up(folder, persistent=not ephemeral)
     click.echo(localstack.export_lines(state))
+    again = "bqspool local env" + ("" if folder == ".bqspool/local" else f" --dir {shlex.quote(str(folder))}")
     click.echo(
-        f"# local stack up: GCS on {state.gcs_port}, BigQuery on {state.bq_port}; "
-        f"`eval $(bqspool local env)` in other shells",
+        f'# local stack up: GCS on {state.gcs_port}, BigQuery on {state.bq_port}; `eval "$({again})"` in other shells',
         err=True,
     )
 

@@ -60,5 +60,10 @@ def config_show(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({k: {"value": v, "source": cfg.sources[k]} for k, v in values.items()}, indent=2))
         return
-    for key, value in values.items():
-        click.echo(f"{key:26s} {value!s:40s} ({cfg.sources[key]})")
+    # Columns as wide as their longest entry: long keys and values stay aligned.
+    from ..config import key_name
+
+    key_w = max((len(key_name(k)) for k in values), default=0)
+    val_w = min(60, max((len(str(v)) for v in values.values()), default=0))
+    for key, value in values.items():  # named as bqspool.toml spells them: ship.max_delay
+        click.echo(f"{key_name(key):{key_w}s}  {value!s:{val_w}s}  ({cfg.sources[key]})")
