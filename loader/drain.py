@@ -112,6 +112,8 @@ class Drainer:
                 objects, warehouse, settings, tables=list(schemas), should_stop=should_stop, clock=clock, sleep=sleep
             )
         )
+        if self.committer is not None:
+            self.committer.jobs.progress_enabled = progress
 
     @property
     def should_stop(self) -> Callable[[], bool]:

@@ -58,3 +58,20 @@ def test_a_job_that_fails_leaves_no_archive_file_although_merged_ahead(rig):  # 
     assert sum(rows.values()) == 10
     held = [k for name in rows for k in rig.store.meta[name].metadata.get(SOURCES_KEY, "").split(",") if k]
     assert len(held) == len(set(held)) == 2  # both objects, each in the archive once
+
+
+def test_a_commit_says_how_far_its_load_jobs_are(rig, monkeypatch, caplog):  # noqa: F811
+    """A commit's progress: a bar on a terminal, else a log line (here at every step)."""
+    import logging
+
+    from bqspool.loader import progress
+
+    monkeypatch.setitem(progress.Progress.__init__.__kwdefaults__, "every_s", 0.0)
+    appended = rig.fill({"tasks": 20, "user_interactions": 10})
+    drainer = rig.drainer(batch_rows=5, progress=True)
+    with caplog.at_level(logging.INFO, logger="bqspool.loader"):
+        drainer.drain_once()
+    exactly_once(rig, appended)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loading: ")]
+    assert lines and lines[-1].startswith("loading: 6 of 6 objects"), lines
+    assert any(r.getMessage().startswith("shipping: ") and "of 30 events" in r.getMessage() for r in caplog.records)

@@ -1,8 +1,10 @@
 """Query files, schema drift and restore decisions, without servers (the real-stack tests are in test_operate)."""
 
 import datetime as dt
+import logging
 
 import pytest
+from bqspool.loader import progress
 from bqspool.loader.layout import Layout
 from bqspool.loader.operate.restore import Restore, parse_day, restored_name
 from bqspool.loader.operate.verify import drift, fix
@@ -147,7 +149,7 @@ def test_restore_days_names_and_refusal_on_fakes(tmp_path):
     assert store.list_objects("p/staged/") == []  # refused before anything was staged
 
 
-def test_a_restore_on_fakes_loads_each_object_once_and_shows_its_progress(tmp_path, capsys):
+def test_a_restore_on_fakes_loads_each_object_once_and_shows_its_progress(tmp_path, monkeypatch, caplog):
     import pyarrow as pa
     import pyarrow.parquet as pq
     from bqspool.loader.commit.committer import Committer
@@ -176,9 +178,14 @@ def test_a_restore_on_fakes_loads_each_object_once_and_shows_its_progress(tmp_pa
         return Committer(store, wh, Settings(prefix="p"), on_loaded=on_loaded).commit_once()
 
     job = Restore(store, wh, sset, layout, "tasks", dt.date(2026, 11, 28), today, "tasks_copy", commit=commit)
-    report = job.run()
+    monkeypatch.setitem(progress.Progress.__init__.__kwdefaults__, "every_s", 0.0)  # a progress line each step
+    with caplog.at_level(logging.INFO, logger="bqspool.loader"):
+        report = job.run()
     assert (report.selected, report.copied, report.loaded_objects, report.loaded_events) == (3, 3, 3, 12)
     assert report.created_table and sorted(wh.ids("tasks_copy")) == sorted(ids)
-    assert "loading" in capsys.readouterr().err  # the progress bar
+    said = [r.getMessage() for r in caplog.records]
+    assert "restore: copying: 3 of 3 objects" in " ".join(said) and any(
+        m.startswith("restore: loading: 3 of 3 objects") for m in said
+    ), said
     again = Restore(store, wh, sset, layout, "tasks", dt.date(2026, 11, 28), today, "tasks_copy", commit=commit)
     assert again.run().copied == 0 and sorted(wh.ids("tasks_copy")) == sorted(ids)  # nothing twice

@@ -224,7 +224,9 @@ def commit(once: bool, as_json: bool) -> None:
 
     cfg = settings()
     _loader_process()
-    report = make_committer(cfg).commit_once()
+    committer = make_committer(cfg)
+    committer.jobs.progress_enabled = True  # a bar on a terminal, a log line every 5 s elsewhere
+    report = committer.commit_once()
     click.echo(json.dumps(report.as_dict(), indent=2)) if as_json else _print_commit(report)
     _commit_exit(report)
 

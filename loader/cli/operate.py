@@ -73,7 +73,7 @@ def verify(as_json: bool, fix: bool, days: int, no_audit: bool) -> None:
     audits = []
     if not no_audit:  # each table's audit on its own: one that fails (a column changed by hand) stops no other
         store = make_object_store(cfg) if cfg.bucket else None
-        audits = audit(wh, store, Layout(cfg.prefix), sset, days, _today())
+        audits = audit(wh, store, Layout(cfg.prefix), sset, days, _today(), progress=not as_json)
     bad = bool(found or failed or any(a.duplicated or a.error for a in audits))
     if as_json:
         doc = {"drift": [d.as_dict() for d in found], "fixed": fixed, "audit": [a.as_dict() for a in audits]}

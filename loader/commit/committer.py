@@ -172,6 +172,7 @@ class Committer:
             tables = sorted(set(staged) | set(logs))
             self._commit_tables([t for t in tables if is_table_name(t)], staged, logs, report)
         finally:
+            self.jobs.track(0)
             self.tidier.archiver.discard()
             self._release()
         return {t: logs.get(t) or TableLog() for t in tables}
@@ -240,6 +241,7 @@ class Committer:
         # What was staged when this commit began, and halves split from it: hosts
         # keep shipping meanwhile, and a commit must end; the next one takes the rest.
         self._eligible = {t: {o.name for o in staged.get(t, [])} for t in tables}
+        self.jobs.track(sum(len(v) for v in self._eligible.values()))
         self._staged = {t: {o.name: o for o in staged.get(t, [])} for t in tables}
         for i in range(MAX_ROUNDS):
             if not active or self.should_stop():

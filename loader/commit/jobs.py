@@ -20,6 +20,7 @@ from bqspool.schemas.errors import BackendUnavailableError, ObjectConflictError,
 from .. import faults
 from ..interfaces import JobOutcome, LoadJobs, ObjectStore
 from ..layout import Layout, Outcome, RecordName
+from ..progress import Progress
 from .commitlog import LogReader, Record, TableLog, delays
 from .report import CommitReport
 from .tidy import about
@@ -41,6 +42,13 @@ class Jobs:
     ):
         self.objects, self.warehouse, self.layout, self.reader = objects, warehouse, layout, reader
         self.renew, self.on_loaded = renew, on_loaded
+        self.progress_enabled = False  # a bar or log lines while a commit's jobs load (see track)
+        self.progress = Progress(0, False)
+
+    def track(self, objects: int) -> None:
+        """Show the progress of loading ``objects`` (a commit's start), or end it (0)."""
+        self.progress.close()
+        self.progress = Progress(objects, self.progress_enabled and objects > 0, what="loading", unit="objects")
 
     def start(self, table: str, rec: Record, fresh: TableLog | None, report: CommitReport) -> JobOutcome | None:
         """Submit ``rec``'s job, or adopt the job its id names; None if the record is void or finished."""
@@ -122,6 +130,7 @@ class Jobs:
         mine["events"] += events
         mine["objects"] += len(rec.sources)
         mine["delays"] += delays(rec.sources, self.objects.now())
+        self.progress.advance(len(rec.sources))
         if self.on_loaded is not None:
             self.on_loaded(list(rec.sources))
 

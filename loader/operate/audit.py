@@ -27,6 +27,7 @@ from bqspool.schemas.registry import SchemaSet
 
 from ..interfaces import ObjectStore, QueryParam, Warehouse
 from ..layout import Layout
+from ..progress import tracked
 from . import history
 
 EXAMPLES = 5
@@ -98,13 +99,21 @@ def audit_table(
 
 
 def audit(
-    warehouse: Warehouse, store: ObjectStore | None, layout: Layout, schemas: SchemaSet, days: int, today: dt.date
+    warehouse: Warehouse,
+    store: ObjectStore | None,
+    layout: Layout,
+    schemas: SchemaSet,
+    days: int,
+    today: dt.date,
+    progress: bool = False,
 ) -> list[TableAudit]:
     """Audit every table of ``schemas`` (see the module); ``store`` None skips the
     commit-log comparison. A table the warehouse refuses to count (its columns
-    changed by hand: drift says how) carries the error; the others are counted."""
+    changed by hand: drift says how) carries the error; the others are counted.
+    With ``progress``, a bar (or log lines) per table audited: each is a query."""
     out = []
-    for t in schemas.tables():
+    tables = schemas.tables()
+    for t in tracked(tables, len(tables), progress, what="auditing", unit="tables"):
         try:
             out.append(audit_table(warehouse, store, layout, t, days, today))
         except BackendError as exc:  # not an outage: those stop the audit (and are retried)

@@ -41,6 +41,7 @@ from .. import faults
 from ..archived import SOURCES_KEY, archived_batches
 from ..interfaces import ObjectStore, QueryParam, Warehouse
 from ..layout import AFTER_STAGED, PARQUET, Layout, ObjectArea, ObjectName, events_in, is_table_name
+from ..progress import Progress, tracked
 from .history import days_between
 from .verify import table_drift
 
@@ -261,13 +262,10 @@ class Restore:
         it when it frees (a running commit only loads what was staged when it
         began), up to ``wait_s``; then LeaseHeldError saying what is left to do."""
         bar = self._new_bar(len(sources), "loading")
-        loaded = len(self._in_area("archive"))
-        if bar is not None:
-            bar.update(loaded)
+        bar.advance(len(self._in_area("archive")))
 
         def on_loaded(names: list[str]) -> None:
-            if bar is not None:
-                bar.update(sum(1 for n in names if self.marker in n))
+            bar.advance(sum(1 for n in names if self.marker in n))
 
         deadline, waited = self.clock() + self.wait_s, False
         try:
@@ -291,19 +289,11 @@ class Restore:
                     waited = True
                     self.sleep(self.poll_s)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
-    def _new_bar(self, total: int, what: str):
-        if not self.progress or not total:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, unit="obj", desc=what, leave=False)
+    def _new_bar(self, total: int, what: str) -> Progress:
+        return Progress(total, self.progress, what=f"restore: {what}", unit="objects")
 
     def _bar(self, items, what: str, total: int | None = None):
-        if not self.progress:
-            return items
-        from tqdm import tqdm
-
-        return tqdm(items, total=total if total is not None else len(items), unit="obj", desc=what, leave=False)
+        count = total if total is not None else len(items)
+        return tracked(items, count, self.progress, what=f"restore: {what}", unit="objects")
