@@ -193,9 +193,12 @@ def test_dead_letters_cli(tmp_path):
 
     listed = run("list", "--json", *env_args)
     assert listed.returncode == 0
-    rows = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert [json.loads(r["payload"]).get("duration_ms") for r in rows] == ["bad", 12]  # newest first
-    assert "mood" in rows[1]["reason"]
+    rows = json.loads(listed.stdout)  # one array; each payload the object it holds, each time ISO 8601
+    assert [r["payload"].get("duration_ms") for r in rows] == ["bad", 12]  # newest first
+    assert "mood" in rows[1]["reason"] and rows[0]["created"].endswith("Z") and "created_us" not in rows[0]
+    assert [json.loads(line) for line in run("list", "--nl", *env_args).stdout.splitlines()] == rows
+    csv_lines = run("list", "--csv", *env_args).stdout.splitlines()
+    assert csv_lines[0].split(",")[0] == "id" and len(csv_lines) == 3
     assert "bad" in run("list", *env_args).stdout
 
     add_field(schemas, S, "mood", "STRING")
@@ -208,7 +211,7 @@ def test_dead_letters_cli(tmp_path):
     assert run("purge", "--before", "last tuesday", *env_args).returncode == 2
     refused = run("purge", "--all", *env_args, input="n\n")
     assert refused.returncode != 0 and "delete 1 dead letter (of 1) for good?" in refused.stdout, refused.stdout
-    assert len(run("list", "--json", *env_args).stdout.splitlines()) == 1
+    assert len(json.loads(run("list", "--json", *env_args).stdout)) == 1
     done = run("purge", "--before", "0s", "--yes", *env_args)
     assert done.returncode == 0 and "1 dead letter deleted" in done.stdout
     assert run("list", *env_args).stdout.strip() == "no dead letters"

@@ -248,6 +248,12 @@ def test_the_eixa_queries_return_what_the_events_imply(stack, tmp_path):
         return json.loads(done.stdout)
 
     (ua,) = run("user-analytics", "--param", "user_id=u1")
+    # By default an aligned table: each value starts under its column's name.
+    table = cli(env, "query", "user-analytics", "--param", "user_id=u1").stdout.splitlines()
+    header, row = table[0], table[1]
+    starts = [header.index(c) for c in ua]
+    assert starts == sorted(starts) and all(k == 0 or row[k - 2 : k] == "  " for k in starts), table
+    assert row[header.index("total_interactions") :].split()[0] == str(ua["total_interactions"])
     # Distinct UTC days of u1's events: two, or three when the run is just past midnight.
     days = {e["timestamp"][:10] for e in events if e["user_id"] == "u1"}
     assert ua["total_interactions"] == 10 and ua["active_days"] == len(days)

@@ -11,6 +11,7 @@ import click
 from bqspool.schemas import load_schema_set
 
 from .base import EXIT_ERROR, EXIT_FOUND, main, settings
+from .output import emit_rows, rows_format
 
 json_flag = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
@@ -278,12 +279,13 @@ def _print_ingestion(ing: dict) -> None:
 @main.command()
 @click.argument("name", required=False)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A query parameter (repeatable).")
-@json_flag
-def query(name: str | None, params: tuple[str, ...], as_json: bool) -> None:
+@rows_format
+def query(name: str | None, params: tuple[str, ...], fmt: str) -> None:
     """Run the schema set's query NAME (queries/NAME.sql) with query parameters.
 
     Without NAME, list the set's queries and their parameters. Values are
     sent as BigQuery query parameters, typed as the query file declares.
+    Rows print as an aligned table; --json, --nl or --csv for machines.
     """
     from bqspool.schemas.errors import ValidationError
 
@@ -309,17 +311,7 @@ def query(name: str | None, params: tuple[str, ...], as_json: bool) -> None:
             raise ValidationError(f"--param {item!r}: write KEY=VALUE")
         given[key] = value
     rows = Analytics(cfg).run(name, given)
-    if as_json:
-        click.echo(_dumps(rows))
-        return
-    if not rows:
+    if not rows and fmt == "table":
         click.echo("(no rows)")
         return
-    columns = list(rows[0])
-    click.echo("  ".join(columns))
-    for row in rows:
-        click.echo(
-            "  ".join(
-                json.dumps(row[c], default=str) if isinstance(row[c], (list, dict)) else str(row[c]) for c in columns
-            )
-        )
+    emit_rows(rows, fmt)

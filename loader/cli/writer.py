@@ -13,6 +13,7 @@ from bqspool.schemas.errors import BqspoolError
 
 from ..text import counted
 from .base import configured_buffer, existing_buffer, fail, main, open_buffer, settings
+from .output import emit_rows, iso, rows_format
 
 
 @main.command()
@@ -149,9 +150,12 @@ def _when(text: str) -> int:
 @click.option(
     "--limit", type=click.IntRange(min=0), default=20, show_default=True, help="How many, newest first; 0 for all."
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, payload whole.")
-def dead_letters_list(stream: str | None, limit: int, as_json: bool) -> None:
-    """Show dead letters, newest first: id, time, stream, event id, reason, payload."""
+@rows_format
+def dead_letters_list(stream: str | None, limit: int, fmt: str) -> None:
+    """Show dead letters, newest first: id, time, stream, event id, reason, payload.
+
+    --json, --nl and --csv give each whole, its time in ISO 8601 and its
+    payload as the JSON it holds (as text when it is not JSON)."""
     buffer_path = configured_buffer()
     import datetime as dt
 
@@ -161,15 +165,25 @@ def dead_letters_list(stream: str | None, limit: int, as_json: bool) -> None:
         found = buf.dead_letters(limit or None, stream=stream)
     finally:
         buf.close()
+    if fmt != "table":
+        emit_rows([_dead_letter_doc(d) for d in found], fmt)
+        return
     for d in found:
-        if as_json:
-            click.echo(json.dumps(d, ensure_ascii=False))
-            continue
         when = dt.datetime.fromtimestamp(d["created_us"] / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         payload = d["payload"] if len(d["payload"]) <= 60 else d["payload"][:57] + "..."
         click.echo(f"{d['id']}  {when}  {d['stream']}  {d['event_id']}  {d['reason']}\n    {payload}")
-    if not found and not as_json:
+    if not found:
         click.echo("no dead letters")
+
+
+def _dead_letter_doc(d: dict) -> dict:
+    """A dead letter for machines: its time ISO 8601, its payload the JSON it holds."""
+    try:
+        payload = json.loads(d["payload"])
+    except ValueError:
+        payload = d["payload"]  # a line that was not JSON: kept as the text it was
+    out = {k: v for k, v in d.items() if k not in ("created_us", "payload")}
+    return {**out, "created": iso(d["created_us"]), "payload": payload}
 
 
 @dead_letters.command("replay")
