@@ -211,7 +211,7 @@ def unknown_stream(stream: Any, known: list[str]) -> UnknownStreamError:
     """The error for an event of a stream no table has: the nearest known name, if one is near."""
     import difflib
 
-    near = difflib.get_close_matches(str(stream), known, n=1, cutoff=0.6)
+    near = difflib.get_close_matches(stream_text(stream), known, n=1, cutoff=0.6)  # never str(): it may raise
     why = f"did you mean {near[0]}?" if near else "known streams: " + (", ".join(known) or "none: no schema set")
     err = UnknownStreamError(f"unknown stream {stream_text(stream)!r} ({why})")
     err.stream = stream_text(stream)

@@ -404,7 +404,7 @@ def test_progress_lines_when_not_a_terminal(caplog):
         p.advance(400)
         p.advance(600)
         p.close()
-    assert "drained 400 of 1000 events" in caplog.text and "drained 1000 of 1000 events" in caplog.text
+    assert "shipping: 400 of 1,000 events" in caplog.text and "shipping: 1,000 of 1,000 events" in caplog.text
 
 
 def test_load_jobs_are_paced_per_table(stack, tmp_path):

@@ -28,7 +28,7 @@ def rows_format(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--csv", "fmt", flag_value="csv", help="Comma-separated values, a header first.")(fn)
     fn = click.option("--nl", "fmt", flag_value="nl", help="One JSON object per line (NDJSON).")(fn)
     fn = click.option("--json", "fmt", flag_value="json", help="One JSON array of objects.")(fn)
-    return click.option("--table", "fmt", flag_value="table", default=True, hidden=True)(fn)
+    return click.option("--table", "fmt", flag_value="table", default=True, help="An aligned table (the default).")(fn)
 
 
 def iso(us: int | float | None) -> str | None:

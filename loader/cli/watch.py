@@ -79,7 +79,13 @@ def monitor(mode: str, every: str | None, serve: str | None, as_json: bool) -> N
         from ..watch.statuspage import StatusServer
 
         gauges = MonitorGauges()
-        server = StatusServer(serve, gauges.text, refresh_s=max(5, int(seconds)), token=cfg.monitor_token).start()
+        server = StatusServer(
+            serve,
+            gauges.text,
+            refresh_s=max(5, int(seconds)),
+            token=cfg.monitor_token,
+            title=f"{cfg.project}.{cfg.dataset}",
+        ).start()
         click.echo(f"status page on {server.address} (/healthz, /metrics)", err=True)
 
     def on_cycle(findings, state) -> None:

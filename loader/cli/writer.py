@@ -267,9 +267,7 @@ def _commit_summary() -> dict | None:
     from dataclasses import replace
 
     try:
-        from ..config import load_config
-
-        cfg = load_config()
+        cfg = settings()  # the one resolution: --config, the file, BQSPOOL_*, flags
     except BqspoolError:
         return None
     if not cfg.bucket:

@@ -142,10 +142,18 @@ class MonitorGauges:
         self.loaded = prom.Gauge(
             "bqspool_loaded_events_24h", "Events loaded in the last 24 h.", LABELS, registry=self.registry
         )
+        # Present from the start (0 until a cycle ends): a scrape before the first
+        # cycle sees the monitor, and alerting can tell "not yet" from "all fine".
+        self.cycle = prom.Gauge(
+            "bqspool_monitor_last_cycle_timestamp_seconds",
+            "When the last monitoring cycle ended.",
+            registry=self.registry,
+        )
 
     def update(self, state: dict, page: dict) -> None:
         """Set the gauges from a monitoring cycle's state and its page figures (``Monitor.page_figures``)."""
         self.alert.clear()
+        self.cycle.set(state.get("evaluated", 0))
         for a in state.get("active", {}).values():
             self.alert.labels(a["table"], a["table"], a["rule"], a["severity"]).set(1)
         for table, f in page["tables"].items():

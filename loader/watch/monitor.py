@@ -109,10 +109,16 @@ class Monitor:
                 "budget": s["budget"],
                 "quarantined": s["quarantined"],
                 "dead_letters": s["dead_letters"],
+                **{
+                    k: s.get(k)
+                    for k in ("loaded_window", "failed_window", "pending_events", "last_load_age_s", "waiting_age_s")
+                },
+                "delay_p95_s": s.get("delay_p95_s"),
             }
             for table, s in findings.samples.items()
         }
-        return {"tables": tables, "dataset": f"{self.config.project}.{self.config.dataset}"}
+        dataset = f"{self.config.project}.{self.config.dataset}"
+        return {"tables": tables, "dataset": dataset, "buffer": findings.buffer}
 
     # -- the rules -----------------------------------------------------------------------
 
@@ -161,7 +167,7 @@ class Monitor:
         alerts += self._buffer_rule(buf, previous, unavailable)
         if self.warehouse is not None:
             alerts += self._warehouse_rules(now, unavailable)
-        return Findings(alerts, unavailable, samples, buf["dropped"] if buf else None)
+        return Findings(alerts, unavailable, samples, buf["dropped"] if buf else None, _buffer_figures(buf))
 
     def _table_facts(
         self, table: str, now: float, buf: dict | None, bucket: dict | None, held: dict[str, int]
@@ -198,6 +204,9 @@ class Monitor:
             "waiting_objects": t_bucket.get("waiting", 0),
             "pending_events": t_buf.get("pending", 0),
             "loaded_window": facts.loaded,
+            "failed_window": failed,
+            "last_load_age_s": round(now - last_load, 1) if last_load is not None else None,
+            "waiting_age_s": round(waiting_age, 1),
             "jobs_24h": t_bucket.get("jobs_24h", 0),
             "budget": cfg.quota_jobs_per_table_day,
             "quarantined": t_bucket.get("quarantined", 0),
@@ -292,3 +301,11 @@ def _held_since(held_back: HeldByArea, since: float) -> dict[str, int]:
             if n:
                 out[table] = out.get(table, 0) + n
     return out
+
+
+def _buffer_figures(buf: dict | None) -> dict | None:
+    """This host's buffer for the page: the figures `bqspool status --json` shows."""
+    if buf is None:
+        return None
+    keys = ("path", "pending", "pending_bytes", "dead_letters", "dropped", "lost", "file_bytes")
+    return {k: buf.get(k) for k in keys}

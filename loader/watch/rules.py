@@ -66,6 +66,7 @@ class Findings:
     unavailable: dict[str, str]  # rule -> why it could not be evaluated
     samples: dict[str, dict[str, float]]  # per table: backlog, loaded in the window, ... (for the page)
     dropped: int | None = None  # the buffer's drop counter seen by this evaluation, for the next
+    buffer: dict | None = None  # this host's buffer as `bqspool status` shows it (pending, dead letters, ...)
 
     @property
     def exit_code(self) -> int:
