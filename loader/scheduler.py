@@ -76,7 +76,10 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     def on_signal(signum, frame) -> None:
         log.info("received %s: finishing the current step, then exiting", signal.Signals(signum).name)
         stop.set()
-        scheduler.shutdown(wait=False)
+        # Not from here: the handler runs on the main thread, which may hold the
+        # executor's lock (a job being submitted), and shutdown takes that lock:
+        # a SIGTERM at that instant hung the process for good. A thread waits it out.
+        threading.Thread(target=_stop, args=(scheduler,), name="bqspool-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -84,6 +87,18 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     scheduler.start()
     if drainer is not None:
         last_ship(drainer, stop)
+
+
+def _stop(scheduler: Any, attempts: int = 200) -> None:
+    """Shut ``scheduler`` down, waiting for it to be running (a signal may come first)."""
+    from apscheduler.schedulers import SchedulerNotRunningError
+
+    for _ in range(attempts):
+        try:
+            scheduler.shutdown(wait=False)
+            return
+        except SchedulerNotRunningError:
+            time.sleep(0.05)
 
 
 def cycle_line(report: Any) -> str:

@@ -504,3 +504,22 @@ def test_waiting_for_a_running_job_polls_soon_then_less_often():
     outcome = wh.wait("job2", timeout=5.0)
     assert not outcome.done
     assert sleeps == [0.1, 0.2, 0.4, 0.8, 1.6, 1.9]  # the last wait ends at the deadline
+
+
+def test_a_sigterm_as_run_starts_stops_it(stack, tmp_path):
+    """A SIGTERM while the scheduler submitted its first tick deadlocked on the executor's
+    lock (the handler shut the scheduler down from the main thread that held it): the
+    process hung for good, 2 times in 6. Each run here must exit, with its last ship."""
+    env = Env(tmp_path, "eixa")
+    fill(env, {"tasks": 5})
+    for _ in range(6):
+        proc = subprocess.Popen([BQSPOOL, "run", "--role", "ship"], env=env.env(), stderr=subprocess.PIPE, text=True)
+        banner = proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=60)  # a hang, not a slow machine: it exits in a second
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("bqspool run hung after a SIGTERM at its start: " + banner + proc.communicate()[1])
+        assert proc.returncode == 0 and "on the way out" in err, banner + err
+    assert env.pending() == 0

@@ -22,9 +22,15 @@ BQSPOOL = str(Path(sys.executable).with_name("bqspool"))
 GOOD = {"user_id": "u", "interaction_id": "i", "timestamp": 1_700_000_000}
 
 
-def run(args, cwd, *, stdin="", env=None):
+def env_of(extra=None) -> dict:
+    """The environment without a BQSPOOL_* variable (the local stack's endpoints stay)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("BQSPOOL_")}
-    full.update(env or {})
+    full.update(extra or {})
+    return full
+
+
+def run(args, cwd, *, stdin="", env=None):
+    full = env_of(env)
     return subprocess.run([BQSPOOL, *args], input=stdin, capture_output=True, text=True, env=full, cwd=cwd, timeout=300)
 
 
@@ -66,6 +72,34 @@ def test_every_command_reads_the_buffer_and_schemas_of_bqspool_toml(folder):
     assert verify.returncode == 0, verify.stdout + verify.stderr
     monitor = run(["monitor", "--once", "--json"], folder)
     assert "no buffer on this host" not in monitor.stdout, monitor.stdout
+    # The rest of the commands, each with the file alone.
+    day = __import__("time").strftime("%Y-%m-%d", __import__("time").gmtime())
+    rest = {
+        ("restore", "--table", "user_interactions", "--since", day, "--into", "ui_copy"): 0,
+        ("dead-letters", "replay"): 0,  # nothing to replay: append kept no bad line without --dead-letter
+        ("dead-letters", "purge", "--all", "--yes"): 0,
+        ("quarantine", "retry"): 0,
+        ("schemas", "show", "eixa"): 0,
+        ("config", "show"): 0,
+    }
+    for args, code in rest.items():
+        res = run(list(args), folder)
+        assert res.returncode == code and "Traceback" not in res.stderr, (args, res.stdout, res.stderr)
+    assert json.loads(run(["status", "--json"], folder).stdout)["dead_letters"] == 0  # purged from that buffer
+    runner = subprocess.Popen(
+        [BQSPOOL, "run", "--role", "ship"], cwd=folder, env=env_of(), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = runner.stderr.readline()  # the banner names the configured buffer
+    finally:
+        runner.terminate()
+        try:
+            rest = runner.communicate(timeout=60)[1]
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            rest = "(killed) " + runner.communicate()[1]
+    assert "spool/events.db" in line, (line, rest)
+    assert runner.returncode == 0, (line, rest)
 
 
 def test_global_options_work_before_or_after_the_command_and_flags_win(folder):
