@@ -104,3 +104,78 @@ def test_the_env_file_of_the_systemd_recipe_is_a_valid_configuration():
     cfg = load_config(env=env)  # every key is one bqspool knows, every value valid
     assert cfg.sources["bucket"] == "BQSPOOL_BUCKET" and cfg.buffer == "/var/lib/bqspool/buffer.db"
     cfg.require("schemas", "project", "dataset", "bucket")
+
+
+SHELL = re.compile(r"^```(?:sh|bash|shell)\n(.*?)^```", re.S | re.M)
+# A reader fills these in; the test fills them in the same way.
+FILL = {
+    "STREAM": "tasks",
+    "TABLE": "tasks",
+    "T": "tasks",
+    "NAME": "user-analytics",
+    "ID": "1",
+    "IDS": "1",
+    "PATH": "x.db",
+    "FILE": "x.toml",
+    "HOST:PORT": "127.0.0.1:8080",
+    "SET": "eixa",
+    "INTERVAL": "5m",
+    "DIR": "some/dir",
+    "NEW": "tasks_copy",
+}
+
+
+def _filled(line: str) -> str | None:
+    """``line`` as a reader would type it: optional [parts] left out, placeholders filled,
+    redirections and pipes dropped; None when a placeholder is left."""
+    line = re.sub(r"\[[^\[\]]*\]", "", line)  # [--once | --every 5m]: optional
+    line = re.sub(r"\s[<|].*$", "", line)  # < events.ndjson, | jq ...
+    line = line.replace("ID..", "ID")
+    for key in sorted(FILL, key=len, reverse=True):
+        line = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", FILL[key], line)
+    return None if re.search(r"\b[A-Z][A-Z_]{1,}\b|\.\.\.|[{}$()\[\]]", line) else line
+
+
+def _alternatives(line: str) -> list[str]:
+    """``bqspool local up|env|down`` as three lines, one per alternative."""
+    words = line.split(" ")
+    if any("|" in w and re.search(r"[\[\]()]", w) for w in words):
+        return []  # alternatives across optional parts: too loose to fill in
+    for i, word in enumerate(words):
+        if "|" in word and word.strip("|"):
+            return [v for alt in word.split("|") for v in _alternatives(" ".join([*words[:i], alt, *words[i + 1 :]]))]
+    return [line]
+
+
+def command_lines() -> list[tuple[str, list[str]]]:
+    """Every `bqspool ...` line of a shell block in README.md and docs/, filled in as a
+    reader would (see _filled), arguments split."""
+    import shlex
+
+    out = []
+    for doc in DOCS:
+        for block in SHELL.findall(doc.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if not line.startswith("bqspool "):
+                    continue
+                for variant in _alternatives(line):
+                    filled = _filled(variant)
+                    if filled is not None:
+                        out.append((f"{doc.name}: {variant}", shlex.split(filled)[1:]))
+    return out
+
+
+def test_there_are_commands_in_the_docs():
+    assert len(command_lines()) >= 20, [w for w, _ in command_lines()]
+
+
+@pytest.mark.parametrize(("where", "args"), command_lines(), ids=[w for w, _ in command_lines()])
+def test_every_command_line_in_the_docs_parses(where, args):
+    """Each documented command line names commands and options that exist (its arguments
+    parse; --help stops it before it runs): no `No such option` for a reader."""
+    from bqspool.loader.cli import main
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(main, [*args, "--help"], catch_exceptions=False)
+    assert res.exit_code == 0 and "Usage:" in res.output, (where, res.output)
