@@ -45,7 +45,11 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     from apscheduler.triggers.interval import IntervalTrigger
 
     stop = stop or threading.Event()
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
+    # The scheduler's own lines (a tick per line, "skipped: maximum number of running
+    # instances" while a slow tick runs) say nothing an operator acts on: errors only,
+    # unless the whole process logs at debug (-vv).
+    quiet = logging.getLogger("apscheduler")
+    quiet.setLevel(logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.ERROR)
     step: Callable[[], object]
     drainer: Drainer | None = None
     if role == "commit":

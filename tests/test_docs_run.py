@@ -179,3 +179,42 @@ def test_every_command_line_in_the_docs_parses(where, args):
 
     res = CliRunner().invoke(main, [*args, "--help"], catch_exceptions=False)
     assert res.exit_code == 0 and "Usage:" in res.output, (where, res.output)
+
+
+# What a documented line may do here: change nothing outside its own dataset, bucket and
+# buffer, and end by itself (no `run`, no `monitor --every`, no `local up`).
+RUNS_HERE = ("setup", "drain", "ship", "commit", "status", "config", "cost", "query", "verify", "quarantine list")
+
+
+def runnable() -> list[tuple[str, list[str]]]:
+    out = []
+    for where, args in command_lines():
+        words = " ".join(a for a in args if not a.startswith("-"))
+        if any(words == c or words.startswith(c + " ") for c in RUNS_HERE) and "--serve" not in args:
+            out.append((where, args))
+    return out
+
+
+def test_every_documented_command_that_can_run_here_runs(configured, tmp_path):
+    """Each such line, as documented (placeholders filled in), on the local stack with a
+    buffer that holds events: exit 0, no traceback."""
+    cfg, env = configured
+    env = dict(env, BQSPOOL_BUFFER=str(tmp_path / "buffer.db"))
+    import time as clock
+
+    from bqspool.buffer import Buffer
+
+    with Buffer(tmp_path / "buffer.db", "eixa") as buf:
+        buf.append_many("tasks", [{"user_id": "u", "task_id": str(i), "created_at": clock.time()} for i in range(5)])
+    lines = runnable()
+    assert len(lines) >= 12, [w for w, _ in lines]
+    for where, args in lines:
+        res = subprocess.run(
+            [str(Path(sys.executable).with_name("bqspool")), *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0 and "Traceback" not in res.stderr, (where, res.stdout[-500:], res.stderr[-2000:])
