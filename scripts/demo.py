@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The main job, end to end on the local stack: a fleet, with an outage in the middle.
 
-1. start the local stack (fake-gcs-server + BigQuery emulator) and run
-   `bqspool setup` for the bundled leafloaf tables in a fresh dataset;
+1. start the local stack (fake-gcs-server + BigQuery emulator), run
+   `bqspool setup` for the bundled leafloaf tables in a fresh dataset, and
+   `bqspool doctor` (it stops the demo if a check fails);
 2. start hosts: each a producer process (several threads) appending to its
    own buffer, with its own shipper (`bqspool run --role ship`, as a
    sidecar runs); and one committer for them all (`bqspool run --role
@@ -181,6 +182,8 @@ def main() -> int:
     bqspool = str(Path(sys.executable).with_name("bqspool"))
     say(f"bqspool setup: leafloaf tables in dataset demo_{run_id}")
     subprocess.run([bqspool, "setup"], env=env, check=True)
+    say("bqspool doctor: can this machine ship and commit with this configuration?")
+    subprocess.run([bqspool, "doctor", "--buffer", str(buffers[0])], env=env, check=True)
 
     say(f"starting {args.procs} producer processes x {args.threads} threads for {args.seconds:.0f}s")
     ctx = multiprocessing.get_context("spawn")

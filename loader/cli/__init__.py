@@ -14,7 +14,7 @@ name, and reads its settings through :func:`.base.settings`. A new command
 goes in the module of its area (or a new one imported below).
 """
 
-from . import loader, operate, quarantine, schemas, watch, writer  # noqa: F401  (each registers its commands)
+from . import doctor, loader, operate, quarantine, schemas, watch, writer  # noqa: F401  (each registers its commands)
 from .base import add_global_options, main
 
 add_global_options(main)

@@ -74,11 +74,13 @@ def monitor(mode: str, every: str | None, serve: str | None, as_json: bool) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server = gauges = None
+    checked: list[dict] = []
     if serve:
         from ..watch.metrics import MonitorGauges
         from ..watch.statuspage import StatusServer
 
         gauges = MonitorGauges()
+        checked = _doctor(cfg, store, warehouse)  # once, as the page's panel
         server = StatusServer(
             serve,
             gauges.text,
@@ -91,7 +93,7 @@ def monitor(mode: str, every: str | None, serve: str | None, as_json: bool) -> N
     def on_cycle(findings, state) -> None:
         _print(findings, as_json)
         if server is not None and gauges is not None:
-            page = watcher.page_figures(findings)
+            page = {**watcher.page_figures(findings), "doctor": checked}
             gauges.update(state, page)
             server.update(state, page)
 
@@ -100,6 +102,24 @@ def monitor(mode: str, every: str | None, serve: str | None, as_json: bool) -> N
     finally:
         if server is not None:
             server.stop()
+
+
+def _doctor(cfg, store, warehouse) -> list[dict]:
+    """`bqspool doctor`'s checks for the role this host's configuration implies."""
+    from bqspool.schemas.errors import BqspoolError
+
+    from ..backends.probes import GoogleProbe
+    from ..operate.doctor import Doctor
+
+    if store is None:
+        return []
+    role = "all" if warehouse is not None else "ship"
+    schemas = load_schema_set(cfg.schemas) if cfg.schemas else None
+    try:
+        probe = GoogleProbe(cfg, store, warehouse)
+        return [c.as_dict() for c in Doctor(cfg, role, probe, store=store, warehouse=warehouse, schemas=schemas).run()]
+    except BqspoolError as exc:  # the page still serves; the panel says why it is empty
+        return [{"name": "doctor", "status": "fail", "detail": str(exc), "fix": ""}]
 
 
 def _interval(text: str) -> float:

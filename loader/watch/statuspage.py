@@ -152,6 +152,19 @@ def _buffer_panel(buf: dict | None) -> str:
     return f'<table id="buffer"><tr><th>buffer</th>{head}</tr><tr><td>{html.escape(buf.get("path", ""))}</td>{row}</tr></table>'
 
 
+def _doctor_panel(checks: list[dict] | None) -> str:
+    """`bqspool doctor`'s checks, as the monitor made them when it started."""
+    if not checks:
+        return ""
+    rows = "".join(
+        f'<tr class="check {html.escape(c["status"])}"><td>{html.escape(c["status"])}</td>'
+        f"<td>{html.escape(c['name'])}</td><td>{html.escape(c['detail'])}</td>"
+        f"<td>{html.escape(c['fix'])}</td></tr>"
+        for c in checks
+    )
+    return f'<table id="doctor"><tr><th>doctor</th><th>check</th><th>found</th><th>to do</th></tr>{rows}</table>'
+
+
 def render(state: dict, page: dict, refresh_s: int, title: str = "") -> str:
     """The page for the monitor's last ``state`` and the ``page`` figures of that cycle."""
     name = html.escape(page.get("dataset") or title)
@@ -194,6 +207,7 @@ def render(state: dict, page: dict, refresh_s: int, title: str = "") -> str:
         + (f'<p class="muted" id="quiet">no data in 24 h: {html.escape(", ".join(quiet))}</p>' if quiet else "")
         + "<h2>This host</h2>"
         + _buffer_panel(page.get("buffer"))
+        + _doctor_panel(page.get("doctor"))
         + (f"<h2>Not available here</h2><ul>{unavailable}</ul>" if unavailable else "")
         + "</body></html>"
     )

@@ -1,0 +1,46 @@
+"""``bqspool doctor``: can this host, with this configuration, do its job?"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .base import EXIT_ERROR, main, settings
+
+
+@main.command()
+@click.option(
+    "--role",
+    type=click.Choice(["all", "ship", "commit"]),
+    default="all",
+    show_default=True,
+    help="What this host does: ship (a buffer to the bucket), commit (the bucket to BigQuery), or both.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: the checks, and whether any failed.")
+def doctor(role: str, as_json: bool) -> None:
+    """Check credentials, the bucket (location, soft delete), IAM permissions, the clock,
+    the dataset and its tables, the load-job quota and the buffer, one line each with
+    what to do when it fails. Changes nothing. Exits 0 when nothing failed (warnings
+    allowed), 1 otherwise."""
+    from bqspool.schemas import load_schema_set
+
+    from ..backends.probes import GoogleProbe
+    from ..clients import make_object_store, make_warehouse
+    from ..operate.doctor import Doctor, failed
+
+    cfg = settings()
+    cfg.require("bucket", *(("project", "dataset") if role != "ship" else ()))
+    store = make_object_store(cfg)
+    warehouse = make_warehouse(cfg) if role != "ship" else None
+    schemas = load_schema_set(cfg.schemas) if cfg.schemas else None
+    checks = Doctor(cfg, role, GoogleProbe(cfg, store, warehouse), store=store, warehouse=warehouse, schemas=schemas)
+    found = checks.run()
+    bad = failed(found)
+    if as_json:
+        click.echo(json.dumps({"role": role, "ok": not bad, "checks": [c.as_dict() for c in found]}, indent=2))
+    else:
+        for c in found:
+            click.echo(c.line())
+    sys.exit(EXIT_ERROR if bad else 0)
