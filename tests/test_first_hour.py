@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from bqspool.buffer import Buffer
 
 BQSPOOL = str(Path(sys.executable).with_name("bqspool"))
@@ -124,3 +125,54 @@ def test_config_show_aligns_every_key_as_the_file_spells_it(tmp_path):
     values = {len(x) - len(x[x.index(" ") :].lstrip()) for x in lines}  # where the value column starts
     assert len(values) == 1, res.stdout
     assert len(sources) <= 2, res.stdout  # values longer than the column push only their own source
+
+
+# Response bodies as Google sends them (the errors' message and reason), one per kind of
+# refusal no retry and no role of bqspool's fixes.
+DENIALS = [
+    (
+        "Forbidden",
+        "VPC Service Controls: Request is prohibited by organization's policy. "
+        "vpcServiceControlsUniqueIdentifier: XlFLBBM_Wstu6u3Qn5s1K",
+        "vpcServiceControls",
+        "VPC Service Controls refused the request",
+    ),
+    (
+        "Forbidden",
+        "BigQuery API has not been used in project 1234 before or it is disabled. Enable it by visiting "
+        "https://console.developers.google.com/apis/api/bigquery.googleapis.com/overview?project=1234 then retry.",
+        "accessNotConfigured",
+        "BigQuery is disabled in project 1234: gcloud services enable bigquery.googleapis.com",
+    ),
+    (
+        "Forbidden",
+        "Billing has not been enabled for this project. Enable billing at https://console.cloud.google.com/billing.",
+        "billingNotEnabled",
+        "billing is disabled for the project",
+    ),
+    (
+        "BadRequest",
+        "Constraint constraints/gcp.restrictNonCmekServices violated for projects/p attempting to create a "
+        "table without a customer-managed encryption key.",
+        "invalid",
+        "(constraints/gcp.restrictNonCmekServices) requires customer-managed encryption keys",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "message", "reason", "said"), DENIALS, ids=[d[2] for d in DENIALS])
+def test_a_denial_is_one_line_naming_its_cause_and_fix(kind, message, reason, said, caplog):
+    from bqspool.loader.backends.google_clients import retry_policy
+    from bqspool.loader.config import Config
+    from bqspool.schemas.errors import ConfigError
+    from google.api_core import exceptions as gexc
+
+    exc = getattr(gexc, kind)(message, errors=[{"reason": reason, "message": message}])
+
+    def refused():
+        raise exc
+
+    with caplog.at_level(logging.DEBUG, logger="bqspool.loader"), pytest.raises(ConfigError) as got:
+        retry_policy(Config(retry_deadline=1.0)).call("load a job", refused)
+    assert said in str(got.value) and "\n" not in str(got.value)
+    assert message[:40] in caplog.text  # the raw response, at debug level

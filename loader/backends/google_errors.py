@@ -63,6 +63,8 @@ def explain(exc: BaseException) -> BqspoolError | None:
         return ConfigError(
             f"Google credentials could not be refreshed ({exc.args[0] if exc.args else exc}): {NO_CREDENTIALS}"
         )
+    if isinstance(exc, gexc.GoogleAPICallError) and not isinstance(exc, gexc.NotFound):
+        return _denial(exc)
     if not isinstance(exc, gexc.NotFound):
         return None
     text = str(exc)
@@ -80,4 +82,40 @@ def explain(exc: BaseException) -> BqspoolError | None:
         return ConfigError(f"dataset {name} does not exist{place} (run `bqspool setup`, or set dataset{also})")
     if m := _TABLE.search(text):
         return ConfigError(f"table {m.group(1).replace(':', '.')} does not exist (run `bqspool setup`)")
+    return None
+
+
+_VPC_SC = re.compile(r"vpcServiceControlsUniqueIdentifier:?\s*([\w-]+)")
+_DISABLED = re.compile(r"(.+?) API has not been used in project ([\w-]+) before or it is disabled")
+_CONSTRAINT = re.compile(r"[Cc]onstraint (constraints/[\w.]+)")
+
+
+def _denial(exc: gexc.GoogleAPICallError) -> BqspoolError | None:
+    """A refusal that no retry and no IAM role of ours fixes, named with its fix: a VPC
+    Service Controls perimeter, a disabled API, disabled billing, an organization policy."""
+    text = str(exc)
+    reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
+    if m := _VPC_SC.search(text):
+        return ConfigError(
+            "VPC Service Controls refused the request (a service perimeter guards the project): run inside the "
+            f"perimeter, or have this identity or network added to its access level (identifier {m.group(1)})"
+        )
+    if (m := _DISABLED.search(text)) or reasons & {"accessNotConfigured", "SERVICE_DISABLED"}:
+        api, project = (m.group(1).strip(), m.group(2)) if m else ("the API", "this project")
+        service = "bigquery.googleapis.com" if "BigQuery" in api else "storage.googleapis.com"
+        return ConfigError(f"{api} is disabled in project {project}: gcloud services enable {service}")
+    if reasons & {"billingNotEnabled", "accountDisabled"} or re.search(
+        r"[Bb]illing (has not been enabled|account .*disabled)", text
+    ):
+        return ConfigError("billing is disabled for the project: link it to an open billing account, then retry")
+    if m := _CONSTRAINT.search(text):
+        policy = m.group(1)
+        if policy.endswith("restrictNonCmekServices"):
+            return ConfigError(
+                f"an organization policy ({policy}) requires customer-managed encryption keys, which bqspool does "
+                "not set yet: ask for an exception for this project"
+            )
+        return ConfigError(
+            f"an organization policy ({policy}) refused the request: ask its owner, or change what it forbids"
+        )
     return None
