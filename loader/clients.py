@@ -19,16 +19,21 @@ if TYPE_CHECKING:
     from .drain import Drainer
 
 
-def make_warehouse(config: Config) -> BigQueryWarehouse:
-    """The BigQuery warehouse of the configured project, dataset and location."""
+def make_warehouse(config: Config, role: str = "commit") -> BigQueryWarehouse:
+    """The BigQuery warehouse of the configured project, dataset and location, its jobs
+    labelled with ``role`` (commit, restore, verify, query) and run in ``job_project``."""
     from .backends.bq import BigQueryWarehouse
     from .backends.google_clients import bigquery_client, retry_policy
 
     config.require("project", "dataset")
     assert config.project is not None and config.dataset is not None
-    return BigQueryWarehouse(
+    from .labels import job_labels
+
+    warehouse = BigQueryWarehouse(
         bigquery_client(config), config.project, config.dataset, config.location, retry_policy(config)
     )
+    warehouse.labels = job_labels(role, config.prefix)
+    return warehouse
 
 
 def make_object_store(config: Config) -> GcsStore:
@@ -58,8 +63,9 @@ def make_drainer(config: Config, *, commit: bool = True, schemas: SchemaSet | No
     return Drainer(config.buffer, schemas, make_object_store(config), warehouse, config.settings(), **kw)
 
 
-def make_committer(config: Config, **kw: Any) -> Committer:
-    """A Committer of the configured prefix, wired to GCS and BigQuery: it needs no buffer."""
+def make_committer(config: Config, role: str = "commit", **kw: Any) -> Committer:
+    """A Committer of the configured prefix, wired to GCS and BigQuery: it needs no buffer.
+    Its jobs are labelled ``role`` (restore's are "restore")."""
     from .commit.committer import Committer
 
     config.require("project", "dataset", "bucket")
@@ -67,4 +73,4 @@ def make_committer(config: Config, **kw: Any) -> Committer:
         from bqspool.schemas import load_schema_set
 
         kw["tables"] = list(load_schema_set(config.schemas))  # objects of other tables are quarantined
-    return Committer(make_object_store(config), make_warehouse(config), config.settings(), **kw)
+    return Committer(make_object_store(config), make_warehouse(config, role), config.settings(), **kw)

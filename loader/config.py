@@ -13,6 +13,8 @@
     schedule = "90s"           # the commit's: an interval (30s, 5m, 1h) or a cron line ("*/5 * * * *")
     lease_seconds = 120        # the buffer's and the committer's lease
     max_clock_skew = 30        # a committer whose clock is further off the storage server's commits nothing
+    job_project = "jobs-project"  # load jobs, lookups and queries run and count here (default: project)
+    impersonate_service_account = "bqspool@my-project.iam.gserviceaccount.com"  # keyless: short-lived tokens
 
     [ship]                     # when a stream ships (docs/deploy.md, "Freshness against cost")
     target_bytes = 16777216    # when its pending events would fill an object this big (Parquet)
@@ -114,6 +116,8 @@ class Config:
     quota_jobs_per_table_10s: int | None = DEFAULTS.jobs_per_table_10s
     lease_seconds: float = DEFAULTS.lease_seconds
     max_clock_skew: float = DEFAULTS.max_clock_skew  # seconds; a committer further off refuses to commit
+    job_project: str | None = None  # where load jobs, lookups and queries run and count (default: project)
+    impersonate_service_account: str | None = None  # act as this service account, by short-lived tokens
     archive_coldline_days: int = 30  # loaded objects move to COLDLINE after this many days
     archive_delete_days: int | None = None  # and are deleted after this many; None: kept for ever
     # List prices in USD, as of price_as_of; `bqspool cost` computes with them.
@@ -326,8 +330,15 @@ def _check_names(config: Config) -> None:
             raise bad("bucket", "not a valid bucket name (3-63 lowercase letters, digits, '-', '_' and '.')")
     if config.dataset is not None and not _DATASET_RE.fullmatch(config.dataset):
         raise bad("dataset", "a dataset name has only letters, digits and underscores")
-    if config.project is not None and not _PROJECT_RE.fullmatch(config.project):
-        raise bad("project", "not a valid project id")
+    for name in ("project", "job_project"):
+        value = getattr(config, name)
+        if value is not None and not _PROJECT_RE.fullmatch(value):
+            raise bad(name, "not a valid project id")
+    account = config.impersonate_service_account
+    if account is not None and not re.fullmatch(
+        r"[a-z][a-z0-9-]{4,28}[a-z0-9]@[\w.-]+\.iam\.gserviceaccount\.com", account
+    ):
+        raise bad("impersonate_service_account", "not a service account's email (NAME@PROJECT.iam.gserviceaccount.com)")
     parts = config.prefix.strip("/").split("/")
     if config.prefix.startswith("/") or not all(_PREFIX_PART_RE.fullmatch(p) and p not in (".", "..") for p in parts):
         raise bad(

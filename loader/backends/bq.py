@@ -18,6 +18,7 @@ from google.api_core import exceptions as gexc
 
 from ..billing import RequestCounts
 from ..interfaces import JobError, JobFailure, JobOutcome, WarehouseLimits
+from ..labels import label_value
 from ..retry import RetryPolicy
 from .bq_queries import QueriesMixin
 from .bq_tables import TablesMixin
@@ -71,6 +72,8 @@ class BigQueryWarehouse(TablesMixin, QueriesMixin):
         self.clock, self.sleep = clock, sleep
         self.meter = Meter(bigquery_operation)
         self.meter.install(client)
+        # Every job's labels (loader/labels.py); the table's is added per load job.
+        self.labels: dict[str, str] = {}
 
     @property
     def requests(self) -> RequestCounts:
@@ -100,6 +103,7 @@ class BigQueryWarehouse(TablesMixin, QueriesMixin):
         )
         config.parquet_options = bigquery.ParquetOptions()
         config.parquet_options.enable_list_inference = True
+        config.labels = {**self.labels, "bqspool_table": label_value(table)}
 
         def attempt():
             # Look up before every insert, retries included: an insert that

@@ -50,6 +50,7 @@ class QueriesMixin:
         return bigquery.QueryJobConfig(
             default_dataset=f"{self.project}.{self.dataset}",
             query_parameters=[_parameter(p) for p in params],
+            labels=dict(getattr(self, "labels", {})),
             **kw,
         )
 

@@ -16,12 +16,32 @@ from bqspool.schemas.errors import ConfigError
 from ..config import Config
 from ..retry import RetryPolicy
 
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+
 
 def _endpoint(var: str) -> str | None:
     host = os.environ.get(var)
     if not host:
         return None
     return host if host.startswith("http") else f"http://{host}"
+
+
+def credentials(config: Config) -> Any:
+    """None (Application Default Credentials, as the clients find them), or with
+    ``impersonate_service_account`` short-lived tokens of that service account,
+    made by google-auth's impersonated credentials from the default ones."""
+    if not config.impersonate_service_account:
+        return None
+    import google.auth
+    from google.auth import impersonated_credentials
+
+    source = _credentialed(lambda: google.auth.default(scopes=[CLOUD_PLATFORM])[0])
+    return impersonated_credentials.Credentials(
+        source_credentials=source,
+        target_principal=config.impersonate_service_account,
+        target_scopes=[CLOUD_PLATFORM],
+        lifetime=3600,
+    )
 
 
 def storage_client(config: Config) -> Any:
@@ -34,7 +54,7 @@ def storage_client(config: Config) -> Any:
         return storage.Client(
             project=config.project, credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
         )
-    return _credentialed(lambda: storage.Client(project=config.project))
+    return _credentialed(lambda: storage.Client(project=config.project, credentials=credentials(config)))
 
 
 def bigquery_client(config: Config) -> Any:
@@ -50,7 +70,12 @@ def bigquery_client(config: Config) -> Any:
             client_options={"api_endpoint": endpoint},
             location=config.location,
         )
-    return _credentialed(lambda: bigquery.Client(project=config.project, location=config.location))
+    # Jobs, lookups and queries run (and count against quota) in the job project;
+    # every table is named with its own project (BigQueryWarehouse.table_ref).
+    project = config.job_project or config.project
+    return _credentialed(
+        lambda: bigquery.Client(project=project, location=config.location, credentials=credentials(config))
+    )
 
 
 def retry_policy(config: Config) -> RetryPolicy:

@@ -61,7 +61,7 @@ def verify(as_json: bool, fix: bool, days: int, no_audit: bool) -> None:
     cfg = settings()
     cfg.require("schemas", "project", "dataset")
     sset = load_schema_set(cfg.schemas)
-    wh = make_warehouse(cfg)
+    wh = make_warehouse(cfg, "verify")
     found = drift(wh, sset)
     fixed: list[str] = []
     failed: str | None = None  # a fix the warehouse refused: what was fixed before it stays said
@@ -159,14 +159,14 @@ def restore(table: str, since: str, until: str, into: str | None, wait_s: float,
     today = _today()
     job = Restore(
         make_object_store(cfg),
-        make_warehouse(cfg),
+        make_warehouse(cfg, "restore"),
         load_schema_set(cfg.schemas),
         Layout(cfg.prefix),
         table,
         parse_day(since, today),
         parse_day(until, today),
         into,
-        commit=lambda on_loaded: make_committer(cfg, on_loaded=on_loaded).commit_once(),
+        commit=lambda on_loaded: make_committer(cfg, "restore", on_loaded=on_loaded).commit_once(),
         progress=sys.stderr.isatty() and not as_json,
         wait_s=wait_s,
     )
@@ -209,7 +209,7 @@ def cost(days: int, as_json: bool) -> None:
     cfg.require("schemas", "project", "dataset", "bucket")
     report = compute(
         make_object_store(cfg),
-        make_warehouse(cfg),
+        make_warehouse(cfg, "cost"),
         Layout(cfg.prefix),
         load_schema_set(cfg.schemas),
         cfg,

@@ -40,7 +40,7 @@ class Analytics:
         if warehouse is None:
             from ..clients import make_warehouse
 
-            warehouse = make_warehouse(self.config)
+            warehouse = make_warehouse(self.config, "query")
         self.warehouse = warehouse
 
     def query(self, name: str) -> NamedQuery:

@@ -1,0 +1,88 @@
+"""What a platform team sets before production: labels on every job, a separate job
+project, keyless impersonation. Labels on the local stack (the emulator keeps them);
+the clients' wiring without network, as the Google clients build it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+from bqspool.buffer import Buffer
+from bqspool.loader.clients import make_warehouse
+from bqspool.loader.config import load_config
+from bqspool.schemas.errors import ConfigError
+
+from .loader_support import Env
+
+
+def test_every_job_carries_its_labels(stack, tmp_path):
+    from bqspool.loader import Analytics
+    from bqspool.loader.labels import version
+
+    env = Env(tmp_path, "eixa", prefix="fleet/Eixa.prod")
+    with Buffer(env.config.buffer, "eixa") as buf:
+        buf.append("tasks", {"user_id": "u1", "task_id": "t1", "created_at": time.time()})
+    env.drainer().drain_once()  # through make_warehouse: the committer's labels
+    assert Analytics(env.config).run("task-completion-rate", {"user_id": "u1"}) is not None
+    jobs = {j.job_id: j.labels for j in env.warehouse.client.list_jobs(max_results=50)}
+    loads = [labels for job, labels in jobs.items() if job.startswith("bqspool_tasks_")]
+    assert loads and all(
+        labels
+        == {
+            "bqspool": version().replace(".", "-"),
+            "bqspool_role": "commit",
+            "bqspool_prefix": "fleet-eixa-prod",  # sanitised to BigQuery's label rules
+            "bqspool_table": "tasks",
+        }
+        for labels in loads
+    ), jobs
+    # The emulator keeps a load job's labels but drops a query job's (docs/testing.md):
+    # what the query sends is checked where it is built.
+    config = make_warehouse(env.config, "query")._job_config([])
+    assert config.labels["bqspool_role"] == "query" and config.labels["bqspool_prefix"] == "fleet-eixa-prod"
+
+
+@pytest.fixture
+def no_emulator(monkeypatch):
+    """The real clients' path, with credentials that need no network."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
+    monkeypatch.setattr(google.auth, "default", lambda *a, **kw: (AnonymousCredentials(), "source-project"))
+
+
+def test_jobs_run_in_the_job_project_and_tables_stay_in_the_data_project(no_emulator):
+    cfg = dataclasses.replace(
+        load_config(env={}), project="data-project", dataset="d", job_project="jobs-project", location="EU"
+    )
+    warehouse = make_warehouse(cfg)
+    assert warehouse.client.project == "jobs-project"  # jobs, lookups and queries count here
+    assert warehouse.table_ref("tasks") == "data-project.d.tasks"
+    plain = make_warehouse(dataclasses.replace(cfg, job_project=None))
+    assert plain.client.project == "data-project"
+
+
+def test_impersonation_gives_both_clients_short_lived_tokens_of_the_service_account(no_emulator):
+    from bqspool.loader.clients import make_object_store
+    from google.auth import impersonated_credentials
+
+    account = "bqspool-loader@data-project.iam.gserviceaccount.com"
+    cfg = dataclasses.replace(
+        load_config(env={}), project="data-project", dataset="d", bucket="b-x", impersonate_service_account=account
+    )
+    for client in (make_warehouse(cfg).client, make_object_store(cfg).client):
+        creds = client._credentials
+        assert isinstance(creds, impersonated_credentials.Credentials)
+        assert creds.service_account_email == account
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("impersonate_service_account", "not-an-email"), ("job_project", "Bad_Project!")],
+)
+def test_a_malformed_option_is_refused_with_its_name(key, value):
+    with pytest.raises(ConfigError, match=key):
+        load_config(env={f"BQSPOOL_{key.upper()}": value})
