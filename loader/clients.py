@@ -33,6 +33,7 @@ def make_warehouse(config: Config, role: str = "commit") -> BigQueryWarehouse:
         bigquery_client(config), config.project, config.dataset, config.location, retry_policy(config)
     )
     warehouse.labels = job_labels(role, config.prefix)
+    warehouse.kms_key = config.kms_key
     return warehouse
 
 
@@ -43,7 +44,9 @@ def make_object_store(config: Config) -> GcsStore:
 
     config.require("bucket")
     assert config.bucket is not None
-    return GcsStore(storage_client(config), config.bucket, retry_policy(config))
+    store = GcsStore(storage_client(config), config.bucket, retry_policy(config))
+    store.kms_key = config.kms_key
+    return store
 
 
 def make_drainer(config: Config, *, commit: bool = True, schemas: SchemaSet | None = None, **kw: Any) -> Drainer:

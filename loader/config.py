@@ -117,6 +117,7 @@ class Config:
     lease_seconds: float = DEFAULTS.lease_seconds
     max_clock_skew: float = DEFAULTS.max_clock_skew  # seconds; a committer further off refuses to commit
     job_project: str | None = None  # where load jobs, lookups and queries run and count (default: project)
+    kms_key: str | None = None  # a customer-managed key for every object, table and load job bqspool writes
     impersonate_service_account: str | None = None  # act as this service account, by short-lived tokens
     archive_coldline_days: int = 30  # loaded objects move to COLDLINE after this many days
     archive_delete_days: int | None = None  # and are deleted after this many; None: kept for ever
@@ -334,6 +335,9 @@ def _check_names(config: Config) -> None:
         value = getattr(config, name)
         if value is not None and not _PROJECT_RE.fullmatch(value):
             raise bad(name, "not a valid project id")
+    key = config.kms_key
+    if key is not None and not re.fullmatch(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+", key):
+        raise bad("kms_key", "not a key's name (projects/P/locations/L/keyRings/R/cryptoKeys/K)")
     account = config.impersonate_service_account
     if account is not None and not re.fullmatch(
         r"[a-z][a-z0-9-]{4,28}[a-z0-9]@[\w.-]+\.iam\.gserviceaccount\.com", account

@@ -49,6 +49,7 @@ class CountingProxy:
     def __init__(self, upstream: str):
         self.upstream = urlsplit(upstream)
         self.counts: Counter[str] = Counter()
+        self.seen: list[tuple[str, str, bytes]] = []  # every request: method, path and query, body
         self._lock = threading.Lock()
         proxy = self
 
@@ -90,6 +91,7 @@ class CountingProxy:
             ops = [classify(method, target)]
         with self._lock:
             self.counts.update(op for op in ops if op is not None)
+            self.seen.append((method, target, body))
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

@@ -74,6 +74,7 @@ class BigQueryWarehouse(TablesMixin, QueriesMixin):
         self.meter.install(client)
         # Every job's labels (loader/labels.py); the table's is added per load job.
         self.labels: dict[str, str] = {}
+        self.kms_key: str | None = None  # tables are created, and load into, with this key (CMEK)
 
     @property
     def requests(self) -> RequestCounts:
@@ -104,6 +105,8 @@ class BigQueryWarehouse(TablesMixin, QueriesMixin):
         config.parquet_options = bigquery.ParquetOptions()
         config.parquet_options.enable_list_inference = True
         config.labels = {**self.labels, "bqspool_table": label_value(table)}
+        if self.kms_key:
+            config.destination_encryption_configuration = bigquery.EncryptionConfiguration(kms_key_name=self.kms_key)
 
         def attempt():
             # Look up before every insert, retries included: an insert that

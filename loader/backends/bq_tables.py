@@ -32,6 +32,7 @@ class TablesMixin:
     location: str
     retry: Any
     query: Any  # from QueriesMixin
+    kms_key: str | None = None  # set by BigQueryWarehouse: new tables are created with it
 
     def table_ref(self, table: str) -> str:
         return f"{self.project}.{self.dataset}.{table}"
@@ -76,6 +77,8 @@ class TablesMixin:
                 body.clustering_fields = list(table.clustering)
             if table.labels:
                 body.labels = dict(table.labels)
+            if self.kms_key:
+                body.encryption_configuration = bigquery.EncryptionConfiguration(kms_key_name=self.kms_key)
             self.retry.call(
                 f"create table {ref}", lambda: self.client.create_table(body, exists_ok=True, retry=None, timeout=30)
             )
@@ -157,6 +160,7 @@ class TablesMixin:
             },
             "clustering": list(t.clustering_fields or []),
             "labels": dict(t.labels or {}),
+            "kms_key": t.encryption_configuration.kms_key_name if t.encryption_configuration else None,
         }
 
     def update_options(self, table: str, options: dict) -> None:

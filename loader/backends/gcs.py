@@ -88,6 +88,7 @@ class GcsStore:
         self.retry = retry
         self.meter = Meter()
         self.meter.install(client)
+        self.kms_key: str | None = None  # every object written is encrypted with it (CMEK), when set
 
     @property
     def requests(self) -> RequestCounts:
@@ -114,7 +115,7 @@ class GcsStore:
                 return StoredObject(name, size, crc32c)
             # 8 MiB resumable chunks: the client's default reads 100 MiB at a
             # time into memory, which would dominate a drain's footprint.
-            blob = self.bucket.blob(name, chunk_size=UPLOAD_CHUNK)
+            blob = self.bucket.blob(name, chunk_size=UPLOAD_CHUNK, kms_key_name=self.kms_key)
             blob.crc32c = crc32c  # the server verifies what it received
             blob.metadata = meta or None
             try:
@@ -149,7 +150,8 @@ class GcsStore:
         )
         response = self.client._base_connection._make_request(
             "POST",
-            f"{base}/upload/storage/v1/b/{quote(self.bucket_name, safe='')}/o?uploadType=multipart&ifGenerationMatch=0",
+            f"{base}/upload/storage/v1/b/{quote(self.bucket_name, safe='')}/o?uploadType=multipart&ifGenerationMatch=0"
+            + (f"&kmsKeyName={quote(self.kms_key, safe='')}" if self.kms_key else ""),
             data=body,
             headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
             timeout=60,
@@ -227,7 +229,7 @@ class GcsStore:
         self, name: str, data: bytes, if_generation_match: int, metadata: Mapping[str, str] | None = None
     ) -> StoredObject:
         def attempt() -> StoredObject:
-            blob = self.bucket.blob(name)
+            blob = self.bucket.blob(name, kms_key_name=self.kms_key)
             if metadata:
                 blob.metadata = dict(metadata)
             try:

@@ -209,10 +209,24 @@ def table_drift(table: TableDef, have: dict | None) -> list[Drift]:
 
 
 def drift(warehouse: Warehouse, schemas: SchemaSet) -> list[Drift]:
-    """Every difference between the schema set and the live dataset, table by table."""
+    """Every difference between the schema set and the live dataset, table by table,
+    and each table's key against the configured one (``kms_key``)."""
     out: list[Drift] = []
+    key = getattr(warehouse, "kms_key", None)
     for table in schemas.tables():
-        out += table_drift(table, warehouse.table_options(table.name))
+        have = warehouse.table_options(table.name)
+        out += table_drift(table, have)
+        if key and have is not None and have.get("kms_key") != key:
+            out.append(
+                Drift(
+                    table.name,
+                    "encryption key",
+                    key,
+                    have.get("kms_key") or "Google-managed encryption",
+                    advice="BigQuery re-encrypts a table only by copying it: `bq cp` it with "
+                    "--destination_kms_key, or `restore --into` a new table created with the key",
+                )
+            )
     return out
 
 
