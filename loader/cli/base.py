@@ -49,6 +49,16 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+role_option = click.option(
+    "--role",
+    type=click.Choice(["all", "ship", "commit"]),
+    default="all",
+    show_default=True,
+    help="ship: this host's buffer to the bucket (a sidecar, a VM); commit: the bucket to the dataset "
+    "(one committer); all: both.",
+)
+
+
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Keep a global option's value where every command of this run finds it
     (``ctx.meta`` is shared along the chain): the last one given wins, so an

@@ -7,17 +7,11 @@ import sys
 
 import click
 
-from .base import EXIT_ERROR, main, settings
+from .base import EXIT_ERROR, main, role_option, settings
 
 
 @main.command()
-@click.option(
-    "--role",
-    type=click.Choice(["all", "ship", "commit"]),
-    default="all",
-    show_default=True,
-    help="What this host does: ship (a buffer to the bucket), commit (the bucket to BigQuery), or both.",
-)
+@role_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: the checks, and whether any failed.")
 def doctor(role: str, as_json: bool) -> None:
     """Check credentials, the bucket (location, soft delete), IAM permissions, the clock,

@@ -10,7 +10,7 @@ import click
 from bqspool.schemas import load_schema_set
 
 from ..text import counted
-from .base import EXIT_ERROR, EXIT_QUARANTINE, EXIT_UNDRAINABLE, main, settings
+from .base import EXIT_ERROR, EXIT_QUARANTINE, EXIT_UNDRAINABLE, main, role_option, settings
 
 
 @main.command()
@@ -272,13 +272,7 @@ def _textfile(cfg, report) -> None:
 
 
 @main.command()
-@click.option(
-    "--role",
-    type=click.Choice(["all", "ship", "commit"]),
-    default="all",
-    show_default=True,
-    help="ship: this host's buffer only (a sidecar, a VM); commit: the dataset's committer; all: both.",
-)
+@role_option
 def run(role: str) -> None:
     """Run ship, commit or both until SIGTERM/SIGINT.
 

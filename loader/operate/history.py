@@ -15,6 +15,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..billing import OPS_KEY, add_ops, decode_ops
 from ..commit.commitlog import LogReader
@@ -55,22 +56,11 @@ def days_between(first: dt.date, last: dt.date) -> Iterator[str]:
         day += dt.timedelta(days=1)
 
 
-def loads(
-    store: ObjectStore,
-    layout: Layout,
-    table: str,
-    first: dt.date,
-    last: dt.date,
-    *,
-    reader: LogReader | None = None,
-    sources: bool = False,
-) -> list[Load]:
-    """Every load job of ``table`` that finished, by the day its record was created, in ``[first, last]``.
-
-    With ``sources``, each job's objects too, which costs a read of each
-    archived record (once per ``reader``: pass one to keep them across calls).
-    """
-    return scan(store, layout, table, first, last, reader=reader, sources=sources).loads
+def loads(store: ObjectStore, layout: Layout, table: str, first: dt.date, last: dt.date, **kw: Any) -> list[Load]:
+    """Every load job of ``table`` that finished, by the day its record was created, in ``[first, last]``
+    (:func:`scan`'s ``loads``; ``sources=True`` also names each job's objects, at a read of each
+    archived record, once per ``reader``)."""
+    return scan(store, layout, table, first, last, **kw).loads
 
 
 def scan(
