@@ -140,7 +140,7 @@ def test_six_hosts_and_a_committer_killed_at_random_load_everything_once(stack, 
             proc = subprocess.Popen(
                 [BQSPOOL, "commit", "--once"], env=env.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
-            time.sleep(rng.uniform(0.6, 2.0))  # past its start-up, into its work
+            time.sleep(rng.uniform(0.4, 1.6))  # past its start-up, into its work (or done: a short commit)
             if proc.poll() is None:
                 proc.kill()
                 committer_kills += 1
@@ -157,7 +157,7 @@ def test_six_hosts_and_a_committer_killed_at_random_load_everything_once(stack, 
     assert res.returncode == 0, res.stderr
     acked = acknowledged(env, range(6))
     assert sum(len(v) for v in acked.values()) > 1000
-    assert committer_kills >= 5 and host_kills >= 2, (committer_kills, host_kills)
+    assert committer_kills >= 3 and host_kills >= 2, (committer_kills, host_kills)
     check_fleet(env, acked, range(6), unacked_allowance=5 * (host_kills + 6))
 
 

@@ -26,8 +26,12 @@ def test_every_job_carries_its_labels(stack, tmp_path):
         buf.append("tasks", {"user_id": "u1", "task_id": "t1", "created_at": time.time()})
     env.drainer().drain_once()  # through make_warehouse: the committer's labels
     assert Analytics(env.config).run("task-completion-rate", {"user_id": "u1"}) is not None
-    jobs = {j.job_id: j.labels for j in env.warehouse.client.list_jobs(max_results=50)}
-    loads = [labels for job, labels in jobs.items() if job.startswith("bqspool_tasks_")]
+    # This dataset's load jobs (the emulator's one project holds every test's).
+    found = list(env.warehouse.client.list_jobs(max_results=200))
+    jobs = {j.job_id: j.labels for j in found}
+    loads = [
+        j.labels for j in found if j.job_type == "load" and getattr(j.destination, "dataset_id", None) == env.dataset
+    ]
     assert loads and all(
         labels
         == {

@@ -81,13 +81,8 @@ def monitor(mode: str, every: str | None, serve: str | None, as_json: bool) -> N
 
         gauges = MonitorGauges()
         checked = _doctor(cfg, store, warehouse)  # once, as the page's panel
-        server = StatusServer(
-            serve,
-            gauges.text,
-            refresh_s=max(5, int(seconds)),
-            token=cfg.monitor_token,
-            title=f"{cfg.project}.{cfg.dataset}",
-        ).start()
+        title = f"{cfg.project}.{cfg.dataset}"
+        server = StatusServer(serve, gauges.text, max(5, int(seconds)), token=cfg.monitor_token, title=title).start()
         click.echo(f"status page on {server.address} (/healthz, /metrics)", err=True)
 
     def on_cycle(findings, state) -> None:
