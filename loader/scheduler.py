@@ -63,15 +63,20 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     trigger = IntervalTrigger(seconds=seconds) if seconds else CronTrigger.from_crontab(config.schedule)
     scheduler = BlockingScheduler()
 
+    ticking = threading.Lock()  # held by a running tick: the last ship waits for it
+
     def tick() -> None:
-        try:
-            report = step()
-            log.info("%s", cycle_line(report))
-            if metrics is not None:
-                record(metrics, report)
-        except BqspoolError as exc:
-            # The buffer and the bucket keep everything; the next tick tries again.
-            log.error("%s failed (%s): %s", role, "will retry" if exc.retryable else "needs attention", exc)
+        with ticking:
+            if stop.is_set():  # submitted as the stop came: no new work on the way out
+                return
+            try:
+                report = step()
+                log.info("%s", cycle_line(report))
+                if metrics is not None:
+                    record(metrics, report)
+            except BqspoolError as exc:
+                # The buffer and the bucket keep everything; the next tick tries again.
+                log.error("%s failed (%s): %s", role, "will retry" if exc.retryable else "needs attention", exc)
 
     # One job: max_instances=1 and coalesce mean never two runs at once and
     # no backlog of missed ticks; the first runs at start.
@@ -89,8 +94,9 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     signal.signal(signal.SIGINT, on_signal)
     log.info("bqspool run --role %s: %s every %s", role, config.buffer if drainer else config.prefix, every)
     scheduler.start()
-    if drainer is not None:
-        last_ship(drainer, stop)
+    with ticking:  # the tick in flight ends first (its step stops between steps); none starts after
+        if drainer is not None:
+            last_ship(drainer, stop)
 
 
 def _stop(scheduler: Any, attempts: int = 200) -> None:
