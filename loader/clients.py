@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .backends.gcs import GcsStore
     from .commit.committer import Committer
     from .drain import Drainer
+    from .operate.doctor import Doctor
 
 
 def make_warehouse(config: Config, role: str = "commit") -> BigQueryWarehouse:
@@ -77,3 +78,22 @@ def make_committer(config: Config, role: str = "commit", **kw: Any) -> Committer
 
         kw["tables"] = list(load_schema_set(config.schemas))  # objects of other tables are quarantined
     return Committer(make_object_store(config), make_warehouse(config, role), config.settings(), **kw)
+
+
+def make_doctor(config: Config, role: str, store: Any = None, warehouse: Any = None) -> Doctor:
+    """`bqspool doctor`'s checks for ``role``, wired to Google (or the local stack) through
+    the probe; ``store`` and ``warehouse`` are made here unless the caller has them (a
+    shipping host has no warehouse)."""
+    from .backends.probes import GoogleProbe
+    from .operate.doctor import Doctor
+
+    store = store if store is not None else make_object_store(config)
+    if warehouse is None and role != "ship":
+        warehouse = make_warehouse(config)
+    schemas = None
+    if config.schemas:
+        from bqspool.schemas import load_schema_set
+
+        schemas = load_schema_set(config.schemas)
+    probe = GoogleProbe(config, store, warehouse)
+    return Doctor(config, role, probe, store=store, warehouse=warehouse, schemas=schemas)

@@ -211,6 +211,21 @@ def assert_exactly_once(env: Env, appended: dict[str, list[str]]) -> None:
     assert env.bucket("staged") == [] and env.bucket("commits") == []
 
 
+def clean_env(extra: dict | None = None) -> dict[str, str]:
+    """This environment without a BQSPOOL_* variable (the local stack's endpoints stay), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BQSPOOL_")}
+    env.update(extra or {})
+    return env
+
+
+def run_in(args: list[str], cwd: Path, *, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    """``bqspool ARGS`` in ``cwd``, with no BQSPOOL_* variable but those of ``env``: what a
+    user in that folder gets. The timeout only stops a hung command."""
+    return subprocess.run(
+        [BQSPOOL, *args], input=stdin, capture_output=True, text=True, env=clean_env(env), cwd=cwd, timeout=300
+    )
+
+
 def wait_until(what: str, done, timeout: float = 300.0, step: float = 0.1) -> None:
     """Poll ``done()`` until it is true: tests wait on state, not on wall-clock margins
     (the timeout only stops a hung test, far above any run's time)."""

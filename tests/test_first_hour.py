@@ -9,19 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from bqspool.buffer import Buffer
 
-BQSPOOL = str(Path(sys.executable).with_name("bqspool"))
-
-
-def run(args, cwd, *, env=None, stdin=""):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("BQSPOOL_")}
-    full.update(env or {})
-    return subprocess.run([BQSPOOL, *args], input=stdin, capture_output=True, text=True, env=full, cwd=cwd, timeout=300)
+from .loader_support import BQSPOOL
+from .loader_support import run_in as run
 
 
 def one_line(res) -> str:

@@ -11,27 +11,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from bqspool.buffer import Buffer
 
-BQSPOOL = str(Path(sys.executable).with_name("bqspool"))
+from .loader_support import BQSPOOL, clean_env
+from .loader_support import run_in as run
+
 GOOD = {"user_id": "u", "interaction_id": "i", "timestamp": 1_700_000_000}
-
-
-def env_of(extra=None) -> dict:
-    """The environment without a BQSPOOL_* variable (the local stack's endpoints stay)."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("BQSPOOL_")}
-    full.update(extra or {})
-    return full
-
-
-def run(args, cwd, *, stdin="", env=None):
-    full = env_of(env)
-    return subprocess.run([BQSPOOL, *args], input=stdin, capture_output=True, text=True, env=full, cwd=cwd, timeout=300)
 
 
 @pytest.fixture
@@ -87,7 +75,7 @@ def test_every_command_reads_the_buffer_and_schemas_of_bqspool_toml(folder):
         assert res.returncode == code and "Traceback" not in res.stderr, (args, res.stdout, res.stderr)
     assert json.loads(run(["status", "--json"], folder).stdout)["dead_letters"] == 0  # purged from that buffer
     runner = subprocess.Popen(
-        [BQSPOOL, "run", "--role", "ship"], cwd=folder, env=env_of(), stderr=subprocess.PIPE, text=True
+        [BQSPOOL, "run", "--role", "ship"], cwd=folder, env=clean_env(), stderr=subprocess.PIPE, text=True
     )
     try:
         line = runner.stderr.readline()  # the banner names the configured buffer

@@ -18,19 +18,12 @@ def doctor(role: str, as_json: bool) -> None:
     the dataset and its tables, the load-job quota and the buffer, one line each with
     what to do when it fails. Changes nothing. Exits 0 when nothing failed (warnings
     allowed), 1 otherwise."""
-    from bqspool.schemas import load_schema_set
-
-    from ..backends.probes import GoogleProbe
-    from ..clients import make_object_store, make_warehouse
-    from ..operate.doctor import Doctor, failed
+    from ..clients import make_doctor
+    from ..operate.doctor import failed
 
     cfg = settings()
     cfg.require("bucket", *(("project", "dataset") if role != "ship" else ()))
-    store = make_object_store(cfg)
-    warehouse = make_warehouse(cfg) if role != "ship" else None
-    schemas = load_schema_set(cfg.schemas) if cfg.schemas else None
-    checks = Doctor(cfg, role, GoogleProbe(cfg, store, warehouse), store=store, warehouse=warehouse, schemas=schemas)
-    found = checks.run()
+    found = make_doctor(cfg, role).run()
     bad = failed(found)
     if as_json:
         click.echo(json.dumps({"role": role, "ok": not bad, "checks": [c.as_dict() for c in found]}, indent=2))

@@ -103,16 +103,13 @@ def _doctor(cfg, store, warehouse) -> list[dict]:
     """`bqspool doctor`'s checks for the role this host's configuration implies."""
     from bqspool.schemas.errors import BqspoolError
 
-    from ..backends.probes import GoogleProbe
-    from ..operate.doctor import Doctor
+    from ..clients import make_doctor
 
     if store is None:
         return []
     role = "all" if warehouse is not None else "ship"
-    schemas = load_schema_set(cfg.schemas) if cfg.schemas else None
     try:
-        probe = GoogleProbe(cfg, store, warehouse)
-        return [c.as_dict() for c in Doctor(cfg, role, probe, store=store, warehouse=warehouse, schemas=schemas).run()]
+        return [c.as_dict() for c in make_doctor(cfg, role, store, warehouse).run()]
     except BqspoolError as exc:  # the page still serves; the panel says why it is empty
         return [{"name": "doctor", "status": "fail", "detail": str(exc), "fix": ""}]
 
