@@ -41,7 +41,8 @@ def _kind(exc: BaseException) -> str:
 
 def _short(what: str) -> str:
     """``what`` with each long ``gs://`` name cut to its bucket and first folders:
-    warnings say what failed, not the 120-character name of the object."""
+    warnings say what failed, not the 120-character name of the object (the whole
+    name stays at debug level). Only failures pay for it."""
     words = []
     for word in what.split(" "):
         if word.startswith("gs://") and len(word) > 60:
@@ -134,18 +135,19 @@ class RetryPolicy:
         # One warning when a retry sequence starts, one line when it ends;
         # each failure in between at debug level.
         attempts = [0]
-        said = _short(what)  # an object's whole name at debug level only
 
         def before_sleep(state) -> None:
             attempts[0] = state.attempt_number
             exc = state.outcome.exception()
             wait = state.next_action.sleep
             if state.attempt_number == 1:
-                log.warning("%s failed (%s%s); retrying for up to %.0fs", said, _kind(exc), _where(exc), self.deadline)
+                log.warning(
+                    "%s failed (%s%s); retrying for up to %.0fs", _short(what), _kind(exc), _where(exc), self.deadline
+                )
             elif wait >= 1.0:  # the operator hears of every backoff step worth waiting for
                 log.warning(
                     "%s still failing after %d attempts (%s); next attempt in %.0fs",
-                    said,
+                    _short(what),
                     state.attempt_number,
                     _kind(exc),
                     wait,
@@ -167,8 +169,8 @@ class RetryPolicy:
             result = retrying(fn)
         except Exception as exc:
             if attempts[0]:
-                log.warning("%s gave up after %d attempts: %s", said, attempts[0] + 1, type(exc).__name__)
+                log.warning("%s gave up after %d attempts: %s", _short(what), attempts[0] + 1, type(exc).__name__)
             raise self.translate(exc, what) from exc
         if attempts[0]:
-            log.warning("%s succeeded after %d attempts", said, attempts[0] + 1)
+            log.warning("%s succeeded after %d attempts", _short(what), attempts[0] + 1)
         return result
