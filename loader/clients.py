@@ -28,14 +28,47 @@ def make_warehouse(config: Config, role: str = "commit") -> BigQueryWarehouse:
 
     config.require("project", "dataset")
     assert config.project is not None and config.dataset is not None
-    from .labels import job_labels
-
     warehouse = BigQueryWarehouse(
         bigquery_client(config), config.project, config.dataset, config.location, retry_policy(config)
     )
-    warehouse.labels = job_labels(role, config.prefix)
-    warehouse.kms_key = config.kms_key
+    configure(config, warehouse=warehouse, role=role)
     return warehouse
+
+
+def configure(config: Config, *, store: Any = None, warehouse: Any = None, role: str = "commit") -> None:
+    """Give a store and a warehouse (Google's adapters or the fakes alike) what every request
+    of ``config`` carries: the jobs' labels, the customer-managed keys (the configured one and
+    tables' own), the job project and the impersonated principal. The Google clients are
+    built with the last two (``google_clients``); the adapters keep them to say so."""
+    keys = table_keys(config)
+    if warehouse is not None:
+        from .labels import job_labels
+
+        warehouse.labels = job_labels(role, config.prefix)
+        warehouse.kms_key, warehouse.table_keys = config.kms_key, keys
+        warehouse.job_project = config.job_project or config.project
+        warehouse.principal = config.impersonate_service_account
+    if store is not None:
+        store.kms_key, store.principal = config.kms_key, config.impersonate_service_account
+        if keys:  # a table's objects (staged, archived, split...) go with its key; the commit log with the configured
+            from .layout import Layout
+
+            layout = Layout(config.prefix)
+
+            def key_of(name: str) -> str | None:
+                found = layout.parse(name)
+                return keys.get(found[1].table) if found else None
+
+            store.key_of = key_of
+
+
+def table_keys(config: Config) -> dict[str, str]:
+    """The tables of the configured schema set that name a key of their own (``kms_key``)."""
+    if not config.schemas:
+        return {}
+    from bqspool.schemas import load_schema_set
+
+    return {t.name: t.kms_key for t in load_schema_set(config.schemas).tables() if t.kms_key}
 
 
 def make_object_store(config: Config) -> GcsStore:
@@ -46,7 +79,7 @@ def make_object_store(config: Config) -> GcsStore:
     config.require("bucket")
     assert config.bucket is not None
     store = GcsStore(storage_client(config), config.bucket, retry_policy(config))
-    store.kms_key = config.kms_key
+    configure(config, store=store)
     return store
 
 
@@ -76,7 +109,9 @@ def make_committer(config: Config, role: str = "commit", **kw: Any) -> Committer
     if config.schemas and "tables" not in kw:
         from bqspool.schemas import load_schema_set
 
-        kw["tables"] = list(load_schema_set(config.schemas))  # objects of other tables are quarantined
+        schemas = load_schema_set(config.schemas)
+        kw["tables"] = list(schemas)  # objects of other tables are quarantined
+        kw.setdefault("partitioning", {t.name: t.partitioning for t in schemas.tables()})
     return Committer(make_object_store(config), make_warehouse(config, role), config.settings(), **kw)
 
 

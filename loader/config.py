@@ -78,6 +78,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bqspool.buffer.configured import CONFIG_FILE, DEFAULT_BUFFER, config_file, read_file
+from bqspool.schemas.definition import KMS_KEY_FORM, KMS_KEY_RE
 from bqspool.schemas.errors import ConfigError
 
 from .settings import DEFAULTS, Settings
@@ -336,8 +337,8 @@ def _check_names(config: Config) -> None:
         if value is not None and not _PROJECT_RE.fullmatch(value):
             raise bad(name, "not a valid project id")
     key = config.kms_key
-    if key is not None and not re.fullmatch(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+", key):
-        raise bad("kms_key", "not a key's name (projects/P/locations/L/keyRings/R/cryptoKeys/K)")
+    if key is not None and not KMS_KEY_RE.fullmatch(key):
+        raise bad("kms_key", f"not a key's name ({KMS_KEY_FORM})")
     account = config.impersonate_service_account
     if account is not None and not re.fullmatch(
         r"[a-z][a-z0-9-]{4,28}[a-z0-9]@[\w.-]+\.iam\.gserviceaccount\.com", account

@@ -109,7 +109,14 @@ class Drainer:
             None
             if warehouse is None
             else Committer(
-                objects, warehouse, settings, tables=list(schemas), should_stop=should_stop, clock=clock, sleep=sleep
+                objects,
+                warehouse,
+                settings,
+                tables=list(schemas),
+                partitioning={t.name: t.partitioning for t in schemas.tables()},
+                should_stop=should_stop,
+                clock=clock,
+                sleep=sleep,
             )
         )
         if self.committer is not None:

@@ -220,6 +220,8 @@ class WarehouseLimits:
     jobs_per_table_day: int = 1500  # failed jobs included
     jobs_per_table_10s: int = 5  # table metadata updates, load jobs included
     uris_per_job: int = 10_000
+    partitions_per_job: int = 4000  # partitions one load job may modify
+    partitions_per_table: int = 10_000  # partitions a table may hold
 
 
 @runtime_checkable
@@ -317,6 +319,11 @@ class OperatorQueries(Protocol):
         """The table's size as the warehouse bills it, or None if there is no such table."""
         ...
 
+    def partition_count(self, table: str) -> int | None:
+        """How many partitions ``table`` holds (its limit is ``limits.partitions_per_table``);
+        None where the backend does not say, or there is no such table."""
+        ...
+
     def query_history(self, since: float) -> list[QueryStat]:
         """Query jobs run in the project since ``since`` (epoch seconds): bytes
         billed and how long each ran. ``NotAvailableError`` where the backend
@@ -355,9 +362,16 @@ class TableStorage:
 
 @dataclass(frozen=True)
 class QueryStat:
-    """One query job: when it started, its id, bytes billed and seconds it ran."""
+    """One query job: when it started, its id, bytes billed, seconds it ran, and its
+    labels (bqspool's own jobs carry ``bqspool`` and ``bqspool_role``: :mod:`.labels`)."""
 
     started: float
     job_id: str
     bytes_billed: int
     seconds: float
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def role(self) -> str | None:
+        """The bqspool role that ran it (verify, query, ...), or None for someone else's job."""
+        return self.labels.get("bqspool_role") if "bqspool" in self.labels else None

@@ -33,3 +33,8 @@ def job_labels(role: str, prefix: str, table: str | None = None) -> dict[str, st
     if table:
         out["bqspool_table"] = label_value(table)
     return out
+
+
+def load_labels(labels: dict[str, str], table: str) -> dict[str, str]:
+    """A load job's labels: the warehouse's, and the table it loads."""
+    return {**labels, "bqspool_table": label_value(table)}

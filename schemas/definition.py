@@ -66,7 +66,10 @@ _LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 # BigQuery reserves these column-name prefixes (case-insensitive).
 _RESERVED_PREFIXES = ("_table_", "_file_", "_partition", "_row_timestamp", "__root__", "_colon_")
 _FIELD_KEYS = {"name", "type", "mode", "fields", "description", "maxLength", "precision", "scale"}
-_TABLE_KEYS = {"description", "fields", "time_partitioning", "clustering", "labels"}
+_TABLE_KEYS = {"description", "fields", "time_partitioning", "clustering", "labels", "kms_key"}
+# A Cloud KMS key's resource name (customer-managed encryption).
+KMS_KEY_RE = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
+KMS_KEY_FORM = "projects/P/locations/L/keyRings/R/cryptoKeys/K"
 _PARTITION_KEYS = {"field", "type", "expiration_days", "require_partition_filter"}
 
 
@@ -111,6 +114,7 @@ class TableDef:
     clustering: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
     source: str | None = None
+    kms_key: str | None = None  # this table's own key, over the configuration's ``kms_key``
 
     @property
     def user_fields(self) -> tuple[Field, ...]:
@@ -245,7 +249,10 @@ def parse_table(name: str, raw: Any, source: str | None = None) -> TableDef:
     partitioning = _parse_partitioning(raw.get("time_partitioning"), by_name, source)
     clustering = _parse_clustering(raw.get("clustering"), by_name, source)
     labels = _parse_labels(raw.get("labels"), source)
-    return TableDef(name, fields, description, partitioning, clustering, labels, source)
+    key = raw.get("kms_key")
+    if key is not None and not (isinstance(key, str) and KMS_KEY_RE.fullmatch(key)):
+        raise _fail(f"kms_key must be a Cloud KMS key's name ({KMS_KEY_FORM}), got {key!r}", source)
+    return TableDef(name, fields, description, partitioning, clustering, labels, source, key)
 
 
 def _parse_partitioning(raw: Any, by_name: dict[str, Field], source: str | None):

@@ -599,3 +599,134 @@ def test_a_batch_request_is_written_as_the_json_api_reads_it():
         "?ifGenerationMatch=0&prettyPrint=false HTTP/1.1" in parts[1]
     )
     assert "DELETE http://h:1/storage/v1/b/bk/o/a%2Fz?prettyPrint=false HTTP/1.1" in parts[2]
+
+
+OPTIONS_KEY = "projects/p/locations/us/keyRings/bqspool/cryptoKeys/contract"
+GCP_OPTIONS = ("BQSPOOL_TEST_GCP_KMS_KEY", "BQSPOOL_TEST_GCP_JOB_PROJECT")
+
+
+def _options_config(backend):
+    """A configuration with every production option, on the backend's project."""
+    from bqspool.loader.config import load_config
+
+    if backend.kind == "gcp":
+        missing = [v for v in GCP_OPTIONS if not os.environ.get(v)]
+        if missing:
+            pytest.skip(f"CMEK and a job project are tested on a real project only with {', '.join(missing)} set")
+        key, job_project = os.environ[GCP_OPTIONS[0]], os.environ[GCP_OPTIONS[1]]
+    else:
+        key, job_project = OPTIONS_KEY, None if backend.kind == "local" else "jobs-project"
+    base = load_config(env={})
+    if backend.kind == "fake":
+        return replace(
+            base,
+            project="data-project",
+            prefix=backend.prefix,
+            kms_key=key,
+            job_project=job_project,
+            impersonate_service_account="loader@data-project.iam.gserviceaccount.com",
+        )
+    wh = backend.warehouse
+    return replace(
+        base,
+        project=wh.project,
+        dataset=wh.dataset,
+        location=wh.location,
+        bucket=backend.store.bucket_name,
+        prefix=backend.prefix,
+        kms_key=key,
+        job_project=job_project,
+        retry_deadline=10.0,
+    )
+
+
+def _one_of_each(store, warehouse, tmp_path, prefix):
+    """An upload, a create-only write, a table and a load job: one call of each kind."""
+    table = _table(_fresh("opts"), SIMPLE)
+    warehouse.ensure_table(table)
+    name = f"{prefix}/staged/{table.name}/2026-12-05/o.parquet"
+    store.upload(name, _staged(tmp_path, table, [{"_event_id": "1", "id": "x", "n": 1}]))
+    store.write_object(f"{prefix}/lease", b"{}", 0)
+    outcome = warehouse.start_load(f"bqspool_c_{uuid.uuid4().hex}", table.name, [store.uri(name)])
+    assert warehouse.wait(outcome.job_id, timeout=120).error is None
+    return table, outcome.job_id
+
+
+def test_every_call_carries_the_configured_options(backend, tmp_path, monkeypatch):
+    """The key on every object, table and load job; the labels on every job; jobs in the job
+    project. The fakes record what each call carried; on the local stack, what the servers
+    were sent is read on the wire (the emulators keep no key, and run one project)."""
+    from bqspool.loader.clients import configure, make_object_store, make_warehouse
+    from bqspool.loader.labels import job_labels
+
+    cfg = _options_config(backend)
+    labels = {**job_labels("commit", cfg.prefix)}
+    if backend.kind == "fake":
+        configure(cfg, store=backend.store, warehouse=backend.warehouse)
+        table, _ = _one_of_each(backend.store, backend.warehouse, tmp_path, backend.prefix)
+        writes = backend.store.recorded
+        assert {w["call"] for w in writes} == {"upload", "write"} and all(w["kms_key"] == cfg.kms_key for w in writes)
+        assert all(w["principal"] == cfg.impersonate_service_account for w in writes)
+        made, load = backend.warehouse.recorded[0], backend.warehouse.recorded[-1]
+        assert made == {**made, "call": "create table", "table": table.name, "kms_key": cfg.kms_key}
+        assert load["labels"] == {**labels, "bqspool_table": table.name} and load["kms_key"] == cfg.kms_key
+        assert load["job_project"] == "jobs-project" and load["principal"] == cfg.impersonate_service_account
+        return
+    if backend.kind == "gcp":
+        store, warehouse = make_object_store(cfg), make_warehouse(cfg)
+        table, job_id = _one_of_each(store, warehouse, tmp_path, backend.prefix)
+        job = warehouse.client.get_job(job_id, location=warehouse.location)
+        assert job.project == cfg.job_project and job.labels == {**labels, "bqspool_table": table.name}
+        assert job.destination_encryption_configuration.kms_key_name == cfg.kms_key
+        assert (
+            backend.raw.get_table(warehouse.table_ref(table.name)).encryption_configuration.kms_key_name == cfg.kms_key
+        )
+        blob = store.bucket.get_blob(f"{backend.prefix}/lease")
+        assert blob.kms_key_name.startswith(cfg.kms_key)  # GCS names the key's version too
+        return
+    from .counting_proxy import CountingProxy
+
+    gcs = CountingProxy(os.environ["STORAGE_EMULATOR_HOST"])
+    bq = CountingProxy(os.environ["BIGQUERY_EMULATOR_HOST"])
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bq.url)
+        table, _ = _one_of_each(make_object_store(cfg), make_warehouse(cfg), tmp_path, backend.prefix)
+    finally:
+        gcs.close()
+        bq.close()
+    writes = [t for m, t, _ in gcs.seen if m == "POST" and t.startswith("/upload/")]
+    assert len(writes) == 2 and all("kmsKeyName=" in t for t in writes), writes
+    bodies = [(t.split("?")[0], json.loads(b)) for m, t, b in bq.seen if m == "POST" and b]
+    made = [b for t, b in bodies if t.endswith("/tables")]
+    assert [m["encryptionConfiguration"] for m in made] == [{"kmsKeyName": cfg.kms_key}]
+    (load,) = [
+        b["configuration"]["load"] | {"labels": b["configuration"]["labels"]}
+        for t, b in bodies
+        if t.endswith("/jobs") and "load" in b["configuration"]
+    ]
+    assert load["destinationEncryptionConfiguration"] == {"kmsKeyName": cfg.kms_key}
+    assert load["labels"] == {**labels, "bqspool_table": table.name}
+
+
+def test_a_tables_partitions_are_counted(backend, tmp_path):
+    table = _table(
+        _fresh("parts"),
+        [*SIMPLE, {"name": "at", "type": "TIMESTAMP"}],
+        time_partitioning={"field": "at", "type": "DAY"},
+    )
+    backend.warehouse.ensure_table(table)
+    assert backend.warehouse.partition_count(table.name) in (None, 0)
+    rows = [
+        {
+            "_event_id": str(d),
+            "id": "x",
+            "n": d,
+            "at": int(dt.datetime(2026, 12, 1 + d % 3, tzinfo=dt.UTC).timestamp() * 1e6),
+        }
+        for d in range(6)
+    ]
+    outcome = _load(backend, tmp_path, table, rows, f"bqspool_c_{uuid.uuid4().hex}")
+    assert backend.warehouse.wait(outcome.job_id, timeout=120).error is None
+    assert backend.warehouse.partition_count(table.name) == 3
+    assert backend.warehouse.partition_count(_fresh("missing")) is None

@@ -134,3 +134,139 @@ def test_a_customer_managed_key_goes_with_every_object_table_and_load_job(stack,
     )
     assert res.returncode == 7, res.stdout + res.stderr  # the emulator kept no key: drift, refused
     assert "tasks: encryption key" in res.stdout and "--destination_kms_key" in res.stdout, res.stdout
+
+
+def test_cost_and_the_monitor_tell_bqspools_own_query_jobs_by_their_labels():
+    """The job history holds everyone's queries; bqspool's carry its labels (the emulator
+    keeps no history, so the history is given here, as BigQuery's INFORMATION_SCHEMA has it)."""
+    from bqspool.loader.interfaces import QueryStat
+    from bqspool.loader.labels import job_labels
+    from bqspool.loader.operate.cost import _queries
+    from bqspool.loader.testing import MemoryObjectStore, MemoryWarehouse
+    from bqspool.loader.watch.rules import slow_queries
+
+    now = time.time()
+    history = [
+        QueryStat(now - 50, "analyst_1", 2 * 2**40, 3.0, {"team": "bi"}),
+        QueryStat(now - 40, "bqspool_v", 2**40, 9.0, job_labels("verify", "p")),
+        QueryStat(now - 30, "bqspool_q", 2**39, 99.0, job_labels("query", "p")),
+        QueryStat(now - 20, "spoofed", 2**30, 1.0, {"bqspool_role": "verify"}),  # no bqspool label: not ours
+    ]
+
+    class WithHistory(MemoryWarehouse):
+        def query_history(self, since):
+            return [q for q in history if q.started >= since]
+
+    cfg = load_config(env={})
+    found = _queries(WithHistory(MemoryObjectStore()), cfg, now - 3600)
+    assert found["jobs"] == 4
+    own = found["bqspool"]
+    assert own == {
+        "jobs": 2,
+        "bytes_billed": 2**40 + 2**39,
+        "usd": round(1.5 * 6.25, 6),
+        "by_role": {"query": 1, "verify": 1},
+    }
+    alert = slow_queries(history, dataclasses.replace(cfg, monitor_query_seconds=60))
+    assert alert is not None and alert.message.startswith("bqspool's own query job bqspool_q ran 99 s")
+
+
+TABLE_KEY = "projects/p/locations/us/keyRings/bqspool/cryptoKeys/tasks-only"
+
+
+def _own_key_set(tmp_path):
+    """The eixa schema set, its tasks table with a key of its own."""
+    import shutil
+
+    from bqspool.schemas.registry import resolve_schema_dir
+
+    folder = tmp_path / "schemas"
+    shutil.copytree(resolve_schema_dir("eixa"), folder)
+    raw = json.loads((folder / "tasks.json").read_text())
+    (folder / "tasks.json").write_text(json.dumps({**raw, "kms_key": TABLE_KEY}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "bad", [17, "", "projects/p/keyRings/r/cryptoKeys/k", "projects/p/locations/us/keyRings/r", ["a"], None]
+)
+def test_a_tables_own_key_is_checked_when_the_schema_file_is_read(bad):
+    from bqspool.schemas.definition import parse_table
+    from bqspool.schemas.errors import SchemaError
+
+    raw = {"fields": [{"name": "a", "type": "STRING"}], "kms_key": bad}
+    if bad is None:
+        assert parse_table("t", raw).kms_key is None
+        return
+    with pytest.raises(SchemaError, match="kms_key must be a Cloud KMS key's name"):
+        parse_table("t", raw)
+
+
+def test_a_tables_own_key_goes_with_its_table_its_jobs_and_its_objects(stack, tmp_path, monkeypatch):
+    """tasks has its own key: its table, load jobs, staged objects and archive files go with
+    it; every other table and the commit log with the configured one. Read on the wire."""
+    import os
+
+    from .counting_proxy import CountingProxy
+
+    direct = {k: os.environ[k] for k in ("STORAGE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST")}
+    gcs, bq = CountingProxy(direct["STORAGE_EMULATOR_HOST"]), CountingProxy(direct["BIGQUERY_EMULATOR_HOST"])
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+        monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bq.url)
+        env = Env(tmp_path, _own_key_set(tmp_path), kms_key=KEY)
+        with Buffer(env.config.buffer, env.config.schemas) as buf:
+            buf.append("tasks", {"user_id": "u", "task_id": "1", "created_at": time.time()})
+            buf.append("routines", {"user_id": "u", "routine_id": "r", "created_at": time.time()})
+        assert env.drainer().drain_once().events_loaded == 2
+    finally:
+        gcs.close()
+        bq.close()
+    from urllib.parse import parse_qs, urlsplit
+
+    keys = {}
+    for m, t, b in gcs.seen:
+        if m == "POST" and t.startswith("/upload/"):
+            q = parse_qs(urlsplit(t).query)
+            name = q.get("name", [None])[0] or json.loads(b.split(b"\r\n\r\n", 1)[1].split(b"\r\n", 1)[0])["name"]
+            keys[name] = q["kmsKeyName"][0]
+    prefix = env.config.prefix
+
+    # The data of tasks (staged objects, archive files) under its key; the commit log (names
+    # and counts, no event) under the configured one, as every other table's objects.
+    def area_table(name):
+        return tuple(name.removeprefix(prefix + "/").split("/")[:2])
+
+    tasks = {n: k for n, k in keys.items() if area_table(n) in (("staged", "tasks"), ("archive", "tasks"))}
+    assert {area_table(n)[0] for n in tasks} == {"staged", "archive"}
+    assert tasks and set(tasks.values()) == {TABLE_KEY}, {n: k for n, k in tasks.items() if k != TABLE_KEY}
+    others = {n: k for n, k in keys.items() if n not in tasks}
+    assert any("/routines/" in n for n in others) and set(others.values()) == {KEY}, others
+    made = {
+        b["tableReference"]["tableId"]: b["encryptionConfiguration"]["kmsKeyName"]
+        for m, t, raw in bq.seen
+        if m == "POST" and t.split("?")[0].endswith("/tables")
+        for b in [json.loads(raw)]
+    }
+    assert made["tasks"] == TABLE_KEY and {k for t, k in made.items() if t != "tasks"} == {KEY}
+    loads = {
+        j["configuration"]["load"]["destinationTable"]["tableId"]: j["configuration"]["load"][
+            "destinationEncryptionConfiguration"
+        ]["kmsKeyName"]
+        for m, t, raw in bq.seen
+        if m == "POST" and t.split("?")[0].endswith("/jobs")
+        for j in [json.loads(raw)]
+        if "load" in j["configuration"]
+    }
+    assert loads == {"tasks": TABLE_KEY, "routines": KEY}
+
+
+def test_a_copy_names_the_key_its_copy_is_encrypted_with():
+    from bqspool.loader.backends.gcs_batch import copy_call
+
+    _, plain = copy_call("b", "p/staged/x", "p/split/x")
+    assert "destinationKmsKeyName" not in plain
+    _, keyed = copy_call("b", "p/staged/x", "p/split/x", KEY)
+    assert keyed.endswith(
+        "&destinationKmsKeyName=projects%2Fp%2Flocations%2Fus%2FkeyRings%2Fbqspool%2FcryptoKeys%2Fspool"
+    )

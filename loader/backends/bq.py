@@ -18,7 +18,7 @@ from google.api_core import exceptions as gexc
 
 from ..billing import RequestCounts
 from ..interfaces import JobError, JobFailure, JobOutcome, WarehouseLimits
-from ..labels import label_value
+from ..labels import load_labels
 from ..retry import RetryPolicy
 from .bq_queries import QueriesMixin
 from .bq_tables import TablesMixin
@@ -75,6 +75,14 @@ class BigQueryWarehouse(TablesMixin, QueriesMixin):
         # Every job's labels (loader/labels.py); the table's is added per load job.
         self.labels: dict[str, str] = {}
         self.kms_key: str | None = None  # tables are created, and load into, with this key (CMEK)
+        self.table_keys: dict[str, str] = {}  # tables with a key of their own (the schema file's kms_key)
+        # What the client was built with (google_clients), kept to say so: where jobs run, and as whom.
+        self.job_project: str | None = project
+        self.principal: str | None = None
+
+    def key_for(self, table: str) -> str | None:
+        """The key ``table`` is encrypted with: its own, else the configured one."""
+        return self.table_keys.get(table) or self.kms_key
 
     @property
     def requests(self) -> RequestCounts:
@@ -104,9 +112,9 @@ class BigQueryWarehouse(TablesMixin, QueriesMixin):
         )
         config.parquet_options = bigquery.ParquetOptions()
         config.parquet_options.enable_list_inference = True
-        config.labels = {**self.labels, "bqspool_table": label_value(table)}
-        if self.kms_key:
-            config.destination_encryption_configuration = bigquery.EncryptionConfiguration(kms_key_name=self.kms_key)
+        config.labels = load_labels(self.labels, table)
+        if key := self.key_for(table):
+            config.destination_encryption_configuration = bigquery.EncryptionConfiguration(kms_key_name=key)
 
         def attempt():
             # Look up before every insert, retries included: an insert that

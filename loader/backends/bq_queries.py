@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
+import json
 import logging
 import re
 from collections.abc import Sequence
 from typing import Any
 
+import requests
 from bqspool.schemas.errors import NotAvailableError
 from google.api_core import exceptions as gexc
 
@@ -31,6 +34,17 @@ def _parameter(p: QueryParam):
 def _reason(exc: gexc.GoogleAPICallError) -> str:
     """The server's own words, without the request line the client puts first."""
     return re.sub(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ", "", str(exc.message).splitlines()[0])
+
+
+PARTITION_COUNT_S = 30  # verify waits this long for a table's partition count, then goes on without it
+
+
+def _labels(text: str | None) -> dict[str, str]:
+    """INFORMATION_SCHEMA's labels column (an array of key and value), as a dict."""
+    try:
+        return {str(x["key"]): str(x["value"]) for x in json.loads(text or "[]") if isinstance(x, dict)}
+    except (ValueError, KeyError, TypeError):
+        return {}
 
 
 class QueriesMixin:
@@ -80,12 +94,31 @@ class QueriesMixin:
         long_term = int(props.get("numLongTermLogicalBytes") or props.get("numLongTermBytes") or 0)
         return TableStorage(int(t.num_rows or 0), max(0, total - long_term), long_term)
 
+    def partition_count(self, table: str) -> int | None:
+        """From INFORMATION_SCHEMA.PARTITIONS (a metadata query, billed at its 10-MB
+        minimum), asked once with a short deadline: None where the endpoint cannot say
+        in time (the emulator has the view, but hangs on a table missing its partition column)."""
+        view = f"`{self.project}.{self.dataset}`.INFORMATION_SCHEMA.PARTITIONS"
+        config = self._job_config([QueryParam("t", "STRING", table)])
+        sql = f"SELECT COUNT(*) AS n FROM {view} WHERE table_name = @t"
+        try:
+            job = self.client.query(
+                sql, job_config=config, location=self.location, retry=None, job_retry=None, timeout=30
+            )
+            rows = [dict(r) for r in job.result(timeout=PARTITION_COUNT_S, retry=None, job_retry=None)]
+        except (gexc.GoogleAPICallError, concurrent.futures.TimeoutError, requests.exceptions.RequestException) as exc:
+            log.debug("INFORMATION_SCHEMA.PARTITIONS: %s", exc)
+            return None
+        n = int(rows[0]["n"]) if rows else 0
+        return n or None  # a table always has a partition once it holds a row; 0 is "cannot say"
+
     def query_history(self, since: float) -> list[QueryStat]:
         region = f"region-{self.location.lower()}"
         sql = (
             "SELECT UNIX_MICROS(creation_time) / 1e6 AS started, job_id, "
             "IFNULL(total_bytes_billed, 0) AS bytes_billed, "
-            "TIMESTAMP_DIFF(end_time, start_time, MILLISECOND) / 1000 AS seconds "
+            "TIMESTAMP_DIFF(end_time, start_time, MILLISECOND) / 1000 AS seconds, "
+            "TO_JSON_STRING(labels) AS labels "
             f"FROM `{self.project}`.`{region}`.INFORMATION_SCHEMA.JOBS_BY_PROJECT "
             "WHERE job_type = 'QUERY' AND creation_time >= @since AND state = 'DONE' ORDER BY creation_time"
         )
@@ -103,7 +136,13 @@ class QueriesMixin:
 
         rows = self.retry.call("read the query job history", attempt)
         return [
-            QueryStat(float(r["started"]), r["job_id"], int(r["bytes_billed"] or 0), float(r["seconds"] or 0))
+            QueryStat(
+                float(r["started"]),
+                r["job_id"],
+                int(r["bytes_billed"] or 0),
+                float(r["seconds"] or 0),
+                _labels(r.get("labels")),
+            )
             for r in rows
         ]
 

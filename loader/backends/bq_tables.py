@@ -77,8 +77,8 @@ class TablesMixin:
                 body.clustering_fields = list(table.clustering)
             if table.labels:
                 body.labels = dict(table.labels)
-            if self.kms_key:
-                body.encryption_configuration = bigquery.EncryptionConfiguration(kms_key_name=self.kms_key)
+            if key := table.kms_key or self.kms_key:
+                body.encryption_configuration = bigquery.EncryptionConfiguration(kms_key_name=key)
             self.retry.call(
                 f"create table {ref}", lambda: self.client.create_table(body, exists_ok=True, retry=None, timeout=30)
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -89,6 +89,12 @@ class GcsStore:
         self.meter = Meter()
         self.meter.install(client)
         self.kms_key: str | None = None  # every object written is encrypted with it (CMEK), when set
+        self.key_of: Callable[[str], str | None] | None = None  # a table's own key, by object name
+        self.principal: str | None = None  # the impersonated service account the client was built with
+
+    def _key(self, name: str) -> str | None:
+        """The key ``name`` is written with: its table's own, else the configured one."""
+        return (self.key_of(name) if self.key_of is not None else None) or self.kms_key
 
     @property
     def requests(self) -> RequestCounts:
@@ -115,7 +121,7 @@ class GcsStore:
                 return StoredObject(name, size, crc32c)
             # 8 MiB resumable chunks: the client's default reads 100 MiB at a
             # time into memory, which would dominate a drain's footprint.
-            blob = self.bucket.blob(name, chunk_size=UPLOAD_CHUNK, kms_key_name=self.kms_key)
+            blob = self.bucket.blob(name, chunk_size=UPLOAD_CHUNK, kms_key_name=self._key(name))
             blob.crc32c = crc32c  # the server verifies what it received
             blob.metadata = meta or None
             try:
@@ -151,7 +157,7 @@ class GcsStore:
         response = self.client._base_connection._make_request(
             "POST",
             f"{base}/upload/storage/v1/b/{quote(self.bucket_name, safe='')}/o?uploadType=multipart&ifGenerationMatch=0"
-            + (f"&kmsKeyName={quote(self.kms_key, safe='')}" if self.kms_key else ""),
+            + (f"&kmsKeyName={quote(key, safe='')}" if (key := self._key(name)) else ""),
             data=body,
             headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
             timeout=60,
@@ -229,7 +235,7 @@ class GcsStore:
         self, name: str, data: bytes, if_generation_match: int, metadata: Mapping[str, str] | None = None
     ) -> StoredObject:
         def attempt() -> StoredObject:
-            blob = self.bucket.blob(name, kms_key_name=self.kms_key)
+            blob = self.bucket.blob(name, kms_key_name=self._key(name))
             if metadata:
                 blob.metadata = dict(metadata)
             try:
@@ -251,7 +257,13 @@ class GcsStore:
     def _copy(self, name: str, to: str) -> None:
         """Copy ``name`` to ``to`` unless ``to`` exists (one request, or one call of a batch).
         The precondition is what makes a repeat harmless: the bytes under a name never change."""
-        self.bucket.copy_blob(self.bucket.blob(name), self.bucket, to, if_generation_match=0, retry=None, timeout=60)
+        # The JSON API's copy, sent as the client's copy_blob would, but naming the key:
+        # a copy names no key of its own and would fall back to the bucket's default.
+        params: dict[str, object] = {"ifGenerationMatch": 0}
+        if key := self._key(to):
+            params["destinationKmsKeyName"] = key
+        path = f"{self.bucket.blob(name).path}/copyTo{self.bucket.blob(to).path}"
+        self.client._post_resource(path, None, query_params=params, timeout=60, retry=None)
 
     def move_object(self, name: str, to: str) -> bool:
         def attempt() -> bool:
@@ -284,7 +296,7 @@ class GcsStore:
         bucket = self.bucket_name
         copied = self._batch(
             f"copy {len(moves)} objects to {self.uri(moves[0][1])} ...",
-            [gcs_batch.copy_call(bucket, n, t) for n, t in moves],
+            [gcs_batch.copy_call(bucket, n, t, self._key(t)) for n, t in moves],
         )
         settled: list[bool | None] = [None] * len(moves)
         to_delete = [i for i, status in enumerate(copied) if 200 <= status < 300 or status == 412]

@@ -36,9 +36,11 @@ def _object(bucket: str, name: str) -> str:
     return f"b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
 
 
-def copy_call(bucket: str, name: str, to: str) -> tuple[str, str]:
-    """A copy of ``name`` to ``to`` that only creates: a 412 if ``to`` exists."""
-    return "POST", f"/storage/v1/{_object(bucket, name)}/copyTo/{_object(bucket, to)}?ifGenerationMatch=0"
+def copy_call(bucket: str, name: str, to: str, key: str | None = None) -> tuple[str, str]:
+    """A copy of ``name`` to ``to`` that only creates: a 412 if ``to`` exists; encrypted
+    with the customer-managed ``key`` when given (a copy keeps no key of its own)."""
+    path = f"/storage/v1/{_object(bucket, name)}/copyTo/{_object(bucket, to)}?ifGenerationMatch=0"
+    return "POST", path + (f"&destinationKmsKeyName={quote(key, safe='')}" if key else "")
 
 
 def delete_call(bucket: str, name: str) -> tuple[str, str]:

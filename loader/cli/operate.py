@@ -248,11 +248,21 @@ def cost(days: int, as_json: bool) -> None:
             )
     else:
         click.echo("archive: empty")
-    q = report["queries"]
-    if q["available"]:
-        click.echo(f"queries: {q['jobs']} jobs billed {_size(q['bytes_billed'])}: ${q['usd']:.4f}")
-    else:
+    _print_queries(report["queries"])
+
+
+def _print_queries(q: dict) -> None:
+    """``cost``'s query lines: every query job in the history, then bqspool's own (found by label)."""
+    if not q["available"]:
         click.echo(f"queries: not available here: {q['reason']}")
+        return
+    click.echo(f"queries: {q['jobs']} jobs billed {_size(q['bytes_billed'])}: ${q['usd']:.4f}")
+    own = q["bqspool"]
+    roles = ", ".join(f"{r} {n}" for r, n in own["by_role"].items())
+    click.echo(
+        f"  of them bqspool's own (by label): {own['jobs']} jobs billed {_size(own['bytes_billed'])}: "
+        f"${own['usd']:.4f}" + (f" ({roles})" if roles else "")
+    )
 
 
 def _print_ingestion(ing: dict) -> None:

@@ -12,7 +12,8 @@ up where a dead one stopped. Per table, in rounds:
    job that failed transiently its next attempt, a new record;
 3. group the free staged objects (claimed by no record) into new records,
    as many objects per job as the settings allow, more near the budget,
-   none past it; each record is created before its job is submitted;
+   none past it, and no more partitions than a job may modify (an object
+   wider than that is split first); each record is created before its job;
 4. submit every record's job, then wait for each: look the job id up first
    (adopting the job it names), and make a record void instead if an older
    record claims any of its objects (the commit log's rule);
@@ -29,15 +30,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from bqspool.schemas.errors import (
-    BackendUnavailableError,
-    PreconditionFailedError,
-)
+from bqspool.schemas.errors import BackendUnavailableError, PreconditionFailedError
 
-from .. import billing, faults
+from .. import billing, faults, partitions
 from ..interfaces import LoadJobs, ObjectStore, StoredObject, find_object
 from ..layout import Layout, RecordName, is_table_name
 from ..logs import fields
@@ -50,6 +49,9 @@ from .jobs import Jobs
 from .report import CommitReport
 from .screen import Screen
 from .tidy import Tidier
+
+if TYPE_CHECKING:
+    from bqspool.schemas.definition import Partitioning
 
 log = logging.getLogger("bqspool.loader")
 
@@ -70,6 +72,7 @@ class Committer:
         settings: Settings = DEFAULTS,
         *,
         tables: Collection[str] | None = None,  # the schema set's: objects of others are quarantined
+        partitioning: Mapping[str, Partitioning | None] | None = None,  # by table: to split wide objects
         should_stop: Callable[[], bool] = lambda: False,
         on_loaded: Callable[[list[str]], None] | None = None,  # told the objects of each job done (progress)
         clock: Callable[[], float] = time.time,  # this host's: only to check it against the store's
@@ -84,12 +87,12 @@ class Committer:
         self._offset = 0.0  # this host's clock minus the store's, measured at each commit's start
         self.budget = Budget(settings, warehouse.limits, self.reader, lambda: self.now())
         self.should_stop = should_stop
-        self.clock, self.sleep = clock, sleep
-        self.holder = new_holder()
+        self.clock, self.sleep, self.holder = clock, sleep, new_holder()
         self.lease: bucket_lease.BucketLease | None = None
         # Late-bound: ``_renew`` is what each step calls before it changes anything.
         self.screen = Screen(objects, self.layout, tables)
         self.tidier = Tidier(objects, self.layout, lambda: self._renew(), self.reader, self.screen.remember)
+        self.tidier.splitter.partitioning = partitioning or {}
         self.jobs = Jobs(objects, warehouse, self.layout, self.reader, lambda: self._renew(), on_loaded)
         self._token: int | None = None  # the lease's token at this committer's last commit
         self._renewed = 0.0
@@ -132,18 +135,15 @@ class Committer:
                     self.budget.count(sorted(set(logs) | set(self.screen.tables or ())), logs, report)
                     self._budgets_counted = True
         finally:
-            report.requests = counts.since(before)
-            report.bigquery = calls.since(calls_before)
-        report.seconds = round(time.monotonic() - started, 3)
-        report.peak_rss_mb = peak_rss_mb()
+            report.requests, report.bigquery = counts.since(before), calls.since(calls_before)
+        report.seconds, report.peak_rss_mb = round(time.monotonic() - started, 3), peak_rss_mb()
         self.left_work = bool(report.deferred or report.quarantined or any(report.waiting.values()))
         if report.jobs_submitted or report.objects_loaded or report.quarantined or report.deferred:
             log.debug("%s", report.line())  # `run` logs each cycle's line at info (see scheduler)
         return report
 
     def _idle(self) -> bool:
-        """Nothing staged, and nothing left by this committer's last commit, or
-        (its first) nothing in the commit log."""
+        """Nothing staged, and nothing left by this committer's last commit, or (its first) nothing in the log."""
         if self.objects.list_objects(self.layout.staged()):
             return False
         # A first commit looks at the log too: a committer may have died in the middle of one.
@@ -338,7 +338,9 @@ class Committer:
             log.warning(
                 "table %s: %d of %d load jobs used in 24h; up to %d objects per job", table, len(used), quota, per_job
             )
-        groups = grouping.groups(tlog, free, per_job)
+        limit = self.warehouse.limits.partitions_per_job
+        free = self.tidier.splitter.spread_wide(free, staged, limit, self._renew)
+        groups = grouping.groups(tlog, free, per_job, partitions.spans(staged[n] for n in free), limit)
         allowed = self.budget.allow(len(groups), used)
         if allowed.over_budget:
             report.deferred[table] = f"{allowed.over_budget} load jobs wait for the daily budget"

@@ -7,18 +7,26 @@ commit took on (:func:`eligible`), which load alone and which together
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from .. import billing
+from .. import billing, partitions
 from ..interfaces import StoredObject
 from ..layout import ObjectName
 from .commitlog import TableLog
 
 
-def groups(tlog: TableLog, free: list[str], per_job: int) -> list[list[str]]:
+def groups(
+    tlog: TableLog,
+    free: list[str],
+    per_job: int,
+    spans: Mapping[str, partitions.Span] | None = None,
+    partitions_per_job: int = 4000,
+) -> list[list[str]]:
     """``free`` objects in groups of ``per_job``, except those that load alone:
     halves of a rejected object, and objects of a group a job rejected. Restored
-    copies group apart from shipped batches, so an archive file holds either."""
+    copies group apart from shipped batches, so an archive file holds either.
+    A group modifies at most ``partitions_per_job`` partitions, by ``spans``
+    (an object missing from it: ``partitions.UNKNOWN``)."""
     rejected_together = {
         s
         for r in tlog.records.values()
@@ -29,8 +37,31 @@ def groups(tlog: TableLog, free: list[str], per_job: int) -> list[list[str]]:
     groups = [[n] for n in free if n in solo]
     for restored in (False, True):
         shared = [n for n in free if n not in solo and (ObjectName.of_file(n).kind == "restored") == restored]
-        groups += [shared[i : i + per_job] for i in range(0, len(shared), per_job)]
+        groups += _fill(shared, per_job, spans or {}, partitions_per_job)
     return groups
+
+
+def _fill(names: list[str], per_job: int, spans: Mapping[str, partitions.Span], limit: int) -> list[list[str]]:
+    """``names`` in order, in groups of at most ``per_job`` objects and ``limit`` partitions
+    (the named partitions counted once, the counted ones added up: see ``partitions.union_bound``)."""
+    out: list[list[str]] = []
+    group: list[str] = []
+    named: set[str] = set()
+    counted = 0
+    for n in names:
+        span = spans.get(n, partitions.UNKNOWN)
+        new = len(span.names - named) if span.names is not None else span.count
+        if group and (len(group) >= per_job or len(named) + counted + new > limit):
+            out.append(group)
+            group, named, counted = [], set(), 0
+        group.append(n)
+        if span.names is not None:
+            named |= span.names
+        else:
+            counted += span.count
+    if group:
+        out.append(group)
+    return out
 
 
 def ship_ops(objects: Iterable[StoredObject]) -> dict[str, int]:

@@ -21,13 +21,20 @@ first, so a committer killed midway finishes the quarantine next time.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bqspool.schemas.errors import PreconditionFailedError
 
-from ..interfaces import ObjectStore, find_object
+from .. import partitions
+from ..interfaces import ObjectStore, StoredObject, find_object
 from ..layout import Layout
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from bqspool.schemas.definition import Partitioning
 
 Narrowed = Literal["unreadable", "dead", "split"]
 
@@ -44,6 +51,7 @@ class Splitter:
 
     def __init__(self, store: ObjectStore, layout: Layout):
         self.store, self.layout = store, layout
+        self.partitioning: Mapping[str, Partitioning | None] = {}  # by table: the halves' metadata names them
 
     def _root(self, src: str) -> str:
         """The shipped object ``src`` (a half, perhaps) was split from."""
@@ -74,8 +82,6 @@ class Splitter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from ..ship.stage import write_rows
-
         with tempfile.TemporaryDirectory(prefix="bqspool-split-") as tmp:
             path = Path(tmp) / "o.parquet"
             self.store.download(src, path)
@@ -87,14 +93,62 @@ class Splitter:
             if table.num_rows <= 1:
                 self.dead_letter(src, reason)
                 return "dead"
-            mid = table.num_rows // 2
-            a, b = self.layout.name_of(src).halves(mid, table.num_rows - mid)
-            for half, part in ((a, table.slice(0, mid)), (b, table.slice(mid))):
-                out = Path(tmp) / "part.parquet"
-                write_rows(part, out)
-                self.store.upload(self.layout.path("staged", half), out)
+            self._halves(src, table, table.num_rows // 2, Path(tmp))
         self.store.move_object(src, self.layout.moved(src, "split"))
         return "split"
+
+    def _halves(self, src: str, rows: pa.Table, mid: int, tmp: Path) -> list[StoredObject]:
+        """Upload ``rows[:mid]`` and ``rows[mid:]`` as ``src``'s halves (in ``staged/``),
+        each with the partitions its rows fall in."""
+        from ..ship.stage import write_rows
+
+        name = self.layout.name_of(src)
+        part = self.partitioning.get(name.table)
+        out = []
+        for half, piece in zip(name.halves(mid, rows.num_rows - mid), (rows.slice(0, mid), rows.slice(mid))):
+            path = tmp / "part.parquet"
+            write_rows(piece, path)
+            meta = {partitions.KEY: partitions.Span.of(partitions.names(piece, part)).encode()} if part else {}
+            stored = self.store.upload(self.layout.path("staged", half), path, meta)
+            out.append(replace(stored, metadata={**stored.metadata, **meta}))
+        return out
+
+    def spread(self, src: str, limit: int) -> list[StoredObject]:
+        """Split ``src``, whose rows fall in more than ``limit`` partitions (a backfill),
+        into its first ``limit`` partitions and the rest: not a rejection, so no event
+        becomes a dead letter. The halves go to ``staged/`` (a half still too wide is
+        spread in its turn), ``src`` to ``split/``; the same rows give the same halves,
+        so a repeated spread uploads the same objects. Returns the halves."""
+        import pyarrow.parquet as pq
+
+        part = self.partitioning.get(self.layout.name_of(src).table)
+        assert part is not None, "an unpartitioned table's loads touch one partition"
+        with tempfile.TemporaryDirectory(prefix="bqspool-spread-") as tmp:
+            path = Path(tmp) / "o.parquet"
+            self.store.download(src, path)
+            ordered, at = partitions.cut(pq.read_table(path), part, limit)
+            halves = self._halves(src, ordered, at, Path(tmp))
+        self.store.move_object(src, self.layout.moved(src, "split"))
+        return halves
+
+    def spread_wide(
+        self, free: list[str], staged: dict[str, StoredObject], limit: int, renew: Callable[[], None]
+    ) -> list[str]:
+        """``free`` with each object wider than ``limit`` partitions replaced by its
+        halves (and a wide half by its own); ``staged`` is kept up to date."""
+        out, todo = [], list(free)
+        while todo:
+            name = todo.pop(0)
+            found = staged.get(name)
+            if found is None or partitions.Span.decode(found.metadata.get(partitions.KEY)).count <= limit:
+                out.append(name)
+                continue
+            renew()
+            halves = self.spread(name, limit)
+            del staged[name]
+            staged.update((h.name, h) for h in halves)
+            todo += [h.name for h in halves]
+        return out
 
     def dead_letter(self, src: str, reason: str) -> None:
         write_reason(self.store, self.layout.reason(src, "dead"), reason)

@@ -103,11 +103,19 @@ def _queries(warehouse: Warehouse, config: Config, since: float) -> dict:
     except NotAvailableError as exc:
         return {"available": False, "reason": str(exc)}
     billed = sum(q.bytes_billed for q in stats)
+    own = [q for q in stats if q.role]  # found by bqspool's labels (loader/labels.py)
+    roles = sorted({q.role for q in own if q.role})
     return {
         "available": True,
         "jobs": len(stats),
         "bytes_billed": billed,
         "usd": _usd(billed / TIB * config.price_query_per_tib),
+        "bqspool": {
+            "jobs": len(own),
+            "bytes_billed": sum(q.bytes_billed for q in own),
+            "usd": _usd(sum(q.bytes_billed for q in own) / TIB * config.price_query_per_tib),
+            "by_role": {r: sum(1 for q in own if q.role == r) for r in roles},
+        },
     }
 
 

@@ -209,25 +209,55 @@ def table_drift(table: TableDef, have: dict | None) -> list[Drift]:
 
 
 def drift(warehouse: Warehouse, schemas: SchemaSet) -> list[Drift]:
-    """Every difference between the schema set and the live dataset, table by table,
-    and each table's key against the configured one (``kms_key``)."""
+    """Every difference between the schema set and the live dataset, table by table:
+    each table's key against its own or the configured one (``kms_key``), and a
+    table past 80% of the partitions a table may hold."""
     out: list[Drift] = []
-    key = getattr(warehouse, "kms_key", None)
     for table in schemas.tables():
         have = warehouse.table_options(table.name)
         out += table_drift(table, have)
-        if key and have is not None and have.get("kms_key") != key:
-            out.append(
-                Drift(
-                    table.name,
-                    "encryption key",
-                    key,
-                    have.get("kms_key") or "Google-managed encryption",
-                    advice="BigQuery re-encrypts a table only by copying it: `bq cp` it with "
-                    "--destination_kms_key, or `restore --into` a new table created with the key",
-                )
-            )
+        if have is not None:
+            out += _key_drift(table, have, table.kms_key or getattr(warehouse, "kms_key", None))
+            out += _partition_room(warehouse, table, have)
     return out
+
+
+def _key_drift(table: TableDef, have: dict, key: str | None) -> list[Drift]:
+    if not key or have.get("kms_key") == key:
+        return []
+    return [
+        Drift(
+            table.name,
+            "encryption key",
+            key,
+            have.get("kms_key") or "Google-managed encryption",
+            advice="BigQuery re-encrypts a table only by copying it: `bq cp` it with "
+            "--destination_kms_key, or `restore --into` a new table created with the key",
+        )
+    ]
+
+
+def _partition_room(warehouse: Warehouse, table: TableDef, have: dict) -> list[Drift]:
+    """A warning once a partitioned table holds 80% of the partitions it may (10,000 in
+    BigQuery): past the limit, every load job into it fails. Asked only of a table
+    partitioned as the schema file says (other drift is reported already)."""
+    if table.partitioning is None or not have.get("partitioning"):
+        return []
+    if table.partitioning.field.lower() not in {c.lower() for c in have.get("columns", {})}:
+        return []
+    held, limit = warehouse.partition_count(table.name), warehouse.limits.partitions_per_table
+    if held is None or held < 0.8 * limit:
+        return []
+    return [
+        Drift(
+            table.name,
+            "partitions",
+            f"fewer than {limit:,} (the most a table may hold)",
+            f"{held:,} ({held / limit:.0%})",
+            advice="set time_partitioning.expiration_days so old partitions go, or partition a new "
+            "table by a coarser unit (MONTH) and `restore --into` it",
+        )
+    ]
 
 
 def fix(

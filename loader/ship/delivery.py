@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bqspool.buffer import store
+from bqspool.schemas import SchemaSet
 from bqspool.schemas.errors import ObjectConflictError
 
-from .. import billing, faults
+from .. import billing, faults, partitions
 from ..interfaces import ObjectStore, StoredObject
 from . import buffer_lease, ledger
 
@@ -51,8 +52,16 @@ def connect(path: Path) -> sqlite3.Connection:
 class Delivery:
     """One ship's uploads and hand-overs, on its upload thread or on the caller's."""
 
-    def __init__(self, path: Path, objects: ObjectStore, fence: buffer_lease.Fence, lease_seconds: float):
+    def __init__(
+        self,
+        path: Path,
+        objects: ObjectStore,
+        fence: buffer_lease.Fence,
+        lease_seconds: float,
+        schemas: SchemaSet | None = None,
+    ):
         self.path, self.objects, self.fence, self.lease_seconds = path, objects, fence, lease_seconds
+        self.schemas = schemas  # for the partitions each object's metadata names
         self.write_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._delivery_conn: sqlite3.Connection | None = None
@@ -103,12 +112,18 @@ class Delivery:
     def _upload(self, b: ledger.Batch, path: Path) -> StoredObject:
         """Upload ``b``'s file with, in its metadata, what the ship spent on it: its
         insert and every request since the last object's (the commit log keeps it,
-        so ``bqspool cost`` reads what each ship cost without a request of its own)."""
+        so ``bqspool cost`` reads what each ship cost without a request of its own),
+        and the partitions its rows fall in (the commit groups by them)."""
+        metadata = {}
+        if self.schemas is not None and b.stream in self.schemas:
+            table = self.schemas[b.stream]
+            if table.partitioning is not None:
+                metadata[partitions.KEY] = partitions.of_file(path, table.partitioning).encode()
         counts = self.objects.requests
         spent = billing.add_ops(counts.take(billing.SHIP), {"insert": 1})
         counts.prepay(billing.SHIP, {"insert": 1})
         try:
-            return self.objects.upload(b.object_name, path, {billing.OPS_KEY: billing.encode_ops(spent)})
+            return self.objects.upload(b.object_name, path, {**metadata, billing.OPS_KEY: billing.encode_ops(spent)})
         except BaseException:
             counts.give_back(billing.SHIP, spent)  # recorded in the next object instead
             raise

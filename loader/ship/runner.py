@@ -244,7 +244,9 @@ class Ship:
         self._seal(conn, report)
         pending = [b for b in ledger.batches(conn) if b.state in ("sealed", "staged")]
         progress = Progress(sum(b.rows for b in pending), self.progress_enabled)
-        delivery = self._delivery = Delivery(self.path, self.objects, self.fence, self.settings.lease_seconds)
+        delivery = self._delivery = Delivery(
+            self.path, self.objects, self.fence, self.settings.lease_seconds, self.schemas
+        )
         # One batch in flight, so at most two staged files exist; none on a full disk.
         inflight: Future[Delivered] | None = None
         try:

@@ -60,6 +60,11 @@ class MemoryObjectStore:
         self.clock = clock
         self._generation = 0
         self.lifecycle: list[LifecycleRule] = []
+        # The options a configuration gives (``clients.configure``), and each write with those it carried.
+        self.kms_key: str | None = None
+        self.key_of: Callable[[str], str | None] | None = None
+        self.principal: str | None = None
+        self.recorded: list[dict] = []  # {"call", "name", "kms_key", "principal"}, as GCS would be asked
         self._lock = threading.Lock()  # committers in threads share one store in tests
 
     def uri(self, name: str) -> str:
@@ -88,6 +93,10 @@ class MemoryObjectStore:
         self.meta[name] = _Meta(self._generation, now, now, dict(metadata or {}))
         return self._info(name)
 
+    def _record(self, call: str, name: str) -> None:
+        key = (self.key_of(name) if self.key_of is not None else None) or self.kms_key
+        self.recorded.append({"call": call, "name": name, "kms_key": key, "principal": self.principal})
+
     def _info(self, name: str) -> StoredObject:
         data, m = self.objects[name], self.meta[name]
         return StoredObject(
@@ -108,7 +117,10 @@ class MemoryObjectStore:
                         f"checksum {_checksum(existing)}); expected {len(data)} bytes, "
                         f"checksum {_checksum(data)}"
                     )
-                return self._info(name) if existing is not None else self._put(name, data, metadata)
+                if existing is not None:
+                    return self._info(name)
+                self._record("upload", name)
+                return self._put(name, data, metadata)
 
         return self._call(f"upload {name}", ("insert",), attempt)
 
@@ -154,6 +166,7 @@ class MemoryObjectStore:
                     raise PreconditionFailedError(
                         f"{self.uri(name)} is at generation {have}, not {if_generation_match}"
                     )
+                self._record("write", name)
                 return self._put(name, data, metadata)
 
         return self._call(f"write {name}", ("insert",), attempt)
@@ -174,6 +187,7 @@ class MemoryObjectStore:
                         raise BackendError(f"cannot move {self.uri(name)}: neither it nor {self.uri(to)} exists")
                     return False
                 if to not in self.objects:
+                    self._record("copy", to)
                     self._put(to, self.objects[name], self.meta[name].metadata)
                 del self.objects[name], self.meta[name]
                 return True
@@ -201,6 +215,7 @@ class MemoryObjectStore:
                 if to in self.objects:
                     return False
                 self.requests.add("copy")
+                self._record("copy", to)
                 self._put(to, self.objects[name], self.meta[name].metadata)
                 return True
 

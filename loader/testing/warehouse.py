@@ -11,10 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bqspool.schemas import SchemaSet
+from bqspool.schemas.definition import Partitioning
 from bqspool.schemas.errors import NotAvailableError, SetupError
 
+from .. import partitions
 from ..billing import RequestCounts
 from ..interfaces import JobError, JobOutcome, QueryParam, QueryStat, TableStorage, WarehouseLimits
+from ..labels import load_labels
 from ..retry import RetryPolicy
 from .faults import Calls, WarehouseKnobs
 from .store import MemoryObjectStore
@@ -32,6 +35,7 @@ class _Table:
     rows: list[dict] = field(default_factory=list)
     columns: dict[str, tuple[str, str]] = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    partitions: set[str] = field(default_factory=set)  # by BigQuery's names (``loader.partitions``)
 
 
 class MemoryWarehouse:
@@ -62,6 +66,13 @@ class MemoryWarehouse:
         self.inserts: list[str] = []  # every job id start_load ran, duplicates included
         self.requests = RequestCounts()  # as BigQuery's adapter counts them (billing.OPERATIONS)
         self.dataset_created = False
+        # The options a configuration gives (``clients.configure``), and each job or table with those it carried.
+        self.labels: dict[str, str] = {}
+        self.kms_key: str | None = None
+        self.table_keys: dict[str, str] = {}
+        self.job_project: str | None = None
+        self.principal: str | None = None
+        self.recorded: list[dict] = []  # {"call", "table", "labels", "kms_key", "job_project", "principal"}
         if schemas is not None:
             for table in schemas.tables():
                 self.ensure_table(table)
@@ -81,9 +92,25 @@ class MemoryWarehouse:
 
         return self._calls.call(f"get job {job_id}", attempt)
 
+    def key_for(self, table: str) -> str | None:
+        return self.table_keys.get(table) or self.kms_key
+
+    def _record(self, call: str, table: str | None, labels: dict[str, str], key: str | None) -> None:
+        self.recorded.append(
+            {
+                "call": call,
+                "table": table,
+                "labels": labels,
+                "kms_key": key,
+                "job_project": self.job_project,
+                "principal": self.principal,
+            }
+        )
+
     def start_load(self, job_id: str, table: str, uris: list[str]) -> JobOutcome:
         def attempt() -> JobOutcome:
             self.requests.add("job_insert")
+            self._record("load", table, load_labels(self.labels, table), self.key_for(table))
             if job_id in self.jobs and self.knobs.duplicate_ids == "adopt":
                 return self._visible(self.jobs[job_id])
             self.inserts.append(job_id)
@@ -105,6 +132,7 @@ class MemoryWarehouse:
                 job_id, True, JobError("data", "notFound", f"table {table} not found"), source_uris=sources
             )
         rows: list[dict] = []
+        touched: set[str] = set()
         want = set(self.tables[table].columns) | {"_event_id"}
         for uri in uris:
             try:
@@ -120,6 +148,10 @@ class MemoryWarehouse:
                     job_id, True, JobError("data", "invalid", f"no such field: {sorted(extra)[0]}"), source_uris=sources
                 )
             rows += data.to_pylist()
+            touched |= set(partitions.names(data, self._partitioning(table)))
+        too_many = self._too_many(table, touched)
+        if too_many:
+            return JobOutcome(job_id, True, JobError("data", "invalid", too_many), source_uris=sources)
         reject = self.knobs.reject_rows
         if reject is not None:
             for row in rows:
@@ -127,7 +159,28 @@ class MemoryWarehouse:
                 if why:
                     return JobOutcome(job_id, True, JobError("data", "invalid", why), source_uris=sources)
         self.tables[table].rows += rows  # a load job is atomic: all rows or none
+        self.tables[table].partitions |= touched
         return JobOutcome(job_id, True, None, len(rows), sources)
+
+    def _partitioning(self, table: str) -> Partitioning | None:
+        part = self.tables[table].options["partitioning"]
+        return None if part is None else Partitioning(part["field"], part["type"])
+
+    def _too_many(self, table: str, touched: set[str]) -> str | None:
+        """BigQuery's refusal of a job that modifies too many partitions, or fills the table past its limit."""
+        if len(touched) > self.limits.partitions_per_job:
+            return (
+                f"Too many partitions produced by load job, allowed {self.limits.partitions_per_job}, "
+                f"load job produces at least {len(touched)} partitions"
+            )
+        after = len(self.tables[table].partitions | touched)
+        if after > self.limits.partitions_per_table:
+            return f"Too many partitions in table {table}: {after}, allowed {self.limits.partitions_per_table}"
+        return None
+
+    def partition_count(self, table: str) -> int | None:
+        t = self.tables.get(table)
+        return None if t is None else len(t.partitions)
 
     def wait(self, job_id: str, timeout: float = 3600.0) -> JobOutcome:
         deadline = self.clock() + timeout
@@ -151,6 +204,8 @@ class MemoryWarehouse:
         cols = {f.name: (f.type, f.mode) for f in table.fields if f.name != "_event_id"}
         have = self.tables.get(table.name)
         if have is None:
+            key = table.kms_key or self.kms_key
+            self._record("create table", table.name, {}, key)
             part = table.partitioning
             self.tables[table.name] = _Table(
                 columns=cols,
@@ -165,6 +220,7 @@ class MemoryWarehouse:
                     },
                     "clustering": list(table.clustering or []),
                     "labels": dict(table.labels or {}),
+                    "kms_key": key,
                 },
             )
             return [f"created table {table.name}"]
@@ -208,6 +264,7 @@ class MemoryWarehouse:
 
     def query(self, sql: str, params: Sequence[QueryParam] = ()) -> list[dict]:
         self.requests.add("query")
+        self._record("query", None, dict(self.labels), None)
         raise NotAvailableError("the in-memory warehouse runs no SQL")
 
     def dry_run(self, sql: str, params: Sequence[QueryParam] = ()) -> int | None:

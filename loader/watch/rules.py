@@ -205,13 +205,14 @@ def slow_queries(stats: list[QueryStat], cfg: Config) -> Alert | None:
     if not slow:
         return None
     worst = max(slow, key=lambda q: q.seconds)
+    whose = f"bqspool's own {worst.role} job" if worst.role else "query job"
     return Alert(
         "slow-query",
         CRITICAL,
         "*",
         round(worst.seconds, 1),
         cfg.monitor_query_seconds,
-        f"query job {worst.job_id} ran {worst.seconds:.0f} s ({len(slow)} over the threshold in the window); "
+        f"{whose} {worst.job_id} ran {worst.seconds:.0f} s ({len(slow)} over the threshold in the window); "
         f"threshold {cfg.monitor_query_seconds:g} s",
     )
 
