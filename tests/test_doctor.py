@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from bqspool.buffer import Buffer
 from bqspool.loader import iam
 from bqspool.loader.clients import make_object_store, make_warehouse
 from bqspool.loader.operate.doctor import Doctor, failed
@@ -37,10 +38,35 @@ class Probe:
         return None if self.granted is None else [p for p in permissions if p in self.granted]
 
 
-def doctor(env: Env, role="all", clock=time.time, granted=None, **over):
+class GoogleLike(Probe):
+    """The local stack's facts, answered for the parts only Google has as ``facts`` say:
+    the IAM Credentials API, Cloud KMS policies, a bucket's soft delete."""
+
+    def __init__(self, cfg, store, warehouse, **facts):
+        super().__init__(cfg, store, warehouse)
+        self.facts = facts
+
+    def local_stack(self):
+        return {}
+
+    def identity(self):
+        return "runner@p.iam.gserviceaccount.com (project p)"
+
+    def impersonation_error(self):
+        return self.facts.get("impersonation_error")
+
+    def key_users(self, keys):
+        return self.facts.get("key_users")
+
+    def bucket(self):
+        found = self.real.bucket()
+        return found and {**found, "soft_delete_s": self.facts.get("soft_delete_s")}
+
+
+def doctor(env: Env, role="all", clock=time.time, granted=None, facts=None, **over):
     cfg = dataclasses.replace(env.config, **over)
     store, wh = make_object_store(cfg), make_warehouse(cfg)
-    probe = Probe(cfg, store, wh, granted)
+    probe = Probe(cfg, store, wh, granted) if facts is None else GoogleLike(cfg, store, wh, **facts)
     checks = Doctor(cfg, role, probe, store=store, warehouse=wh, schemas=load_schema_set("eixa"), clock=clock).run()
     return {c.name: c for c in checks}, checks
 
@@ -55,6 +81,7 @@ def test_a_sound_setup_passes_every_check_from_the_command_line(stack, tmp_path)
         "credentials": "ok",
         "bucket": "ok",
         "permissions": "n/a",  # the emulator keeps no IAM: said, not failed
+        "key": "n/a",  # no kms_key configured
         "clock": "ok",
         "dataset": "ok",
         "quota": "ok",
@@ -134,3 +161,71 @@ def test_the_status_page_shows_the_checks_as_a_panel(stack, tmp_path):
     text = render({"evaluated": time.time(), "active": {}}, page, 30)
     assert '<table id="doctor">' in text and '<tr class="check fail"><td>fail</td><td>clock</td>' in text
     assert text.count('<tr class="check ') == len(checks)
+
+
+KEY_US = "projects/p/locations/us/keyRings/r/cryptoKeys/spool"
+AGENTS = ["service-1@gs-project-accounts.iam.gserviceaccount.com", "bq-1@bigquery-encryption.iam.gserviceaccount.com"]
+
+
+def test_a_key_outside_the_datasets_location_fails(stack, tmp_path):
+    env = Env(tmp_path, "eixa")
+    by, _ = doctor(env, kms_key=KEY_US)
+    assert by["key"].status == "n/a" and "no Cloud KMS" in by["key"].detail  # the local stack has none
+    by, checks = doctor(env, kms_key=KEY_US.replace("/us/", "/europe-west1/"))
+    assert by["key"].status == "fail" and "europe-west1" in by["key"].detail and failed(checks)
+    assert "use a key in the dataset's location" in by["key"].fix
+
+
+def test_a_key_the_service_agents_cannot_use_is_named_with_the_grant(stack, tmp_path):
+    env = Env(tmp_path, "eixa")
+    granted = {"agents": AGENTS, KEY_US: AGENTS}
+    by, _ = doctor(env, kms_key=KEY_US, facts={"key_users": granted})
+    assert by["key"].status == "ok" and "usable by" in by["key"].detail
+    by, _ = doctor(env, kms_key=KEY_US, facts={"key_users": {"agents": AGENTS, KEY_US: AGENTS[:1]}})
+    assert by["key"].status == "warn" and f"{AGENTS[1]} on {KEY_US}" in by["key"].detail
+    assert AGENTS[0] not in by["key"].detail and "cryptoKeyEncrypterDecrypter" in by["key"].fix
+    by, _ = doctor(env, kms_key=KEY_US, facts={"key_users": {"error": f"{KEY_US}: HTTP 403 denied"}})
+    assert by["key"].status == "warn" and "HTTP 403" in by["key"].detail
+
+
+def test_impersonation_that_is_refused_fails_with_the_role_to_grant(stack, tmp_path):
+    env = Env(tmp_path, "eixa")
+    account = "loader@p.iam.gserviceaccount.com"
+    refused = "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist)."
+    by, checks = doctor(env, impersonate_service_account=account, facts={"impersonation_error": refused})
+    assert by["credentials"].status == "fail" and failed(checks)
+    assert refused in by["credentials"].detail and account in by["credentials"].detail
+    assert (
+        by["credentials"].fix
+        == f"grant roles/iam.serviceAccountTokenCreator on {account} to runner@p.iam.gserviceaccount.com"
+    )
+    by, _ = doctor(env, impersonate_service_account=account, facts={})
+    assert by["credentials"].status == "ok" and f"acting as {account}" in by["credentials"].detail
+    by, _ = doctor(env, impersonate_service_account=account)  # the local stack takes no credentials
+    assert by["credentials"].status == "ok" and "not used against it" in by["credentials"].detail
+
+
+def test_soft_delete_is_priced_at_the_prefixs_volume(stack, tmp_path):
+    """The bytes staged in the last week (the commit log's loads), a seventh a day, each
+    billed the retention's days more: the figure is checked against the staged objects."""
+    import os
+
+    env = Env(tmp_path, "eixa")
+    with Buffer(env.config.buffer, "eixa") as buf:
+        for i in range(3000):
+            buf.append(
+                "tasks",
+                {"user_id": "u", "task_id": str(i), "description": os.urandom(400).hex(), "created_at": time.time()},
+            )
+    drainer = env.drainer()
+    drainer.ship_once()
+    staged = sum(o.size for o in make_object_store(env.config).list_objects(f"{env.config.prefix}/staged/"))
+    assert staged > 2**20
+    drainer.commit_once()
+    by, _ = doctor(env, facts={"soft_delete_s": 7 * 86_400})
+    assert by["bucket"].status == "warn" and "7 days (soft delete)" in by["bucket"].detail
+    daily_mib = f"{staged / 7 / 2**20:,.1f} MiB"
+    assert daily_mib in by["bucket"].detail, (daily_mib, by["bucket"].detail)
+    assert "$0.14 per GiB a day" in by["bucket"].detail and "turn soft delete off" in by["bucket"].fix
+    by, _ = doctor(env, facts={})
+    assert by["bucket"].status == "ok" and "no soft delete" in by["bucket"].detail

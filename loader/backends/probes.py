@@ -64,3 +64,46 @@ class GoogleProbe:
         except gexc.NotFound:
             return None
         return {"location": (found.location or "").upper() or None}
+
+    def impersonation_error(self) -> str | None:
+        """Why a short-lived token of ``impersonate_service_account`` cannot be had, or None
+        when one was issued (one call to the IAM Credentials API)."""
+        from google.auth import exceptions as auth_exc
+        from google.auth.transport.requests import Request
+
+        from .google_clients import credentials
+
+        try:
+            credentials(self.config).refresh(Request())
+        except (auth_exc.RefreshError, auth_exc.TransportError) as exc:
+            log.debug("impersonation: %s", exc)
+            return _first_line(exc)
+        return None
+
+    def key_users(self, keys: list[str]) -> dict | None:
+        """Which service agents each key's IAM policy lets encrypt and decrypt:
+        {"agents": [Cloud Storage's, BigQuery's], KEY: [members], ...}; {"error": ...}
+        when a policy cannot be read; None on the local stack (no Cloud KMS)."""
+        if self.local_stack():
+            return None
+        from google.auth.transport.requests import AuthorizedSession
+
+        assert self.store is not None and self.warehouse is not None
+        agents = [self.store.client.get_service_account_email(), self.warehouse.client.get_service_account_email()]
+        session = AuthorizedSession(self.store.client._credentials)
+        out: dict[str, Any] = {"agents": agents}
+        for key in keys:
+            answer = session.get(f"https://cloudkms.googleapis.com/v1/{key}:getIamPolicy", timeout=30)
+            if answer.status_code != 200:
+                return {"error": f"{key}: HTTP {answer.status_code} {_first_line(answer.text)}"}
+            out[key] = [
+                m.split(":", 1)[-1]
+                for b in answer.json().get("bindings", [])
+                if b.get("role") == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+                for m in b.get("members", [])
+            ]
+        return out
+
+
+def _first_line(text: object) -> str:
+    return (str(text).strip().splitlines() or [""])[0][:300]

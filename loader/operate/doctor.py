@@ -9,6 +9,7 @@ says so and does not fail.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from collections.abc import Callable
@@ -42,6 +43,10 @@ class Check:
         return asdict(self)
 
 
+SOFT_FIX = "turn soft delete off for the bucket (staged objects need none: the archive keeps the data)"
+_KEY_REGION = {"EUROPE": "EU"}  # a key's multi-region name for BigQuery's EU
+
+
 def _region_fits(bucket: str, dataset: str) -> bool:
     """Whether a bucket in ``bucket`` can feed load jobs in ``dataset``'s location: the same
     place, or a multi-region (US, EU) holding the other's region."""
@@ -69,7 +74,7 @@ class Doctor:
 
     def run(self) -> list[Check]:
         """Every check of the role, each made even when another failed."""
-        steps = [self._local, self._credentials, self._bucket, self._bucket_permissions, self._clock]
+        steps = [self._local, self._credentials, self._bucket, self._bucket_permissions, self._key, self._clock]
         if self.role in ("commit", "all"):
             steps += [self._dataset, self._quota]
         if self.role in ("ship", "all"):
@@ -89,7 +94,55 @@ class Doctor:
         return Check("local stack", "ok", ", ".join(f"{k}={v}" for k, v in sorted(found.items())))
 
     def _credentials(self) -> Check:
-        return Check("credentials", "ok", self.probe.identity())
+        who = self.probe.identity()
+        account = self.cfg.impersonate_service_account
+        if not account:
+            return Check("credentials", "ok", who)
+        if self.probe.local_stack():
+            return Check("credentials", "ok", f"{who}; impersonate_service_account is not used against it")
+        denied = self.probe.impersonation_error()
+        if denied:
+            return Check(
+                "credentials",
+                "fail",
+                f"{who} cannot act as {account}: {denied}",
+                f"grant roles/iam.serviceAccountTokenCreator on {account} to {who.split(' ')[0]}",
+            )
+        return Check("credentials", "ok", f"{who}, acting as {account} (a short-lived token was issued)")
+
+    def _key(self) -> Check:
+        """The customer-managed keys: in the dataset's location, and usable by the service
+        agents that encrypt with them (Cloud Storage's and BigQuery's, not this host)."""
+        keys = sorted({k for k in [self.cfg.kms_key, *self._table_keys()] if k})
+        if not keys:
+            return Check("key", "n/a", "no customer-managed key (kms_key) configured")
+        for key in keys:
+            where = key.split("/")[3].upper()
+            if not _region_fits(_KEY_REGION.get(where, where), self.cfg.location):
+                return Check(
+                    "key",
+                    "fail",
+                    f"{key} is in {where.lower()}; the dataset is in {self.cfg.location}",
+                    "use a key in the dataset's location (for US and EU: us, europe)",
+                )
+        users = self.probe.key_users(keys)
+        if users is None:
+            return Check("key", "n/a", "this endpoint has no Cloud KMS: the key cannot be checked here")
+        if "error" in users:
+            return Check("key", "warn", f"cannot read the keys' IAM policies: {users['error']}", "check them by hand")
+        missing = [f"{agent} on {key}" for key in keys for agent in users["agents"] if agent not in users[key]]
+        if missing:  # a grant on the key ring or the project does not show in the key's own policy
+            return Check(
+                "key",
+                "warn",
+                f"not granted on the key itself: {'; '.join(missing)}",
+                "grant roles/cloudkms.cryptoKeyEncrypterDecrypter on the key to each service agent named, "
+                "unless the key ring or project grants it",
+            )
+        return Check("key", "ok", f"{len(keys)} key(s) usable by {', '.join(users['agents'])}")
+
+    def _table_keys(self) -> list[str]:
+        return [t.kms_key for t in self.schemas.tables() if t.kms_key] if self.schemas is not None else []
 
     def _bucket(self) -> Check:
         found = self.probe.bucket()
@@ -106,15 +159,25 @@ class Doctor:
             )
         soft = found.get("soft_delete_s")
         if soft:
-            days = soft / 86_400
-            return Check(
-                "bucket",
-                "warn",
-                f"{name} in {where} keeps deleted objects {days:.0f} days (soft delete): every staged object is "
-                f"billed {days:.0f} days of storage after it is loaded",
-                "turn soft delete off for the bucket, or accept the cost",
-            )
+            return Check("bucket", "warn", f"{name} in {where}: {self._soft_delete_cost(soft / 86_400)}", SOFT_FIX)
         return Check("bucket", "ok", f"{name} in {where}, no soft delete")
+
+    def _soft_delete_cost(self, days: float) -> str:
+        """What soft delete adds at this prefix's volume: every staged object, deleted once
+        it is archived, is billed ``days`` more of Standard storage (the last week's loads)."""
+        from .history import loads
+
+        today = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
+        week = today - dt.timedelta(days=6)
+        layout = Layout(self.cfg.prefix)
+        tables = list(self.schemas) if self.schemas is not None else []
+        daily = sum(ld.bytes for t in tables for ld in loads(self.store, layout, t, week, today)) / 7
+        price = self.cfg.price_gcs_standard_gib_month
+        usd = daily / 2**30 * days * price
+        return (
+            f"keeps deleted objects {days:.0f} days (soft delete): at the last week's {daily / 2**20:,.1f} MiB "
+            f"staged a day, that is ${usd:,.2f} a month more (${days * price:,.2f} per GiB a day)"
+        )
 
     def _bucket_permissions(self) -> Check:
         wanted = iam.needed(self.role, "bucket")
