@@ -306,6 +306,18 @@ def main() -> int:
         f"{(report.seconds - took['stage']) / report.seconds:.0%} of the ship. "
         f"Ship / stage run by run: {pair_ratios[0]:.2f}x to {pair_ratios[-1]:.2f}x."
     )
+    # The pipeline's ceiling: batch N's upload and hand-over run beside batch N+1's stage, so
+    # the last batch's (about a share of the totals) follow every stage, and the rest is serial.
+    n = max(report.batches_shipped, 1)
+    tail = (took.get("upload", 0.0) + took.get("handover", 0.0)) / n
+    rest = sum(v for k, v in took.items() if k not in ("stage", "upload", "handover"))
+    ceiling = report.events_shipped / (took.get("stage", 0.0) + tail + rest) / stage
+    print(
+        f"the pipeline's ceiling with {n} batches: the last batch's upload and hand-over ({tail:.2f}s) follow "
+        f"every stage and the rest ({rest:.2f}s) runs alone, so ship / stage can reach {ceiling:.2f}x here; "
+        f"this ship ran at {ship_rate / stage / ceiling:.2f} of that ceiling"
+        + ("; the 0.8x target is above the ceiling at this batch size" if ceiling < 0.8 else "")
+    )
     complete = loaded == events == commit["events_loaded"]
     if not complete:
         print(f"not every shipped event was loaded once: {events} shipped, {loaded} in the table")
