@@ -37,6 +37,13 @@ class Probe:
     def bucket_grants(self, permissions):
         return None if self.granted is None else [p for p in permissions if p in self.granted]
 
+    def dataset_grants(self, permissions, table):
+        assert table in load_schema_set("eixa")  # a table of the set: BigQuery tests tables
+        return self.bucket_grants(permissions)
+
+    def project_grants(self, permissions, project):
+        return self.bucket_grants(permissions)
+
 
 class GoogleLike(Probe):
     """The local stack's facts, answered for the parts only Google has as ``facts`` say:
@@ -122,6 +129,14 @@ def test_missing_permissions_are_named_for_the_role(stack, tmp_path):
         "storage.objects.delete" in by["permissions"].detail
         and "storage.objects.create" not in by["permissions"].detail
     )
+    everything = {*iam.COMMIT_BUCKET, *iam.COMMIT_DATASET, *iam.COMMIT_PROJECT}
+    by, checks = doctor(env, role="commit", granted=everything)
+    assert by["permissions"].status == "ok" and "bucket and dataset and project" in by["permissions"].detail
+    by, checks = doctor(env, role="commit", granted=everything - {"bigquery.tables.updateData", "bigquery.jobs.create"})
+    detail = by["permissions"].detail
+    assert by["permissions"].status == "fail" and failed(checks)
+    assert f"on dataset {env.dataset}: bigquery.tables.updateData" in detail, detail
+    assert f"on project {env.config.project}: bigquery.jobs.create" in detail and "on bucket" not in detail
 
 
 def test_a_skewed_clock_warns_then_fails(stack, tmp_path):

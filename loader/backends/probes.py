@@ -56,6 +56,36 @@ class GoogleProbe:
             log.debug("testIamPermissions on the bucket: %s", exc)
             return None
 
+    def dataset_grants(self, permissions: tuple[str, ...], table: str) -> list[str] | None:
+        """Which of ``permissions`` this identity holds on ``table`` (the dataset's grants
+        reach its tables); None if the endpoint cannot say or the table does not exist yet."""
+        assert self.warehouse is not None
+        try:
+            found = self.warehouse.client.test_iam_permissions(self.warehouse.table_ref(table), list(permissions))
+        except (gexc.GoogleAPICallError, ValueError) as exc:
+            log.debug("testIamPermissions on %s: %s", table, exc)
+            return None
+        return list(found.get("permissions", []))
+
+    def project_grants(self, permissions: tuple[str, ...], project: str) -> list[str] | None:
+        """Which of ``permissions`` this identity holds on ``project`` (Resource Manager's
+        testIamPermissions); None on the local stack, or when the answer is not a list."""
+        if self.local_stack():
+            return None
+        from google.auth.transport.requests import AuthorizedSession
+
+        assert self.warehouse is not None
+        session = AuthorizedSession(self.warehouse.client._credentials)
+        answer = session.post(
+            f"https://cloudresourcemanager.googleapis.com/v1/projects/{project}:testIamPermissions",
+            json={"permissions": list(permissions)},
+            timeout=30,
+        )
+        if answer.status_code != 200:
+            log.debug("testIamPermissions on project %s: HTTP %s %s", project, answer.status_code, answer.text)
+            return None
+        return list(answer.json().get("permissions", []))
+
     def dataset(self) -> dict | None:
         """{"location"} of the dataset, or None when it does not exist."""
         assert self.warehouse is not None

@@ -180,19 +180,35 @@ class Doctor:
         )
 
     def _bucket_permissions(self) -> Check:
-        wanted = iam.needed(self.role, "bucket")
-        granted = self.probe.bucket_grants(wanted)
-        if granted is None:
-            return Check("permissions", "n/a", "this endpoint cannot test IAM permissions")
-        missing = [p for p in wanted if p not in granted]
+        """The role's permissions (loader/iam.py) on the bucket, a table of the dataset and
+        the job project, each where the endpoint can test them."""
+        asked = [("bucket", self.cfg.bucket, lambda w: self.probe.bucket_grants(w))]
+        if self.role in ("commit", "all"):
+            tables = list(self.schemas) if self.schemas is not None else []
+            if tables:  # the dataset's grants reach its tables; a table is what BigQuery tests
+                asked.append(("dataset", self.cfg.dataset, lambda w: self.probe.dataset_grants(w, tables[0])))
+            job_project = self.cfg.job_project or self.cfg.project
+            asked.append(("project", job_project, lambda w: self.probe.project_grants(w, job_project)))
+        missing, tested, untested = [], [], []
+        for place, name, grants in asked:
+            wanted = iam.needed(self.role, place)
+            granted = grants(wanted)
+            if granted is None:
+                untested.append(place)
+                continue
+            tested.append(place)
+            if lacking := [p for p in wanted if p not in granted]:
+                missing.append(f"on {place} {name}: {', '.join(lacking)}")
         if missing:
             return Check(
-                "permissions",
-                "fail",
-                f"missing on bucket {self.cfg.bucket}: {', '.join(missing)}",
-                "grant the role of docs/deploy.md, IAM",
+                "permissions", "fail", "missing " + "; ".join(missing), "grant the role of docs/deploy.md, IAM"
             )
-        return Check("permissions", "ok", f"the {len(wanted)} the {self.role} role needs on the bucket")
+        if not tested:
+            return Check("permissions", "n/a", "this endpoint cannot test IAM permissions")
+        said = f"the {self.role} role's on the {' and '.join(tested)}"
+        return Check(
+            "permissions", "ok", said + (f" ({' and '.join(untested)}: cannot be tested here)" if untested else "")
+        )
 
     def _clock(self) -> Check:
         from ..commit import bucket_lease
