@@ -208,3 +208,37 @@ def test_on_the_local_stack_a_small_declared_limit_splits_the_backfill(stack, tm
     assert len(env.bucket("split")) == 2 and not env.bucket("dead")
     rows = env.warehouse.fetch_rows("tasks")
     assert sorted(r["task_id"] for r in rows) == ["0", "1", "2", "3", "4"]
+
+
+def test_a_split_killed_before_its_move_loads_each_event_once(tmp_path):
+    """Killed after its halves were uploaded and before the object moved to split/: the next
+    commit finds the object and its halves staged, spreads it again (the same halves) and
+    loads every event once."""
+    from bqspool.loader.commit.split import Splitter
+
+    store, warehouse, drainer = _rig(tmp_path, WarehouseLimits(partitions_per_job=4))
+    sent = _backfill(tmp_path, days=11)
+    drainer.ship_once()
+    layout = Layout("p")
+    (obj,) = store.list_objects(layout.staged("tasks"))
+    data = store.objects[obj.name]
+    splitter = Splitter(store, layout)
+    splitter.partitioning = {"tasks": EIXA["tasks"].partitioning}
+    splitter.spread(obj.name, 4)
+    store.delete_objects([layout.moved(obj.name, "split")])
+    store.put(obj.name, data, obj.metadata)  # as if the move had not happened
+    assert len(store.list_objects(layout.staged("tasks"))) == 3
+    assert drainer.commit_once().events_loaded == sent
+    assert sorted(warehouse.ids("tasks").values()) == [1] * sent
+
+
+def test_a_committer_not_told_the_partitioning_leaves_a_wide_object_whole(tmp_path):
+    """A committer made without the schema set cannot cut an object by partition: it loads
+    it alone, never twice, and does not fail."""
+    from bqspool.loader.commit.committer import Committer
+
+    store, warehouse, drainer = _rig(tmp_path, WarehouseLimits(partitions_per_job=50))
+    sent = _backfill(tmp_path, days=60, per_day=1)
+    drainer.ship_once()
+    report = Committer(store, warehouse, Settings(prefix="p")).commit_once()
+    assert report.events_loaded == sent and sorted(warehouse.ids("tasks").values()) == [1] * sent

@@ -135,19 +135,23 @@ class Splitter:
         self, free: list[str], staged: dict[str, StoredObject], limit: int, renew: Callable[[], None]
     ) -> list[str]:
         """``free`` with each object wider than ``limit`` partitions replaced by its
-        halves (and a wide half by its own); ``staged`` is kept up to date."""
-        out, todo = [], list(free)
+        halves (and a wide half by its own), each name once: after a spread killed
+        before its move, the halves are staged already. ``staged`` is kept up to date.
+        A table whose partitioning the committer was not given is left as it is."""
+        out: list[str] = []
+        todo = list(dict.fromkeys(free))
         while todo:
             name = todo.pop(0)
             found = staged.get(name)
-            if found is None or partitions.Span.decode(found.metadata.get(partitions.KEY)).count <= limit:
+            span = partitions.Span.decode(found.metadata.get(partitions.KEY)) if found is not None else None
+            if span is None or span.count <= limit or self.partitioning.get(self.layout.name_of(name).table) is None:
                 out.append(name)
                 continue
             renew()
             halves = self.spread(name, limit)
             del staged[name]
             staged.update((h.name, h) for h in halves)
-            todo += [h.name for h in halves]
+            todo += [h.name for h in halves if h.name not in todo and h.name not in out]
         return out
 
     def dead_letter(self, src: str, reason: str) -> None:
