@@ -527,3 +527,18 @@ def test_a_batch_is_named_when_sealed_by_a_digest_of_its_rows(rig, tmp_path):
     assert same.batch_id == other.batch_id == b.batch_id  # one buffer id, one seq range ...
     assert same.object_name == b.object_name  # ... the same rows: one object
     assert other.object_name != b.object_name  # ... other rows: never the same object
+
+
+def test_an_idle_committer_still_says_its_clock_is_off():
+    """Nothing staged: the listing's answer carries the store's clock, so a committer minutes
+    off says so at once, with no request of its own, instead of only once there is work."""
+    from bqspool.loader.commit.committer import Committer
+    from bqspool.schemas.errors import ClockSkewError
+
+    store = MemoryObjectStore(clock=lambda: 1_800_000_000.0)
+    warehouse = MemoryWarehouse(store, EIXA)
+    ahead = Committer(store, warehouse, Settings(prefix="p", max_clock_skew=30), clock=lambda: 1_800_000_600.0)
+    with pytest.raises(ClockSkewError, match="600s ahead of the storage server"):
+        ahead.commit_once()
+    near = Committer(store, warehouse, Settings(prefix="p", max_clock_skew=30), clock=lambda: 1_800_000_020.0)
+    assert near.commit_once().idle

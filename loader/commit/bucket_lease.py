@@ -170,7 +170,11 @@ def clock_offset(store: ObjectStore, name: str, clock: Callable[[], float], max_
     host's clock; a host whose clock is minutes off has a problem worth fixing
     before it acts."""
     store.stat(name)  # an answer, and with it the store's clock
-    skew = clock() - store.now()
+    return check_skew(clock() - store.now(), max_skew)
+
+
+def check_skew(skew: float, max_skew: float) -> float:
+    """``skew`` (this host's clock minus the store's), or ClockSkewError past ``max_skew``."""
     if abs(skew) > max_skew:
         raise ClockSkewError(
             f"this host's clock is {abs(skew):.0f}s {'ahead of' if skew > 0 else 'behind'} the storage "

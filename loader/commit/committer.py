@@ -95,10 +95,9 @@ class Committer:
         self.tidier.splitter.partitioning = partitioning or {}
         self.jobs = Jobs(objects, warehouse, self.layout, self.reader, lambda: self._renew(), on_loaded)
         self._token: int | None = None  # the lease's token at this committer's last commit
-        self._renewed = 0.0
+        self._renewed, self._report = 0.0, CommitReport()  # when it last wrote the lease; this commit's report
         self.left_work = True  # the last commit left work (deferred, waiting), or none ran yet: do not skip
         self._budgets_counted = False  # every table's jobs in 24 h, for the metrics, once a process
-        self._report = CommitReport()  # this commit's
         self._eligible: dict[str, set[str]] = {}  # per table: what this commit takes on
         self._staged: dict[str, dict[str, StoredObject]] = {}  # per table: what this commit knows is staged
 
@@ -146,6 +145,7 @@ class Committer:
         """Nothing staged, and nothing left by this committer's last commit, or (its first) nothing in the log."""
         if self.objects.list_objects(self.layout.staged()):
             return False
+        bucket_lease.check_skew(self.clock() - self.objects.now(), self.settings.max_clock_skew)  # the listing's Date
         # A first commit looks at the log too: a committer may have died in the middle of one.
         return not self.left_work or not self.objects.list_objects(self.layout.commits())
 
