@@ -6,9 +6,8 @@ A ship writes, in each object's metadata (:data:`KEY`), the partitions its
 rows fall in, as BigQuery names them (``20261204`` for a day, ``2026120413``
 for an hour, ``202612`` for a month, ``2026`` for a year, ``__NULL__`` and
 ``__UNPARTITIONED__``): all of them when they are few (:data:`LISTED`),
-else their count with the first and the last. The commit groups objects
-by it (:func:`union_bound`) and splits an object that alone spans more
-than a job may (:func:`cut`).
+else only their count. The commit groups objects by it (:class:`Tally`)
+and splits an object that alone spans more than a job may (:func:`cut`).
 
 An object with no such metadata (an unpartitioned table's, one shipped
 before the metadata existed, a restored copy) counts as one partition that
@@ -27,6 +26,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
     from bqspool.schemas.definition import Partitioning
+
+    from .interfaces import StoredObject
 
 KEY = "bqspool-partitions"
 LISTED = 16  # partitions named one by one in the metadata; more are counted
@@ -79,14 +80,10 @@ def _name(value: object, unit: str) -> str:
     return value.strftime(_FORMAT[unit])  # type: ignore[attr-defined]
 
 
-def keys(rows: pa.Table, part: Partitioning | None) -> pa.Array:
-    """Each row's partition as a sortable value (the partition column, truncated to the
-    unit); one null per row of an unpartitioned table, whose loads touch one partition."""
-    import pyarrow as pa
+def keys(rows: pa.Table, part: Partitioning) -> pa.Array:
+    """Each row's partition as a sortable value: the partition column, truncated to the unit."""
     import pyarrow.compute as pc
 
-    if part is None:
-        return pa.nulls(rows.num_rows, pa.int64())
     column = rows.column(part.field).combine_chunks()
     return pc.floor_temporal(column, unit=_UNIT[part.type])
 
@@ -101,26 +98,42 @@ def names(rows: pa.Table, part: Partitioning | None) -> list[str]:
     return sorted({_name(v, unit) for v in pc.unique(keys(rows, part)).to_pylist()})
 
 
-def of_file(path: Path, part: Partitioning | None) -> Span:
+def of_file(path: Path, part: Partitioning) -> Span:
     """The span of a Parquet file, reading its partition column alone."""
-    if part is None:
-        return Span(1, frozenset({"__UNPARTITIONED__"}))
     import pyarrow.parquet as pq
 
     return Span.of(names(pq.read_table(path, columns=[part.field]), part))
 
 
-def union_bound(spans: Iterable[Span]) -> int:
-    """At most how many partitions a job of objects with ``spans`` modifies: the named
-    ones counted once, the counted ones added up."""
-    named: set[str] = set()
-    counted = 0
-    for s in spans:
-        if s.names is not None:
-            named |= s.names
+class Tally:
+    """At most how many partitions a job of the objects added so far modifies: the named
+    ones counted once however many objects share them, the counted ones added up."""
+
+    def __init__(self) -> None:
+        self.named: set[str] = set()
+        self.counted = 0
+
+    @property
+    def bound(self) -> int:
+        return len(self.named) + self.counted
+
+    def with_(self, span: Span) -> int:
+        """The bound once ``span`` is added too."""
+        return self.bound + (len(span.names - self.named) if span.names is not None else span.count)
+
+    def add(self, span: Span) -> None:
+        if span.names is not None:
+            self.named |= span.names
         else:
-            counted += s.count
-    return len(named) + counted
+            self.counted += span.count
+
+
+def union_bound(spans: Iterable[Span]) -> int:
+    """The :class:`Tally` bound of a job of objects with ``spans``."""
+    tally = Tally()
+    for span in spans:
+        tally.add(span)
+    return tally.bound
 
 
 def cut(rows: pa.Table, part: Partitioning, limit: int) -> tuple[pa.Table, int]:
@@ -143,6 +156,11 @@ def cut(rows: pa.Table, part: Partitioning, limit: int) -> tuple[pa.Table, int]:
     return ordered, ordered.num_rows
 
 
-def spans(objects: Iterable, metadata_of=lambda o: o.metadata) -> Mapping[str, Span]:
-    """The span of each stored object, by name, from its metadata."""
-    return {o.name: Span.decode(metadata_of(o).get(KEY)) for o in objects}
+def span_of(obj: StoredObject) -> Span:
+    """A stored object's span, from its metadata."""
+    return Span.decode(obj.metadata.get(KEY))
+
+
+def spans(objects: Iterable[StoredObject]) -> Mapping[str, Span]:
+    """The span of each stored object, by name."""
+    return {o.name: span_of(o) for o in objects}

@@ -69,7 +69,7 @@ class GoogleProbe:
 
     def project_grants(self, permissions: tuple[str, ...], project: str) -> list[str] | None:
         """Which of ``permissions`` this identity holds on ``project`` (Resource Manager's
-        testIamPermissions); None on the local stack, or when the answer is not a list."""
+        testIamPermissions); None on the local stack, or when it does not answer 200."""
         if self.local_stack():
             return None
         from google.auth.transport.requests import AuthorizedSession

@@ -43,22 +43,17 @@ def groups(
 
 def _fill(names: list[str], per_job: int, spans: Mapping[str, partitions.Span], limit: int) -> list[list[str]]:
     """``names`` in order, in groups of at most ``per_job`` objects and ``limit`` partitions
-    (the named partitions counted once, the counted ones added up: see ``partitions.union_bound``)."""
+    (counted as ``partitions.Tally`` counts them)."""
     out: list[list[str]] = []
     group: list[str] = []
-    named: set[str] = set()
-    counted = 0
+    tally = partitions.Tally()
     for n in names:
         span = spans.get(n, partitions.UNKNOWN)
-        new = len(span.names - named) if span.names is not None else span.count
-        if group and (len(group) >= per_job or len(named) + counted + new > limit):
+        if group and (len(group) >= per_job or tally.with_(span) > limit):
             out.append(group)
-            group, named, counted = [], set(), 0
+            group, tally = [], partitions.Tally()
         group.append(n)
-        if span.names is not None:
-            named |= span.names
-        else:
-            counted += span.count
+        tally.add(span)
     if group:
         out.append(group)
     return out

@@ -143,8 +143,8 @@ class Splitter:
         while todo:
             name = todo.pop(0)
             found = staged.get(name)
-            span = partitions.Span.decode(found.metadata.get(partitions.KEY)) if found is not None else None
-            if span is None or span.count <= limit or self.partitioning.get(self.layout.name_of(name).table) is None:
+            wide = found is not None and partitions.span_of(found).count > limit
+            if not wide or self.partitioning.get(self.layout.name_of(name).table) is None:
                 out.append(name)
                 continue
             renew()
