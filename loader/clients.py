@@ -41,25 +41,29 @@ def configure(config: Config, *, store: Any = None, warehouse: Any = None, role:
     tables' own), the job project and the impersonated principal. The Google clients are
     built with the last two (``google_clients``); the adapters keep them to say so."""
     keys = table_keys(config)
+
+    def key_for(table: str | None) -> str | None:  # a table's own key, else the configured one
+        return keys.get(table or "") or config.kms_key
+
     if warehouse is not None:
         from .labels import job_labels
 
         warehouse.labels = job_labels(role, config.prefix)
-        warehouse.kms_key, warehouse.table_keys = config.kms_key, keys
+        warehouse.kms_key, warehouse.key_for = config.kms_key, key_for
         warehouse.job_project = config.job_project or config.project
         warehouse.principal = config.impersonate_service_account
     if store is not None:
-        store.kms_key, store.principal = config.kms_key, config.impersonate_service_account
-        if keys:  # a table's objects (staged, archived, split...) go with its key; the commit log with the configured
-            from .layout import Layout
+        from .layout import Layout
 
-            layout = Layout(config.prefix)
+        layout = Layout(config.prefix)
 
-            def key_of(name: str) -> str | None:
-                found = layout.parse(name)
-                return keys.get(found[1].table) if found else None
+        def key_of(name: str) -> str | None:
+            # A table's objects (staged, archived, split...) go with its key; the commit log
+            # and the lease, which parse as no table's, with the configured one.
+            found = layout.parse(name)
+            return key_for(found[1].table if found else None)
 
-            store.key_of = key_of
+        store.key_of, store.principal = key_of, config.impersonate_service_account
 
 
 def table_keys(config: Config) -> dict[str, str]:

@@ -75,14 +75,11 @@ class BigQueryWarehouse(TablesMixin, QueriesMixin):
         # Every job's labels (loader/labels.py); the table's is added per load job.
         self.labels: dict[str, str] = {}
         self.kms_key: str | None = None  # tables are created, and load into, with this key (CMEK)
-        self.table_keys: dict[str, str] = {}  # tables with a key of their own (the schema file's kms_key)
+        # The key a table loads into (clients.configure: its own, else the configured one).
+        self.key_for: Callable[[str], str | None] = lambda table: self.kms_key
         # What the client was built with (google_clients), kept to say so: where jobs run, and as whom.
         self.job_project: str | None = project
         self.principal: str | None = None
-
-    def key_for(self, table: str) -> str | None:
-        """The key ``table`` is encrypted with: its own, else the configured one."""
-        return self.table_keys.get(table) or self.kms_key
 
     @property
     def requests(self) -> RequestCounts:

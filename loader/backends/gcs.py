@@ -88,13 +88,10 @@ class GcsStore:
         self.retry = retry
         self.meter = Meter()
         self.meter.install(client)
-        self.kms_key: str | None = None  # every object written is encrypted with it (CMEK), when set
-        self.key_of: Callable[[str], str | None] | None = None  # a table's own key, by object name
+        # The customer-managed key each object is written with, by name (clients.configure:
+        # its table's own, else the configured one); None: Google-managed encryption.
+        self.key_of: Callable[[str], str | None] = lambda name: None
         self.principal: str | None = None  # the impersonated service account the client was built with
-
-    def _key(self, name: str) -> str | None:
-        """The key ``name`` is written with: its table's own, else the configured one."""
-        return (self.key_of(name) if self.key_of is not None else None) or self.kms_key
 
     @property
     def requests(self) -> RequestCounts:
@@ -121,7 +118,7 @@ class GcsStore:
                 return StoredObject(name, size, crc32c)
             # 8 MiB resumable chunks: the client's default reads 100 MiB at a
             # time into memory, which would dominate a drain's footprint.
-            blob = self.bucket.blob(name, chunk_size=UPLOAD_CHUNK, kms_key_name=self._key(name))
+            blob = self.bucket.blob(name, chunk_size=UPLOAD_CHUNK, kms_key_name=self.key_of(name))
             blob.crc32c = crc32c  # the server verifies what it received
             blob.metadata = meta or None
             try:
@@ -157,7 +154,7 @@ class GcsStore:
         response = self.client._base_connection._make_request(
             "POST",
             f"{base}/upload/storage/v1/b/{quote(self.bucket_name, safe='')}/o?uploadType=multipart&ifGenerationMatch=0"
-            + (f"&kmsKeyName={quote(key, safe='')}" if (key := self._key(name)) else ""),
+            + (f"&kmsKeyName={quote(key, safe='')}" if (key := self.key_of(name)) else ""),
             data=body,
             headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
             timeout=60,
@@ -235,7 +232,7 @@ class GcsStore:
         self, name: str, data: bytes, if_generation_match: int, metadata: Mapping[str, str] | None = None
     ) -> StoredObject:
         def attempt() -> StoredObject:
-            blob = self.bucket.blob(name, kms_key_name=self._key(name))
+            blob = self.bucket.blob(name, kms_key_name=self.key_of(name))
             if metadata:
                 blob.metadata = dict(metadata)
             try:
@@ -260,7 +257,7 @@ class GcsStore:
         # The JSON API's copy, sent as the client's copy_blob would, but naming the key:
         # a copy names no key of its own and would fall back to the bucket's default.
         params: dict[str, object] = {"ifGenerationMatch": 0}
-        if key := self._key(to):
+        if key := self.key_of(to):
             params["destinationKmsKeyName"] = key
         path = f"{self.bucket.blob(name).path}/copyTo{self.bucket.blob(to).path}"
         self.client._post_resource(path, None, query_params=params, timeout=60, retry=None)
@@ -296,7 +293,7 @@ class GcsStore:
         bucket = self.bucket_name
         copied = self._batch(
             f"copy {len(moves)} objects to {self.uri(moves[0][1])} ...",
-            [gcs_batch.copy_call(bucket, n, t, self._key(t)) for n, t in moves],
+            [gcs_batch.copy_call(bucket, n, t, self.key_of(t)) for n, t in moves],
         )
         settled: list[bool | None] = [None] * len(moves)
         to_delete = [i for i, status in enumerate(copied) if 200 <= status < 300 or status == 412]

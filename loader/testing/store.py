@@ -61,8 +61,7 @@ class MemoryObjectStore:
         self._generation = 0
         self.lifecycle: list[LifecycleRule] = []
         # The options a configuration gives (``clients.configure``), and each write with those it carried.
-        self.kms_key: str | None = None
-        self.key_of: Callable[[str], str | None] | None = None
+        self.key_of: Callable[[str], str | None] = lambda name: None
         self.principal: str | None = None
         self.recorded: list[dict] = []  # {"call", "name", "kms_key", "principal"}, as GCS would be asked
         self._lock = threading.Lock()  # committers in threads share one store in tests
@@ -94,8 +93,7 @@ class MemoryObjectStore:
         return self._info(name)
 
     def _record(self, call: str, name: str) -> None:
-        key = (self.key_of(name) if self.key_of is not None else None) or self.kms_key
-        self.recorded.append({"call": call, "name": name, "kms_key": key, "principal": self.principal})
+        self.recorded.append({"call": call, "name": name, "kms_key": self.key_of(name), "principal": self.principal})
 
     def _info(self, name: str) -> StoredObject:
         data, m = self.objects[name], self.meta[name]

@@ -69,7 +69,7 @@ class MemoryWarehouse:
         # The options a configuration gives (``clients.configure``), and each job or table with those it carried.
         self.labels: dict[str, str] = {}
         self.kms_key: str | None = None
-        self.table_keys: dict[str, str] = {}
+        self.key_for: Callable[[str], str | None] = lambda table: self.kms_key
         self.job_project: str | None = None
         self.principal: str | None = None
         self.recorded: list[dict] = []  # {"call", "table", "labels", "kms_key", "job_project", "principal"}
@@ -91,9 +91,6 @@ class MemoryWarehouse:
             return self._visible(self.jobs[job_id]) if job_id in self.jobs else None
 
         return self._calls.call(f"get job {job_id}", attempt)
-
-    def key_for(self, table: str) -> str | None:
-        return self.table_keys.get(table) or self.kms_key
 
     def _record(self, call: str, table: str | None, labels: dict[str, str], key: str | None) -> None:
         self.recorded.append(
