@@ -10,6 +10,7 @@ import base64
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,17 +36,23 @@ def crc32c_of(path: Path) -> str:
     return base64.b64encode(checksum.digest()).decode("ascii")
 
 
+def _epoch(value: str | None) -> float:
+    """An RFC 3339 time as GCS writes it, in epoch seconds; 0.0 for none."""
+    return datetime.fromisoformat(value).timestamp() if value else 0.0
+
+
 def _stored(blob) -> StoredObject:
-    when = blob.time_created  # parsed on each access: once per object in a listing of thousands
-    written = blob.updated
+    # The times straight from the resource: the client's accessors parse with strptime,
+    # ten times as slow, and a listing of 10,000 objects parses two each.
+    props = blob._properties
     return StoredObject(
         blob.name,
         int(blob.size or 0),
         blob.crc32c or "",
         int(blob.generation or 0),
-        when.timestamp() if when else 0.0,
+        _epoch(props.get("timeCreated")),
         blob.storage_class or "STANDARD",
-        written.timestamp() if written else 0.0,
+        _epoch(props.get("updated")),
         dict(blob.metadata or {}),
     )
 

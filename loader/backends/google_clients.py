@@ -51,10 +51,12 @@ def storage_client(config: Config) -> Any:
     if endpoint:
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(
-            project=config.project, credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+        return settled(
+            storage.Client(
+                project=config.project, credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+            )
         )
-    return _credentialed(lambda: storage.Client(project=config.project, credentials=credentials(config)))
+    return settled(_credentialed(lambda: storage.Client(project=config.project, credentials=credentials(config))))
 
 
 def bigquery_client(config: Config) -> Any:
@@ -64,18 +66,39 @@ def bigquery_client(config: Config) -> Any:
     if endpoint:
         from google.auth.credentials import AnonymousCredentials
 
-        return bigquery.Client(
-            project=config.project,
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": endpoint},
-            location=config.location,
+        return settled(
+            bigquery.Client(
+                project=config.project,
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": endpoint},
+                location=config.location,
+            )
         )
     # Jobs, lookups and queries run (and count against quota) in the job project;
     # every table is named with its own project (BigQueryWarehouse.table_ref).
     project = config.job_project or config.project
-    return _credentialed(
-        lambda: bigquery.Client(project=project, location=config.location, credentials=credentials(config))
+    return settled(
+        _credentialed(
+            lambda: bigquery.Client(project=project, location=config.location, credentials=credentials(config))
+        )
     )
+
+
+def settled(client: Any) -> Any:
+    """``client``, its HTTP session's proxies, CA bundle and client certificate read
+    from the environment once, for the one endpoint it talks to.
+
+    requests reads them again for every request unless told not to: it scans the
+    whole environment twice (``*_proxy`` and ``no_proxy``) and looks for a .netrc,
+    about 0.25 ms of CPU a request. A committer reading 10,000 small objects to
+    archive them spent a sixth of its CPU there. The environment a process
+    starts with is what it keeps; token refreshes use a session of their own."""
+    session = client._http
+    found = session.merge_environment_settings(client._connection.API_BASE_URL, {}, None, None, None)
+    session.proxies.update(found["proxies"])
+    session.verify, session.cert = found["verify"], found["cert"]
+    session.trust_env = False
+    return client
 
 
 def retry_policy(config: Config) -> RetryPolicy:
