@@ -148,6 +148,11 @@ class ObjectStore(Protocol):
         """Write the object's bytes to ``path``; ``BackendError`` if there is none."""
         ...
 
+    def read_bytes(self, name: str) -> bytes:
+        """The object's bytes, in memory: ``download`` for a small object, one read
+        (class B) without a file; ``BackendError`` if there is none."""
+        ...
+
     def copy_object(self, name: str, to: str) -> bool:
         """Copy ``name`` to ``to`` unless ``to`` exists (True if copied now);
         ``BackendError`` if ``name`` does not exist. Safe to repeat."""

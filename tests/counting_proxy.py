@@ -50,6 +50,9 @@ class CountingProxy:
         self.upstream = urlsplit(upstream)
         self.counts: Counter[str] = Counter()
         self.seen: list[tuple[str, str, bytes]] = []  # every request: method, path and query, body
+        # Faults for the next reads of an object's media, in order: an HTTP status
+        # answered instead of forwarding, or "corrupt" (the answer with a byte flipped).
+        self.read_faults: list[int | str] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -62,11 +65,19 @@ class CountingProxy:
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 proxy.count(self.command, self.path, body)
+                fault = proxy.fault_for(self.command, self.path)
+                if fault is not None and fault != "corrupt":
+                    self.send_response(fault)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 answer = conn.getresponse()
                 data = answer.read()
+                if fault == "corrupt" and data:  # one byte flipped on the way: the client's crc32c check fails
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
                 self.send_response(answer.status, answer.reason)
                 for k, v in answer.getheaders():
                     if k.lower() not in HOP and k.lower() != "content-length":
@@ -92,6 +103,13 @@ class CountingProxy:
         with self._lock:
             self.counts.update(op for op in ops if op is not None)
             self.seen.append((method, target, body))
+
+    def fault_for(self, method: str, target: str) -> int | str | None:
+        """The fault this request meets, if it is a read of media and one is waiting."""
+        with self._lock:
+            if self.read_faults and classify(method, target) == "read":
+                return self.read_faults.pop(0)
+        return None
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

@@ -196,14 +196,17 @@ class MemoryObjectStore:
         return [self.move_object(name, to) for name, to in moves]
 
     def download(self, name: str, path: Path) -> None:
-        def attempt() -> None:
+        Path(path).write_bytes(self.read_bytes(name))
+
+    def read_bytes(self, name: str) -> bytes:
+        def attempt() -> bytes:
             with self._lock:
                 data = self.objects.get(name)
             if data is None:
                 raise BackendError(f"{self.uri(name)} does not exist")
-            Path(path).write_bytes(data)
+            return data
 
-        self._call(f"download {name}", ("read",), attempt)
+        return self._call(f"download {name}", ("read",), attempt)
 
     def copy_object(self, name: str, to: str) -> bool:
         def attempt() -> bool:
