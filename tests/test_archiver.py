@@ -75,3 +75,25 @@ def test_a_commit_says_how_far_its_load_jobs_are(rig, monkeypatch, caplog):  # n
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loading: ")]
     assert lines and lines[-1].startswith("loading: 6 of 6 objects"), lines
     assert any(r.getMessage().startswith("shipping: ") and "of 30 events" in r.getMessage() for r in caplog.records)
+
+
+def test_which_objects_are_read_into_memory():
+    mib = 1024 * 1024
+    part = archiver.Part("a", ("1", "2", "3", "4", "5"), sizes=(10, 2 * mib, mib, 20 * mib, 10))
+    assert part.in_memory() == [True, False, True, False, True]  # none over SMALL
+    many = archiver.Part("b", tuple(map(str, range(40))), sizes=(mib,) * 40)
+    assert many.in_memory() == [True] * 32 + [False] * 8  # at most IN_MEMORY of a part's
+    assert archiver.Part("c", ("1", "2")).in_memory() == [False, False]  # sizes unknown: onto disk
+
+
+@pytest.mark.parametrize("small", [0, 3000, 10**9])
+def test_objects_in_memory_and_on_disk_merge_into_the_same_rows(rig, monkeypatch, small):  # noqa: F811
+    """Every object on disk, some of each, every one in memory: the same archive."""
+    monkeypatch.setattr(archiver, "SMALL", small)
+    appended = rig.fill({"tasks": 40})
+    report = rig.drainer(batch_rows=3).drain_once()
+    exactly_once(rig, appended)
+    (name,) = archive_rows(rig)
+    table = pq.read_table(io.BytesIO(rig.store.objects[name]))
+    assert sorted(table.column("_event_id").to_pylist()) == sorted(appended["tasks"])
+    assert report.commit.objects_loaded > 2 and rig.store.requests.snapshot()["read"] == report.commit.objects_loaded

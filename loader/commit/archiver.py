@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,11 @@ MAX_INDEX = 3000
 # Objects merged ahead, while their load jobs run (see Archiver.prepare): at most
 # this many bytes of them at once, on the committer's disk.
 PREPARE_BYTES = 512 * 1024 * 1024
+# Objects read into memory rather than onto disk: each at most SMALL bytes, at most
+# IN_MEMORY bytes of a part's. A small object read from memory costs a third less
+# CPU (no file written and opened twice), and most objects are small.
+SMALL = 1024 * 1024
+IN_MEMORY = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,16 @@ class Part:
     path: str
     sources: tuple[str, ...]
     day: str = ""
+    sizes: tuple[int, ...] = ()  # the sources' bytes, in order, when known
+
+    def in_memory(self) -> list[bool]:
+        """Which sources are read into memory (see SMALL and IN_MEMORY); the rest go to disk."""
+        left, out = IN_MEMORY, []
+        for size in self.sizes or (SMALL + 1,) * len(self.sources):
+            small = size <= min(SMALL, left)
+            left -= size if small else 0
+            out.append(small)
+        return out
 
 
 def plan(layout: Layout, table: str, key: str, created: float, sources: Mapping[str, int]) -> list[Part]:
@@ -73,19 +88,20 @@ def plan(layout: Layout, table: str, key: str, created: float, sources: Mapping[
         for src in names:
             key_len = len(ObjectName.of_file(src).archive_key or "") + 1
             if chunk and (len(chunk) >= MAX_FILES or size + sources[src] > MAX_BYTES or index + key_len > MAX_INDEX):
-                parts.append(_part(layout, table, day, key, len(parts), chunk))
+                parts.append(_part(layout, table, day, key, len(parts), chunk, sources))
                 chunk, size, index = [], 0, 0
             chunk.append(src)
             size += sources[src]
             index += key_len
         if chunk:
-            parts.append(_part(layout, table, day, key, len(parts), chunk))
+            parts.append(_part(layout, table, day, key, len(parts), chunk, sources))
     return parts
 
 
-def _part(layout: Layout, table: str, day: str, key: str, i: int, chunk: list[str]) -> Part:
+def _part(layout: Layout, table: str, day: str, key: str, i: int, chunk: list[str], sizes: Mapping[str, int]) -> Part:
     events = sum(ObjectName.of_file(s).events or 0 for s in chunk)
-    return Part(layout.path("archive", ObjectName.archive_file(table, day, key, i, events)), tuple(chunk), day)
+    path = layout.path("archive", ObjectName.archive_file(table, day, key, i, events))
+    return Part(path, tuple(chunk), day, tuple(sizes[s] for s in chunk))
 
 
 class Archiver:
@@ -188,30 +204,34 @@ class Archiver:
         files = self._download(part, inputs)
         if not files:
             return None
-        schema = _unified([pq.read_schema(f) for f in files])
+        # An object in memory is opened once, for its schema and its rows; one on disk
+        # twice, so that one reader at a time holds its buffers.
+        sources = [pq.ParquetFile(pa.BufferReader(f)) if isinstance(f, bytes) else f for f in files]
+        schema = _unified([s.schema_arrow if isinstance(s, pq.ParquetFile) else pq.read_schema(s) for s in sources])
         out = folder / "archive.parquet"
-        waiting: list[Any] = []  # batches of small objects, written together as one row group
+        waiting: list[Any] = []  # small objects' rows, written together as one row group
+        rows = 0
         with parquet_writer(out, schema) as writer:
-            for f in files:
-                # One object open at a time (an open reader keeps its buffers), a
-                # quarter of its row group at a time: the memory a merge takes stays
-                # flat, however many objects the file holds (+40 MB, not +100 for 12).
-                with pq.ParquetFile(f) as pf:
-                    for batch in pf.iter_batches(batch_size=MERGE_ROWS, use_threads=False):
-                        waiting.append(_aligned(pa.Table.from_batches([batch]), schema))
-                        if sum(t.num_rows for t in waiting) >= MERGE_ROWS:
-                            writer.write_table(pa.concat_tables(waiting))
-                            waiting.clear()
+            for source in sources:
+                for table in _tables(source):
+                    waiting.append(_aligned(table, schema))
+                    rows += table.num_rows
+                    if rows >= MERGE_ROWS:
+                        writer.write_table(pa.concat_tables(waiting))
+                        waiting, rows = [], 0
             if waiting:
                 writer.write_table(pa.concat_tables(waiting))
         return out
 
-    def _download(self, part: Part, folder: Path) -> list[Path]:
-        """The part's objects on local disk, in order; one that is gone is left out (said so)."""
+    def _download(self, part: Part, folder: Path) -> list[bytes | Path]:
+        """The part's objects, in order, each in memory or on local disk (see
+        :meth:`Part.in_memory`); one that is gone is left out (said so)."""
 
-        def one(i: int, src: str) -> Path | None:
+        def one(i: int, src: str, small: bool) -> bytes | Path | None:
             path = folder / f"{i}.parquet"
             try:
+                if small:
+                    return self.objects.read_bytes(src)
                 self.objects.download(src, path)
             except BackendError:
                 if self.objects.stat(src) is not None:
@@ -222,8 +242,25 @@ class Archiver:
 
         # Many small reads: side by side (the storage client keeps 10 connections a pool).
         with ThreadPoolExecutor(DOWNLOADS, thread_name_prefix="bqspool-archive") as pool:
-            found = list(pool.map(billing.keeping_tag(one), range(len(part.sources)), part.sources))
+            found = list(pool.map(billing.keeping_tag(one), range(len(part.sources)), part.sources, part.in_memory()))
         return [f for f in found if f is not None]
+
+
+def _tables(source: Any) -> Iterator[Any]:
+    """An object's rows (its open ParquetFile, or its file) as Arrow tables: whole when it holds at most MERGE_ROWS rows
+    (one read: most objects are small, and a reader's set-up is most of what
+    reading a small one costs), else a quarter of its row group at a time, one
+    object open at a time, so the memory a merge takes stays flat however many
+    objects the file holds (+40 MB, not +100 for 12)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with source if isinstance(source, pq.ParquetFile) else pq.ParquetFile(source) as pf:
+        if pf.metadata.num_rows <= MERGE_ROWS:
+            yield pf.read(use_threads=False)
+            return
+        for batch in pf.iter_batches(batch_size=MERGE_ROWS, use_threads=False):
+            yield pa.Table.from_batches([batch])
 
 
 def _unified(schemas: list[Any]) -> Any:
