@@ -146,10 +146,19 @@ def test_upload_creates_an_object_once_and_an_identical_retry_succeeds(backend, 
     assert backend.store.uri(name).endswith(name)
 
 
-# One request up to 8 MiB; a resumable session above, whose precondition
-# fake-gcs-server ignores (the adapter looks first).
-@pytest.mark.parametrize("size", [30, 9 * 1024 * 1024], ids=["small", "over-8MiB"])
-def test_other_bytes_under_the_same_name_are_a_conflict(backend, tmp_path, size):
+# One request, streamed from the file, up to MULTIPART_MAX; a resumable session above
+# (here above 8 MiB, to keep the test small), whose precondition fake-gcs-server
+# ignores (the adapter looks first).
+@pytest.mark.parametrize(
+    "size, multipart_max",
+    [(30, None), (9 * 1024 * 1024, None), (9 * 1024 * 1024 + 3, 8 * 1024 * 1024)],
+    ids=["small", "streamed", "resumable"],
+)
+def test_other_bytes_under_the_same_name_are_a_conflict(backend, tmp_path, monkeypatch, size, multipart_max):
+    from bqspool.loader.backends import gcs
+
+    if multipart_max:
+        monkeypatch.setattr(gcs, "MULTIPART_MAX", multipart_max)
     name = f"{backend.prefix}/b{size}.parquet"
     (tmp_path / "one").write_bytes(b"one" * (size // 3))
     (tmp_path / "two").write_bytes(b"two" * (size // 3))
