@@ -97,3 +97,11 @@ def test_objects_in_memory_and_on_disk_merge_into_the_same_rows(rig, monkeypatch
     table = pq.read_table(io.BytesIO(rig.store.objects[name]))
     assert sorted(table.column("_event_id").to_pylist()) == sorted(appended["tasks"])
     assert report.commit.objects_loaded > 2 and rig.store.requests.snapshot()["read"] == report.commit.objects_loaded
+
+
+def test_a_commit_says_where_its_time_went(rig):  # noqa: F811
+    appended = rig.fill({"tasks": 10})
+    report = rig.drainer(batch_rows=5).drain_once()
+    exactly_once(rig, appended)
+    assert set(report.commit.step_seconds) == {"load_jobs", "archive"}
+    assert sum(report.commit.step_seconds.values()) <= report.commit.seconds + 0.01

@@ -117,7 +117,7 @@ def _print_ship(report) -> None:
 
 
 def _steps(took: dict[str, float]) -> str:
-    """``(stage 0.80s, upload 0.09s, ...)``: where a ship's time went; empty when it did nothing."""
+    """``(stage 0.80s, upload 0.09s, ...)``: where a ship's or a commit's time went; empty when it did nothing."""
     shown = [f"{step} {seconds:.2f}s" for step, seconds in took.items() if seconds >= 0.005]
     return f" ({', '.join(shown)})" if shown else ""
 
@@ -131,7 +131,8 @@ def _print_commit(report) -> None:
         return
     click.echo(
         f"committed {counted(report.objects_loaded, 'object')} ({counted(report.events_loaded, 'event')}) with "
-        f"{counted(report.jobs_submitted, 'load job')} in {report.seconds:.1f}s; {counted(waiting, 'object')} still waiting; "
+        f"{counted(report.jobs_submitted, 'load job')} in {report.seconds:.1f}s{_steps(report.step_seconds)}; "
+        f"{counted(waiting, 'object')} still waiting; "
         f"{describe({**report.requests, **report.bigquery})}",
         err=True,
     )

@@ -73,7 +73,8 @@ class Jobs:
         outcome = self.warehouse.get_job(rec.job_id)
         if outcome is None:
             self.renew()  # the last check before the job
-            outcome = self.warehouse.start_load(rec.job_id, table, uris)
+            with report.timing("load_jobs"):
+                outcome = self.warehouse.start_load(rec.job_id, table, uris)
             report.jobs_submitted += 1
             faults.hit("after_submit")
         _check_sources(outcome, uris)
@@ -82,7 +83,8 @@ class Jobs:
     def end(self, rec: Record, outcome: JobOutcome, report: CommitReport) -> Outcome:
         """Wait for ``rec``'s job and write its outcome."""
         if not outcome.done:
-            outcome = self.warehouse.wait(rec.job_id)
+            with report.timing("load_jobs"):
+                outcome = self.warehouse.wait(rec.job_id)
         if not outcome.done:
             raise BackendUnavailableError(f"load job {rec.job_id} did not finish in time")
         faults.hit("after_job_done")

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from ..layout import ObjectName, Outcome
 from ..text import counted
+from ..timing import StepTimes
 
 
 @dataclass
-class CommitReport:
+class CommitReport(StepTimes):
     objects_loaded: int = 0
     events_loaded: int = 0
     jobs_submitted: int = 0
@@ -23,6 +24,9 @@ class CommitReport:
     # commit counted them, its load jobs in 24 h (``jobs_24h``), for the metrics.
     per_table: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
+    # Where ``seconds`` went, in part: "load_jobs" (submitting load jobs and waiting
+    # for them), "archive" (writing archive files and deleting what they hold).
+    step_seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     budget: int = 0  # load jobs per table per day this committer allows itself
     idle: bool = False  # nothing was staged: no lease taken, one listing spent

@@ -72,9 +72,10 @@ class Tidier:
             if outcome == "done":
                 # Every object the record names, as the bucket holds it now: the
                 # view ``staged`` may predate another committer's record.
-                archives = self.archiver.archive(
-                    table, rec.key, rec.created, sizes_of(self.objects, rec.sources, staged)
-                )
+                with report.timing("archive"):
+                    archives = self.archiver.archive(
+                        table, rec.key, rec.created, sizes_of(self.objects, rec.sources, staged)
+                    )
                 for s in rec.sources:
                     staged.pop(s, None)
                 faults.hit("after_archive")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from ..timing import StepTimes
 
 
 @dataclass
-class ShipReport:
+class ShipReport(StepTimes):
     events_shipped: int = 0
     batches_shipped: int = 0
     bytes_shipped: int = 0
@@ -45,18 +44,6 @@ class ShipReport:
     def stream(self, stream: str) -> dict[str, int]:
         """``per_stream``'s figures of ``stream``."""
         return self.per_stream.setdefault(stream, {"events": 0, "batches": 0, "quarantined": 0})
-
-    def add_time(self, step: str, seconds: float) -> None:
-        self.step_seconds[step] = round(self.step_seconds.get(step, 0.0) + seconds, 4)
-
-    @contextlib.contextmanager
-    def timing(self, step: str) -> Iterator[None]:
-        """Add the time the block takes to ``step_seconds[step]``."""
-        t = time.monotonic()
-        try:
-            yield
-        finally:
-            self.add_time(step, time.monotonic() - t)
 
     def shipped(self, stream: str, events: int, nbytes: int) -> None:
         """Count one batch handed over."""
