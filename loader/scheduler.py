@@ -53,10 +53,14 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     step: Callable[[], object]
     drainer: Drainer | None = None
     if role == "commit":
-        step = make_committer(config, should_stop=stop.is_set).commit_once
+        committer = make_committer(config, should_stop=stop.is_set)
+        committer.count_quiet_tables = True  # the metrics start with every table
+        step = committer.commit_once
         seconds, every = config.schedule_seconds(), config.schedule
     else:
         drainer = make_drainer(config, commit=role == "all", should_stop=stop.is_set, progress=True)
+        if drainer.committer is not None:
+            drainer.committer.count_quiet_tables = True
         step = (lambda: ship_then_commit(drainer)) if role == "all" else (lambda: drainer.ship_once(due_only=True))
         seconds, every = config.seconds("ship_check"), config.ship_check
     metrics = _metrics(config)

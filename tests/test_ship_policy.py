@@ -18,7 +18,7 @@ from bqspool.loader.ship.runner import Ship
 from bqspool.loader.testing import MemoryObjectStore
 
 from .events import make_event
-from .test_drain_logic import EIXA
+from .test_drain_logic import EIXA, rig  # noqa: F401  (the fixture)
 
 
 class SteppedClock:
@@ -125,3 +125,28 @@ def test_the_check_reads_counters_not_every_row(tmp_path, clock):
     small = ShipPolicy(target_bytes=1024, max_delay=60.0)
     assert list(small.due(conn, EIXA, clock.now)) == ["tasks"]
     conn.close()
+
+
+@pytest.mark.parametrize("long_lived", [False, True])
+def test_a_one_shot_commit_lists_no_quiet_tables_log(rig, monkeypatch, long_lived):  # noqa: F811
+    """A cron host's `commit --once` pays nothing for quiet tables; `run` counts every
+    table's jobs once, at its first commit, so that the metrics start with all of them."""
+    from .test_drain_logic import exactly_once
+
+    appended = rig.fill({"tasks": 10})
+    drainer = rig.drainer(batch_rows=5)
+    drainer.committer.count_quiet_tables = long_lived
+    drainer.ship_once()
+    listed: list[str] = []
+    listing = rig.store.list_objects
+    monkeypatch.setattr(
+        rig.store, "list_objects", lambda prefix, *a, **kw: listed.append(prefix) or listing(prefix, *a, **kw)
+    )
+    report = drainer.commit_once()
+    exactly_once(rig, appended)
+    counted = {t for t, figures in report.per_table.items() if "jobs_24h" in figures}
+    logs = {p.rstrip("/").rsplit("/", 1)[-1] for p in listed if "/commit-archive/" in p}
+    if long_lived:
+        assert counted == logs == set(EIXA) and report.per_table["routines"]["jobs_24h"] == 0
+    else:
+        assert counted == logs == {"tasks"}

@@ -287,6 +287,7 @@ def test_the_metrics_agree_with_what_was_appended_shipped_and_loaded(stack, tmp_
                 pass
             time.sleep(0.2)
         assert served[("bqspool_load_job_budget", label("tasks"))] == env.config.quota_jobs_per_table_day
+        assert served[("bqspool_load_jobs_24h", label("routines"))] == 0  # run's metrics start with quiet tables
     finally:
         runner.terminate()
         runner.wait(30)

@@ -78,8 +78,7 @@ class Committer:
         clock: Callable[[], float] = time.time,  # this host's: only to check it against the store's
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self.objects, self.settings = objects, settings
-        self.on_loaded = on_loaded
+        self.objects, self.settings, self.on_loaded = objects, settings, on_loaded
         self.layout = Layout(settings.prefix)
         self.reader = LogReader(objects, self.layout)
         # Every time the committer compares is on the store's clock (objects'
@@ -97,7 +96,8 @@ class Committer:
         self._token: int | None = None  # the lease's token at this committer's last commit
         self._renewed, self._report = 0.0, CommitReport()  # when it last wrote the lease; this commit's report
         self.left_work = True  # the last commit left work (deferred, waiting), or none ran yet: do not skip
-        self._budgets_counted = False  # every table's jobs in 24 h, for the metrics, once a process
+        self._budgets_counted = False  # each table's jobs in 24 h, for the metrics, once a process
+        self.count_quiet_tables = False  # `run` sets it (metrics of every table); a listing each, a one-shot skips
         self._eligible: dict[str, set[str]] = {}  # per table: what this commit takes on
         self._staged: dict[str, dict[str, StoredObject]] = {}  # per table: what this commit knows is staged
 
@@ -130,8 +130,9 @@ class Committer:
                     report.idle = True
                 else:
                     logs = self._commit(report)
-                if not self._budgets_counted:  # once a process, every table: the metrics start with them
-                    self.budget.count(sorted(set(logs) | set(self.screen.tables or ())), logs, report)
+                if not self._budgets_counted:  # once a process: the tables in the log, and quiet ones if asked
+                    quiet = set(self.screen.tables or ()) if self.count_quiet_tables else set()
+                    self.budget.count(sorted(set(logs) | quiet), logs, report)
                     self._budgets_counted = True
         finally:
             report.requests, report.bigquery = counts.since(before), calls.since(calls_before)
@@ -199,9 +200,8 @@ class Committer:
     def _check_clock(self) -> None:
         """ClockSkewError if this host's clock is off the store's by more than the margin
         (see :func:`.bucket_lease.clock_offset`)."""
-        self._offset = bucket_lease.clock_offset(
-            self.objects, self.layout.lease, self.clock, self.settings.max_clock_skew
-        )
+        skew = self.settings.max_clock_skew
+        self._offset = bucket_lease.clock_offset(self.objects, self.layout.lease, self.clock, skew)
 
     def now(self) -> float:
         """The store's clock, carried forward on this committer's own: what pacing, the
