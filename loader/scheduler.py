@@ -50,19 +50,7 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     # unless the whole process logs at debug (-vv).
     quiet = logging.getLogger("apscheduler")
     quiet.setLevel(logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.ERROR)
-    step: Callable[[], object]
-    drainer: Drainer | None = None
-    if role == "commit":
-        committer = make_committer(config, should_stop=stop.is_set)
-        committer.count_quiet_tables = True  # the metrics start with every table
-        step = committer.commit_once
-        seconds, every = config.schedule_seconds(), config.schedule
-    else:
-        drainer = make_drainer(config, commit=role == "all", should_stop=stop.is_set, progress=True)
-        if drainer.committer is not None:
-            drainer.committer.count_quiet_tables = True
-        step = (lambda: ship_then_commit(drainer)) if role == "all" else (lambda: drainer.ship_once(due_only=True))
-        seconds, every = config.seconds("ship_check"), config.ship_check
+    step, drainer, seconds, every = _work(config, role, stop)
     metrics = _metrics(config)
     trigger = IntervalTrigger(seconds=seconds) if seconds else CronTrigger.from_crontab(config.schedule)
     scheduler = BlockingScheduler()
@@ -101,6 +89,22 @@ def run_forever(config: Config, stop: threading.Event | None = None, role: str =
     with ticking:  # the tick in flight ends first (its step stops between steps); none starts after
         if drainer is not None:
             last_ship(drainer, stop)
+
+
+def _work(
+    config: Config, role: str, stop: threading.Event
+) -> tuple[Callable[[], object], Drainer | None, float | None, str]:
+    """What each tick of ``role`` runs, the drainer behind it (None for commit), and how
+    often: seconds, or None for a cron schedule, and the setting as written."""
+    if role == "commit":
+        committer = make_committer(config, should_stop=stop.is_set)
+        committer.count_quiet_tables = True  # the metrics start with every table
+        return committer.commit_once, None, config.schedule_seconds(), config.schedule
+    drainer = make_drainer(config, commit=role == "all", should_stop=stop.is_set, progress=True)
+    if drainer.committer is not None:
+        drainer.committer.count_quiet_tables = True
+    step = (lambda: ship_then_commit(drainer)) if role == "all" else (lambda: drainer.ship_once(due_only=True))
+    return step, drainer, config.seconds("ship_check"), config.ship_check
 
 
 def _stop(scheduler: Any, attempts: int = 200) -> None:
