@@ -247,11 +247,13 @@ class Archiver:
 
 
 def _tables(source: Any) -> Iterator[Any]:
-    """An object's rows (its open ParquetFile, or its file) as Arrow tables: whole when it holds at most MERGE_ROWS rows
-    (one read: most objects are small, and a reader's set-up is most of what
-    reading a small one costs), else a quarter of its row group at a time, one
-    object open at a time, so the memory a merge takes stays flat however many
-    objects the file holds (+40 MB, not +100 for 12)."""
+    """An object's rows (its open ParquetFile, or its file) as Arrow tables.
+
+    Whole when it holds at most MERGE_ROWS rows: one read, since most objects
+    are small and a reader's set-up is most of what reading a small one costs.
+    Else a quarter of its row group at a time, one object open at a time, so
+    the memory a merge takes stays flat however many objects the file holds
+    (+40 MB, not +100 for 12)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
